@@ -1,0 +1,84 @@
+"""Scoring policies for the decoder's token pruner: which live visual tokens matter most.
+
+Each policy is a small object with `needs_attention` and `score(layer_idx, attn_probs,
+layout) -> (B, T)`; higher scores are kept. Only the visual rows of the scores are read.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+
+from llava.model.language_model.sequence_layout import SequenceLayout
+
+
+class FitPrunePolicy:
+    """FitPrune's inference ranking: cross score × self score on the head-max attention.
+
+    With A[b, i, j] = max over heads of the softmax probabilities, for each visual key j:
+    cross = sum of A over text queries i, self = mean of A over visual queries i.
+    """
+
+    name = "fitprune"
+    needs_attention = True
+
+    def score(self, layer_idx: int, attn_probs: Optional[torch.Tensor], layout: SequenceLayout) -> torch.Tensor:
+        """(B, T) cross × self scores from `attn_probs` (B, H, T, T)."""
+        head_max = attn_probs.amax(dim=1).float()  # (B, T, T)
+        text = layout.text_mask.float()
+        visual = layout.visual_mask.float()
+        cross = torch.einsum("bij,bi->bj", head_max, text)
+        self_score = torch.einsum("bij,bi->bj", head_max, visual) / visual.sum(dim=1, keepdim=True).clamp(min=1)
+        return cross * self_score
+
+
+class FastVPolicy:
+    """FastV's ranking: attention each visual token receives from the sample's last
+    prompt token, averaged over heads."""
+
+    name = "fastv"
+    needs_attention = True
+
+    def score(self, layer_idx: int, attn_probs: Optional[torch.Tensor], layout: SequenceLayout) -> torch.Tensor:
+        """(B, T) head-mean attention of the last row (left-padded batches end on a real token)."""
+        return attn_probs[:, :, -1, :].float().mean(dim=1)
+
+
+class RandomPolicy:
+    """Random ranking for ablations, fixed by a seed, the layer and the grid index, so a
+    sample gets the same choice alone or in any batch."""
+
+    name = "random"
+    needs_attention = False
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def score(self, layer_idx: int, attn_probs: Optional[torch.Tensor], layout: SequenceLayout) -> torch.Tensor:
+        """(B, T) pseudo-random scores of the visual rows."""
+        grid_size = int(layout.initial_visual.max()) + 1
+        generator = torch.Generator().manual_seed(self.seed * 100003 + layer_idx)
+        table = torch.rand(grid_size, generator=generator).to(layout.visual_index.device)
+        return table[layout.visual_index.clamp(min=0)]
+
+
+class ForcedPolicy:
+    """Keeps exactly the grid indices given per layer (replays a recorded pruning)."""
+
+    name = "forced"
+    needs_attention = False
+
+    def __init__(self, kept: Dict[int, torch.Tensor]):
+        """Args:
+        kept: layer index -> (B, K) grid indices to keep after that layer.
+        """
+        self.kept = kept
+
+    def score(self, layer_idx: int, attn_probs: Optional[torch.Tensor], layout: SequenceLayout) -> torch.Tensor:
+        """(B, T) 1.0 on rows whose grid index is in the forced set of this layer, else 0."""
+        wanted = self.kept[layer_idx].to(layout.visual_index.device)  # (B, K)
+        hits = (layout.visual_index[:, :, None] == wanted[:, None, :]).any(dim=-1)
+        return hits.float()
+
+
+POLICIES = {"fitprune": FitPrunePolicy, "fastv": FastVPolicy, "random": RandomPolicy}

@@ -1,0 +1,157 @@
+"""`load_pretrained_model`: LLaVA checkpoints (full, projector-only with a base, LoRA)
+and plain language models, on GPU or CPU, with the upstream v1.1.3 signature."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional, Tuple
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
+from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONTEXT_LEN = 2048
+
+
+def _resolve_vision_tower(config, model_path: str) -> None:
+    """Points a relative `mm_vision_tower` that exists inside the checkpoint at that directory."""
+    tower = getattr(config, "mm_vision_tower", None) or getattr(config, "vision_tower", None)
+    if tower and not os.path.isabs(tower) and os.path.isdir(model_path):
+        local = os.path.join(model_path, tower)
+        if os.path.isdir(local) and not os.path.isdir(tower):
+            config.mm_vision_tower = local
+
+
+def _quantization_kwargs(load_8bit: bool, load_4bit: bool) -> dict:
+    if not (load_8bit or load_4bit):
+        return {}
+    try:
+        from transformers import BitsAndBytesConfig
+        import bitsandbytes  # noqa: F401
+    except ImportError as err:
+        raise ImportError("load_8bit/load_4bit need the bitsandbytes package: pip install bitsandbytes") from err
+    if load_8bit:
+        return {"load_in_8bit": True}
+    return {
+        "load_in_4bit": True,
+        "quantization_config": BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_compute_dtype=torch.float16,
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_quant_type="nf4",
+        ),
+    }
+
+
+def load_pretrained_model(
+    model_path: str,
+    model_base: Optional[str],
+    model_name: str,
+    load_8bit: bool = False,
+    load_4bit: bool = False,
+    device_map="auto",
+    device: str = "cuda",
+    torch_dtype: Optional[torch.dtype] = None,
+) -> Tuple[object, torch.nn.Module, Optional[object], int]:
+    """Loads a LLaVA (or plain causal LM) checkpoint as upstream v1.1.3 does.
+
+    Args:
+        model_path: local directory or hub name of the checkpoint.
+        model_base: base LLM for projector-only or LoRA checkpoints, else None.
+        model_name: name used for dispatch (must contain "llava" for the LLaVA path;
+            "lora" selects the LoRA path when `model_base` is given).
+        load_8bit, load_4bit: quantise with bitsandbytes (GPU only).
+        device_map: passed to `from_pretrained` (ignored on CPU, where everything stays
+            on the CPU).
+        device: where the vision tower goes ("cuda", "cuda:1", "cpu").
+        torch_dtype: weights dtype; float16 on GPU and float32 on CPU by default.
+
+    Returns:
+        (tokenizer, model, image_processor or None, context_len).
+
+    Raises:
+        FileNotFoundError: if a local-looking `model_path` does not exist.
+    """
+    on_cpu = str(device).startswith("cpu")
+    if torch_dtype is None:
+        torch_dtype = torch.float32 if on_cpu else torch.float16
+    looks_local = model_path.startswith((".", "/", "~")) or model_path.count("/") > 1
+    if looks_local and not os.path.exists(model_path):
+        raise FileNotFoundError(f"model path {model_path} does not exist")
+    kwargs = {"device_map": {"": "cpu"} if on_cpu else device_map}
+    kwargs.update(_quantization_kwargs(load_8bit, load_4bit))
+    if not (load_8bit or load_4bit):
+        kwargs["torch_dtype"] = torch_dtype
+
+    is_llava = "llava" in model_name.lower()
+    if is_llava and model_base is not None and "lora" in model_name.lower():
+        model, tokenizer = _load_lora(model_path, model_base, kwargs)
+    elif is_llava and model_base is not None:
+        tokenizer = AutoTokenizer.from_pretrained(model_base, use_fast=False)
+        config = AutoConfig.from_pretrained(model_path)
+        _resolve_vision_tower(config, model_path)
+        model = LlavaLlamaForCausalLM.from_pretrained(model_base, low_cpu_mem_usage=True, config=config, **kwargs)
+        projector_file = os.path.join(model_path, "mm_projector.bin")
+        if not os.path.isfile(projector_file):
+            from huggingface_hub import hf_hub_download
+
+            projector_file = hf_hub_download(model_path, "mm_projector.bin")
+        weights = torch.load(projector_file, map_location="cpu")
+        weights = {k: v.to(torch_dtype) for k, v in weights.items()}
+        model.load_state_dict(weights, strict=False)
+    elif is_llava:
+        tokenizer = AutoTokenizer.from_pretrained(model_path, use_fast=False)
+        config = AutoConfig.from_pretrained(model_path)
+        _resolve_vision_tower(config, model_path)
+        model = LlavaLlamaForCausalLM.from_pretrained(model_path, low_cpu_mem_usage=True, config=config, **kwargs)
+    else:
+        source = model_base or model_path
+        tokenizer = AutoTokenizer.from_pretrained(source, use_fast=False)
+        model = AutoModelForCausalLM.from_pretrained(source, low_cpu_mem_usage=True, **kwargs)
+        if model_base is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, model_path).merge_and_unload()
+
+    image_processor = None
+    if is_llava:
+        if getattr(model.config, "mm_use_im_patch_token", True):
+            tokenizer.add_tokens([DEFAULT_IMAGE_PATCH_TOKEN], special_tokens=True)
+        if getattr(model.config, "mm_use_im_start_end", False):
+            tokenizer.add_tokens([DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN], special_tokens=True)
+        if len(tokenizer) != model.get_input_embeddings().weight.shape[0]:
+            model.resize_token_embeddings(len(tokenizer))
+        vision_tower = model.get_vision_tower()
+        if not vision_tower.is_loaded:
+            vision_tower.load_model()
+        vision_tower.to(device=device, dtype=torch_dtype)
+        if on_cpu:
+            model.to(device)
+        image_processor = vision_tower.image_processor
+    context_len = getattr(model.config, "max_sequence_length", DEFAULT_CONTEXT_LEN)
+    return tokenizer, model, image_processor, context_len
+
+
+def _load_lora(model_path: str, model_base: str, kwargs: dict):
+    """LoRA checkpoint on a base LLM: non-LoRA trainables, then the merged adapter."""
+    from peft import PeftModel
+
+    config = LlavaConfig.from_pretrained(model_path)
+    _resolve_vision_tower(config, model_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_base, use_fast=False)
+    model = LlavaLlamaForCausalLM.from_pretrained(model_base, low_cpu_mem_usage=True, config=config, **kwargs)
+    trainables_file = os.path.join(model_path, "non_lora_trainables.bin")
+    if not os.path.isfile(trainables_file):
+        from huggingface_hub import hf_hub_download
+
+        trainables_file = hf_hub_download(model_path, "non_lora_trainables.bin")
+    trainables = torch.load(trainables_file, map_location="cpu")
+    trainables = {k[len("base_model."):] if k.startswith("base_model.") else k: v for k, v in trainables.items()}
+    trainables = {k[len("model."):] if k.startswith("model.model.") else k: v for k, v in trainables.items()}
+    model.load_state_dict(trainables, strict=False)
+    model = PeftModel.from_pretrained(model, model_path).merge_and_unload()
+    return model, tokenizer

@@ -1,0 +1,137 @@
+"""LLaVA on our LLaMA decoder: `LlavaConfig`, `LlavaLlamaModel`, `LlavaLlamaForCausalLM`.
+
+FitPrune is configured on the config: `reduction_ratio` (percent of the paper-convention
+FLOPs to remove, 0 = unpruned), optionally `fitprune_recipe` (a recipe file) and
+`fitprune_policy` (scoring policy name, default "fitprune"). The pruner is built from
+those fields at the first prefill after they change.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
+
+from llava.model.language_model.modeling_llama import (
+    CausalLMOutput,
+    LlamaForCausalLM,
+    LlamaModel,
+    LlamaPreTrainedModel,
+)
+from llava.model.language_model.token_pruning import PrefillHook, PruningTrace
+from llava.model.llava_arch import LlavaMetaForCausalLM, LlavaMetaModel
+
+
+class LlavaConfig(LlamaConfig):
+    """LlamaConfig with model_type "llava"; the `mm_*` fields ride along as extra keys."""
+
+    model_type = "llava"
+
+
+class LlavaLlamaModel(LlavaMetaModel, LlamaModel):
+    """Decoder with a vision tower and projector; resolves its pruner from the config."""
+
+    config_class = LlavaConfig
+
+    def __init__(self, config: LlamaConfig):
+        super().__init__(config)
+        self._configured_hook_key = None
+        self._configured_hook: Optional[PrefillHook] = None
+
+    def num_visual_tokens(self) -> int:
+        """Visual tokens one image contributes, from the vision tower's config."""
+        tower = self.get_vision_tower()
+        if tower is None:
+            raise ValueError("this model has no vision tower (config has no mm_vision_tower)")
+        return tower.num_visual_tokens
+
+    def resolve_prefill_hook(self) -> Optional[PrefillHook]:
+        """An explicitly set hook wins; otherwise the pruner described by the config."""
+        if self.prefill_hook is not None:
+            return self.prefill_hook
+        key = (
+            getattr(self.config, "reduction_ratio", 0) or 0,
+            getattr(self.config, "fitprune_recipe", None),
+            getattr(self.config, "fitprune_policy", "fitprune"),
+        )
+        if key != self._configured_hook_key:
+            from fitprune.pruning import pruner_from_config
+
+            self._configured_hook = pruner_from_config(self.config, self.num_visual_tokens())
+            self._configured_hook_key = key
+        return self._configured_hook
+
+
+class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
+    """LLaVA-1.5 causal LM. `last_pruning_trace` holds what the latest prefill kept."""
+
+    config_class = LlavaConfig
+
+    def __init__(self, config: LlamaConfig):
+        LlamaPreTrainedModel.__init__(self, config)
+        self.model = LlavaLlamaModel(config)
+        self.lm_head = torch.nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.last_pruning_trace: Optional[PruningTrace] = None
+        self.post_init()
+
+    def get_model(self) -> LlavaLlamaModel:
+        return self.model
+
+    def forward(
+        self,
+        input_ids: Optional[torch.LongTensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        past_key_values=None,
+        inputs_embeds: Optional[torch.FloatTensor] = None,
+        labels: Optional[torch.LongTensor] = None,
+        use_cache: Optional[bool] = None,
+        output_attentions: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
+        images=None,
+        return_dict: Optional[bool] = None,
+    ) -> CausalLMOutput:
+        """Upstream's forward: splices `images` into a prefill, then runs the decoder.
+
+        Args:
+            input_ids: (B, L) with IMAGE_TOKEN_INDEX placeholders (prefill) or (B, 1).
+            attention_mask: (B, L) padding mask of `input_ids` (prefill only).
+            images: (N, 3, H, W) tensor or list of per-sample tensors; ignored on decode.
+
+        Returns:
+            CausalLMOutput whose logits cover the rows that left the decoder
+            (left-padded; fewer than the input when tokens were pruned).
+        """
+        layout = None
+        if past_key_values is None and inputs_embeds is None:
+            spliced = self.splice_images(input_ids, attention_mask, images, labels)
+            inputs_embeds, labels, layout = spliced.inputs_embeds, spliced.labels, spliced.layout
+            input_ids = attention_mask = None
+        out = super().forward(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            labels=labels,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            sequence_layout=layout,
+        )
+        if past_key_values is None:
+            self.last_pruning_trace = out.pruning_trace
+        return out
+
+    def prepare_inputs_for_generation(
+        self, input_ids, past_key_values=None, attention_mask=None, inputs_embeds=None, **kwargs
+    ) -> dict:
+        """As the LLaMA model's, plus `images` on every step (ignored after the prefill)."""
+        inputs = super().prepare_inputs_for_generation(
+            input_ids, past_key_values=past_key_values, attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds, **kwargs
+        )
+        inputs["images"] = kwargs.get("images")
+        return inputs
+
+
+AutoConfig.register("llava", LlavaConfig)
+AutoModelForCausalLM.register(LlavaConfig, LlavaLlamaForCausalLM)

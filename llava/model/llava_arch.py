@@ -1,0 +1,215 @@
+"""The multimodal half of LLaVA: vision tower + projector, and splicing image features
+into the token embeddings where `IMAGE_TOKEN_INDEX` stands in the prompt."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llava.model.language_model.sequence_layout import (
+    SEGMENT_PAD,
+    SEGMENT_PREFIX,
+    SEGMENT_TEXT,
+    SEGMENT_VISUAL,
+    SequenceLayout,
+)
+from llava.model.multimodal_encoder.builder import build_vision_tower
+from llava.model.multimodal_projector.builder import build_vision_projector
+
+Images = Union[torch.Tensor, Sequence[torch.Tensor]]
+
+
+class LlavaMetaModel:
+    """Mixin for the inner model: owns the vision tower and the projector."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        if hasattr(config, "mm_vision_tower"):
+            self.vision_tower = build_vision_tower(config, delay_load=True)
+            self.mm_projector = build_vision_projector(config)
+
+    def get_vision_tower(self):
+        """The vision tower, or None for a text-only model."""
+        tower = getattr(self, "vision_tower", None)
+        if isinstance(tower, list):
+            tower = tower[0]
+        return tower
+
+
+@dataclass
+class SplicedInputs:
+    """A left-padded prefill batch with image features in place of the image tokens.
+
+    Attributes:
+        inputs_embeds: (B, T, D) embeddings.
+        attention_mask: (B, T) long, 1 on real rows.
+        labels: (B, T) long with IGNORE_INDEX on visual and padding rows, or None.
+        layout: what each row holds (segments, positions, visual grid indices).
+    """
+
+    inputs_embeds: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: Optional[torch.Tensor]
+    layout: SequenceLayout
+
+
+def _images_per_sample(images: Images, image_counts: List[int]) -> List[List[int]]:
+    """Assigns image indices (into the flattened list of images) to samples.
+
+    Args:
+        images: (N, 3, H, W) tensor, (B, n, 3, H, W) tensor, or a list of B tensors
+            (n_b, 3, H, W) / (3, H, W).
+        image_counts: number of `IMAGE_TOKEN_INDEX` placeholders in each sample.
+
+    Raises:
+        ValueError: naming the sample, its placeholder count and the images given.
+    """
+    batch = len(image_counts)
+    if isinstance(images, torch.Tensor) and images.dim() == 4:
+        total = images.shape[0]
+        if total == batch and all(c <= 1 for c in image_counts):
+            return [[b] if c == 1 else [] for b, c in enumerate(image_counts)]
+        if total != sum(image_counts):
+            raise ValueError(
+                f"{total} images were given for {batch} samples whose prompts hold "
+                f"{image_counts} <image> placeholders; give one image per placeholder"
+            )
+        starts = torch.tensor([0] + image_counts).cumsum(0).tolist()
+        return [list(range(starts[b], starts[b + 1])) for b in range(batch)]
+    per_sample = [1 if img.dim() == 3 else img.shape[0] for img in images]
+    if len(per_sample) != batch:
+        raise ValueError(f"images hold {len(per_sample)} samples but the batch has {batch}")
+    for b, (given, wanted) in enumerate(zip(per_sample, image_counts)):
+        if given != wanted and not (wanted == 0 and given == 1):
+            raise ValueError(
+                f"sample {b} has {wanted} <image> placeholders but {given} images were given for it"
+            )
+    starts = torch.tensor([0] + per_sample).cumsum(0).tolist()
+    return [list(range(starts[b], starts[b] + image_counts[b])) for b in range(batch)]
+
+
+def _flatten_images(images: Images) -> torch.Tensor:
+    if isinstance(images, torch.Tensor):
+        return images.flatten(0, 1) if images.dim() == 5 else images
+    return torch.cat([img[None] if img.dim() == 3 else img for img in images], dim=0)
+
+
+class LlavaMetaForCausalLM(ABC):
+    """Mixin for the causal LM: encodes images and splices them into the prompt."""
+
+    @abstractmethod
+    def get_model(self) -> nn.Module:
+        """The inner model holding the embeddings, the vision tower and the projector."""
+
+    def get_vision_tower(self):
+        return self.get_model().get_vision_tower()
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Projected visual features (N, V, D) of images (N, 3, H, W)."""
+        return self.get_model().mm_projector(self.get_model().get_vision_tower()(images))
+
+    def splice_images(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: Optional[torch.Tensor],
+        images: Optional[Images],
+        labels: Optional[torch.Tensor] = None,
+    ) -> SplicedInputs:
+        """Replaces each `IMAGE_TOKEN_INDEX` by its image's V feature rows.
+
+        The batch comes back left-padded whatever the padding side of `input_ids`, so
+        the last row of every sample is its last prompt token (what generation needs).
+
+        Args:
+            input_ids: (B, L) ids with IMAGE_TOKEN_INDEX placeholders.
+            attention_mask: (B, L), 1 on real tokens; None means no padding.
+            images: see `_images_per_sample`; None for a text-only batch.
+            labels: (B, L) training labels, or None.
+
+        Returns:
+            SplicedInputs whose layout marks prefix, visual and text rows per sample.
+
+        Raises:
+            ValueError: when placeholders and images do not match, or placeholders
+                appear with no images.
+        """
+        batch = input_ids.shape[0]
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        real = attention_mask.bool()
+        ids_per_sample = [input_ids[b][real[b]] for b in range(batch)]
+        labels_per_sample = [labels[b][real[b]] for b in range(batch)] if labels is not None else None
+        image_counts = [int((ids == IMAGE_TOKEN_INDEX).sum()) for ids in ids_per_sample]
+        embed = self.get_model().embed_tokens
+        if images is None or sum(image_counts) == 0:
+            if sum(image_counts):
+                raise ValueError(f"prompts hold {image_counts} <image> placeholders but no images were given")
+            features, assignment = None, [[] for _ in range(batch)]
+        else:
+            assignment = _images_per_sample(images, image_counts)
+            features = self.encode_images(_flatten_images(images).to(device=embed.weight.device))
+            features = features.to(embed.weight.dtype)
+
+        rows, segments, grid, row_labels = [], [], [], []
+        for b, ids in enumerate(ids_per_sample):
+            holes = (ids == IMAGE_TOKEN_INDEX).nonzero().flatten().tolist()
+            text_embeds = embed(ids.clamp(min=0).to(embed.weight.device))
+            pieces, seg, idx, lab = [], [], [], []
+            start, visual_seen = 0, 0
+            for hole, image_idx in zip(holes + [len(ids)], assignment[b] + [None]):
+                n_text = hole - start
+                pieces.append(text_embeds[start:hole])
+                seg.append(torch.full((n_text,), SEGMENT_TEXT if visual_seen else SEGMENT_PREFIX))
+                idx.append(torch.full((n_text,), -1))
+                if labels_per_sample is not None:
+                    lab.append(labels_per_sample[b][start:hole])
+                if image_idx is not None:
+                    feats = features[image_idx]
+                    pieces.append(feats)
+                    seg.append(torch.full((feats.shape[0],), SEGMENT_VISUAL))
+                    idx.append(torch.arange(visual_seen, visual_seen + feats.shape[0]))
+                    lab.append(torch.full((feats.shape[0],), IGNORE_INDEX))
+                    visual_seen += feats.shape[0]
+                start = hole + 1
+            rows.append(torch.cat(pieces))
+            segments.append(torch.cat(seg))
+            grid.append(torch.cat(idx))
+            row_labels.append(torch.cat(lab) if labels_per_sample is not None else None)
+
+        length = max(r.shape[0] for r in rows)
+        dim = rows[0].shape[1]
+        device = rows[0].device
+        embeds = rows[0].new_zeros(batch, length, dim)
+        segment = torch.full((batch, length), SEGMENT_PAD, dtype=torch.long)
+        visual_index = torch.full((batch, length), -1, dtype=torch.long)
+        new_labels = torch.full((batch, length), IGNORE_INDEX, dtype=torch.long) if labels is not None else None
+        for b in range(batch):
+            n = rows[b].shape[0]
+            embeds[b, length - n:] = rows[b]
+            segment[b, length - n:] = segments[b]
+            visual_index[b, length - n:] = grid[b]
+            if new_labels is not None:
+                new_labels[b, length - n:] = row_labels[b].cpu()
+        layout = SequenceLayout.from_segments(segment.to(device), visual_index.to(device))
+        return SplicedInputs(
+            inputs_embeds=embeds,
+            attention_mask=layout.key_mask.long(),
+            labels=new_labels.to(device) if new_labels is not None else None,
+            layout=layout,
+        )
+
+    def prepare_inputs_labels_for_multimodal(self, input_ids, attention_mask, past_key_values, labels, images):
+        """Upstream's 5-tuple interface over `splice_images`.
+
+        Returns:
+            (None, attention_mask, past_key_values, inputs_embeds, labels) for a prefill
+            with images; the inputs unchanged (inputs_embeds None) otherwise.
+        """
+        if self.get_vision_tower() is None or images is None or past_key_values is not None:
+            return input_ids, attention_mask, past_key_values, None, labels
+        spliced = self.splice_images(input_ids, attention_mask, images, labels)
+        return None, spliced.attention_mask, past_key_values, spliced.inputs_embeds, spliced.labels

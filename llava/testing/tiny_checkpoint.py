@@ -1,0 +1,149 @@
+"""Writes a tiny random LLaVA-1.5 checkpoint in the exact layout of the real one.
+
+The directory holds `config.json` with every field llava-v1.5 has, `generation_config.json`,
+`pytorch_model.bin` with the real key names, a locally trained SentencePiece tokenizer,
+and a tiny CLIP vision tower directory (weights + `preprocessor_config.json`) that
+`mm_vision_tower` points to. Tests and the README demo load it with
+`load_pretrained_model` offline.
+
+    python -m llava.testing.tiny_checkpoint --output checkpoints/llava-tiny
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, GenerationConfig
+
+from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
+from llava.testing.tokenizer import train_tiny_tokenizer
+
+VISION_TOWER_DIR = "clip-vision-tower"
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+@dataclass(frozen=True)
+class TinyLlavaSpec:
+    """Sizes of a tiny LLaVA; the defaults give 144 visual tokens (48 px / 4 px patches)."""
+
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    vision_hidden_size: int = 32
+    vision_layers: int = 2
+    vision_heads: int = 2
+    image_size: int = 48
+    patch_size: int = 4
+    vocab_size: int = 512
+    projector_type: str = "mlp2x_gelu"
+    initializer_range: float = 0.1
+
+
+def llava_config_fields(spec: TinyLlavaSpec, vision_tower: str, vocab_size: int) -> dict:
+    """The config.json fields of llava-v1.5, with the tiny sizes of `spec`."""
+    return {
+        "architectures": ["LlavaLlamaForCausalLM"],
+        "model_type": "llava",
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "pad_token_id": 0,
+        "hidden_act": "silu",
+        "hidden_size": spec.hidden_size,
+        "intermediate_size": spec.intermediate_size,
+        "num_hidden_layers": spec.num_hidden_layers,
+        "num_attention_heads": spec.num_attention_heads,
+        "num_key_value_heads": spec.num_key_value_heads,
+        "max_position_embeddings": 4096,
+        "max_length": 4096,
+        "rms_norm_eps": 1e-05,
+        "initializer_range": spec.initializer_range,
+        "pretraining_tp": 1,
+        "rope_scaling": None,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+        "use_cache": True,
+        "vocab_size": vocab_size,
+        "image_aspect_ratio": "pad",
+        "mm_hidden_size": spec.vision_hidden_size,
+        "mm_projector_type": spec.projector_type,
+        "mm_vision_tower": vision_tower,
+        "mm_vision_select_layer": -2,
+        "mm_vision_select_feature": "patch",
+        "mm_use_im_start_end": False,
+        "mm_use_im_patch_token": False,
+        "mm_resampler_type": None,
+        "use_mm_proj": True,
+        "tune_mm_mlp_adapter": False,
+        "freeze_mm_mlp_adapter": False,
+        "freeze_mm_vision_resampler": False,
+        "tune_mm_vision_resampler": False,
+        "unfreeze_mm_vision_tower": False,
+    }
+
+
+def write_vision_tower(out_dir: Path, spec: TinyLlavaSpec) -> Path:
+    """Saves a random tiny CLIP vision model and its image processor into `out_dir`."""
+    config = CLIPVisionConfig(
+        hidden_size=spec.vision_hidden_size,
+        intermediate_size=spec.vision_hidden_size * 4,
+        num_hidden_layers=spec.vision_layers,
+        num_attention_heads=spec.vision_heads,
+        image_size=spec.image_size,
+        patch_size=spec.patch_size,
+        hidden_act="quick_gelu",
+        projection_dim=spec.vision_hidden_size,
+    )
+    CLIPVisionModel(config).save_pretrained(out_dir, safe_serialization=False)
+    CLIPImageProcessor(
+        size={"shortest_edge": spec.image_size},
+        crop_size={"height": spec.image_size, "width": spec.image_size},
+        image_mean=CLIP_MEAN,
+        image_std=CLIP_STD,
+        resample=3,
+    ).save_pretrained(out_dir)
+    return out_dir
+
+
+def write_tiny_llava(
+    out_dir: str | Path, spec: TinyLlavaSpec = TinyLlavaSpec(), seed: int = 0, relative_tower: bool = False
+) -> Path:
+    """Writes a tiny random LLaVA checkpoint to `out_dir` and returns the directory.
+
+    Args:
+        out_dir: where to write (created).
+        spec: model sizes.
+        seed: torch seed of the random weights.
+        relative_tower: write `mm_vision_tower` relative to the checkpoint (for shipped
+            checkpoints); by default it is the tower's absolute path.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    tokenizer = train_tiny_tokenizer(out_dir, vocab_size=spec.vocab_size)
+    tower_dir = write_vision_tower(out_dir / VISION_TOWER_DIR, spec)
+    tower_ref = VISION_TOWER_DIR if relative_tower else str(tower_dir.resolve())
+    config = LlavaConfig(**llava_config_fields(spec, str(tower_dir.resolve()), len(tokenizer)))
+    model = LlavaLlamaForCausalLM(config)
+    model.config.mm_vision_tower = tower_ref
+    model.save_pretrained(out_dir, safe_serialization=False)
+    GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=0, max_length=4096).save_pretrained(out_dir)
+    (out_dir / "tiny_spec.json").write_text(json.dumps(asdict(spec), indent=1) + "\n")
+    return out_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", required=True, help="checkpoint directory to write")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    print(write_tiny_llava(args.output, seed=args.seed, relative_tower=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""Packaging for the FitPrune LLaVA fork: one distribution with the `llava` and `fitprune` packages."""
+from setuptools import find_packages, setup
+
+setup(
+    name="llava-fitprune",
+    version="0.1.0",
+    description="LLaVA-1.5 inference and evaluation with FitPrune visual-token pruning",
+    python_requires=">=3.9",
+    packages=find_packages(
+        exclude=["assets*", "benchmark*", "docs", "dist*", "playground*", "scripts*", "tests*"]
+    ),
+    package_data={"fitprune": ["recipes/*.json"], "llava": ["testing/data/*"]},
+    include_package_data=True,
+    install_requires=[
+        "torch",
+        "transformers==4.31.0",
+        "tokenizers>=0.12.1,<0.14",
+        "sentencepiece",
+        "shortuuid",
+        "pillow",
+        "tqdm",
+        "accelerate",
+        "numpy",
+    ],
+    extras_require={
+        "train": ["deepspeed"],
+        "dev": ["pytest", "matplotlib"],
+    },
+)

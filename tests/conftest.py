@@ -1,0 +1,46 @@
+"""Shared fixtures: a tiny LLaVA checkpoint written once per session, loaded offline."""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from fitprune.recipe import ModelSignature, Recipe, RecipeBook  # noqa: E402
+from fitprune.pruning import RECIPE_FILE_IN_CHECKPOINT  # noqa: E402
+from llava.model.builder import load_pretrained_model  # noqa: E402
+from llava.testing.tiny_checkpoint import write_tiny_llava  # noqa: E402
+
+TINY_RECIPE_RATIO = 50.0
+# visual tokens left after each of the tiny model's 4 layers (it has 144)
+TINY_KEEP_COUNTS = (144, 97, 61, 30)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A tiny random llava-v1.5-layout checkpoint with a recipe file beside its weights."""
+    path = write_tiny_llava(tmp_path_factory.mktemp("ckpt") / "llava-v1.5-tiny")
+    tokenizer, model, _, _ = load_pretrained_model(str(path), None, "llava-v1.5-tiny", device="cpu")
+    signature = ModelSignature.from_config(model.config, model.get_model().num_visual_tokens())
+    recipe = Recipe.from_keep_counts(signature, TINY_RECIPE_RATIO, TINY_KEEP_COUNTS, fit="test")
+    RecipeBook(model=signature, recipes=(recipe,), provenance={"source": "tests"}).save(
+        path / RECIPE_FILE_IN_CHECKPOINT
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def _loaded_tiny(tiny_checkpoint):
+    return load_pretrained_model(str(tiny_checkpoint), None, "llava-v1.5-tiny", device="cpu")
+
+
+@pytest.fixture()
+def tiny(_loaded_tiny):
+    """(tokenizer, model, image_processor); pruning settings are reset after each test."""
+    tokenizer, model, processor, _ = _loaded_tiny
+    yield tokenizer, model, processor
+    model.config.reduction_ratio = 0
+    model.config.fitprune_policy = "fitprune"
+    model.get_model().prefill_hook = None
