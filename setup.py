@@ -9,7 +9,7 @@ setup(
     packages=find_packages(
         exclude=["assets*", "benchmark*", "docs", "dist*", "playground*", "scripts*", "tests*"]
     ),
-    package_data={"fitprune": ["recipes/*.json"], "llava": ["testing/data/*"]},
+    package_data={"fitprune": ["recipes/*.json", "recipes/configs/*.json"], "llava": ["testing/data/*"]},
     include_package_data=True,
     install_requires=[
         "torch",

@@ -1,0 +1,699 @@
+"""Pruning recipes: per-layer visual-token keep counts, saved as versioned JSON.
+
+A `Recipe` says, for one FLOPs budget (``reduction_ratio``, percent), how many visual tokens are left
+after each decoder layer, and what it achieves under both FLOPs conventions of `fitprune.flops`. A
+`RecipeBook` holds the recipes fitted for one model (`ModelSignature`) with their provenance; it is
+saved atomically as JSON with a schema version and validated against the model when loaded.
+
+Shipped recipe books live in ``fitprune/recipes/<model name>.json`` (see `shipped_recipe_path`).
+The LLaVA-1.5-7B book holds the FitPrune authors' published recipes and was made, from the repository
+root with the shared reference files next to it, by::
+
+    python -m fitprune.recipe import-published \\
+        --reference ../shared/reference/fitprune_llava15_7b_delete_schemes.json \\
+        --config fitprune/recipes/configs/llava-v1.5-7b.json \\
+        --output fitprune/recipes/llava-v1.5-7b.json
+
+Inspect a book with ``python -m fitprune.recipe show fitprune/recipes/llava-v1.5-7b.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import numbers
+import operator
+import os
+import sys
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from fitprune.flops import DecoderDims, full_reduction, paper_reduction
+
+SCHEMA_VERSION = 1
+"""Version of the recipe-book JSON layout; `RecipeBook.load` reads only this version."""
+
+FULL_CONVENTION_OTHER_TOKENS = 64
+"""Prefix + text tokens assumed when a recipe's full-convention reduction (`Recipe.achieved_full`) is computed."""
+
+FIT_PUBLISHED = "published"
+"""`Recipe.fit` of recipes copied from the FitPrune authors' code."""
+
+FIT_INTERSECTION = "fitprune-intersection"
+"""`Recipe.fit` of the paper-faithful fit (delete the intersection of the cross and self threshold sets)."""
+
+RATIO_TOLERANCE = 1e-6
+"""Two reduction ratios (percent) closer than this name the same recipe."""
+
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+"""Folder of the shipped recipe books."""
+
+
+class RecipeError(ValueError):
+    """A recipe or recipe book is invalid, does not fit the model, or is missing."""
+
+
+class ReductionRatioError(ValueError, argparse.ArgumentTypeError):
+    """A reduction ratio is out of range or not a number (argparse shows its message as is)."""
+
+
+def _format_ratio(ratio: Any) -> str:
+    """A ratio for messages: ``60`` for 60.0, the repr for a value that is not a number."""
+    if isinstance(ratio, numbers.Real) and not isinstance(ratio, bool):
+        return f"{float(ratio):g}"
+    return repr(ratio)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _json_error(where: Union[str, os.PathLike], err: json.JSONDecodeError) -> str:
+    """The message for a file that is not valid JSON: file, line, column and the parser's complaint."""
+    return f"{where}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}"
+
+
+def _check_keys(raw: Any, cls: type, where: str) -> None:
+    """Checks that a JSON object has exactly the fields of the dataclass ``cls``.
+
+    Raises:
+        RecipeError: ``raw`` is not an object, or has a missing or an unknown field.
+    """
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{where}: expected a JSON object, got {type(raw).__name__} {raw!r}")
+    names = [f.name for f in dataclasses.fields(cls)]
+    missing = [name for name in names if name not in raw]
+    if missing:
+        raise RecipeError(f"{where}: missing field '{missing[0]}' (required: {', '.join(names)})")
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise RecipeError(f"{where}: unknown field '{unknown[0]}' (known: {', '.join(names)})")
+
+
+@dataclass(frozen=True)
+class ModelSignature:
+    """What a recipe was fitted for: the decoder's dimensions and the visual-token count.
+
+    Attributes:
+        name: model name (e.g. ``llava-v1.5-7b``); informative only, never compared.
+        num_layers: decoder layers.
+        hidden_size: model width.
+        intermediate_size: FFN width.
+        num_attention_heads: query heads.
+        num_key_value_heads: key/value heads.
+        vocab_size: LM head rows.
+        num_visual_tokens: visual tokens spliced into the prompt per image (before pruning).
+    """
+
+    name: str
+    num_layers: int
+    hidden_size: int
+    intermediate_size: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    vocab_size: int
+    num_visual_tokens: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise RecipeError(f"model: field 'name' must be a string, got {self.name!r}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name != "name" and (not _is_int(value) or value <= 0):
+                raise RecipeError(f"model: field '{f.name}' must be a positive int, got {value!r}")
+        try:
+            self.dims()
+        except ValueError as err:
+            raise RecipeError(f"model: {err}") from None
+
+    @classmethod
+    def from_config(cls, config: Any, num_visual_tokens: int, name: Optional[str] = None) -> "ModelSignature":
+        """Builds the signature of a model from its LlamaConfig-style config.
+
+        Args:
+            config: a transformers config object, or a mapping of its fields (see `DecoderDims.from_config`).
+            num_visual_tokens: visual tokens per image, e.g. (image size / patch size)² for a CLIP tower.
+            name: model name; defaults to the last path component of ``config._name_or_path``, or ''.
+
+        Returns:
+            The signature.
+
+        Raises:
+            ValueError: a config field is missing or invalid (`RecipeError` for the signature's own checks).
+        """
+        dims = DecoderDims.from_config(config)
+        if name is None:
+            raw = config.get("_name_or_path") if isinstance(config, Mapping) else getattr(config, "_name_or_path", None)
+            name = Path(raw).name if raw else ""
+        return cls(name=name, num_visual_tokens=num_visual_tokens, **dataclasses.asdict(dims))
+
+    def dims(self) -> DecoderDims:
+        """The decoder dimensions, for `fitprune.flops`.
+
+        Returns:
+            The `DecoderDims` of this signature.
+        """
+        return DecoderDims(
+            num_layers=self.num_layers,
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=self.num_key_value_heads,
+            vocab_size=self.vocab_size,
+        )
+
+
+def _int_counts(keep_counts: Iterable[Any], num_visual_tokens: int, where: str) -> tuple[int, ...]:
+    """Converts keep counts (list, tuple, numpy array, integer torch tensor) to a validated tuple of ints.
+
+    Raises:
+        RecipeError: a count is not an int, is negative, exceeds num_visual_tokens, or rises.
+    """
+    if isinstance(keep_counts, (str, bytes)) or not hasattr(keep_counts, "__iter__"):
+        raise RecipeError(f"{where}: keep_counts must be a list of ints, got {keep_counts!r}")
+    counts = []
+    for i, value in enumerate(keep_counts):
+        if isinstance(value, bool):
+            raise RecipeError(f"{where}: keep_counts[{i}]={value!r} is not an int")
+        try:
+            count = operator.index(value)
+        except TypeError:
+            raise RecipeError(f"{where}: keep_counts[{i}]={value!r} is not an int") from None
+        if count < 0:
+            raise RecipeError(f"{where}: keep_counts[{i}]={count} is negative")
+        if count > num_visual_tokens:
+            raise RecipeError(f"{where}: keep_counts[{i}]={count} is above num_visual_tokens={num_visual_tokens}")
+        if counts and count > counts[-1]:
+            raise RecipeError(
+                f"{where}: keep_counts[{i}]={count} rises above keep_counts[{i - 1}]={counts[-1]} "
+                "(keep counts must not increase)"
+            )
+        counts.append(count)
+    if not counts:
+        raise RecipeError(f"{where}: keep_counts is empty")
+    return tuple(counts)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How many visual tokens survive each decoder layer, for one FLOPs budget.
+
+    Attributes:
+        reduction_ratio: the budget: FLOPs to remove, percent in [0, 100) (paper convention).
+        num_visual_tokens: visual tokens entering layer 0.
+        keep_counts: visual tokens left after each layer (non-increasing, one per layer).
+        achieved_paper: FLOPs removed under the paper convention, percent.
+        achieved_full: FLOPs removed under the full convention with `FULL_CONVENTION_OTHER_TOKENS`
+            prefix + text tokens, percent.
+        alpha: the calibration's alpha (None for recipes not fitted here).
+        fit: how the recipe was made, e.g. ``fitprune-intersection`` or ``published``.
+    """
+
+    reduction_ratio: float
+    num_visual_tokens: int
+    keep_counts: tuple[int, ...]
+    achieved_paper: float
+    achieved_full: float
+    alpha: Optional[float]
+    fit: str
+
+    def __post_init__(self) -> None:
+        where = f"recipe {_format_ratio(self.reduction_ratio)}"
+        ratio = self.reduction_ratio
+        if not _is_finite_number(ratio) or not 0 <= ratio < 100:
+            raise RecipeError(f"{where}: field 'reduction_ratio' must be a percent in [0, 100), got {ratio!r}")
+        if not _is_int(self.num_visual_tokens) or self.num_visual_tokens <= 0:
+            raise RecipeError(
+                f"{where}: field 'num_visual_tokens' must be a positive int, got {self.num_visual_tokens!r}"
+            )
+        for name in ("achieved_paper", "achieved_full"):
+            value = getattr(self, name)
+            if not _is_finite_number(value) or value > 100:
+                raise RecipeError(f"{where}: field '{name}' must be a percent (finite, at most 100), got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if self.alpha is not None and (not _is_finite_number(self.alpha) or not 0 <= self.alpha <= 1):
+            raise RecipeError(f"{where}: field 'alpha' must be null or a number in [0, 1], got {self.alpha!r}")
+        if not isinstance(self.fit, str) or not self.fit:
+            raise RecipeError(f"{where}: field 'fit' must be a non-empty string, got {self.fit!r}")
+        object.__setattr__(self, "reduction_ratio", float(ratio))
+        object.__setattr__(self, "alpha", None if self.alpha is None else float(self.alpha))
+        object.__setattr__(self, "keep_counts", _int_counts(self.keep_counts, self.num_visual_tokens, where))
+
+    @classmethod
+    def from_keep_counts(
+        cls,
+        signature: ModelSignature,
+        ratio: float,
+        keep_counts: Iterable[Any],
+        alpha: Optional[float] = None,
+        fit: str = FIT_INTERSECTION,
+    ) -> "Recipe":
+        """Builds a recipe and computes what it achieves under both FLOPs conventions.
+
+        Args:
+            signature: the model the recipe is for.
+            ratio: the budget, percent of FLOPs to remove.
+            keep_counts: visual tokens left after each layer, one int per layer (list, tuple, numpy
+                array or integer torch tensor).
+            alpha: the calibration's alpha, if any.
+            fit: how the recipe was made.
+
+        Returns:
+            The recipe, with ``achieved_paper`` and ``achieved_full`` (percent) filled in.
+
+        Raises:
+            RecipeError: the counts do not fit the signature (length, range, monotonicity) or a field is invalid.
+        """
+        where = f"recipe {_format_ratio(ratio)}"
+        counts = _int_counts(keep_counts, signature.num_visual_tokens, where)
+        if len(counts) != signature.num_layers:
+            raise RecipeError(
+                f"{where}: {len(counts)} keep counts but model '{signature.name}' has num_layers={signature.num_layers}"
+            )
+        dims = signature.dims()
+        return cls(
+            reduction_ratio=ratio,
+            num_visual_tokens=signature.num_visual_tokens,
+            keep_counts=counts,
+            achieved_paper=paper_reduction(dims, counts, signature.num_visual_tokens),
+            achieved_full=full_reduction(dims, counts, signature.num_visual_tokens, FULL_CONVENTION_OTHER_TOKENS),
+            alpha=alpha,
+            fit=fit,
+        )
+
+    @property
+    def deleted_per_layer(self) -> tuple[int, ...]:
+        """Visual tokens deleted after each layer (the authors' format): previous count minus this one."""
+        previous = (self.num_visual_tokens,) + self.keep_counts[:-1]
+        return tuple(before - after for before, after in zip(previous, self.keep_counts))
+
+    @property
+    def final_visual_tokens(self) -> int:
+        """Visual tokens left after the last layer."""
+        return self.keep_counts[-1]
+
+
+@dataclass(frozen=True)
+class RecipeBook:
+    """The recipes fitted for one model, with their provenance; saved as one JSON file.
+
+    Attributes:
+        model: what the recipes were fitted for.
+        recipes: the recipes, sorted by reduction ratio (sorted on construction; ratios unique).
+        provenance: free-form, JSON-serialisable facts on how the recipes were made (source, calibration
+            file sha256, number of samples, seed, versions, wall time); normalised through JSON so that
+            a saved and reloaded book compares equal.
+        schema_version: the JSON layout version; always `SCHEMA_VERSION` in memory.
+    """
+
+    model: ModelSignature
+    recipes: tuple[Recipe, ...]
+    provenance: dict = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.schema_version != SCHEMA_VERSION:
+            raise RecipeError(
+                f"schema_version={self.schema_version!r} is not supported (this code reads {SCHEMA_VERSION})"
+            )
+        if not isinstance(self.model, ModelSignature):
+            raise RecipeError(f"model must be a ModelSignature, got {type(self.model).__name__}")
+        recipes = tuple(self.recipes)
+        for recipe in recipes:
+            if not isinstance(recipe, Recipe):
+                raise RecipeError(f"recipes must hold Recipe objects, got {type(recipe).__name__}")
+        recipes = tuple(sorted(recipes, key=lambda r: r.reduction_ratio))
+        for previous, recipe in zip(recipes, recipes[1:]):
+            if recipe.reduction_ratio - previous.reduction_ratio < RATIO_TOLERANCE:
+                raise RecipeError(
+                    f"recipe {_format_ratio(recipe.reduction_ratio)}: two recipes for the same reduction ratio"
+                )
+        for recipe in recipes:
+            self._check_recipe(recipe)
+        object.__setattr__(self, "recipes", recipes)
+        if not isinstance(self.provenance, dict):
+            raise RecipeError(f"provenance must be a dict, got {type(self.provenance).__name__}")
+        try:
+            provenance = json.loads(json.dumps(self.provenance, allow_nan=False))
+        except (TypeError, ValueError) as err:
+            raise RecipeError(f"provenance is not JSON-serialisable: {err}") from None
+        object.__setattr__(self, "provenance", provenance)
+
+    def _check_recipe(self, recipe: Recipe) -> None:
+        """Raises RecipeError when a recipe does not fit this book's model."""
+        where = f"recipe {_format_ratio(recipe.reduction_ratio)}"
+        if len(recipe.keep_counts) != self.model.num_layers:
+            raise RecipeError(
+                f"{where}: {len(recipe.keep_counts)} keep counts but model '{self.model.name}' "
+                f"has num_layers={self.model.num_layers}"
+            )
+        if recipe.num_visual_tokens != self.model.num_visual_tokens:
+            raise RecipeError(
+                f"{where}: num_visual_tokens={recipe.num_visual_tokens} but model '{self.model.name}' "
+                f"has num_visual_tokens={self.model.num_visual_tokens}"
+            )
+
+    def save(self, path: Union[str, os.PathLike]) -> None:
+        """Writes the book as JSON (keys sorted, indent 1), atomically.
+
+        The JSON goes to a temporary file in the same folder, which then replaces ``path``; a write that
+        is interrupted leaves any previous file untouched and no temporary file behind.
+
+        Args:
+            path: the JSON file to write.
+
+        Raises:
+            OSError: the folder is not writable.
+        """
+        path = Path(path)
+        data = dataclasses.asdict(self)
+        temp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+        # os.open with mode 0o666 lets the umask set the permissions, as for a plain open().
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with open(fd, "w", encoding="utf-8") as handle:
+                json.dump(data, handle, indent=1, sort_keys=True, allow_nan=False)
+                handle.write("\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, path)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike]) -> "RecipeBook":
+        """Reads and validates a recipe book.
+
+        Args:
+            path: the JSON file.
+
+        Returns:
+            The book.
+
+        Raises:
+            RecipeError: the file is missing, is not valid JSON (message gives line and column), has a
+                different schema version, or a field is missing, unknown, mistyped or out of range; every
+                message starts with the file name and names the recipe ratio, field and offending value.
+        """
+        where = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise RecipeError(f"{where}: no such recipe file") from None
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise RecipeError(_json_error(where, err)) from None
+        if not isinstance(raw, dict):
+            raise RecipeError(f"{where}: expected a JSON object at the top level, got {type(raw).__name__}")
+        if "schema_version" not in raw:
+            raise RecipeError(f"{where}: missing field 'schema_version' (expected {SCHEMA_VERSION})")
+        if raw["schema_version"] != SCHEMA_VERSION or not _is_int(raw["schema_version"]):
+            raise RecipeError(
+                f"{where}: schema_version={raw['schema_version']!r} is not supported (this code reads {SCHEMA_VERSION})"
+            )
+        _check_keys(raw, cls, where)
+        if not isinstance(raw["recipes"], list):
+            raise RecipeError(f"{where}: field 'recipes' must be a list, got {raw['recipes']!r}")
+        if not isinstance(raw["provenance"], dict):
+            raise RecipeError(f"{where}: field 'provenance' must be an object, got {raw['provenance']!r}")
+        try:
+            _check_keys(raw["model"], ModelSignature, "model")
+            model = ModelSignature(**raw["model"])
+            recipes = []
+            for i, entry in enumerate(raw["recipes"]):
+                has_ratio = isinstance(entry, dict) and "reduction_ratio" in entry
+                label = f"recipe {_format_ratio(entry['reduction_ratio'])}" if has_ratio else f"recipes[{i}]"
+                _check_keys(entry, Recipe, label)
+                recipes.append(Recipe(**entry))
+            return cls(model=model, recipes=tuple(recipes), provenance=raw["provenance"], schema_version=SCHEMA_VERSION)
+        except RecipeError as err:
+            raise RecipeError(f"{where}: {err}") from None
+
+    def ratios(self) -> tuple[float, ...]:
+        """The budgets this book has recipes for.
+
+        Returns:
+            Reduction ratios in percent, ascending.
+        """
+        return tuple(recipe.reduction_ratio for recipe in self.recipes)
+
+    def get(self, ratio: float) -> Recipe:
+        """The recipe for a budget.
+
+        Args:
+            ratio: reduction ratio in percent (see `parse_reduction_ratio` for user input).
+
+        Returns:
+            The recipe whose ratio is within `RATIO_TOLERANCE` of ``ratio``.
+
+        Raises:
+            RecipeError: no such recipe; the message lists the available ratios and the command that fits one.
+        """
+        for recipe in self.recipes:
+            if abs(recipe.reduction_ratio - ratio) < RATIO_TOLERANCE:
+                return recipe
+        available = ", ".join(_format_ratio(r) for r in self.ratios()) or "none"
+        raise RecipeError(
+            f"no recipe for reduction ratio {_format_ratio(ratio)}% for model '{self.model.name}' "
+            f"(available: {available}). Fit one with: python -m fitprune.calibrate --model-path <path> "
+            f"--reduction-ratio {_format_ratio(ratio)} --output <file>"
+        )
+
+    def with_recipe(self, recipe: Recipe) -> "RecipeBook":
+        """A new book with ``recipe`` added, replacing any recipe for the same ratio.
+
+        Args:
+            recipe: the recipe to add.
+
+        Returns:
+            The new book (this one is unchanged).
+
+        Raises:
+            RecipeError: the recipe does not fit the book's model.
+        """
+        kept = tuple(r for r in self.recipes if abs(r.reduction_ratio - recipe.reduction_ratio) >= RATIO_TOLERANCE)
+        return dataclasses.replace(self, recipes=kept + (recipe,))
+
+    def check_model(self, signature: ModelSignature) -> None:
+        """Checks that this book was fitted for a model with the given signature (names are not compared).
+
+        Args:
+            signature: the signature of the model about to use the recipes.
+
+        Raises:
+            RecipeError: the layer count, the visual-token count or a dimension differs; names each with both values.
+        """
+        mismatches = [
+            f"{f.name} {getattr(self.model, f.name)} (recipes) vs {getattr(signature, f.name)} (model)"
+            for f in dataclasses.fields(ModelSignature)
+            if f.name != "name" and getattr(self.model, f.name) != getattr(signature, f.name)
+        ]
+        if mismatches:
+            raise RecipeError(
+                f"recipes fitted for '{self.model.name}' do not fit model '{signature.name}': " + "; ".join(mismatches)
+            )
+
+
+def parse_reduction_ratio(value: Union[str, float, int]) -> float:
+    """Parses a FLOPs budget given as a percent or as a fraction; usable as an argparse ``type=``.
+
+    A value strictly between 0 and 1 is a fraction and is multiplied by 100 (0.6 -> 60.0); values from 1
+    up to (not including) 100, and 0, are percents. So a budget below 1% cannot be written.
+
+    Args:
+        value: a number or its string form.
+
+    Returns:
+        The reduction ratio in percent, in [0, 100).
+
+    Raises:
+        ReductionRatioError: (a ValueError) not a number, NaN, negative, or 100 or more.
+    """
+    accepted = "expected a percent in [0, 100) such as 60, or a fraction strictly between 0 and 1 such as 0.6"
+    if isinstance(value, bool):
+        raise ReductionRatioError(f"reduction ratio {value!r} is not a number; {accepted}")
+    if isinstance(value, str):
+        try:
+            ratio = float(value.strip())
+        except ValueError:
+            raise ReductionRatioError(f"reduction ratio {value!r} is not a number; {accepted}") from None
+    elif isinstance(value, numbers.Real):
+        ratio = float(value)
+    else:
+        raise ReductionRatioError(f"reduction ratio {value!r} is not a number; {accepted}")
+    if math.isnan(ratio) or not 0 <= ratio < 100:
+        raise ReductionRatioError(f"reduction ratio {value!r} is out of range; {accepted}")
+    return ratio * 100 if 0 < ratio < 1 else ratio
+
+
+def shipped_recipe_path(model_name: str) -> Optional[Path]:
+    """The shipped recipe book for a model, if there is one.
+
+    Args:
+        model_name: a model name such as ``llava-v1.5-7b``, or a model path whose last component is
+            the name (``liuhaotian/llava-v1.5-7b``); matched case-insensitively on the file stem.
+
+    Returns:
+        ``fitprune/recipes/<name>.json``, or None when no such file is shipped.
+    """
+    name = Path(model_name).name.lower()
+    if not name:
+        return None
+    for path in sorted(RECIPES_DIR.glob("*.json")):
+        if path.stem.lower() == name:
+            return path
+    return None
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def import_published(reference_path: Union[str, os.PathLike], config: Any, name: Optional[str] = None) -> RecipeBook:
+    """Builds a recipe book from the FitPrune authors' published delete schedules.
+
+    The reference JSON (``fitprune_llava15_7b_delete_schemes.json`` format) has ``source``,
+    ``num_layers``, ``num_visual_tokens`` and ``delete_per_layer`` (ratio in percent -> visual tokens
+    deleted after each layer); keep counts follow by cumulative subtraction.
+
+    Args:
+        reference_path: the reference JSON file.
+        config: the model's LlamaConfig-style config (object or mapping); gives the dimensions.
+        name: model name; defaults to the last component of the config's ``_name_or_path``.
+
+    Returns:
+        A book of ``fit='published'`` recipes, with the source text and the reference file's sha256
+        in its provenance.
+
+    Raises:
+        RecipeError: the reference file is invalid or does not match the config (layer count, counts
+            that go negative); every message names the file.
+    """
+    reference_path = Path(reference_path)
+    where = str(reference_path)
+    try:
+        reference = json.loads(reference_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise RecipeError(_json_error(where, err)) from None
+    for key in ("source", "num_layers", "num_visual_tokens", "delete_per_layer"):
+        if key not in reference:
+            raise RecipeError(f"{where}: missing field '{key}'")
+    try:
+        signature = ModelSignature.from_config(config, reference["num_visual_tokens"], name=name)
+    except RecipeError as err:
+        raise RecipeError(f"{where}: {err}") from None
+    if reference["num_layers"] != signature.num_layers:
+        raise RecipeError(
+            f"{where}: num_layers={reference['num_layers']!r} but the config has "
+            f"num_hidden_layers={signature.num_layers}"
+        )
+    recipes = []
+    for key, deleted in reference["delete_per_layer"].items():
+        try:
+            ratio = float(key)
+        except ValueError:
+            raise RecipeError(f"{where}: delete_per_layer key {key!r} is not a ratio in percent") from None
+        if not isinstance(deleted, list) or not all(_is_int(n) and n >= 0 for n in deleted):
+            raise RecipeError(
+                f"{where}: delete_per_layer[{key!r}] must be a list of non-negative ints, got {deleted!r}"
+            )
+        keep, left = [], signature.num_visual_tokens
+        for layer, count in enumerate(deleted):
+            left -= count
+            if left < 0:
+                raise RecipeError(
+                    f"{where}: delete_per_layer[{key!r}] deletes more than num_visual_tokens="
+                    f"{signature.num_visual_tokens} by layer {layer}"
+                )
+            keep.append(left)
+        try:
+            recipes.append(Recipe.from_keep_counts(signature, ratio, keep, alpha=None, fit=FIT_PUBLISHED))
+        except RecipeError as err:
+            raise RecipeError(f"{where}: delete_per_layer[{key!r}]: {err}") from None
+    provenance = {
+        "source": reference["source"],
+        "reference_file": reference_path.name,
+        "reference_sha256": _file_sha256(reference_path),
+        "tool": "python -m fitprune.recipe import-published",
+        "achieved_full_other_tokens": FULL_CONVENTION_OTHER_TOKENS,
+    }
+    return RecipeBook(model=signature, recipes=tuple(recipes), provenance=provenance)
+
+
+def _format_table(book: RecipeBook, where: str) -> str:
+    """The text that ``show`` prints."""
+    m = book.model
+    lines = [
+        f"{where}: model '{m.name}': {m.num_layers} layers, hidden {m.hidden_size}, FFN {m.intermediate_size}, "
+        f"{m.num_attention_heads} heads ({m.num_key_value_heads} key/value), vocab {m.vocab_size}, "
+        f"{m.num_visual_tokens} visual tokens",
+        "FLOPs removed: paper % = visual tokens only, 1 FLOP per multiply-add; full % = every token with "
+        f"{FULL_CONVENTION_OTHER_TOKENS} prefix+text tokens, 2 FLOPs per multiply-add, LM head included",
+    ]
+    lines += [f"provenance {key}: {value}" for key, value in sorted(book.provenance.items())]
+    header = f"{'ratio %':>8} {'paper %':>8} {'full %':>8} {'final':>6} {'alpha':>6}  {'fit':<22} keep counts"
+    lines.append(header)
+    for r in book.recipes:
+        alpha = "-" if r.alpha is None else f"{r.alpha:.3f}"
+        lines.append(
+            f"{_format_ratio(r.reduction_ratio):>8} {r.achieved_paper:>8.2f} {r.achieved_full:>8.2f} "
+            f"{r.final_visual_tokens:>6} {alpha:>6}  {r.fit:<22} {' '.join(map(str, r.keep_counts))}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command line: ``show`` a recipe book, or ``import-published`` the authors' recipes.
+
+    Args:
+        argv: arguments without the program name; defaults to ``sys.argv[1:]``.
+
+    Returns:
+        The exit status: 0 on success, 1 when a recipe or config file is invalid.
+    """
+    parser = argparse.ArgumentParser(prog="python -m fitprune.recipe", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    show = commands.add_parser("show", help="print a recipe book as a table")
+    show.add_argument("recipe_file", metavar="RECIPE_FILE")
+    imp = commands.add_parser("import-published", help="build a recipe book from the authors' delete schedules")
+    imp.add_argument("--reference", required=True, help="the authors' delete schedules (JSON, delete_per_layer)")
+    imp.add_argument("--config", required=True, help="JSON of the model's LlamaConfig fields")
+    imp.add_argument("--output", required=True, help="recipe book to write")
+    imp.add_argument("--name", default=None, help="model name (default: last component of _name_or_path)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "show":
+            print(_format_table(RecipeBook.load(args.recipe_file), args.recipe_file))
+        else:
+            config_path = Path(args.config)
+            try:
+                config = json.loads(config_path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as err:
+                raise RecipeError(_json_error(config_path, err)) from None
+            try:
+                book = import_published(args.reference, config, name=args.name)
+            except RecipeError:
+                raise
+            except ValueError as err:  # a missing or invalid config field
+                raise RecipeError(f"{config_path}: {err}") from None
+            book.save(args.output)
+            print(_format_table(book, args.output))
+    except (RecipeError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""FitPrune at inference on the tiny model: the pruning mechanism, policies and recipes."""
+import pytest
+import torch
+
+from fitprune.policies import FitPrunePolicy, ForcedPolicy, RandomPolicy
+from fitprune.pruning import RecipeSchedule
+from fitprune.recipe import RecipeError
+from llava.mm_utils import tokenizer_image_token
+from llava.model.language_model import modeling_llama
+from llava.model.language_model.modeling_llama import LlamaForCausalLM
+from llava.model.language_model.sequence_layout import (
+    SEGMENT_PREFIX,
+    SEGMENT_TEXT,
+    SEGMENT_VISUAL,
+    SequenceLayout,
+)
+from llava.model.language_model.token_pruning import TokenPruner
+from tests.conftest import TINY_KEEP_COUNTS, TINY_RECIPE_RATIO
+from tests.helpers import QUESTIONS, build_prompt, encode_batch, sample_images
+from tests.test_modeling import _answers, _strip_pad
+
+
+@pytest.fixture()
+def attention_calls(monkeypatch):
+    """Records `need_probs` of every attention call."""
+    calls = []
+    original = modeling_llama.LlamaAttention.forward
+
+    def recording(self, *args, need_probs, **kwargs):
+        calls.append(need_probs)
+        return original(self, *args, need_probs=need_probs, **kwargs)
+
+    monkeypatch.setattr(modeling_llama.LlamaAttention, "forward", recording)
+    return calls
+
+
+def _batch(tiny, padding_side="left"):
+    tokenizer, model, processor = tiny
+    ids, mask = encode_batch(tokenizer, [build_prompt(q) for q in QUESTIONS], padding_side)
+    return ids, mask, sample_images(processor, model.config, len(QUESTIONS))
+
+
+def _forward(model, ids, mask, images, **kwargs):
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=mask, images=images, use_cache=False, **kwargs)
+
+
+def test_ratio_zero_is_the_unpruned_model_and_computes_no_probabilities(tiny, attention_calls):
+    _, model, _ = tiny
+    ids, mask, images = _batch(tiny)
+    unpruned = _forward(model, ids, mask, images).logits
+    model.config.reduction_ratio = 0
+    ratio_zero = _forward(model, ids, mask, images)
+    num_visual = model.get_model().num_visual_tokens()
+    keep_all = RecipeSchedule([num_visual] * model.config.num_hidden_layers, num_visual)
+    model.get_model().prefill_hook = TokenPruner(FitPrunePolicy(), keep_all)
+    keep_everything = _forward(model, ids, mask, images)
+    assert torch.equal(ratio_zero.logits, unpruned)
+    assert ratio_zero.pruning_trace is None
+    assert torch.equal(keep_everything.logits, unpruned)
+    assert attention_calls and not any(attention_calls)
+
+
+def test_live_counts_follow_the_recipe_and_text_is_never_dropped(tiny, attention_calls):
+    _, model, _ = tiny
+    ids, mask, images = _batch(tiny)
+    before = model.splice_images(ids, mask, images).layout
+    model.config.reduction_ratio = TINY_RECIPE_RATIO
+    out = _forward(model, ids, mask, images)
+    counts = out.pruning_trace.counts()
+    assert counts.tolist() == [[k] * len(QUESTIONS) for k in TINY_KEEP_COUNTS]
+    after = out.sequence_layout
+    for segment in (SEGMENT_PREFIX, SEGMENT_TEXT):
+        assert torch.equal((after.segment == segment).sum(1), (before.segment == segment).sum(1))
+    assert ((after.segment == SEGMENT_VISUAL).sum(1) == TINY_KEEP_COUNTS[-1]).all()
+    for layer in range(len(TINY_KEEP_COUNTS)):
+        for b in range(len(QUESTIONS)):
+            kept = out.pruning_trace.kept_indices(layer, b)
+            assert (kept[1:] > kept[:-1]).all()
+            if layer:
+                assert set(kept.tolist()) <= set(out.pruning_trace.kept_indices(layer - 1, b).tolist())
+    # probabilities only at the layers that drop tokens (1, 2, 3), never at layer 0
+    drops = [TINY_KEEP_COUNTS[0] < 144] + [a > b for a, b in zip(TINY_KEEP_COUNTS, TINY_KEEP_COUNTS[1:])]
+    assert attention_calls == drops
+
+
+def _slow_fitprune_drop(probs, segment, visual_index, num_drop):
+    """The spec's cross × self ranking, written out with loops over tokens."""
+    head_max = probs.max(dim=0).values
+    visual_rows = [i for i in range(len(segment)) if segment[i] == SEGMENT_VISUAL]
+    text_rows = [i for i in range(len(segment)) if segment[i] == SEGMENT_TEXT]
+    scores = {}
+    for j in visual_rows:
+        cross = sum(float(head_max[i, j]) for i in text_rows)
+        self_score = sum(float(head_max[i, j]) for i in visual_rows) / len(visual_rows)
+        scores[int(visual_index[j])] = cross * self_score
+    return set(sorted(scores, key=scores.get)[:num_drop])
+
+
+def test_dropped_tokens_match_a_slow_reference_ranking(tiny):
+    _, model, _ = tiny
+    ids, mask, images = _batch(tiny)
+    layout = model.splice_images(ids, mask, images).layout
+    reference = _forward(model, ids, mask, images, output_attentions=True)
+    model.config.reduction_ratio = TINY_RECIPE_RATIO
+    pruned = _forward(model, ids, mask, images)
+    layer = 1  # the first layer that drops tokens; its input is the unpruned sequence
+    num_drop = TINY_KEEP_COUNTS[0] - TINY_KEEP_COUNTS[1]
+    for b in range(len(QUESTIONS)):
+        expected = _slow_fitprune_drop(
+            reference.attentions[layer][b], layout.segment[b], layout.visual_index[b], num_drop
+        )
+        kept = set(pruned.pruning_trace.kept_indices(layer, b).tolist())
+        dropped = set(range(TINY_KEEP_COUNTS[0])) - kept
+        assert dropped == expected
+
+
+def test_cached_pruned_generation_equals_recompute_with_forced_kept_sets(tiny):
+    tokenizer, model, processor = tiny
+    ids = tokenizer_image_token(build_prompt(QUESTIONS[3]), tokenizer, return_tensors="pt")[None]
+    images = sample_images(processor, model.config, 1)
+    model.config.reduction_ratio = TINY_RECIPE_RATIO
+    steps = 8
+    cached = _answers(model, tokenizer, ids, None, images, max_new_tokens=steps)[0]
+    trace = model.last_pruning_trace
+    kept = {layer: trace.kept_indices(layer, 0)[None] for layer in range(len(TINY_KEEP_COUNTS))}
+    num_visual = model.get_model().num_visual_tokens()
+    model.get_model().prefill_hook = TokenPruner(ForcedPolicy(kept), RecipeSchedule(TINY_KEEP_COUNTS, num_visual))
+    spliced = model.splice_images(ids, None, images)
+    embeds, layout = spliced.inputs_embeds, spliced.layout
+    generated = []
+    for _ in range(steps):
+        with torch.no_grad():
+            out = LlamaForCausalLM.forward(model, inputs_embeds=embeds, use_cache=False, sequence_layout=layout)
+        token = int(out.logits[0, -1].argmax())
+        generated.append(token)
+        if token == model.config.eos_token_id:
+            break
+        embeds = torch.cat([embeds, model.get_model().embed_tokens(torch.tensor([[token]]))], dim=1)
+        layout = SequenceLayout.from_segments(
+            torch.cat([layout.segment.long(), torch.tensor([[SEGMENT_TEXT]])], dim=1),
+            torch.cat([layout.visual_index, torch.tensor([[-1]])], dim=1),
+        )
+    assert cached[:len(generated)] == generated
+    assert len(set(generated)) > 1
+
+
+@pytest.mark.parametrize("policy", ["fitprune", "random", "fastv"])
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_pruned_batch_of_four_equals_each_alone(tiny, padding_side, policy):
+    tokenizer, model, _ = tiny
+    ids, mask, images = _batch(tiny, padding_side)
+    model.config.reduction_ratio = TINY_RECIPE_RATIO
+    model.config.fitprune_policy = policy
+    batched = _answers(model, tokenizer, ids, mask, images)
+    assert model.last_pruning_trace.counts()[-1].tolist() == [TINY_KEEP_COUNTS[-1]] * len(QUESTIONS)
+    for b, question in enumerate(QUESTIONS):
+        alone_ids = tokenizer_image_token(build_prompt(question), tokenizer, return_tensors="pt")[None]
+        alone = _answers(model, tokenizer, alone_ids, None, images[b:b + 1])[0]
+        assert _strip_pad(batched[b]) == _strip_pad(alone)
+
+
+def test_pruning_changes_the_answer_logits(tiny):
+    _, model, _ = tiny
+    ids, mask, images = _batch(tiny)
+    unpruned = _forward(model, ids, mask, images).logits[:, -1]
+    model.config.reduction_ratio = TINY_RECIPE_RATIO
+    pruned = _forward(model, ids, mask, images).logits[:, -1]
+    assert not torch.allclose(unpruned, pruned)
+
+
+def test_random_policy_depends_on_its_seed(tiny):
+    _, model, _ = tiny
+    ids, mask, images = _batch(tiny)
+    num_visual = model.get_model().num_visual_tokens()
+    kept = []
+    for seed in (0, 0, 1):
+        model.get_model().prefill_hook = TokenPruner(RandomPolicy(seed), RecipeSchedule(TINY_KEEP_COUNTS, num_visual))
+        kept.append(_forward(model, ids, mask, images).pruning_trace.kept_indices(3, 0).tolist())
+    assert kept[0] == kept[1] != kept[2]
+
+
+def test_fraction_is_read_as_percent(tiny):
+    _, model, _ = tiny
+    ids, mask, images = _batch(tiny)
+    model.config.reduction_ratio = TINY_RECIPE_RATIO / 100
+    out = _forward(model, ids, mask, images)
+    assert out.pruning_trace.counts()[-1].tolist() == [TINY_KEEP_COUNTS[-1]] * len(QUESTIONS)
+
+
+def test_ratio_without_recipe_lists_available_ratios_and_the_calibrate_command(tiny):
+    _, model, _ = tiny
+    ids, mask, images = _batch(tiny)
+    model.config.reduction_ratio = 30
+    with pytest.raises(RecipeError) as err:
+        _forward(model, ids, mask, images)
+    assert "50" in str(err.value) and "python -m fitprune.calibrate" in str(err.value)
+
+
+def test_recipe_for_another_model_is_rejected(tiny, tmp_path):
+    _, model, _ = tiny
+    ids, mask, images = _batch(tiny)
+    from fitprune.recipe import shipped_recipe_path
+
+    model.config.fitprune_recipe = str(shipped_recipe_path("llava-v1.5-7b"))
+    model.config.reduction_ratio = 60
+    try:
+        with pytest.raises(RecipeError, match="num_layers"):
+            _forward(model, ids, mask, images)
+    finally:
+        model.config.fitprune_recipe = None
