@@ -1,0 +1,162 @@
+"""CLIP vision tower: turns pixel tensors into per-patch features for the projector."""
+
+import logging
+from typing import Any, List, Union
+
+import torch
+import torch.nn as nn
+from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+logger = logging.getLogger(__name__)
+
+SELECT_FEATURES = ("patch", "cls_patch")
+
+
+def _check_select_feature(select_feature: str) -> None:
+    """Raise if ``select_feature`` is not one of :data:`SELECT_FEATURES`."""
+    if select_feature not in SELECT_FEATURES:
+        raise ValueError(f"Unexpected select feature: {select_feature!r}; expected one of {SELECT_FEATURES}")
+
+
+class CLIPVisionTower(nn.Module):
+    """A frozen ``CLIPVisionModel`` whose hidden states at one layer are the image features.
+
+    The features are ``hidden_states[select_layer]`` (no post-layernorm), with the CLS
+    token dropped for ``'patch'`` or kept for ``'cls_patch'``.
+
+    Args:
+        vision_tower: Hub name or local directory of a CLIP checkpoint.
+        args: Config or namespace with ``mm_vision_select_layer`` and optionally
+            ``mm_vision_select_feature`` (default ``'patch'``).
+        delay_load: Only read the CLIP config now; call :meth:`load_model` later.
+
+    Raises:
+        ValueError: If ``args`` has no ``mm_vision_select_layer`` or names an unknown
+            select feature.
+    """
+
+    def __init__(self, vision_tower: str, args: Any, delay_load: bool = False):
+        super().__init__()
+        select_layer = getattr(args, "mm_vision_select_layer", None)
+        if select_layer is None:
+            raise ValueError(f"Vision tower {vision_tower!r} needs 'mm_vision_select_layer' in its config")
+        select_feature = getattr(args, "mm_vision_select_feature", "patch")
+        _check_select_feature(select_feature)
+
+        self.is_loaded = False
+        self.vision_tower_name = vision_tower
+        self.select_layer = select_layer
+        self.select_feature = select_feature
+
+        if delay_load:
+            self.cfg_only = CLIPVisionConfig.from_pretrained(self.vision_tower_name)
+        else:
+            self.load_model()
+
+    def load_model(self) -> None:
+        """Load the image processor and the frozen vision model from ``vision_tower_name``."""
+        if self.is_loaded:
+            logger.info("Vision tower %s is already loaded; skipping", self.vision_tower_name)
+            return
+        self.image_processor = CLIPImageProcessor.from_pretrained(self.vision_tower_name)
+        self.vision_tower = CLIPVisionModel.from_pretrained(self.vision_tower_name)
+        self.vision_tower.requires_grad_(False)
+        self.is_loaded = True
+
+    def _require_loaded(self) -> None:
+        """Raise if the weights have not been loaded yet."""
+        if not self.is_loaded:
+            raise RuntimeError(
+                f"Vision tower {self.vision_tower_name!r} was built with delay_load=True; call load_model() first"
+            )
+
+    def feature_select(self, image_forward_outs: Any) -> torch.Tensor:
+        """Pick the features of the selected layer.
+
+        Args:
+            image_forward_outs: ``CLIPVisionModel`` output with ``hidden_states``.
+
+        Returns:
+            ``(B, num_visual_tokens, hidden_size)`` features.
+
+        Raises:
+            ValueError: If ``select_feature`` is not ``'patch'`` or ``'cls_patch'``.
+        """
+        _check_select_feature(self.select_feature)
+        features = image_forward_outs.hidden_states[self.select_layer]  # (B, 1 + P, C)
+        if self.select_feature == "patch":
+            features = features[:, 1:]  # (B, P, C): drop CLS
+        return features
+
+    def _encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Run the tower on ``(B, 3, H, W)`` pixels and return features in the input dtype."""
+        outs = self.vision_tower(pixel_values.to(device=self.device, dtype=self.dtype), output_hidden_states=True)
+        return self.feature_select(outs).to(pixel_values.dtype)
+
+    @torch.no_grad()
+    def forward(self, images: Union[torch.Tensor, List[torch.Tensor]]) -> Union[torch.Tensor, List[torch.Tensor]]:
+        """Encode images.
+
+        Args:
+            images: A ``(B, 3, H, W)`` tensor, or a list of ``(3, H, W)`` tensors
+                encoded one at a time.
+
+        Returns:
+            ``(B, num_visual_tokens, hidden_size)`` for a tensor, or a list of
+            ``(1, num_visual_tokens, hidden_size)`` tensors for a list; each in the
+            dtype of its input.
+
+        Raises:
+            RuntimeError: If the weights are not loaded.
+            ValueError: If a tensor input is not 4-D or a list item is not 3-D.
+        """
+        self._require_loaded()
+        if isinstance(images, (list, tuple)):
+            features = []
+            for image in images:
+                if image.dim() != 3:
+                    raise ValueError(f"Expected each listed image as (3, H, W), got shape {tuple(image.shape)}")
+                features.append(self._encode(image.unsqueeze(0)))
+            return features
+        if images.dim() != 4:
+            raise ValueError(f"Expected images as (B, 3, H, W), got shape {tuple(images.shape)}")
+        return self._encode(images)
+
+    @property
+    def dummy_feature(self) -> torch.Tensor:
+        """A ``(1, hidden_size)`` zero feature on the tower's device and dtype."""
+        return torch.zeros(1, self.hidden_size, device=self.device, dtype=self.dtype)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Parameter dtype of the loaded vision model."""
+        self._require_loaded()
+        return self.vision_tower.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the loaded vision model."""
+        self._require_loaded()
+        return self.vision_tower.device
+
+    @property
+    def config(self) -> CLIPVisionConfig:
+        """The loaded model's config, or the config read at delay-load time."""
+        if self.is_loaded:
+            return self.vision_tower.config
+        return self.cfg_only
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of each visual feature."""
+        return self.config.hidden_size
+
+    @property
+    def num_patches(self) -> int:
+        """Number of image patches, ``(image_size // patch_size) ** 2``."""
+        return (self.config.image_size // self.config.patch_size) ** 2
+
+    @property
+    def num_visual_tokens(self) -> int:
+        """Number of features per image: the patches, plus CLS for ``'cls_patch'``."""
+        return self.num_patches + (1 if self.select_feature == "cls_patch" else 0)
