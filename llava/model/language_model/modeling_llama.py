@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -185,6 +185,39 @@ class LlamaMLP(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
+@dataclass
+class AttentionInputs:
+    """Positions and masks of the rows entering a layer.
+
+    Attributes:
+        position_ids: (B, T) RoPE positions.
+        new_key_mask: (B, T) bool, True on real rows (cached as keys).
+        mask_fn: maps the (B, S) mask of all keys (cache + new) to the (B, 1, T, S) mask.
+    """
+
+    position_ids: torch.Tensor
+    new_key_mask: torch.Tensor
+    mask_fn: Callable[[torch.Tensor], torch.Tensor]
+
+    @classmethod
+    def for_prefill(cls, layout: SequenceLayout) -> "AttentionInputs":
+        """Causal attention over the rows of `layout`, padding keys hidden."""
+        causal = layout.causal_mask()
+        return cls(layout.position_ids, layout.key_mask, lambda key_mask: causal)
+
+    @classmethod
+    def for_decode(cls, cache: PrunedKVCache, batch: int, length: int, device: torch.device) -> "AttentionInputs":
+        """`length` new tokens after the cache: all real cached keys, causal among the new."""
+        causal_new = torch.ones(length, length, dtype=torch.bool, device=device).tril()
+
+        def mask_fn(key_mask: torch.Tensor) -> torch.Tensor:
+            allowed = key_mask[:, None, :].expand(batch, length, -1).clone()
+            allowed[:, :, key_mask.shape[1] - length:] &= causal_new
+            return allowed[:, None]
+
+        return cls(cache.advance(length), torch.ones(batch, length, dtype=torch.bool, device=device), mask_fn)
+
+
 class LlamaDecoderLayer(nn.Module):
     """Pre-norm attention block and MLP block, with the prefill hook between them."""
 
@@ -194,6 +227,46 @@ class LlamaDecoderLayer(nn.Module):
         self.mlp = LlamaMLP(config)
         self.input_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        attention: AttentionInputs,
+        layer_idx: int,
+        cache: Optional[PrunedKVCache] = None,
+        hook: Optional[PrefillHook] = None,
+        layout: Optional[SequenceLayout] = None,
+        output_attentions: bool = False,
+    ) -> Tuple[torch.Tensor, Optional[SequenceLayout], Optional[torch.Tensor]]:
+        """One layer: attention, then the prefill hook (the one place rows may leave), then the MLP.
+
+        Args:
+            hidden: (B, T, D) rows entering the layer.
+            attention: their positions and masks.
+            layer_idx: index of the layer (cache slot, hook argument).
+            cache: appended to in place when given.
+            hook: prefill only: may drop rows after attention.
+            layout: prefill only: what each row holds.
+            output_attentions: compute and return the (B, H, T, S) probabilities.
+
+        Returns:
+            (B, T', D) rows leaving the layer, their layout, and the probabilities or None.
+        """
+        wants = hook is not None and hook.wants_attention(layer_idx, layout)
+        attn_out, probs = self.self_attn(
+            self.input_layernorm(hidden),
+            attention.position_ids,
+            attention.mask_fn,
+            attention.new_key_mask,
+            cache,
+            layer_idx,
+            need_probs=output_attentions or wants,
+        )
+        hidden = hidden + attn_out
+        if hook is not None:
+            hidden, layout = hook.after_attention(layer_idx, hidden, probs if wants else None, layout)
+        hidden = hidden + self.mlp(self.post_attention_layernorm(hidden))
+        return hidden, layout, probs
 
 
 class LlamaPreTrainedModel(PreTrainedModel):
@@ -290,16 +363,7 @@ class LlamaModel(LlamaPreTrainedModel):
         hook = trace = layout = None
         if decoding:
             cache = past_key_values
-            position_ids = cache.advance(length)
-            new_key_mask = torch.ones(batch, length, dtype=torch.bool, device=device)
-            causal_new = torch.ones(length, length, dtype=torch.bool, device=device).tril()
-
-            def mask_fn(key_mask: torch.Tensor) -> torch.Tensor:
-                past = key_mask.shape[1] - length
-                allowed = key_mask[:, None, :].expand(batch, length, -1).clone()
-                allowed[:, :, past:] &= causal_new
-                return allowed[:, None]
-
+            attention = AttentionInputs.for_decode(cache, batch, length, device)
         else:
             if sequence_layout is None:
                 if attention_mask is None:
@@ -310,35 +374,17 @@ class LlamaModel(LlamaPreTrainedModel):
             cache = PrunedKVCache(len(self.layers), next_position) if use_cache else None
             hook = self.resolve_prefill_hook()
             trace = PruningTrace() if hook is not None else None
+            attention = AttentionInputs.for_prefill(layout)
 
-        masked_layout = None
         for layer_idx, layer in enumerate(self.layers):
             if all_hidden is not None:
                 all_hidden.append(hidden)
-            if not decoding and layout is not masked_layout:
-                masked_layout = layout
-                position_ids = layout.position_ids
-                new_key_mask = layout.key_mask
-                causal = layout.causal_mask()
-
-                def mask_fn(key_mask: torch.Tensor, causal=causal) -> torch.Tensor:
-                    return causal
-
-            wants = hook is not None and hook.wants_attention(layer_idx, layout)
-            attn_out, probs = layer.self_attn(
-                layer.input_layernorm(hidden),
-                position_ids,
-                mask_fn,
-                new_key_mask,
-                cache,
-                layer_idx,
-                need_probs=output_attentions or wants,
-            )
-            hidden = hidden + attn_out
-            if hook is not None:
-                hidden, layout = hook.after_attention(layer_idx, hidden, probs if wants else None, layout)
+            entering = layout
+            hidden, layout, probs = layer(hidden, attention, layer_idx, cache, hook, layout, output_attentions)
+            if trace is not None:
                 trace.record(layout)
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+            if layout is not entering:
+                attention = AttentionInputs.for_prefill(layout)
             if all_attn is not None:
                 all_attn.append(probs)
 
