@@ -5,30 +5,45 @@ layout) -> (B, T)`; higher scores are kept. Only the visual rows of the scores a
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 
 from llava.model.language_model.sequence_layout import SequenceLayout
 
 
-class FitPrunePolicy:
-    """FitPrune's inference ranking: cross score × self score on the head-max attention.
+def cross_and_self_scores(attn_probs: torch.Tensor, layout: SequenceLayout) -> Tuple[torch.Tensor, torch.Tensor]:
+    """FitPrune's per-token attention scores on the head-max map.
 
-    With A[b, i, j] = max over heads of the softmax probabilities, for each visual key j:
-    cross = sum of A over text queries i, self = mean of A over visual queries i.
+    With A[b, i, j] = max over heads of the softmax probabilities:
+    cross[b, j] = sum of A[b, i, j] over text queries i / number of text queries;
+    self[b, j] = sum of A[b, i, j] over visual queries i / number of visual queries.
+    Summed over visual keys j they give the layer's W_cross and W_self.
+
+    Args:
+        attn_probs: (B, H, T, T) softmax probabilities.
+        layout: the rows' segments.
+
+    Returns:
+        cross, self: (B, T) float32; meaningful on visual rows only.
     """
+    head_max = attn_probs.amax(dim=1).float()  # (B, T, T)
+    text = layout.text_mask.float()
+    visual = layout.visual_mask.float()
+    cross = torch.einsum("bij,bi->bj", head_max, text) / text.sum(dim=1, keepdim=True).clamp(min=1)
+    self_score = torch.einsum("bij,bi->bj", head_max, visual) / visual.sum(dim=1, keepdim=True).clamp(min=1)
+    return cross, self_score
+
+
+class FitPrunePolicy:
+    """FitPrune's inference ranking: cross score × self score (see `cross_and_self_scores`)."""
 
     name = "fitprune"
     needs_attention = True
 
     def score(self, layer_idx: int, attn_probs: Optional[torch.Tensor], layout: SequenceLayout) -> torch.Tensor:
         """(B, T) cross × self scores from `attn_probs` (B, H, T, T)."""
-        head_max = attn_probs.amax(dim=1).float()  # (B, T, T)
-        text = layout.text_mask.float()
-        visual = layout.visual_mask.float()
-        cross = torch.einsum("bij,bi->bj", head_max, text)
-        self_score = torch.einsum("bij,bi->bj", head_max, visual) / visual.sum(dim=1, keepdim=True).clamp(min=1)
+        cross, self_score = cross_and_self_scores(attn_probs, layout)
         return cross * self_score
 
 

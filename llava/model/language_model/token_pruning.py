@@ -116,9 +116,20 @@ class TokenPruner:
         rank = torch.empty_like(order).scatter_(
             1, order, torch.arange(order.shape[1], device=order.device).expand_as(order)
         )
-        keep = ~(visual & (rank < drop[:, None])) & layout.key_mask
-        new_length = int(keep.sum(dim=1).max())
-        rows = keep.to(torch.int8).argsort(dim=1, stable=True)[:, -new_length:]
-        real = keep.gather(1, rows)
-        hidden = hidden.gather(1, rows[..., None].expand(-1, -1, hidden.shape[-1]))
-        return hidden, layout.gather(rows, real)
+        return drop_rows(hidden, layout, visual & (rank < drop[:, None]))
+
+
+def drop_rows(
+    hidden: torch.Tensor, layout: SequenceLayout, drop: torch.Tensor
+) -> Tuple[torch.Tensor, SequenceLayout]:
+    """Removes the rows marked in `drop` (B, T) from `hidden` (B, T, D) and `layout`.
+
+    Surviving rows keep their order; samples that keep fewer rows than the longest are
+    left-padded again (the padding rows are former dropped rows, marked as padding).
+    """
+    keep = ~drop & layout.key_mask
+    new_length = max(int(keep.sum(dim=1).max()), 1)
+    rows = keep.to(torch.int8).argsort(dim=1, stable=True)[:, -new_length:]
+    real = keep.gather(1, rows)
+    hidden = hidden.gather(1, rows[..., None].expand(-1, -1, hidden.shape[-1]))
+    return hidden, layout.gather(rows, real)
