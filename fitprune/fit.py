@@ -247,7 +247,7 @@ def round_keep_counts(dims: DecoderDims, num_visual: int, mean_deleted: Sequence
         layers = [i for i, (p, k) in enumerate(zip(previous, counts)) if k < p]
         return layers[-1] if layers else None
 
-    while reduction(keep) < ratio and keep[-1] > 0:
+    while reduction(keep) < ratio and keep[0] > 0:
         layer = last_deleting_layer(keep)
         layer = 0 if layer is None else layer
         while keep[layer] == 0:
@@ -290,8 +290,11 @@ def fit_recipe(
     """
     trials = [walk(1.0)]
     if not trials[0].met:
+        dims, num_visual = signature.dims(), signature.num_visual_tokens
+        ceiling = paper_reduction(dims, [0] * dims.num_layers, num_visual)
         raise ValueError(
-            f"reduction ratio {ratio}% cannot be met even deleting every token the rule allows (alpha = 1)"
+            f"not reachable: even alpha = 1 misses it; deleting every visual token after layer 0 "
+            f"removes at most {ceiling:.2f}% of the FLOPs of this {dims.num_layers}-layer model"
         )
     best = trials[0]
     low, high = 0.0, 1.0

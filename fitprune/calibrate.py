@@ -1,0 +1,289 @@
+"""`python -m fitprune.calibrate`: fit FitPrune recipes for a LLaVA checkpoint and budgets.
+
+    python -m fitprune.calibrate                       # bundled default model and data
+    python -m fitprune.calibrate --model-path liuhaotian/llava-v1.5-7b \\
+        --question-file llava_v1_5_mix665k.json --image-folder playground/data \\
+        --reduction-ratio 30 50 60 70 --num-samples 256 --output recipes.json --plot recipes.png
+    torchrun --nproc_per_node 2 -m fitprune.calibrate ...   # samples sharded over ranks
+
+One statistics pass is shared by every budget; each budget then bisects alpha with walks
+through the model's own decoder layers. The recipe file (JSON) holds every budget, merged
+into an existing file for the same model, and records its provenance.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from tqdm import tqdm
+
+from fitprune.defaults import (
+    DEFAULT_CALIBRATION_FILE,
+    DEFAULT_IMAGE_FOLDER,
+    DEFAULT_MODEL_PATH,
+    ensure_default_model,
+)
+from fitprune.fit import FIT_MODES, FIT_PRODUCT, LayerWalk, fit_recipe
+from fitprune.pruning import RECIPE_FILE_IN_CHECKPOINT
+from fitprune.recipe import (
+    FIT_INTERSECTION,
+    RECIPES_DIR,
+    ModelSignature,
+    RecipeBook,
+    RecipeError,
+    parse_reduction_ratio,
+)
+from fitprune.stats import collect_stats
+from llava.eval.questions import Question, QuestionFileError, build_question_prompt, load_questions
+from llava.model.language_model.sequence_layout import SequenceLayout
+
+FIT_CHOICES = {"intersection": FIT_INTERSECTION, "product": FIT_PRODUCT}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The calibration command line (LLaVA flag names; both ratio spellings)."""
+    parser = argparse.ArgumentParser(prog="python -m fitprune.calibrate", description=__doc__.splitlines()[0])
+    parser.add_argument("--model-path", default=None, help=f"checkpoint (default: bundled {DEFAULT_MODEL_PATH})")
+    parser.add_argument("--model-base", default=None)
+    parser.add_argument("--question-file", default=None,
+                        help="question jsonl or LLaVA instruction data (default: bundled calibration set)")
+    parser.add_argument("--image-folder", default=None)
+    parser.add_argument("--conv-mode", default="vicuna_v1")
+    parser.add_argument("--reduction-ratio", "--reduction_ratio", dest="reduction_ratios", nargs="+",
+                        type=parse_reduction_ratio, default=[30.0, 50.0, 60.0, 70.0],
+                        help="budgets in percent of paper-convention FLOPs (0.6 is read as 60)")
+    parser.add_argument("--num-samples", type=int, default=256, help="samples drawn from the file (all if fewer)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fit", choices=sorted(FIT_CHOICES), default="intersection",
+                        help="intersection: the paper's rule; product: rank by cross×self as inference does")
+    parser.add_argument("--output", default=None, help="recipe JSON (default: where the eval scripts look)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                        help="default: float16 on GPU, float32 on CPU")
+    parser.add_argument("--plot", default=None, help="PNG of keep counts per layer, one line per budget")
+    return parser
+
+
+def default_output(model_path: str, model_name: str) -> Path:
+    """Where the pruner finds a recipe without --recipe: inside a local checkpoint, else
+    the shipped recipes folder."""
+    if os.path.isdir(model_path):
+        return Path(model_path) / RECIPE_FILE_IN_CHECKPOINT
+    return Path(RECIPES_DIR) / f"{model_name}.json"
+
+
+def draw_samples(questions: Sequence[Question], num_samples: int, seed: int) -> Tuple[List[Question], int]:
+    """Samples with an image, `num_samples` of them drawn with `seed` (file order kept),
+    and how many were skipped for having no image."""
+    with_image = [q for q in questions if q.image]
+    skipped = len(questions) - len(with_image)
+    if num_samples < len(with_image):
+        chosen = sorted(random.Random(seed).sample(range(len(with_image)), num_samples))
+        with_image = [with_image[i] for i in chosen]
+    return with_image, skipped
+
+
+def prepare_batches(model, tokenizer, image_processor, questions, image_folder, conv_mode):
+    """Spliced prefill inputs, one sample per batch: (inputs_embeds (1, T, D), layout)."""
+    from PIL import Image
+
+    from llava.mm_utils import process_images, tokenizer_image_token
+
+    batches = []
+    use_start_end = getattr(model.config, "mm_use_im_start_end", False)
+    device = model.get_model().embed_tokens.weight.device
+    for question in tqdm(questions, desc="prepare", unit="sample", leave=False):
+        prompt = build_question_prompt(question.text, conv_mode, use_im_start_end=use_start_end)
+        input_ids = tokenizer_image_token(prompt, tokenizer, return_tensors="pt")[None].to(device)
+        image_path = Path(image_folder) / question.image
+        try:
+            image = Image.open(image_path).convert("RGB")
+        except (OSError, ValueError) as err:
+            raise QuestionFileError(f"line {question.line}: field 'image': cannot read {image_path}: {err}") from None
+        pixels = process_images([image], image_processor, model.config).to(device, dtype=model.dtype)
+        with torch.no_grad():
+            spliced = model.splice_images(input_ids, None, pixels)
+        batches.append((spliced.inputs_embeds, spliced.layout))
+    return batches
+
+
+def _distributed() -> Tuple[int, int]:
+    """(rank, world size); initialises torch.distributed under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
+
+
+def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as dist
+
+    summed = tensor.clone()
+    dist.all_reduce(summed)
+    return summed
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def plot_recipes(book: RecipeBook, path: str) -> None:
+    """Keep counts per layer, one line per budget, saved as PNG."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import matplotlib.ticker
+    except ImportError as err:
+        raise SystemExit(f"--plot needs matplotlib: pip install matplotlib ({err})") from None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for recipe in book.recipes:
+        counts = [recipe.num_visual_tokens] + list(recipe.keep_counts)
+        ax.plot(range(len(counts)), counts, marker=".",
+                label=f"{recipe.reduction_ratio:g}% (achieved {recipe.achieved_paper:.1f}%)")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_xlabel("after layer (0 = input)")
+    ax.set_ylabel("visual tokens kept")
+    ax.set_title(f"FitPrune recipes: {book.model.name}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Runs calibration; returns the exit code (2 on bad input)."""
+    args = build_parser().parse_args(argv)
+    started = time.time()
+    rank, world = _distributed()
+    all_reduce = _all_reduce_sum if world > 1 else (lambda t: t)
+    try:
+        return _calibrate(args, rank, world, all_reduce, started)
+    except (QuestionFileError, RecipeError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _calibrate(args, rank, world, all_reduce, started) -> int:
+    from llava.mm_utils import get_model_name_from_path
+    from llava.model.builder import load_pretrained_model
+
+    if args.model_path is None:
+        args.model_path = ensure_default_model()
+        args.question_file = args.question_file or DEFAULT_CALIBRATION_FILE
+        args.image_folder = args.image_folder or DEFAULT_IMAGE_FOLDER
+    if args.question_file is None:
+        raise ValueError("--question-file is required with --model-path")
+    questions, skipped = draw_samples(load_questions(args.question_file), args.num_samples, args.seed)
+    if not questions:
+        raise ValueError(f"{args.question_file}: no sample has an image ({skipped} skipped)")
+    local = questions[rank::world]
+    model_name = get_model_name_from_path(args.model_path)
+    dtype = DTYPES[args.dtype] if args.dtype else None
+    tokenizer, model, image_processor, _ = load_pretrained_model(
+        args.model_path, args.model_base, model_name, device=args.device, torch_dtype=dtype
+    )
+    model.eval()
+    batches = prepare_batches(model, tokenizer, image_processor, local, args.image_folder or "", args.conv_mode)
+    decoder = model.get_model()
+    signature = ModelSignature.from_config(model.config, decoder.num_visual_tokens(), name=model_name)
+    stats = collect_stats(decoder, tqdm(batches, desc="statistics", unit="sample", disable=rank != 0))
+    walk = LayerWalk(decoder, batches, stats, all_reduce)
+    mode = FIT_CHOICES[args.fit]
+    fitted, timings, failed = [], [], []
+    for ratio in args.reduction_ratios:
+        ratio_started = time.time()
+        bar = tqdm(desc=f"fit {ratio:g}%", unit="trial", disable=rank != 0)
+
+        def trial(alpha, ratio=ratio, bar=bar):
+            result = walk.run(alpha, ratio, mode)
+            bar.update(1)
+            bar.set_postfix(alpha=f"{alpha:.3f}", met=result.met)
+            return result
+
+        try:
+            recipe, _ = fit_recipe(trial, signature, ratio, mode)
+        except ValueError as err:
+            failed.append(ratio)
+            if rank == 0:
+                print(f"error: budget {ratio:g}%: {err}", file=sys.stderr)
+            continue
+        finally:
+            bar.close()
+        fitted.append(recipe)
+        timings.append(time.time() - ratio_started)
+    if rank != 0 or not fitted:
+        return 2 if failed else 0
+    output = Path(args.output) if args.output else default_output(args.model_path, model_name)
+    book = _merge(output, signature, fitted, _provenance(args, questions, skipped, world, started))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    book.save(output)
+    if args.plot:
+        plot_recipes(book, args.plot)
+    _print_table(fitted, timings, output, time.time() - started)
+    return 2 if failed else 0
+
+
+def _provenance(args, questions, skipped, world, started) -> dict:
+    import transformers
+
+    return {
+        "source": "python -m fitprune.calibrate",
+        "model_path": args.model_path,
+        "model_base": args.model_base,
+        "calibration_file": str(args.question_file),
+        "calibration_sha256": _sha256(Path(args.question_file)),
+        "num_samples": len(questions),
+        "skipped_without_image": skipped,
+        "seed": args.seed,
+        "conv_mode": args.conv_mode,
+        "fit": FIT_CHOICES[args.fit],
+        "processes": world,
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+        "wall_time_s": round(time.time() - started, 2),
+    }
+
+
+def _merge(output: Path, signature: ModelSignature, fitted, provenance: dict) -> RecipeBook:
+    """A book holding the new recipes, plus an existing file's other budgets for the same model."""
+    book = RecipeBook(model=signature, recipes=(), provenance=provenance)
+    if output.is_file():
+        existing = RecipeBook.load(output)
+        existing.check_model(signature)
+        book = RecipeBook(model=signature, recipes=existing.recipes, provenance=provenance)
+    for recipe in fitted:
+        book = book.with_recipe(recipe)
+    return book
+
+
+def _print_table(fitted, timings, output: Path, total: float) -> None:
+    print(f"\nrecipes written to {output}")
+    print("| budget % | alpha | achieved % (paper) | achieved % (full) | visual tokens after last layer | fit time s |")
+    print("|---|---|---|---|---|---|")
+    for recipe, seconds in zip(fitted, timings):
+        print(f"| {recipe.reduction_ratio:g} | {recipe.alpha:.3f} | {recipe.achieved_paper:.2f} | "
+              f"{recipe.achieved_full:.2f} | {recipe.final_visual_tokens} | {seconds:.1f} |")
+    print(f"total time {total:.1f} s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
