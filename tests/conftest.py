@@ -7,6 +7,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from fitprune.recipe import ModelSignature, Recipe, RecipeBook  # noqa: E402
 from fitprune.pruning import RECIPE_FILE_IN_CHECKPOINT  # noqa: E402
@@ -44,3 +45,11 @@ def tiny(_loaded_tiny):
     model.config.reduction_ratio = 0
     model.config.fitprune_policy = "fitprune"
     model.get_model().prefill_hook = None
+
+
+@pytest.fixture(autouse=True)
+def _undo_disable_torch_init(monkeypatch):
+    """The drivers call `disable_torch_init`, which patches torch for the whole process;
+    put the initialisers back after each test so later tests build initialised models."""
+    monkeypatch.setattr(torch.nn.Linear, "reset_parameters", torch.nn.Linear.reset_parameters)
+    monkeypatch.setattr(torch.nn.LayerNorm, "reset_parameters", torch.nn.LayerNorm.reset_parameters)

@@ -23,14 +23,6 @@ OTHER_KEEP_COUNTS = (144, 100, 72, 41)
 KEPT_LINE = re.compile(r"visual tokens kept after the last layer: (\d+) of (\d+)")
 
 
-@pytest.fixture(autouse=True)
-def _undo_disable_torch_init(monkeypatch):
-    """The drivers call `disable_torch_init`, which patches torch for the whole process;
-    put the initialisers back after each test so later tests build initialised models."""
-    monkeypatch.setattr(torch.nn.Linear, "reset_parameters", torch.nn.Linear.reset_parameters)
-    monkeypatch.setattr(torch.nn.LayerNorm, "reset_parameters", torch.nn.LayerNorm.reset_parameters)
-
-
 @pytest.fixture(scope="module")
 def image_file(tmp_path_factory):
     """A small non-square RGB PNG with seeded random pixels."""
