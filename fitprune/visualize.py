@@ -1,0 +1,175 @@
+"""`python -m fitprune.visualize`: which image patches a pruned prefill kept, layer by layer.
+
+    python -m fitprune.visualize --image playground/demo/shapes.png \\
+        --question "What colour is the square?" --reduction-ratio 60 --out kept.png [--gif]
+
+Draws the model's input image (as the vision tower saw it) once per chosen layer, with the
+patches dropped up to that layer greyed out, and the recipe's keep-count curve; `--gif`
+writes an animation over the layers instead. With no --model-path it uses the bundled
+default model.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fitprune.defaults import ensure_default_model
+from fitprune.recipe import RecipeError, parse_reduction_ratio
+from llava.eval.questions import build_question_prompt
+
+GREY = np.array([128, 128, 128], dtype=np.float32)
+MAX_PANELS = 6
+
+
+def kept_patch_masks(kept_per_layer: Sequence[torch.Tensor], num_visual: int) -> np.ndarray:
+    """(L, side, side) bool: True where the patch is still alive after each layer.
+
+    Args:
+        kept_per_layer: per layer, the grid indices kept (row-major over a square grid).
+        num_visual: visual tokens of one image; must be a square number.
+
+    Raises:
+        ValueError: if the visual tokens do not form a square grid.
+    """
+    side = math.isqrt(num_visual)
+    if side * side != num_visual:
+        raise ValueError(f"{num_visual} visual tokens do not form a square grid of patches")
+    masks = np.zeros((len(kept_per_layer), side * side), dtype=bool)
+    for layer, kept in enumerate(kept_per_layer):
+        masks[layer, kept.numpy()] = True
+    return masks.reshape(len(kept_per_layer), side, side)
+
+
+def shade_dropped(image: np.ndarray, alive: np.ndarray, strength: float = 0.75) -> np.ndarray:
+    """Blends dropped patches of `image` (H, W, 3) uint8 towards grey; `alive` is (side, side)."""
+    height, width = image.shape[:2]
+    rows = np.arange(height) * alive.shape[0] // height
+    cols = np.arange(width) * alive.shape[1] // width
+    dropped = ~alive[rows][:, cols]
+    out = image.astype(np.float32)
+    out[dropped] = (1 - strength) * out[dropped] + strength * GREY
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def choose_layers(counts: Sequence[int], num_visual: int, limit: int = MAX_PANELS) -> List[int]:
+    """Up to `limit` layers to draw: the layers where tokens leave, evenly thinned, ending
+    with the last of them."""
+    previous = [num_visual] + list(counts[:-1])
+    changes = [i for i, (p, c) in enumerate(zip(previous, counts)) if c < p]
+    if len(changes) <= limit:
+        return changes or [len(counts) - 1]
+    picks = np.linspace(0, len(changes) - 1, limit).round().astype(int)
+    return [changes[i] for i in sorted(set(picks.tolist()))]
+
+
+def tower_view(image: Image.Image, processor, config) -> np.ndarray:
+    """The image as the vision tower sees its geometry: padded to a square when the model
+    pads, resized to the tower's input size."""
+    from llava.mm_utils import expand2square
+
+    if getattr(config, "image_aspect_ratio", None) == "pad":
+        image = expand2square(image, tuple(int(x * 255) for x in processor.image_mean))
+    crop = processor.crop_size
+    size = (crop["width"], crop["height"]) if isinstance(crop, dict) else (crop, crop)
+    return np.asarray(image.convert("RGB").resize(size, Image.BICUBIC))
+
+
+def render_panels(view: np.ndarray, masks: np.ndarray, layers: List[int], counts: Sequence[int],
+                  num_visual: int, title: str, path: str) -> None:
+    """One panel per chosen layer plus the keep-count curve, saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(layers) + 1, figsize=(2.6 * (len(layers) + 1) + 1.2, 3.2))
+    for ax, layer in zip(axes, layers):
+        ax.imshow(shade_dropped(view, masks[layer]))
+        ax.set_title(f"after layer {layer}\n{int(masks[layer].sum())}/{num_visual} kept", fontsize=9)
+        ax.axis("off")
+    curve = axes[-1]
+    curve.plot(range(len(counts) + 1), [num_visual] + list(counts), marker=".")
+    for layer in layers:
+        curve.axvline(layer + 1, color="grey", alpha=0.3)
+    curve.set_xlabel("after layer (0 = input)", fontsize=8)
+    curve.set_ylabel("visual tokens kept", fontsize=8)
+    curve.tick_params(labelsize=7)
+    curve.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def render_gif(view: np.ndarray, masks: np.ndarray, path: str, scale: int = 2) -> None:
+    """An animation over all layers (one frame per layer, the input first)."""
+    size = (view.shape[1] * scale, view.shape[0] * scale)
+    frames = [Image.fromarray(view).resize(size, Image.NEAREST)]
+    frames += [Image.fromarray(shade_dropped(view, alive)).resize(size, Image.NEAREST) for alive in masks]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=400, loop=0)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Runs one pruned prefill and draws what it kept; returns the exit code."""
+    from llava.eval.pruning_args import add_pruning_args
+    from llava.mm_utils import get_model_name_from_path, process_images, tokenizer_image_token
+    from llava.model.builder import load_pretrained_model
+
+    parser = argparse.ArgumentParser(prog="python -m fitprune.visualize", description=__doc__.splitlines()[0])
+    parser.add_argument("--model-path", default=None)
+    parser.add_argument("--model-base", default=None)
+    parser.add_argument("--image", required=True)
+    parser.add_argument("--question", required=True)
+    parser.add_argument("--conv-mode", default="vicuna_v1")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", required=True, help="PNG (or GIF with --gif)")
+    parser.add_argument("--gif", action="store_true")
+    add_pruning_args(parser)
+    args = parser.parse_args(argv)
+    if not args.reduction_ratio:
+        parser.error("--reduction-ratio must be above 0 to show pruning")
+    try:
+        image = Image.open(args.image).convert("RGB")
+    except (OSError, ValueError) as err:
+        print(f"error: --image {args.image}: {err}", file=sys.stderr)
+        return 2
+    model_path = args.model_path or ensure_default_model()
+    tokenizer, model, processor, _ = load_pretrained_model(
+        model_path, args.model_base, get_model_name_from_path(model_path), device=args.device
+    )
+    model.eval()
+    model.config.reduction_ratio = parse_reduction_ratio(args.reduction_ratio)
+    if args.recipe:
+        model.config.fitprune_recipe = args.recipe
+    prompt = build_question_prompt(args.question, args.conv_mode)
+    input_ids = tokenizer_image_token(prompt, tokenizer, return_tensors="pt")[None].to(args.device)
+    pixels = process_images([image], processor, model.config).to(args.device, dtype=model.dtype)
+    try:
+        with torch.inference_mode():
+            model(input_ids=input_ids, images=pixels, use_cache=False)
+    except RecipeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    trace = model.last_pruning_trace
+    num_visual = model.get_model().num_visual_tokens()
+    kept = [trace.kept_indices(layer, 0) for layer in range(len(trace.live_counts))]
+    masks = kept_patch_masks(kept, num_visual)
+    counts = trace.counts()[:, 0].tolist()
+    view = tower_view(image, processor, model.config)
+    if args.gif:
+        render_gif(view, masks, args.out)
+    else:
+        title = f"{get_model_name_from_path(model_path)} at {model.config.reduction_ratio:g}%: {args.question}"
+        render_panels(view, masks, choose_layers(counts, num_visual), counts, num_visual, title, args.out)
+    print(f"wrote {args.out}: {counts[-1]} of {num_visual} visual tokens kept after the last layer")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
