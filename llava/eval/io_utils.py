@@ -1,0 +1,133 @@
+"""Reading answer files and writing results without leaving truncated files behind.
+
+    rows = read_jsonl("answers/llava-v1.5-7b.jsonl")      # [{"question_id": ..., "text": ...}, ...]
+    texts = read_answer_texts("answers/llava-v1.5-7b.jsonl")  # {question_id: text}
+    write_json_atomic("results/summary.json", {"acc": 0.5}, indent=2)
+    write_text_atomic("eval_tool/answers/x/color.txt", "a.txt\tq\tyes\tyes\n")
+
+Writes go to a temporary file in the destination's folder, which then replaces the
+destination in one `os.replace`, so an interrupted run leaves either the old file or the
+new one, never half of one. Parent folders are created.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class JsonlError(ValueError):
+    """A JSON-lines file that cannot be read; the message names the file and line."""
+
+
+def _numbered_records(path: PathLike) -> Iterator[Tuple[int, dict]]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file does not exist")
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise JsonlError(f"{path}:{number}: invalid JSON ({err.msg}, column {err.colno})") from None
+            if not isinstance(row, dict):
+                raise JsonlError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            yield number, row
+
+
+def read_jsonl(path: PathLike) -> List[dict]:
+    """All objects of a JSON-lines file, in file order; blank lines are skipped.
+
+    Args:
+        path: the file, one JSON object per line (UTF-8).
+
+    Returns:
+        One dict per non-blank line.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        JsonlError: a line is not valid JSON or not a JSON object, naming ``file:line``.
+    """
+    return [row for _, row in _numbered_records(path)]
+
+
+def read_answer_texts(path: PathLike) -> Dict[Any, str]:
+    """{question_id: text} of a LLaVA answers file; a repeated id keeps its last answer.
+
+    Args:
+        path: answers jsonl with ``question_id`` and ``text`` on every line.
+
+    Returns:
+        The answer text per question id (ids as in the file, int or str).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        JsonlError: invalid JSON, or a line without ``question_id`` or ``text``, naming
+            ``file:line``.
+    """
+    texts = {}
+    for number, row in _numbered_records(path):
+        for field in ("question_id", "text"):
+            if field not in row:
+                raise JsonlError(f"{path}:{number}: field {field!r} is missing")
+        texts[row["question_id"]] = row["text"]
+    return texts
+
+
+@contextlib.contextmanager
+def atomic_output_path(path: PathLike) -> Iterator[Path]:
+    """A temporary path to write instead of ``path``; it replaces ``path`` on success.
+
+    For writers that want a file name (e.g. ``DataFrame.to_excel``). The temporary file
+    sits in the destination's folder and keeps its suffix; it is removed if the block
+    raises.
+
+    Args:
+        path: the destination file.
+
+    Yields:
+        The temporary path to write.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(handle)
+    try:
+        yield Path(temp_name)
+        os.replace(temp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_name)
+        raise
+
+
+def write_text_atomic(path: PathLike, text: str) -> None:
+    """Writes ``text`` (UTF-8) to ``path`` through a temporary file and `os.replace`.
+
+    Args:
+        path: the destination file; missing parent folders are created.
+        text: the whole content.
+    """
+    with atomic_output_path(path) as temp_path:
+        temp_path.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: PathLike, obj: Any, indent: Optional[int] = None) -> None:
+    """Writes ``obj`` as JSON to ``path`` through a temporary file and `os.replace`.
+
+    Args:
+        path: the destination file; missing parent folders are created.
+        obj: a JSON-serialisable value.
+        indent: as in `json.dumps` (None: one line).
+
+    Raises:
+        TypeError: ``obj`` is not JSON-serialisable (nothing is written).
+    """
+    write_text_atomic(path, json.dumps(obj, indent=indent))
