@@ -39,7 +39,12 @@ class Question:
     line: int
 
 
-def _records(path: Path) -> Iterator[Tuple[int, dict]]:
+def iter_records(path: Path) -> Iterator[Tuple[int, dict]]:
+    """(line number, parsed object) for each record of a JSON list or jsonl file.
+
+    Raises:
+        QuestionFileError: non-UTF-8 text or invalid JSON, with the file and line.
+    """
     try:
         raw = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
@@ -94,7 +99,7 @@ def load_questions(path: Union[str, Path]) -> List[Question]:
     path = Path(path)
     if not path.is_file():
         raise QuestionFileError(f"{path}: question file does not exist")
-    questions = [_question(path, line, record) for line, record in _records(path)]
+    questions = [_question(path, line, record) for line, record in iter_records(path)]
     if not questions:
         raise QuestionFileError(f"{path}: no questions in the file")
     return questions

@@ -1,0 +1,146 @@
+"""The benchmark scripts of scripts/v1_5/eval: data checks before any model load, run names,
+chunked runs, and textvqa.sh end to end on the tiny checkpoint."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import TINY_KEEP_COUNTS
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "scripts" / "v1_5" / "eval"
+
+FIRST_REQUIRED = {
+    "textvqa": "textvqa/llava_textvqa_val_v051_ocr.jsonl",
+    "gqa": "gqa/llava_gqa_testdev_balanced.jsonl",
+    "vqav2": "vqav2/llava_vqav2_mscoco_test-dev2015.jsonl",
+    "vizwiz": "vizwiz/llava_test.jsonl",
+    "pope": "pope/llava_pope_test.jsonl",
+    "mme": "MME/llava_mme.jsonl",
+    "mmbench": "mmbench/mmbench_dev_20230712.tsv",
+    "mmbench_cn": "mmbench_cn/mmbench_dev_cn_20231003.tsv",
+    "sqa": "scienceqa/llava_test_CQM-A.json",
+    "seed": "seed_bench/llava-seed-bench.jsonl",
+    "mmvet": "mm-vet/llava-mm-vet.jsonl",
+    "llavabench": "llava-bench-in-the-wild/questions.jsonl",
+}
+
+
+def _run_script(script, env_overrides, timeout=300, **kwargs):
+    env = {k: v for k, v in os.environ.items() if k not in ("CKPT", "RECIPE", "REDUCTION_RATIO", "OPENAI_API_KEY")}
+    # one thread: the tiny model gains nothing from more, and loses much on a busy machine
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", PYTHON=sys.executable,
+               **env_overrides)
+    return subprocess.run(["bash", *script], env=env, capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO, **kwargs)
+
+
+def test_every_benchmark_has_a_script():
+    assert sorted(p.stem for p in SCRIPTS.glob("*.sh") if p.stem != "common") == sorted(FIRST_REQUIRED)
+
+
+@pytest.mark.parametrize("bench", sorted(FIRST_REQUIRED))
+def test_missing_data_stops_before_loading_the_model(bench, tmp_path):
+    result = _run_script([str(SCRIPTS / f"{bench}.sh")],
+                         {"EVAL_DIR": str(tmp_path), "MODEL_PATH": str(tmp_path / "no-model"), "DEVICE": "cpu"},
+                         timeout=30)
+    assert result.returncode == 1
+    expected = tmp_path / FIRST_REQUIRED[bench]
+    assert result.stderr.startswith(f"{bench}.sh: error: missing data file {expected}; it comes from ")
+    assert "no-model" not in result.stderr, "the model was never looked at"
+    assert result.stdout == ""
+
+
+def _source_common(tmp_path, snippet, timeout=30, **env):
+    script = f'set -euo pipefail; BENCHMARK=toy; source "{SCRIPTS / "common.sh"}"; {snippet}'
+    return _run_script(["-c", script], {"EVAL_DIR": str(tmp_path), **env}, timeout=timeout)
+
+
+def test_run_names_derive_from_model_ratio_and_recipe(tmp_path):
+    recipe = tmp_path / "my-recipes.json"
+    recipe.write_text("{}")
+    names = {
+        ("liuhaotian/llava-v1.5-7b", "0", ""): "llava-v1.5-7b-r0",
+        ("liuhaotian/llava-v1.5-7b", "60", ""): "llava-v1.5-7b-r60",
+        ("runs/llava-x/checkpoint-500/", "0.6", ""): "llava-x_checkpoint-500-r60",
+        ("liuhaotian/llava-v1.5-13b", "55", str(recipe)): "llava-v1.5-13b-r55-my-recipes",
+    }
+    for (model, ratio, recipe_file), expected in names.items():
+        result = _source_common(tmp_path, 'echo "$CKPT"', MODEL_PATH=model, REDUCTION_RATIO=ratio, RECIPE=recipe_file)
+        assert (result.returncode, result.stdout.strip()) == (0, expected), result.stderr
+    explicit = _source_common(tmp_path, 'echo "$CKPT"', CKPT="mine", REDUCTION_RATIO="60")
+    assert explicit.stdout.strip() == "mine"
+
+
+def test_bad_ratio_and_missing_recipe_are_refused(tmp_path):
+    bad = _source_common(tmp_path, "true", REDUCTION_RATIO="sixty")
+    assert bad.returncode == 1 and "REDUCTION_RATIO must be a percent" in bad.stderr
+    missing = _source_common(tmp_path, "true", RECIPE=str(tmp_path / "none.json"))
+    assert missing.returncode == 1 and f"missing data file {tmp_path / 'none.json'}" in missing.stderr
+
+
+def _tiny_textvqa(eval_dir):
+    """Two TextVQA questions (ids are image ids) with images and annotations."""
+    data = eval_dir / "textvqa"
+    (data / "train_images").mkdir(parents=True)
+    rng = np.random.default_rng(5)
+    questions, annotations = [], []
+    for i, (question, tokens) in enumerate([("what is written here?", "stop, sign"), ("what brand is it?", "")]):
+        image_id = f"0a{i}b"
+        Image.fromarray(rng.integers(0, 256, size=(30, 44, 3), dtype=np.uint8)).save(
+            data / "train_images" / f"{image_id}.jpg")
+        lines = [question.capitalize()] + ([f"Reference OCR token: {tokens}"] if tokens else [])
+        text = "\n".join(lines + ["Answer the question using a single word or phrase."])
+        questions.append({"question_id": image_id, "image": f"{image_id}.jpg", "text": text})
+        annotations.append({"image_id": image_id, "question": question.capitalize(), "answers": ["stop"] * 10})
+    (data / "llava_textvqa_val_v051_ocr.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    (data / "TextVQA_0.5.1_val.json").write_text(json.dumps({"data": annotations}))
+    return data
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llava.eval.eval_textvqa") is None,
+                    reason="llava.eval.eval_textvqa (the metric step) is not written yet")
+def test_textvqa_script_end_to_end_on_cpu(tiny_checkpoint, tmp_path):
+    from llava.eval.eval_textvqa import eval_single
+
+    data = _tiny_textvqa(tmp_path)
+    env = {"EVAL_DIR": str(tmp_path), "MODEL_PATH": str(tiny_checkpoint), "DEVICE": "cpu",
+           "REDUCTION_RATIO": "50", "BATCH_SIZE": "2"}
+    result = _run_script([str(SCRIPTS / "textvqa.sh")], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    answers = data / "answers" / "llava-v1.5-tiny-r50.jsonl"
+    rows = [json.loads(line) for line in answers.read_text().splitlines()]
+    assert [r["question_id"] for r in rows] == ["0a0b", "0a1b"]
+    record = json.loads(answers.with_name("llava-v1.5-tiny-r50.run.json").read_text())
+    assert (record["benchmark"], record["run_name"]) == ("textvqa", "llava-v1.5-tiny-r50")
+    assert record["visual_tokens"]["kept_per_layer_mean"] == list(TINY_KEEP_COUNTS)
+    metrics = json.loads(answers.with_name("llava-v1.5-tiny-r50.metrics.json").read_text())
+    _, accuracy = eval_single(str(data / "TextVQA_0.5.1_val.json"), str(answers))
+    assert metrics["benchmark"] == "textvqa"
+    assert metrics["value"] == pytest.approx(100 * accuracy, abs=0.005)
+
+
+
+def test_chunked_run_merges_answers_and_run_records(tiny_checkpoint, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(np.full((20, 20, 3), 40, dtype=np.uint8)).save(folder / "a.png")
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps({"question_id": i, "image": "a.png", "text": f"Q{i}?"}) + "\n"
+                                 for i in range(3)))
+    out = tmp_path / "answers" / "run"
+    snippet = (f'run_chunked "{out}" "${{DRIVER_ARGS[@]}}" --question-file "{questions}" '
+               f'--image-folder "{folder}" --max-new-tokens 4')
+    result = _source_common(tmp_path, snippet, timeout=300, MODEL_PATH=str(tiny_checkpoint), DEVICE="cpu")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "merge.jsonl").read_text() == (out / "1_0.jsonl").read_text()
+    record = json.loads((out / "merge.run.json").read_text())
+    assert record["chunk"]["merged_from"] == [str(out / "1_0.jsonl")]
+    assert record["samples"]["answered"] == record["samples"]["measured"] == 3
