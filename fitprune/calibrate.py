@@ -9,6 +9,10 @@
 One statistics pass is shared by every budget; each budget then bisects alpha with walks
 through the model's own decoder layers. The recipe file (JSON) holds every budget, merged
 into an existing file for the same model, and records its provenance.
+
+For LLaVA-NeXT (anyres) models, or whenever the calibration samples differ in visual token
+count, the recipes are fractional: keep fractions of each sample's visual tokens per layer
+(see `fitprune.recipe`), fitted and checked on the samples' own counts.
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ from fitprune.defaults import (
     DEFAULT_MODEL_PATH,
     ensure_default_model,
 )
-from fitprune.fit import FIT_MODES, FIT_PRODUCT, LayerWalk, fit_recipe
+from fitprune.fit import FIT_PRODUCT, LayerWalk, fit_recipe
 from fitprune.pruning import RECIPE_FILE_IN_CHECKPOINT
 from fitprune.recipe import (
     FIT_INTERSECTION,
@@ -43,7 +47,6 @@ from fitprune.recipe import (
 )
 from fitprune.stats import collect_stats
 from llava.eval.questions import Question, QuestionFileError, build_question_prompt, load_questions
-from llava.model.language_model.sequence_layout import SequenceLayout
 
 FIT_CHOICES = {"intersection": FIT_INTERSECTION, "product": FIT_PRODUCT}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -93,7 +96,11 @@ def draw_samples(questions: Sequence[Question], num_samples: int, seed: int) -> 
 
 
 def prepare_batches(model, tokenizer, image_processor, questions, image_folder, conv_mode):
-    """Spliced prefill inputs, one sample per batch: (inputs_embeds (1, T, D), layout)."""
+    """Spliced prefill inputs, one sample per batch: (inputs_embeds (1, T, D), layout).
+
+    Images go through `process_images` with the model's config (anyres views for LLaVA-NeXT,
+    whose original sizes are passed as `image_sizes`).
+    """
     from PIL import Image
 
     from llava.mm_utils import process_images, tokenizer_image_token
@@ -111,7 +118,7 @@ def prepare_batches(model, tokenizer, image_processor, questions, image_folder, 
             raise QuestionFileError(f"line {question.line}: field 'image': cannot read {image_path}: {err}") from None
         pixels = process_images([image], image_processor, model.config).to(device, dtype=model.dtype)
         with torch.no_grad():
-            spliced = model.splice_images(input_ids, None, pixels)
+            spliced = model.splice_images(input_ids, None, pixels, image_sizes=[image.size])
         batches.append((spliced.inputs_embeds, spliced.layout))
     return batches
 
@@ -140,6 +147,34 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def gather_visual_counts(batches, rank: int, world: int, num_samples: int, all_reduce) -> List[int]:
+    """Initial visual tokens of every calibration sample, in file order, across all ranks.
+
+    Rank r holds samples r, r + world, ... (`questions[rank::world]`); each rank writes its
+    counts at those positions of a zero vector and the vectors are summed.
+
+    Args:
+        batches: this rank's prepared batches, one sample each.
+        rank, world: this process and the number of processes.
+        num_samples: samples over all ranks.
+        all_reduce: sums a float64 tensor over processes.
+
+    Returns:
+        One count per sample.
+    """
+    local = torch.cat([layout.visual_count() for _, layout in batches]).cpu().double()
+    counts = torch.zeros(num_samples, dtype=torch.float64)
+    counts[rank::world] = local
+    return [int(c) for c in all_reduce(counts).round().tolist()]
+
+
+def wants_fractions(model, visual_counts: Sequence[int]) -> bool:
+    """Fractional recipes for anyres models and whenever samples differ in visual tokens."""
+    from llava.model.anyres import uses_anyres
+
+    return uses_anyres(model.config) or len(set(visual_counts)) > 1
+
+
 def plot_recipes(book: RecipeBook, path: str) -> None:
     """Keep counts per layer, one line per budget, saved as PNG."""
     try:
@@ -151,13 +186,16 @@ def plot_recipes(book: RecipeBook, path: str) -> None:
     except ImportError as err:
         raise SystemExit(f"--plot needs matplotlib: pip install matplotlib ({err})") from None
     fig, ax = plt.subplots(figsize=(7, 4))
+    fractional = any(recipe.is_fractional for recipe in book.recipes)
     for recipe in book.recipes:
         counts = [recipe.num_visual_tokens] + list(recipe.keep_counts)
+        if fractional:
+            counts = [100 * c / recipe.num_visual_tokens for c in counts]
         ax.plot(range(len(counts)), counts, marker=".",
                 label=f"{recipe.reduction_ratio:g}% (achieved {recipe.achieved_paper:.1f}%)")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("after layer (0 = input)")
-    ax.set_ylabel("visual tokens kept")
+    ax.set_ylabel("% of each sample's visual tokens kept" if fractional else "visual tokens kept")
     ax.set_title(f"FitPrune recipes: {book.model.name}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -205,6 +243,8 @@ def _calibrate(args, rank, world, all_reduce, started) -> int:
     stats = collect_stats(decoder, tqdm(batches, desc="statistics", unit="sample", disable=rank != 0))
     walk = LayerWalk(decoder, batches, stats, all_reduce)
     mode = FIT_CHOICES[args.fit]
+    visual_counts = gather_visual_counts(batches, rank, world, len(questions), all_reduce)
+    fractional = wants_fractions(model, visual_counts)
     fitted, timings, failed = [], [], []
     for ratio in args.reduction_ratios:
         ratio_started = time.time()
@@ -217,7 +257,7 @@ def _calibrate(args, rank, world, all_reduce, started) -> int:
             return result
 
         try:
-            recipe, _ = fit_recipe(trial, signature, ratio, mode)
+            recipe, _ = fit_recipe(trial, signature, ratio, mode, visual_counts=visual_counts if fractional else None)
         except ValueError as err:
             failed.append(ratio)
             if rank == 0:
@@ -230,7 +270,11 @@ def _calibrate(args, rank, world, all_reduce, started) -> int:
     if rank != 0 or not fitted:
         return 2 if failed else 0
     output = Path(args.output) if args.output else default_output(args.model_path, model_name)
-    book = _merge(output, signature, fitted, _provenance(args, questions, skipped, world, started))
+    provenance = _provenance(args, questions, skipped, world, started)
+    provenance.update(keep="fractions" if fractional else "counts",
+                      visual_tokens_per_sample={"min": min(visual_counts), "max": max(visual_counts),
+                                                "mean": round(sum(visual_counts) / len(visual_counts), 2)})
+    book = _merge(output, signature, fitted, provenance)
     output.parent.mkdir(parents=True, exist_ok=True)
     book.save(output)
     if args.plot:
@@ -280,8 +324,11 @@ def _print_table(fitted, timings, output: Path, total: float) -> None:
     print("| budget % | alpha | achieved % (paper) | achieved % (full) | visual tokens after last layer | fit time s |")
     print("|---|---|---|---|---|---|")
     for recipe, seconds in zip(fitted, timings):
+        final = f"{recipe.final_visual_tokens}"
+        if recipe.is_fractional:
+            final = f"{100 * recipe.keep_fractions[-1]:.2f}% of each sample's"
         print(f"| {recipe.reduction_ratio:g} | {recipe.alpha:.3f} | {recipe.achieved_paper:.2f} | "
-              f"{recipe.achieved_full:.2f} | {recipe.final_visual_tokens} | {seconds:.1f} |")
+              f"{recipe.achieved_full:.2f} | {final} | {seconds:.1f} |")
     print(f"total time {total:.1f} s")
 
 

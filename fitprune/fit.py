@@ -12,6 +12,11 @@ The method (see the project's `fitprune_method.md`):
    deletions of that trial, rounded so the recipe meets its budget within one point, are
    the recipe.
 
+When the samples differ in visual token count (LLaVA-NeXT's anyres images), the recipe is
+fractional: per layer, the mean over samples of deleted / initial visual tokens, summed
+into keep fractions, rounded to `FRACTION_DECIMALS` decimals so that the recipe, applied
+to each calibration sample's own count, meets its budget within one point.
+
 Selection rules, both from cumulative sums over sorted scores:
 - "intersection" (the paper's): the largest set of lowest cross scores whose removal keeps
   at least (1 - alpha) of W_cross, intersected with the same set for the self score.
@@ -28,7 +33,7 @@ import torch
 
 from fitprune.flops import DecoderDims, paper_layer_flops, paper_reduction
 from fitprune.policies import cross_and_self_scores
-from fitprune.recipe import FIT_INTERSECTION, ModelSignature, Recipe
+from fitprune.recipe import FIT_INTERSECTION, ModelSignature, Recipe, keep_counts_for_fractions
 from fitprune.stats import AttentionStats
 from llava.model.language_model.modeling_llama import AttentionInputs
 from llava.model.language_model.sequence_layout import SequenceLayout
@@ -37,6 +42,8 @@ from llava.model.language_model.token_pruning import drop_rows
 FIT_PRODUCT = "fitprune-product"
 FIT_MODES = (FIT_INTERSECTION, FIT_PRODUCT)
 ALPHA_TOLERANCE = 0.01
+FRACTION_DECIMALS = 4
+"""Decimals of a fitted fractional recipe's keep fractions (steps of 1e-4 of a sample's tokens)."""
 
 
 def lowest_within_mass(
@@ -106,12 +113,15 @@ class TrialResult:
         met: whether the budget was met.
         mean_deleted: (L,) float64, mean over samples of tokens deleted at each layer.
         stopped_at: the layer before which the budget was met (L if only at the end, or never).
+        mean_deleted_fraction: (L,) float64, mean over samples of the tokens deleted at each
+            layer divided by the sample's initial visual tokens (None if not recorded).
     """
 
     alpha: float
     met: bool
     mean_deleted: torch.Tensor
     stopped_at: int
+    mean_deleted_fraction: Optional[torch.Tensor] = None
 
 
 class _DeletionHook:
@@ -216,7 +226,98 @@ class LayerWalk:
                 progress(layer_idx)
         if not met:
             met = float(self._mean(spent[:, None])) <= budget
-        return TrialResult(alpha, met, self._mean(deleted), stopped_at)
+        fraction = deleted / initial[:, None].clamp(min=1)
+        return TrialResult(alpha, met, self._mean(deleted), stopped_at, self._mean(fraction))
+
+
+def _first_stop(first: List[int], successor: Callable[[List[int]], Optional[List[int]]],
+                stop: Callable[[List[int], Optional[List[int]]], bool]) -> List[int]:
+    """The first state s of first, successor(first), ... with stop(s, successor(s)).
+
+    `successor` returns None after the last state, where `stop` must hold; `stop` must be
+    monotone along the sequence (false, ..., false, true, ...). States are cheap to make and
+    `stop` is not, so it is evaluated O(log n) times: galloping, then bisection.
+    """
+    states = [first]
+
+    def state(i):
+        while len(states) <= i and states[-1] is not None:
+            states.append(successor(states[-1]))
+        return states[i] if i < len(states) else None
+
+    def holds(i):
+        return state(i) is None or stop(state(i), state(i + 1))
+
+    if holds(0):
+        return first
+    low, high = 0, 1  # holds(low) is false
+    while not holds(high):
+        low, high = high, 2 * high
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if holds(middle) else (middle, high)
+    return states[high] if states[high] is not None else states[low]
+
+
+def _meet_budget(levels: List[int], top: int, reduction: Callable[[List[int]], float], ratio: float) -> List[int]:
+    """Adjusts non-increasing integer keep levels (0..top) until ratio <= reduction < ratio + 1.
+
+    Deletes one more level at the last deleting layer (and every later layer; at an earlier
+    layer once that one is at 0) while the reduction is below `ratio`, then restores one level
+    at a time at the last deleting layer while the reduction is at or above `ratio` + 1 and
+    the restored levels still reach `ratio`. The reduction only grows with deletions, so the
+    first levels where each loop would stop are found by search (`_first_stop`).
+
+    Args:
+        levels: L keep levels, each in [0, top].
+        top: the level of an unpruned layer.
+        reduction: paper-convention reduction (percent) of some levels; evaluated O(log n) times.
+        ratio: the budget, percent.
+
+    Returns:
+        The adjusted levels, non-increasing.
+    """
+    keep = [min(k, prev) for k, prev in zip(levels, [top] + levels[:-1])]
+    cached = {}
+
+    def reduction_of(counts):
+        key = tuple(counts)
+        if key not in cached:
+            cached[key] = reduction(counts)
+        return cached[key]
+
+    def last_deleting_layer(counts):
+        previous = [top] + counts[:-1]
+        layers = [i for i, (p, k) in enumerate(zip(previous, counts)) if k < p]
+        return layers[-1] if layers else None
+
+    def delete_one(counts):
+        if counts[0] == 0:
+            return None
+        layer = last_deleting_layer(counts)
+        layer = 0 if layer is None else layer
+        while counts[layer] == 0:
+            layer -= 1
+        counts = counts[:layer] + [k - 1 if k > 0 else 0 for k in counts[layer:]]
+        return [min(k, prev) for k, prev in zip(counts, [top] + counts[:-1])]
+
+    def restore_one(counts):
+        layer = last_deleting_layer(counts)
+        if layer is None:
+            return None
+        ceiling = top if layer == 0 else counts[layer - 1]
+        return counts[:layer] + [min(k + 1, ceiling) for k in counts[layer:]]
+
+    keep = _first_stop(keep, delete_one, lambda counts, _: reduction_of(counts) >= ratio)
+    return _first_stop(
+        keep, restore_one,
+        lambda counts, restored: reduction_of(counts) < ratio + 1 or restored is None or reduction_of(restored) < ratio,
+    )
+
+
+def _cumulative_keep(top: float, mean_deleted: Sequence[float]) -> torch.Tensor:
+    """(L,) float64 `top` minus the running sum of `mean_deleted`."""
+    return top - torch.tensor(list(mean_deleted), dtype=torch.float64).cumsum(0)
 
 
 def round_keep_counts(dims: DecoderDims, num_visual: int, mean_deleted: Sequence[float], ratio: float) -> List[int]:
@@ -235,35 +336,39 @@ def round_keep_counts(dims: DecoderDims, num_visual: int, mean_deleted: Sequence
     Returns:
         L non-increasing keep counts with ratio <= reduction < ratio + 1 where reachable.
     """
-    cumulative = torch.tensor(list(mean_deleted), dtype=torch.float64).cumsum(0)
-    keep = [max(0, int(round(num_visual - float(c)))) for c in cumulative]
-    keep = [min(k, prev) for k, prev in zip(keep, [num_visual] + keep[:-1])]
+    keep = [max(0, int(round(float(c)))) for c in _cumulative_keep(num_visual, mean_deleted)]
+    return _meet_budget(keep, num_visual, lambda counts: paper_reduction(dims, counts, num_visual), ratio)
 
-    def reduction(counts):
-        return paper_reduction(dims, counts, num_visual)
 
-    def last_deleting_layer(counts):
-        previous = [num_visual] + counts[:-1]
-        layers = [i for i, (p, k) in enumerate(zip(previous, counts)) if k < p]
-        return layers[-1] if layers else None
+def round_keep_fractions(
+    dims: DecoderDims, visual_counts: Sequence[int], mean_deleted_fraction: Sequence[float], ratio: float
+) -> List[float]:
+    """Keep fractions from mean deleted fractions, meeting the budget on the samples' own counts.
 
-    while reduction(keep) < ratio and keep[0] > 0:
-        layer = last_deleting_layer(keep)
-        layer = 0 if layer is None else layer
-        while keep[layer] == 0:
-            layer -= 1
-        keep = keep[:layer] + [k - 1 if k > 0 else 0 for k in keep[layer:]]
-        keep = [min(k, prev) for k, prev in zip(keep, [num_visual] + keep[:-1])]
-    while reduction(keep) >= ratio + 1:
-        layer = last_deleting_layer(keep)
-        if layer is None:
-            break
-        ceiling = num_visual if layer == 0 else keep[layer - 1]
-        trial = keep[:layer] + [min(k + 1, ceiling) for k in keep[layer:]]
-        if reduction(trial) < ratio:
-            break
-        keep = trial
-    return keep
+    The cumulative keep fractions are rounded to `FRACTION_DECIMALS` decimals; then, as in
+    `round_keep_counts`, one step (1e-4) more is deleted at the last deleting layer while the
+    paper-convention reduction is below `ratio`, and steps are restored while it stays at or
+    above `ratio` + 1. The reduction is that of the keep counts the fractions give each sample
+    (`keep_counts_for_fractions`), FLOPs averaged over the samples.
+
+    Args:
+        dims: decoder sizes.
+        visual_counts: each calibration sample's initial visual tokens, shape (S,).
+        mean_deleted_fraction: (L,) mean over samples of deleted / initial visual tokens per layer.
+        ratio: the budget, percent.
+
+    Returns:
+        L non-increasing fractions in [0, 1] with ratio <= reduction < ratio + 1 where reachable.
+    """
+    steps = 10**FRACTION_DECIMALS
+    counts = list(visual_counts)
+    levels = [min(steps, max(0, int(round(float(f) * steps)))) for f in _cumulative_keep(1.0, mean_deleted_fraction)]
+
+    def reduction(keep_levels):
+        fractions = [level / steps for level in keep_levels]
+        return paper_reduction(dims, keep_counts_for_fractions(fractions, counts), counts)
+
+    return [level / steps for level in _meet_budget(levels, steps, reduction, ratio)]
 
 
 def fit_recipe(
@@ -272,6 +377,7 @@ def fit_recipe(
     ratio: float,
     mode: str = FIT_INTERSECTION,
     tolerance: float = ALPHA_TOLERANCE,
+    visual_counts: Optional[Sequence[int]] = None,
 ) -> Tuple[Recipe, List[TrialResult]]:
     """Bisection on alpha: the recipe of the smallest alpha whose trial met the budget.
 
@@ -281,17 +387,24 @@ def fit_recipe(
         ratio: the budget, percent.
         mode: the selection rule, recorded in the recipe.
         tolerance: stop when the alpha bracket is this narrow.
+        visual_counts: None for a recipe of absolute keep counts; otherwise the initial visual
+            tokens of every calibration sample, and the recipe is fractional (its trials must
+            record `TrialResult.mean_deleted_fraction`).
 
     Returns:
         The recipe and every trial run, in order.
 
     Raises:
-        ValueError: if even alpha = 1 does not meet the budget.
+        ValueError: if even alpha = 1 does not meet the budget, or `visual_counts` is empty.
     """
+    if visual_counts is not None and len(visual_counts) == 0:
+        raise ValueError("visual_counts is empty: a fractional fit needs the calibration samples' visual counts")
     trials = [walk(1.0)]
     if not trials[0].met:
-        dims, num_visual = signature.dims(), signature.num_visual_tokens
-        ceiling = paper_reduction(dims, [0] * dims.num_layers, num_visual)
+        dims = signature.dims()
+        num_visual = signature.num_visual_tokens if visual_counts is None else list(visual_counts)
+        zeros = [0] * dims.num_layers if visual_counts is None else [[0] * dims.num_layers] * len(num_visual)
+        ceiling = paper_reduction(dims, zeros, num_visual)
         raise ValueError(
             f"not reachable: even alpha = 1 misses it; deleting every visual token after layer 0 "
             f"removes at most {ceiling:.2f}% of the FLOPs of this {dims.num_layers}-layer model"
@@ -306,6 +419,12 @@ def fit_recipe(
         else:
             low = trial.alpha
     dims = signature.dims()
+    if visual_counts is not None:
+        if best.mean_deleted_fraction is None:
+            raise ValueError("a fractional fit needs trials that record mean_deleted_fraction (LayerWalk does)")
+        fractions = round_keep_fractions(dims, visual_counts, best.mean_deleted_fraction.tolist(), ratio)
+        recipe = Recipe.from_keep_fractions(signature, ratio, fractions, visual_counts, alpha=best.alpha, fit=mode)
+        return recipe, trials
     keep = round_keep_counts(dims, signature.num_visual_tokens, best.mean_deleted.tolist(), ratio)
     recipe = Recipe.from_keep_counts(signature, ratio, keep, alpha=best.alpha, fit=mode)
     return recipe, trials

@@ -15,8 +15,16 @@ from typing import List, Optional, Sequence
 import torch
 
 from fitprune.policies import POLICIES
-from fitprune.recipe import ModelSignature, RecipeBook, RecipeError, parse_reduction_ratio, shipped_recipe_path
-from llava.model.language_model.token_pruning import TokenPruner
+from fitprune.recipe import (
+    ModelSignature,
+    Recipe,
+    RecipeBook,
+    RecipeError,
+    keep_counts_for_fractions,
+    parse_reduction_ratio,
+    shipped_recipe_path,
+)
+from llava.model.language_model.token_pruning import KeepSchedule, TokenPruner
 
 RECIPE_FILE_IN_CHECKPOINT = "fitprune_recipes.json"
 
@@ -39,10 +47,42 @@ class RecipeSchedule:
         if bool(bad.any()):
             raise RecipeError(
                 f"the recipe is for {self.num_visual_tokens} visual tokens per sample, but samples "
-                f"{bad.nonzero().flatten().tolist()} have {initial_visual[bad].tolist()}"
+                f"{bad.nonzero().flatten().tolist()} have {initial_visual[bad].tolist()}; for a model whose "
+                "samples differ in visual tokens (anyres), fit a fractional recipe with python -m fitprune.calibrate"
             )
         count = self.keep_counts_per_layer[layer_idx].to(initial_visual.device)
         return torch.where(initial_visual == 0, torch.zeros_like(initial_visual), count)
+
+
+class FractionSchedule:
+    """Keep counts of a fractional recipe: per sample, a share of its own initial visual tokens.
+
+    A sample that starts with n visual tokens keeps ``floor(fraction * n + 0.5)`` after a layer
+    (`fitprune.recipe.keep_counts_for_fractions`); a sample without an image keeps 0.
+    """
+
+    def __init__(self, keep_fractions: Sequence[float]):
+        self.keep_fractions = tuple(keep_fractions)
+
+    def keep_counts(self, layer_idx: int, initial_visual: torch.Tensor) -> torch.Tensor:
+        """(B,) visual tokens left after `layer_idx` for samples that started with `initial_visual` (B,)."""
+        counts = keep_counts_for_fractions([self.keep_fractions[layer_idx]], initial_visual.cpu().numpy())
+        return torch.from_numpy(counts[:, 0]).to(initial_visual.device)
+
+
+def schedule_for(recipe: Recipe, num_visual_tokens: int) -> KeepSchedule:
+    """The keep schedule of a recipe: by fractions when it has them, else by absolute counts.
+
+    Args:
+        recipe: the recipe.
+        num_visual_tokens: the model's visual tokens per tower image.
+
+    Returns:
+        A `FractionSchedule` or a `RecipeSchedule`.
+    """
+    if recipe.is_fractional:
+        return FractionSchedule(recipe.keep_fractions)
+    return RecipeSchedule(recipe.keep_counts, num_visual_tokens)
 
 
 def recipe_search_paths(config) -> List[Path]:
@@ -95,7 +135,8 @@ def pruner_from_config(config, num_visual_tokens: int) -> Optional[TokenPruner]:
     Args:
         config: a LLaVA model config (reads reduction_ratio, fitprune_recipe,
             fitprune_policy, fitprune_seed).
-        num_visual_tokens: visual tokens per image of this model.
+        num_visual_tokens: visual tokens per tower image of this model (for anyres models the
+            base view's; their recipes state fractions, see `FractionSchedule`).
 
     Raises:
         RecipeError: no recipe for the model or the ratio, or a recipe for another model.
@@ -112,4 +153,4 @@ def pruner_from_config(config, num_visual_tokens: int) -> Optional[TokenPruner]:
     recipe = book.get(ratio)
     policy_cls = POLICIES[policy_name]
     policy = policy_cls(getattr(config, "fitprune_seed", 0)) if policy_name == "random" else policy_cls()
-    return TokenPruner(policy, RecipeSchedule(recipe.keep_counts, num_visual_tokens))
+    return TokenPruner(policy, schedule_for(recipe, num_visual_tokens))

@@ -5,6 +5,14 @@ after each decoder layer, and what it achieves under both FLOPs conventions of `
 `RecipeBook` holds the recipes fitted for one model (`ModelSignature`) with their provenance; it is
 saved atomically as JSON with a schema version and validated against the model when loaded.
 
+Models whose samples differ in visual token count (LLaVA-NeXT's anyres images: 576 to about 2,900
+tokens for llava-v1.6-7b) use *fractional* recipes: ``keep_fractions`` gives, per layer, the share of
+each sample's initial visual tokens left after the layer; a sample that starts with ``n`` tokens keeps
+``floor(fraction * n + 0.5)`` (`keep_counts_for_fractions`). Such a recipe also carries the
+``keep_counts`` its fractions give for ``num_visual_tokens`` (the model's tokens per tower image), and
+its ``achieved_*`` figures are computed on the calibration samples' own counts. ``keep_fractions`` is an
+optional field: files without it (every absolute recipe) keep the schema version 1 layout.
+
 Shipped recipe books live in ``fitprune/recipes/<model name>.json`` (see `shipped_recipe_path`).
 The LLaVA-1.5-7B book holds the FitPrune authors' published recipes and was made, from the repository
 root with the shared reference files next to it, by::
@@ -33,7 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from fitprune.flops import DecoderDims, full_reduction, paper_reduction
+import numpy as np
+
+from fitprune.flops import CountsLike, DecoderDims, full_reduction, paper_reduction
 
 SCHEMA_VERSION = 1
 """Version of the recipe-book JSON layout; `RecipeBook.load` reads only this version."""
@@ -82,8 +92,8 @@ def _json_error(where: Union[str, os.PathLike], err: json.JSONDecodeError) -> st
     return f"{where}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}"
 
 
-def _check_keys(raw: Any, cls: type, where: str) -> None:
-    """Checks that a JSON object has exactly the fields of the dataclass ``cls``.
+def _check_keys(raw: Any, cls: type, where: str, optional: Sequence[str] = ()) -> None:
+    """Checks that a JSON object has the fields of the dataclass ``cls``, all but ``optional`` required.
 
     Raises:
         RecipeError: ``raw`` is not an object, or has a missing or an unknown field.
@@ -91,9 +101,10 @@ def _check_keys(raw: Any, cls: type, where: str) -> None:
     if not isinstance(raw, dict):
         raise RecipeError(f"{where}: expected a JSON object, got {type(raw).__name__} {raw!r}")
     names = [f.name for f in dataclasses.fields(cls)]
-    missing = [name for name in names if name not in raw]
+    required = [name for name in names if name not in optional]
+    missing = [name for name in required if name not in raw]
     if missing:
-        raise RecipeError(f"{where}: missing field '{missing[0]}' (required: {', '.join(names)})")
+        raise RecipeError(f"{where}: missing field '{missing[0]}' (required: {', '.join(required)})")
     unknown = sorted(set(raw) - set(names))
     if unknown:
         raise RecipeError(f"{where}: unknown field '{unknown[0]}' (known: {', '.join(names)})")
@@ -203,6 +214,46 @@ def _int_counts(keep_counts: Iterable[Any], num_visual_tokens: int, where: str) 
     return tuple(counts)
 
 
+def keep_counts_for_fractions(keep_fractions: CountsLike, num_visual: CountsLike) -> np.ndarray:
+    """Visual tokens a fractional recipe keeps: ``floor(fraction * n + 0.5)`` (halves round up).
+
+    Args:
+        keep_fractions: share of the initial visual tokens left after each layer, shape (layers,).
+        num_visual: each sample's initial visual token count n, a scalar or shape (samples,).
+
+    Returns:
+        (samples, layers) int64 keep counts; non-increasing along layers when the fractions are.
+    """
+    fractions = np.asarray(keep_fractions, dtype=np.float64).reshape(1, -1)
+    counts = np.asarray(num_visual, dtype=np.float64).reshape(-1, 1)
+    return np.floor(fractions * counts + 0.5).astype(np.int64)
+
+
+def _fractions(keep_fractions: Iterable[Any], where: str) -> tuple[float, ...]:
+    """Converts keep fractions to a validated tuple of floats.
+
+    Raises:
+        RecipeError: a value is not a number, is outside [0, 1], or rises; or there is none.
+    """
+    if isinstance(keep_fractions, (str, bytes)) or not hasattr(keep_fractions, "__iter__"):
+        raise RecipeError(f"{where}: keep_fractions must be a list of numbers in [0, 1], got {keep_fractions!r}")
+    fractions: list[float] = []
+    for i, value in enumerate(keep_fractions):
+        if hasattr(value, "item") and not isinstance(value, (list, tuple)):
+            value = value.item()  # numpy or torch scalar
+        if not _is_finite_number(value) or not 0 <= value <= 1:
+            raise RecipeError(f"{where}: keep_fractions[{i}]={value!r} is not a number in [0, 1]")
+        if fractions and value > fractions[-1]:
+            raise RecipeError(
+                f"{where}: keep_fractions[{i}]={value!r} rises above keep_fractions[{i - 1}]={fractions[-1]!r} "
+                "(keep fractions must not increase)"
+            )
+        fractions.append(float(value))
+    if not fractions:
+        raise RecipeError(f"{where}: keep_fractions is empty")
+    return tuple(fractions)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How many visual tokens survive each decoder layer, for one FLOPs budget.
@@ -210,12 +261,17 @@ class Recipe:
     Attributes:
         reduction_ratio: the budget: FLOPs to remove, percent in [0, 100) (paper convention).
         num_visual_tokens: visual tokens entering layer 0.
-        keep_counts: visual tokens left after each layer (non-increasing, one per layer).
-        achieved_paper: FLOPs removed under the paper convention, percent.
+        keep_counts: visual tokens left after each layer (non-increasing, one per layer); for a
+            fractional recipe, what ``keep_fractions`` give for ``num_visual_tokens``.
+        achieved_paper: FLOPs removed under the paper convention, percent (a fractional recipe: on
+            its calibration samples' visual token counts).
         achieved_full: FLOPs removed under the full convention with `FULL_CONVENTION_OTHER_TOKENS`
             prefix + text tokens, percent.
         alpha: the calibration's alpha (None for recipes not fitted here).
         fit: how the recipe was made, e.g. ``fitprune-intersection`` or ``published``.
+        keep_fractions: None for a recipe of absolute counts; otherwise the share of each sample's
+            initial visual tokens left after each layer (non-increasing, in [0, 1]), see
+            `keep_counts_for_fractions`.
     """
 
     reduction_ratio: float
@@ -225,6 +281,7 @@ class Recipe:
     achieved_full: float
     alpha: Optional[float]
     fit: str
+    keep_fractions: Optional[tuple[float, ...]] = None
 
     def __post_init__(self) -> None:
         where = f"recipe {_format_ratio(self.reduction_ratio)}"
@@ -247,6 +304,78 @@ class Recipe:
         object.__setattr__(self, "reduction_ratio", float(ratio))
         object.__setattr__(self, "alpha", None if self.alpha is None else float(self.alpha))
         object.__setattr__(self, "keep_counts", _int_counts(self.keep_counts, self.num_visual_tokens, where))
+        if self.keep_fractions is not None:
+            fractions = _fractions(self.keep_fractions, where)
+            if len(fractions) != len(self.keep_counts):
+                raise RecipeError(
+                    f"{where}: {len(fractions)} keep_fractions but {len(self.keep_counts)} keep_counts"
+                )
+            expected = tuple(int(c) for c in keep_counts_for_fractions(fractions, self.num_visual_tokens)[0])
+            if expected != self.keep_counts:
+                layer = next(i for i, (a, b) in enumerate(zip(expected, self.keep_counts)) if a != b)
+                raise RecipeError(
+                    f"{where}: keep_counts[{layer}]={self.keep_counts[layer]} but keep_fractions[{layer}]="
+                    f"{fractions[layer]!r} of num_visual_tokens={self.num_visual_tokens} gives {expected[layer]}"
+                )
+            object.__setattr__(self, "keep_fractions", fractions)
+
+    @property
+    def is_fractional(self) -> bool:
+        """True when the recipe states fractions of each sample's visual tokens."""
+        return self.keep_fractions is not None
+
+    @classmethod
+    def from_keep_fractions(
+        cls,
+        signature: ModelSignature,
+        ratio: float,
+        keep_fractions: Iterable[Any],
+        visual_counts: Optional[CountsLike] = None,
+        alpha: Optional[float] = None,
+        fit: str = FIT_INTERSECTION,
+    ) -> "Recipe":
+        """Builds a fractional recipe and what it achieves on the given samples' visual token counts.
+
+        Args:
+            signature: the model the recipe is for (``num_visual_tokens``: tokens per tower image).
+            ratio: the budget, percent of FLOPs to remove.
+            keep_fractions: share of each sample's initial visual tokens left after each layer, one
+                per layer, non-increasing, in [0, 1].
+            visual_counts: initial visual tokens of the samples the achieved figures are computed on
+                (the calibration set's); defaults to one sample of ``signature.num_visual_tokens``.
+            alpha: the calibration's alpha, if any.
+            fit: how the recipe was made.
+
+        Returns:
+            The recipe, with ``keep_counts`` for ``signature.num_visual_tokens`` and the achieved
+            reductions (percent, FLOPs averaged over the samples) filled in.
+
+        Raises:
+            RecipeError: the fractions do not fit the signature (length, range, monotonicity), or a
+                visual count is not a positive int.
+        """
+        where = f"recipe {_format_ratio(ratio)}"
+        fractions = _fractions(keep_fractions, where)
+        if len(fractions) != signature.num_layers:
+            raise RecipeError(
+                f"{where}: {len(fractions)} keep fractions but model '{signature.name}' "
+                f"has num_layers={signature.num_layers}"
+            )
+        counts = np.asarray(signature.num_visual_tokens if visual_counts is None else visual_counts).reshape(-1)
+        if counts.size == 0 or not np.issubdtype(counts.dtype, np.integer) or np.any(counts <= 0):
+            raise RecipeError(f"{where}: visual_counts must be positive ints, got {visual_counts!r}")
+        per_sample = keep_counts_for_fractions(fractions, counts)  # (S, L)
+        dims = signature.dims()
+        return cls(
+            reduction_ratio=ratio,
+            num_visual_tokens=signature.num_visual_tokens,
+            keep_counts=tuple(int(c) for c in keep_counts_for_fractions(fractions, signature.num_visual_tokens)[0]),
+            achieved_paper=paper_reduction(dims, per_sample, counts),
+            achieved_full=full_reduction(dims, per_sample, counts, FULL_CONVENTION_OTHER_TOKENS),
+            alpha=alpha,
+            fit=fit,
+            keep_fractions=fractions,
+        )
 
     @classmethod
     def from_keep_counts(
@@ -376,6 +505,9 @@ class RecipeBook:
         """
         path = Path(path)
         data = dataclasses.asdict(self)
+        for recipe in data["recipes"]:
+            if recipe["keep_fractions"] is None:  # absolute recipes keep the original layout
+                del recipe["keep_fractions"]
         temp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
         # os.open with mode 0o666 lets the umask set the permissions, as for a plain open().
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -434,7 +566,7 @@ class RecipeBook:
             for i, entry in enumerate(raw["recipes"]):
                 has_ratio = isinstance(entry, dict) and "reduction_ratio" in entry
                 label = f"recipe {_format_ratio(entry['reduction_ratio'])}" if has_ratio else f"recipes[{i}]"
-                _check_keys(entry, Recipe, label)
+                _check_keys(entry, Recipe, label, optional=("keep_fractions",))
                 recipes.append(Recipe(**entry))
             return cls(model=model, recipes=tuple(recipes), provenance=raw["provenance"], schema_version=SCHEMA_VERSION)
         except RecipeError as err:
@@ -646,9 +778,12 @@ def _format_table(book: RecipeBook, where: str) -> str:
     lines.append(header)
     for r in book.recipes:
         alpha = "-" if r.alpha is None else f"{r.alpha:.3f}"
+        keep = " ".join(map(str, r.keep_counts))
+        if r.is_fractional:
+            keep = "fractions of each sample's visual tokens: " + " ".join(f"{f:g}" for f in r.keep_fractions)
         lines.append(
             f"{_format_ratio(r.reduction_ratio):>8} {r.achieved_paper:>8.2f} {r.achieved_full:>8.2f} "
-            f"{r.final_visual_tokens:>6} {alpha:>6}  {r.fit:<22} {' '.join(map(str, r.keep_counts))}"
+            f"{r.final_visual_tokens:>6} {alpha:>6}  {r.fit:<22} {keep}"
         )
     return "\n".join(lines)
 

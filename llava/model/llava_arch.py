@@ -1,15 +1,25 @@
 """The multimodal half of LLaVA: vision tower + projector, and splicing image features
-into the token embeddings where `IMAGE_TOKEN_INDEX` stands in the prompt."""
+into the token embeddings where `IMAGE_TOKEN_INDEX` stands in the prompt.
+
+LLaVA-1.5 images are one (3, H, W) view each. LLaVA-NeXT ("anyres", v1.6) images are a
+base view plus grid tiles, (1 + tiles, 3, H, W) each, given as a list or a 5-D tensor,
+with the originals' (width, height) as `image_sizes`; their features are merged into
+one token run per image by `llava.model.anyres.merge_image_features`, so the number of
+visual tokens differs from image to image.
+"""
 from __future__ import annotations
 
+import numbers
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llava.mm_utils import Resolution, parse_grid_pinpoints
+from llava.model.anyres import merge_image_features, merge_type_of, uses_anyres
 from llava.model.language_model.sequence_layout import (
     SEGMENT_PAD,
     SEGMENT_PREFIX,
@@ -21,16 +31,20 @@ from llava.model.multimodal_encoder.builder import build_vision_tower
 from llava.model.multimodal_projector.builder import build_vision_projector
 
 Images = Union[torch.Tensor, Sequence[torch.Tensor]]
+ImageSizes = Optional[Sequence[Sequence[int]]]
 
 
 class LlavaMetaModel:
-    """Mixin for the inner model: owns the vision tower and the projector."""
+    """Mixin for the inner model: owns the vision tower, the projector and, for
+    ``*_unpad`` patch merging (LLaVA-NeXT), the learned ``image_newline`` (D,) embedding."""
 
     def __init__(self, config):
         super().__init__(config)
         if hasattr(config, "mm_vision_tower"):
             self.vision_tower = build_vision_tower(config, delay_load=True)
             self.mm_projector = build_vision_projector(config)
+            if merge_type_of(config).endswith("_unpad"):
+                self.image_newline = nn.Parameter(torch.zeros(config.hidden_size))
 
     def get_vision_tower(self):
         """The vision tower, or None for a text-only model."""
@@ -57,6 +71,27 @@ class SplicedInputs:
     layout: SequenceLayout
 
 
+def _images_in_order(total: int, image_counts: List[int]) -> List[List[int]]:
+    """Assigns `total` images, in placeholder order across the batch, to samples.
+
+    One image per sample is also accepted when every sample has at most one
+    placeholder (the image of a sample without a placeholder is unused).
+
+    Raises:
+        ValueError: naming the image count and the placeholders per sample.
+    """
+    batch = len(image_counts)
+    if total == batch and all(c <= 1 for c in image_counts):
+        return [[b] if c == 1 else [] for b, c in enumerate(image_counts)]
+    if total != sum(image_counts):
+        raise ValueError(
+            f"{total} images were given for {batch} samples whose prompts hold "
+            f"{image_counts} <image> placeholders; give one image per placeholder"
+        )
+    starts = torch.tensor([0] + image_counts).cumsum(0).tolist()
+    return [list(range(starts[b], starts[b + 1])) for b in range(batch)]
+
+
 def _images_per_sample(images: Images, image_counts: List[int]) -> List[List[int]]:
     """Assigns image indices (into the flattened list of images) to samples.
 
@@ -70,16 +105,7 @@ def _images_per_sample(images: Images, image_counts: List[int]) -> List[List[int
     """
     batch = len(image_counts)
     if isinstance(images, torch.Tensor) and images.dim() == 4:
-        total = images.shape[0]
-        if total == batch and all(c <= 1 for c in image_counts):
-            return [[b] if c == 1 else [] for b, c in enumerate(image_counts)]
-        if total != sum(image_counts):
-            raise ValueError(
-                f"{total} images were given for {batch} samples whose prompts hold "
-                f"{image_counts} <image> placeholders; give one image per placeholder"
-            )
-        starts = torch.tensor([0] + image_counts).cumsum(0).tolist()
-        return [list(range(starts[b], starts[b + 1])) for b in range(batch)]
+        return _images_in_order(images.shape[0], image_counts)
     per_sample = [1 if img.dim() == 3 else img.shape[0] for img in images]
     if len(per_sample) != batch:
         raise ValueError(f"images hold {len(per_sample)} samples but the batch has {batch}")
@@ -98,6 +124,52 @@ def _flatten_images(images: Images) -> torch.Tensor:
     return torch.cat([img[None] if img.dim() == 3 else img for img in images], dim=0)
 
 
+def _anyres_views(images: Images) -> List[torch.Tensor]:
+    """The views of each anyres image: (1 + tiles, 3, H, W) per image, in order.
+
+    Raises:
+        ValueError: if an item is not a (3, H, W) or (views, 3, H, W) tensor.
+    """
+    views = []
+    for index, image in enumerate(images):
+        if image.dim() not in (3, 4):
+            raise ValueError(
+                f"anyres image {index} has shape {tuple(image.shape)}; expected (views, 3, H, W) or (3, H, W)"
+            )
+        views.append(image[None] if image.dim() == 3 else image)
+    return views
+
+
+def _check_image_sizes(image_sizes: ImageSizes, num_images: int) -> List[Optional[Resolution]]:
+    """(width, height) per image as int pairs, or None per image when not given.
+
+    Raises:
+        ValueError: if the count differs from the images or a size is not two positive ints.
+    """
+    if image_sizes is None:
+        return [None] * num_images
+    if isinstance(image_sizes, torch.Tensor):
+        image_sizes = image_sizes.tolist()
+    sizes = []
+    for index, size in enumerate(image_sizes):
+        if isinstance(size, torch.Tensor):
+            size = size.tolist()
+        if len(size) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0
+                                     for v in size):
+            raise ValueError(f"image_sizes[{index}]={size!r} is not a (width, height) pair of positive ints")
+        sizes.append((int(size[0]), int(size[1])))
+    if len(sizes) != num_images:
+        raise ValueError(f"{len(sizes)} image_sizes were given for {num_images} images; give one per image")
+    return sizes
+
+
+def _to_device(images: Images, device: torch.device) -> Images:
+    """The images (a tensor or a list of tensors) on `device`."""
+    if isinstance(images, torch.Tensor):
+        return images.to(device=device)
+    return [image.to(device=device) for image in images]
+
+
 class LlavaMetaForCausalLM(ABC):
     """Mixin for the causal LM: encodes images and splices them into the prompt."""
 
@@ -112,23 +184,79 @@ class LlavaMetaForCausalLM(ABC):
         """Projected visual features (N, V, D) of images (N, 3, H, W)."""
         return self.get_model().mm_projector(self.get_model().get_vision_tower()(images))
 
+    def encode_anyres_images(self, images: Images, image_sizes: ImageSizes = None) -> List[torch.Tensor]:
+        """Token runs of LLaVA-NeXT images, merged as the config's `mm_patch_merge_type` says.
+
+        Args:
+            images: one (1 + tiles, 3, H, W) or (3, H, W) tensor per image (a list or a
+                5-D tensor), as `llava.mm_utils.process_images` makes them.
+            image_sizes: (width, height) of each original image, in pixels (PIL's
+                `image.size`); needed for images with tiles under a spatial merge.
+
+        Returns:
+            One (V_i, D) tensor per image; V_i depends on the image's aspect ratio.
+
+        Raises:
+            ValueError: a bad image shape, missing or miscounted sizes, or tiles that do
+                not fit the image's grid.
+        """
+        views = _anyres_views(images)
+        sizes = _check_image_sizes(image_sizes, len(views))
+        model = self.get_model()
+        tower = model.get_vision_tower()
+        features = self.encode_images(torch.cat(views, dim=0))  # (all views, P, D)
+        per_image = features.split([v.shape[0] for v in views], dim=0)
+        merge_type = merge_type_of(self.config)
+        pinpoints = getattr(self.config, "image_grid_pinpoints", None)
+        return [
+            merge_image_features(
+                image_features,
+                merge_type,
+                image_size=size,
+                grid_pinpoints=parse_grid_pinpoints(pinpoints) if size is not None else None,
+                tile_pixels=tower.config.image_size,
+                image_newline=getattr(model, "image_newline", None),
+            )
+            for image_features, size in zip(per_image, sizes)
+        ]
+
+    def _encode_for_splice(
+        self, images: Images, image_counts: List[int], image_sizes: ImageSizes
+    ) -> Tuple[Union[torch.Tensor, List[torch.Tensor]], List[List[int]]]:
+        """Features indexable by image, and the images of each sample.
+
+        Anyres models given a list or a 5-D tensor get one token run per image (one
+        image per placeholder, in order); everything else is encoded as LLaVA-1.5 does.
+        """
+        is_views = not isinstance(images, torch.Tensor) or images.dim() == 5
+        if uses_anyres(self.config) and is_views:
+            features = self.encode_anyres_images(images, image_sizes)
+            return features, _images_in_order(len(features), image_counts)
+        assignment = _images_per_sample(images, image_counts)
+        return self.encode_images(_flatten_images(images)), assignment
+
     def splice_images(
         self,
         input_ids: torch.Tensor,
         attention_mask: Optional[torch.Tensor],
         images: Optional[Images],
         labels: Optional[torch.Tensor] = None,
+        image_sizes: ImageSizes = None,
     ) -> SplicedInputs:
-        """Replaces each `IMAGE_TOKEN_INDEX` by its image's V feature rows.
+        """Replaces each `IMAGE_TOKEN_INDEX` by its image's feature rows.
 
         The batch comes back left-padded whatever the padding side of `input_ids`, so
         the last row of every sample is its last prompt token (what generation needs).
+        Every row of an image's run is visual, LLaVA-NeXT's `image_newline` rows included.
 
         Args:
             input_ids: (B, L) ids with IMAGE_TOKEN_INDEX placeholders.
             attention_mask: (B, L), 1 on real tokens; None means no padding.
-            images: see `_images_per_sample`; None for a text-only batch.
+            images: see `_images_per_sample` (LLaVA-1.5) and `encode_anyres_images`
+                (LLaVA-NeXT); None for a text-only batch.
             labels: (B, L) training labels, or None.
+            image_sizes: (width, height) per image, for LLaVA-NeXT's anyres images;
+                ignored otherwise.
 
         Returns:
             SplicedInputs whose layout marks prefix, visual and text rows per sample.
@@ -150,9 +278,8 @@ class LlavaMetaForCausalLM(ABC):
                 raise ValueError(f"prompts hold {image_counts} <image> placeholders but no images were given")
             features, assignment = None, [[] for _ in range(batch)]
         else:
-            assignment = _images_per_sample(images, image_counts)
-            features = self.encode_images(_flatten_images(images).to(device=embed.weight.device))
-            features = features.to(embed.weight.dtype)
+            features, assignment = self._encode_for_splice(_to_device(images, embed.weight.device), image_counts,
+                                                           image_sizes)
 
         rows, segments, grid, row_labels = [], [], [], []
         for b, ids in enumerate(ids_per_sample):
@@ -168,7 +295,7 @@ class LlavaMetaForCausalLM(ABC):
                 if labels_per_sample is not None:
                     lab.append(labels_per_sample[b][start:hole])
                 if image_idx is not None:
-                    feats = features[image_idx]
+                    feats = features[image_idx].to(embed.weight.dtype)
                     pieces.append(feats)
                     seg.append(torch.full((feats.shape[0],), SEGMENT_VISUAL))
                     idx.append(torch.arange(visual_seen, visual_seen + feats.shape[0]))
@@ -202,7 +329,9 @@ class LlavaMetaForCausalLM(ABC):
             layout=layout,
         )
 
-    def prepare_inputs_labels_for_multimodal(self, input_ids, attention_mask, past_key_values, labels, images):
+    def prepare_inputs_labels_for_multimodal(
+        self, input_ids, attention_mask, past_key_values, labels, images, image_sizes=None
+    ):
         """Upstream's 5-tuple interface over `splice_images`.
 
         Returns:
@@ -211,5 +340,5 @@ class LlavaMetaForCausalLM(ABC):
         """
         if self.get_vision_tower() is None or images is None or past_key_values is not None:
             return input_ids, attention_mask, past_key_values, None, labels
-        spliced = self.splice_images(input_ids, attention_mask, images, labels)
+        spliced = self.splice_images(input_ids, attention_mask, images, labels, image_sizes)
         return None, spliced.attention_mask, past_key_values, spliced.inputs_embeds, spliced.labels

@@ -1,12 +1,15 @@
-"""Writes a tiny random LLaVA-1.5 checkpoint in the exact layout of the real one.
+"""Writes a tiny random LLaVA-1.5 or LLaVA-NeXT (v1.6) checkpoint in the exact layout of the real one.
 
-The directory holds `config.json` with every field llava-v1.5 has, `generation_config.json`,
-`pytorch_model.bin` with the real key names, a locally trained SentencePiece tokenizer,
-and a tiny CLIP vision tower directory (weights + `preprocessor_config.json`) that
-`mm_vision_tower` points to. Tests and the README demo load it with
+The directory holds `config.json` with every field llava-v1.5 (or llava-v1.6-vicuna) has,
+`generation_config.json`, `pytorch_model.bin` with the real key names, a locally trained
+SentencePiece tokenizer, and a tiny CLIP vision tower directory (weights +
+`preprocessor_config.json`) that `mm_vision_tower` points to. A v1.6 checkpoint, like the
+released ones, also holds `model.image_newline` and the (fine-tuned) tower's weights under
+`model.vision_tower.vision_tower.*`. Tests and the README demo load it with
 `load_pretrained_model` offline.
 
     python -m llava.testing.tiny_checkpoint --output checkpoints/llava-tiny
+    python -m llava.testing.tiny_checkpoint --version v1.6 --output checkpoints/llava-v1.6-tiny
 """
 from __future__ import annotations
 
@@ -26,9 +29,21 @@ CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
+VERSIONS = ("v1.5", "v1.6")
+
+LLAVA_NEXT_GRID_MULTIPLES = ((1, 2), (2, 1), (2, 2), (3, 1), (1, 3))
+"""llava-v1.6's ``image_grid_pinpoints`` in units of the tower's image size (336 px there):
+[[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]], as (width, height)."""
+
+
 @dataclass(frozen=True)
 class TinyLlavaSpec:
-    """Sizes of a tiny LLaVA; the defaults give 144 visual tokens (48 px / 4 px patches)."""
+    """Sizes of a tiny LLaVA; the defaults give 144 visual tokens (48 px / 4 px patches).
+
+    ``version`` "v1.6" writes a LLaVA-NeXT checkpoint: anyres images with grid pinpoints
+    ``grid_multiples`` × ``image_size`` (width, height), ``spatial_unpad`` merging with an
+    ``image_newline`` embedding, and the tower's weights inside the checkpoint.
+    """
 
     hidden_size: int = 64
     intermediate_size: int = 128
@@ -43,10 +58,48 @@ class TinyLlavaSpec:
     vocab_size: int = 512
     projector_type: str = "mlp2x_gelu"
     initializer_range: float = 0.1
+    version: str = "v1.5"
+    grid_multiples: tuple = LLAVA_NEXT_GRID_MULTIPLES
+
+    def __post_init__(self) -> None:
+        if self.version not in VERSIONS:
+            raise ValueError(f"TinyLlavaSpec.version={self.version!r} is not one of {VERSIONS}")
+
+    @property
+    def grid_pinpoints(self) -> list:
+        """``image_grid_pinpoints`` of a v1.6 spec: [width, height] pairs in pixels."""
+        return [[across * self.image_size, down * self.image_size] for across, down in self.grid_multiples]
+
+
+def llava_next_config_fields(spec: TinyLlavaSpec) -> dict:
+    """The config.json fields llava-v1.6-vicuna adds to (or changes from) llava-v1.5."""
+    return {
+        "image_aspect_ratio": "anyres",
+        "image_grid_pinpoints": spec.grid_pinpoints,
+        "mm_patch_merge_type": "spatial_unpad",
+        "image_crop_resolution": 224,
+        "image_split_resolution": 224,
+        "mm_projector_lr": None,
+        "mm_vision_tower_lr": 2e-06,
+        "unfreeze_mm_vision_tower": True,
+        "tokenizer_model_max_length": 4096,
+        "tokenizer_padding_side": "right",
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "rope_theta": 10000.0,
+    }
 
 
 def llava_config_fields(spec: TinyLlavaSpec, vision_tower: str, vocab_size: int) -> dict:
-    """The config.json fields of llava-v1.5, with the tiny sizes of `spec`."""
+    """The config.json fields of llava-v1.5 (or v1.6, per `spec.version`), with the tiny sizes of `spec`."""
+    fields = _llava_v15_config_fields(spec, vision_tower, vocab_size)
+    if spec.version == "v1.6":
+        del fields["max_length"]  # llava-v1.6's config.json has no generation default
+        fields.update(llava_next_config_fields(spec))
+    return fields
+
+
+def _llava_v15_config_fields(spec: TinyLlavaSpec, vision_tower: str, vocab_size: int) -> dict:
     return {
         "architectures": ["LlavaLlamaForCausalLM"],
         "model_type": "llava",
@@ -117,7 +170,7 @@ def write_tiny_llava(
 
     Args:
         out_dir: where to write (created).
-        spec: model sizes.
+        spec: model sizes and layout version (``TinyLlavaSpec(version="v1.6")`` for LLaVA-NeXT).
         seed: torch seed of the random weights.
         relative_tower: write `mm_vision_tower` relative to the checkpoint (for shipped
             checkpoints); by default it is the tower's absolute path.
@@ -130,6 +183,8 @@ def write_tiny_llava(
     tower_ref = VISION_TOWER_DIR if relative_tower else str(tower_dir.resolve())
     config = LlavaConfig(**llava_config_fields(spec, str(tower_dir.resolve()), len(tokenizer)))
     model = LlavaLlamaForCausalLM(config)
+    if spec.version == "v1.6":
+        _fill_llava_next_weights(model, tower_dir)
     model.config.mm_vision_tower = tower_ref
     model.save_pretrained(out_dir, safe_serialization=False)
     GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=0, max_length=4096).save_pretrained(out_dir)
@@ -137,12 +192,24 @@ def write_tiny_llava(
     return out_dir
 
 
+def _fill_llava_next_weights(model: LlavaLlamaForCausalLM, tower_dir: Path) -> None:
+    """Copies the saved tiny tower into the model (v1.6 checkpoints hold its weights) and
+    draws `image_newline` as LLaVA-NeXT's training initialises it: N(0, 1/hidden_size)."""
+    inner = model.get_model()
+    inner.get_vision_tower().vision_tower.load_state_dict(CLIPVisionModel.from_pretrained(tower_dir).state_dict())
+    hidden_size = inner.image_newline.shape[0]
+    with torch.no_grad():
+        inner.image_newline.copy_(torch.randn(hidden_size) / hidden_size**0.5)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", required=True, help="checkpoint directory to write")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--version", choices=VERSIONS, default="v1.5", help="checkpoint layout to write")
     args = parser.parse_args()
-    print(write_tiny_llava(args.output, seed=args.seed, relative_tower=True))
+    spec = TinyLlavaSpec(version=args.version)
+    print(write_tiny_llava(args.output, spec=spec, seed=args.seed, relative_tower=True))
 
 
 if __name__ == "__main__":

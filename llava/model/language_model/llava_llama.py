@@ -39,7 +39,13 @@ class LlavaLlamaModel(LlavaMetaModel, LlamaModel):
         self._configured_hook: Optional[PrefillHook] = None
 
     def num_visual_tokens(self) -> int:
-        """Visual tokens one image contributes, from the vision tower's config."""
+        """Visual tokens one tower image contributes, from the vision tower's config.
+
+        For LLaVA-NeXT (anyres) models this is the base view's count: an image's run
+        also holds its tiles and newlines, so it varies per image (see
+        `LlavaMetaForCausalLM.encode_anyres_images`), and pruning recipes for such
+        models state fractions of each sample's visual tokens.
+        """
         tower = self.get_vision_tower()
         if tower is None:
             raise ValueError("this model has no vision tower (config has no mm_vision_tower)")
@@ -88,6 +94,7 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
         output_attentions: Optional[bool] = None,
         output_hidden_states: Optional[bool] = None,
         images=None,
+        image_sizes=None,
         return_dict: Optional[bool] = None,
     ) -> CausalLMOutput:
         """Upstream's forward: splices `images` into a prefill, then runs the decoder.
@@ -95,7 +102,11 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
         Args:
             input_ids: (B, L) with IMAGE_TOKEN_INDEX placeholders (prefill) or (B, 1).
             attention_mask: (B, L) padding mask of `input_ids` (prefill only).
-            images: (N, 3, H, W) tensor or list of per-sample tensors; ignored on decode.
+            images: (N, 3, H, W) tensor or list of per-sample tensors; for LLaVA-NeXT
+                (anyres) one (1 + tiles, 3, H, W) tensor per image, as a list or a 5-D
+                tensor. Ignored on decode.
+            image_sizes: (width, height) of each original image, for anyres images
+                (upstream v1.6 passes it to `generate`); ignored otherwise and on decode.
 
         Returns:
             CausalLMOutput whose logits cover the rows that left the decoder
@@ -103,7 +114,7 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
         """
         layout = None
         if past_key_values is None and inputs_embeds is None:
-            spliced = self.splice_images(input_ids, attention_mask, images, labels)
+            spliced = self.splice_images(input_ids, attention_mask, images, labels, image_sizes)
             inputs_embeds, labels, layout = spliced.inputs_embeds, spliced.labels, spliced.layout
             input_ids = attention_mask = None
         out = super().forward(
@@ -124,12 +135,14 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
     def prepare_inputs_for_generation(
         self, input_ids, past_key_values=None, attention_mask=None, inputs_embeds=None, **kwargs
     ) -> dict:
-        """As the LLaMA model's, plus `images` on every step (ignored after the prefill)."""
+        """As the LLaMA model's, plus `images` and `image_sizes` on every step (ignored
+        after the prefill)."""
         inputs = super().prepare_inputs_for_generation(
             input_ids, past_key_values=past_key_values, attention_mask=attention_mask,
             inputs_embeds=inputs_embeds, **kwargs
         )
         inputs["images"] = kwargs.get("images")
+        inputs["image_sizes"] = kwargs.get("image_sizes")
         return inputs
 
 

@@ -28,7 +28,11 @@ class CLIPVisionTower(nn.Module):
         vision_tower: Hub name or local directory of a CLIP checkpoint.
         args: Config or namespace with ``mm_vision_select_layer`` and optionally
             ``mm_vision_select_feature`` (default ``'patch'``).
-        delay_load: Only read the CLIP config now; call :meth:`load_model` later.
+        delay_load: Only read the CLIP config now; call :meth:`load_model` later. When
+            ``args.unfreeze_mm_vision_tower`` is true (LLaVA-NeXT checkpoints, whose
+            fine-tuned tower weights are part of the LLaVA checkpoint), the tower is
+            built from its config instead (:meth:`build_for_checkpoint_weights`), so
+            the checkpoint's ``model.vision_tower.vision_tower.*`` weights load into it.
 
     Raises:
         ValueError: If ``args`` has no ``mm_vision_select_layer`` or names an unknown
@@ -48,10 +52,20 @@ class CLIPVisionTower(nn.Module):
         self.select_layer = select_layer
         self.select_feature = select_feature
 
-        if delay_load:
-            self.cfg_only = CLIPVisionConfig.from_pretrained(self.vision_tower_name)
-        else:
+        if not delay_load:
             self.load_model()
+        elif getattr(args, "unfreeze_mm_vision_tower", False):
+            self.build_for_checkpoint_weights()
+        else:
+            self.cfg_only = CLIPVisionConfig.from_pretrained(self.vision_tower_name)
+
+    def build_for_checkpoint_weights(self) -> None:
+        """Build the vision model from its config, with weights to be filled by the LLaVA
+        checkpoint, and load the image processor; the tower then counts as loaded."""
+        self.image_processor = CLIPImageProcessor.from_pretrained(self.vision_tower_name)
+        self.vision_tower = CLIPVisionModel(CLIPVisionConfig.from_pretrained(self.vision_tower_name))
+        self.vision_tower.requires_grad_(False)
+        self.is_loaded = True
 
     def load_model(self) -> None:
         """Load the image processor and the frozen vision model from ``vision_tower_name``."""
@@ -154,7 +168,12 @@ class CLIPVisionTower(nn.Module):
     @property
     def num_patches(self) -> int:
         """Number of image patches, ``(image_size // patch_size) ** 2``."""
-        return (self.config.image_size // self.config.patch_size) ** 2
+        return self.num_patches_per_side**2
+
+    @property
+    def num_patches_per_side(self) -> int:
+        """Patches along one side of the image, ``image_size // patch_size``."""
+        return self.config.image_size // self.config.patch_size
 
     @property
     def num_visual_tokens(self) -> int:

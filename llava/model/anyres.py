@@ -1,0 +1,158 @@
+"""LLaVA-NeXT ("anyres") image features: from per-tile tower features to one token run.
+
+`llava.mm_utils.process_anyres_image` turns an image into a base view plus a grid of
+tiles. After the vision tower and projector, each view is a square grid of feature
+rows. `merge_image_features` assembles them as LLaVA-NeXT does, depending on the
+config's ``mm_patch_merge_type``:
+
+* ``flat``: every view's features, one after the other.
+* ``spatial``: the base view, then the tiles' features laid out as one large grid
+  (tiles side by side), read row by row.
+* ``spatial_unpad``: as ``spatial``, but the large grid is first cropped back to the
+  original image's aspect ratio (`unpad_image`, removing the padding added by
+  `resize_and_pad_image`), and the learned ``image_newline`` embedding is appended
+  after each row.
+
+A view set of a single view (no tiles) is the base features, plus one
+``image_newline`` for ``*_unpad``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Sequence, Tuple
+
+import torch
+
+from llava.mm_utils import Resolution, get_anyres_image_grid_shape
+
+MERGE_TYPES = ("flat", "spatial", "spatial_unpad")
+"""The ``mm_patch_merge_type`` values understood here (``flat`` when the config has none)."""
+
+
+def uses_anyres(config: Any) -> bool:
+    """Whether a config asks for LLaVA-NeXT image handling.
+
+    Args:
+        config: A LLaVA config (or anything with an ``image_aspect_ratio`` attribute).
+
+    Returns:
+        True when ``image_aspect_ratio`` is ``"anyres"``.
+    """
+    return getattr(config, "image_aspect_ratio", None) == "anyres"
+
+
+def merge_type_of(config: Any) -> str:
+    """The config's ``mm_patch_merge_type``, ``"flat"`` when absent.
+
+    Raises:
+        ValueError: If the value is not one of `MERGE_TYPES`.
+    """
+    merge_type = getattr(config, "mm_patch_merge_type", None) or "flat"
+    if merge_type not in MERGE_TYPES:
+        raise ValueError(f"config field 'mm_patch_merge_type'={merge_type!r} is not one of {MERGE_TYPES}")
+    return merge_type
+
+
+def unpad_image(features: torch.Tensor, original_size: Resolution) -> torch.Tensor:
+    """Crop a padded feature grid back to the original image's aspect ratio.
+
+    With the grid ``(C, H, W)`` and the original ``(w, h)``: if the original is wider
+    than the grid (``w / h > W / H``), rows were padded: ``int(h * W / w)`` rows hold
+    the image and ``(H - that) // 2`` rows are dropped at the top and at the bottom;
+    otherwise the same for columns, with ``int(w * H / h)``.
+
+    Args:
+        features: ``(C, H, W)`` grid.
+        original_size: ``(width, height)`` of the original image, in pixels.
+
+    Returns:
+        The ``(C, H', W')`` cropped view (H' = H or W' = W).
+    """
+    original_width, original_height = original_size
+    _, height, width = features.shape
+    if original_width / original_height > width / height:
+        kept_rows = int(original_height * (width / original_width))
+        margin = (height - kept_rows) // 2
+        return features[:, margin:height - margin, :]
+    kept_columns = int(original_width * (height / original_height))
+    margin = (width - kept_columns) // 2
+    return features[:, :, margin:width - margin]
+
+
+def _tile_grid(tile_features: torch.Tensor, grid_shape: Tuple[int, int]) -> torch.Tensor:
+    """Lay tiles' features out as one large grid.
+
+    Args:
+        tile_features: ``(tiles, side * side, D)``, tiles in row-major order.
+        grid_shape: ``(tiles across, tiles down)``.
+
+    Returns:
+        ``(D, tiles_down * side, tiles_across * side)``.
+
+    Raises:
+        ValueError: If the tile count or the features per tile do not fit the grid.
+    """
+    tiles, per_tile, dim = tile_features.shape
+    across, down = grid_shape
+    side = math.isqrt(per_tile)
+    if side * side != per_tile:
+        raise ValueError(f"{per_tile} features per tile do not form a square grid")
+    if across * down != tiles:
+        raise ValueError(
+            f"the image's best grid is {across}x{down} tiles (across x down), but {tiles} tiles were given; "
+            "pass the original image sizes (width, height) as image_sizes"
+        )
+    grid = tile_features.reshape(down, across, side, side, dim)  # (down, across, row, col, D)
+    grid = grid.permute(4, 0, 2, 1, 3)  # (D, down, row, across, col)
+    return grid.reshape(dim, down * side, across * side)
+
+
+def merge_image_features(
+    view_features: torch.Tensor,
+    merge_type: str,
+    image_size: Optional[Resolution] = None,
+    grid_pinpoints: Optional[Sequence[Resolution]] = None,
+    tile_pixels: Optional[int] = None,
+    image_newline: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """One image's token run from the features of its views.
+
+    Args:
+        view_features: ``(views, P, D)``: the base view first, then the tiles row by
+            row (the layout of `llava.mm_utils.process_anyres_image`).
+        merge_type: One of `MERGE_TYPES`.
+        image_size: ``(width, height)`` of the original image; needed for the spatial
+            types when there are tiles.
+        grid_pinpoints: The config's grid resolutions; needed with ``image_size``.
+        tile_pixels: Side of one tile in pixels (the tower's image size).
+        image_newline: ``(D,)`` embedding; needed for ``spatial_unpad``.
+
+    Returns:
+        ``(V, D)`` features, in the order they enter the prompt.
+
+    Raises:
+        ValueError: A spatial type with tiles but no ``image_size``, an unpad type
+            without ``image_newline``, or tiles that do not fit the image's grid.
+    """
+    if merge_type not in MERGE_TYPES:
+        raise ValueError(f"mm_patch_merge_type {merge_type!r} is not one of {MERGE_TYPES}")
+    if merge_type == "flat":
+        return view_features.flatten(0, 1)
+    unpad = merge_type.endswith("_unpad")
+    if unpad and image_newline is None:
+        raise ValueError(f"mm_patch_merge_type {merge_type!r} needs the model's image_newline embedding")
+    base = view_features[0]  # (P, D)
+    if view_features.shape[0] == 1:
+        return torch.cat([base, image_newline[None].to(base)]) if unpad else base
+    if image_size is None:
+        raise ValueError(
+            "anyres images with tiles need their original (width, height): pass image_sizes "
+            "(e.g. [image.size for image in images]) to the model's forward or generate"
+        )
+    grid_shape = get_anyres_image_grid_shape(image_size, grid_pinpoints, tile_pixels)
+    grid = _tile_grid(view_features[1:], grid_shape)  # (D, rows, cols)
+    if unpad:
+        grid = unpad_image(grid, image_size)
+        newline = image_newline.to(grid)[:, None, None].expand(-1, grid.shape[1], 1)
+        grid = torch.cat([grid, newline], dim=2)  # one newline after each row
+    return torch.cat([base, grid.flatten(1, 2).transpose(0, 1)])
