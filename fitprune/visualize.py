@@ -22,6 +22,7 @@ from PIL import Image
 from fitprune.defaults import ensure_default_model
 from fitprune.recipe import RecipeError, parse_reduction_ratio
 from llava.eval.questions import build_question_prompt
+from llava.model.anyres import uses_anyres
 
 GREY = np.array([128, 128, 128], dtype=np.float32)
 MAX_PANELS = 6
@@ -144,6 +145,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         model_path, args.model_base, get_model_name_from_path(model_path), device=args.device
     )
     model.eval()
+    if uses_anyres(model.config):
+        print("error: visualize draws LLaVA-1.5's square patch grid; anyres (LLaVA-NeXT) models are not supported",
+              file=sys.stderr)
+        return 2
     model.config.reduction_ratio = parse_reduction_ratio(args.reduction_ratio)
     if args.recipe:
         model.config.fitprune_recipe = args.recipe

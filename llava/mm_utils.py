@@ -393,3 +393,36 @@ class KeywordsStoppingCriteria(StoppingCriteria):
         else:
             self._finished = self._finished | hits
         return bool(self._finished.all())
+
+
+def image_model_inputs(image, image_processor, model_config, aspect_config=None) -> dict:
+    """The `images` (and `image_sizes`) keyword arguments for one image, on the CPU.
+
+    LLaVA-NeXT (anyres) models always get their base view plus tiles and the original
+    size; otherwise `aspect_config` (e.g. a CLI's namespace with `image_aspect_ratio`)
+    selects `process_images`, and without it the image is resized and center-cropped as
+    upstream's `run_llava` does.
+
+    Args:
+        image: a PIL image.
+        image_processor: the vision tower's CLIP image processor.
+        model_config: the model's config.
+        aspect_config: anything with `image_aspect_ratio`, or None.
+
+    Returns:
+        {"images": (1, ...) pixels} plus {"image_sizes": [(width, height)]} for anyres.
+    """
+    from llava.model.anyres import uses_anyres
+
+    if uses_anyres(model_config):
+        return {"images": process_images([image], image_processor, model_config), "image_sizes": [image.size]}
+    if aspect_config is not None:
+        return {"images": process_images([image], image_processor, aspect_config)}
+    return {"images": image_processor.preprocess(image, return_tensors="pt")["pixel_values"]}
+
+
+def move_images(images, device, dtype):
+    """`images` (a tensor or a list of tensors) on `device` in `dtype`."""
+    if isinstance(images, (list, tuple)):
+        return [img.to(device=device, dtype=dtype) for img in images]
+    return images.to(device=device, dtype=dtype)

@@ -511,3 +511,47 @@ def test_v16_vicuna_7b_config_and_weight_map_on_meta(clip_l_336_dir, tmp_path):
     assert actual == expected
     assert model.get_vision_tower().is_loaded, "v1.6 holds its fine-tuned tower: built to receive the weights"
     assert model.get_model().num_visual_tokens() == 576
+
+
+@pytest.mark.parametrize("pruned", [False, True])
+def test_loader_driver_batches_mixed_aspect_ratios_like_batch_of_one(next_checkpoint, next_model, tmp_path, pruned):
+    from llava.eval import model_vqa_loader
+
+    _, model, _ = next_model
+    if pruned:
+        _save_fractional_recipe(next_checkpoint, model)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    sizes = [(40, 20), (20, 60), (50, 50)]
+    lines = []
+    for i, size in enumerate(sizes):
+        picture(size, seed=i).save(folder / f"{i}.png")
+        lines.append({"question_id": i, "image": f"{i}.png", "text": QUESTIONS[i]})
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    answers = {}
+    for batch_size in (1, 3):
+        out = tmp_path / f"answers_{batch_size}.jsonl"
+        argv = ["--model-path", str(next_checkpoint), "--question-file", str(questions), "--image-folder",
+                str(folder), "--answers-file", str(out), "--temperature", "0", "--conv-mode", "vicuna_v1",
+                "--device", "cpu", "--max-new-tokens", "6", "--batch-size", str(batch_size)]
+        if pruned:
+            argv += ["--reduction-ratio", str(FRACTIONAL_RATIO)]
+        assert model_vqa_loader.main(argv) in (0, None)
+        answers[batch_size] = [(row["question_id"], row["text"]) for row in map(json.loads, out.read_text().splitlines())]
+    assert answers[1] == answers[3] and len(answers[1]) == len(sizes)
+    record = json.loads((tmp_path / "answers_3.run.json").read_text())
+    assert record["samples"]["answered"] == len(sizes)
+
+
+def test_run_llava_passes_the_image_size(next_checkpoint, next_model, tmp_path):
+    from types import SimpleNamespace
+
+    from llava.eval import run_llava
+
+    image = tmp_path / "wide.png"
+    picture((60, 20)).save(image)
+    args = SimpleNamespace(model_path=str(next_checkpoint), model_base=None, image_file=str(image), query="What?",
+                           conv_mode="vicuna_v1", temperature=0.0, top_p=None, num_beams=1, max_new_tokens=4,
+                           device="cpu", reduction_ratio=0, recipe=None)
+    assert isinstance(run_llava.eval_model(args), str)

@@ -13,8 +13,8 @@ search go through `model.generate` (no phase timings).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 from transformers import GenerationConfig
@@ -37,12 +37,15 @@ class PreparedSample:
     Attributes:
         item: the question it answers (an `llava.eval.eval_common.EvalItem`).
         input_ids: (L,) prompt ids with IMAGE_TOKEN_INDEX placeholders.
-        image: (3, H, W) pixels, or None for a text-only question.
+        image: (3, H, W) pixels, or (views, 3, H, W) for LLaVA-NeXT's anyres images, or
+            None for a text-only question.
+        image_size: (width, height) of the original image in pixels, or None.
     """
 
     item: Any
     input_ids: torch.Tensor
     image: Optional[torch.Tensor]
+    image_size: Optional[Tuple[int, int]] = None
 
 
 @dataclass
@@ -53,25 +56,34 @@ class Batch:
         samples: the samples, in order.
         input_ids: (B, L) left-padded with the pad id.
         attention_mask: (B, L) long, 1 on real tokens.
-        images: (N, 3, H, W) pixels of the N samples that have an image, in order, or None.
+        images: pixels of the N samples that have an image, in order: stacked (N, ...) when
+            their shapes agree, else a list (anyres images with different view counts); None
+            when no sample has an image.
+        image_sizes: (width, height) of those N images, in order.
     """
 
     samples: List[PreparedSample]
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
-    images: Optional[torch.Tensor]
+    images: Optional[Union[torch.Tensor, List[torch.Tensor]]]
+    image_sizes: List[Tuple[int, int]] = field(default_factory=list)
 
 
 def collate(samples: Sequence[PreparedSample], pad_token_id: int) -> Batch:
-    """Left-pads the prompts of `samples` into one batch and stacks their images."""
+    """Left-pads the prompts of `samples` into one batch and gathers their images."""
     length = max(len(s.input_ids) for s in samples)
     input_ids = torch.full((len(samples), length), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros(len(samples), length, dtype=torch.long)
     for b, sample in enumerate(samples):
         input_ids[b, length - len(sample.input_ids):] = sample.input_ids
         attention_mask[b, length - len(sample.input_ids):] = 1
-    images = [s.image for s in samples if s.image is not None]
-    return Batch(list(samples), input_ids, attention_mask, torch.stack(images) if images else None)
+    with_image = [s for s in samples if s.image is not None]
+    images = [s.image for s in with_image]
+    gathered = None
+    if images:
+        same_shape = len({tuple(img.shape) for img in images}) == 1
+        gathered = torch.stack(images) if same_shape else images
+    return Batch(list(samples), input_ids, attention_mask, gathered, [s.image_size for s in with_image])
 
 
 @dataclass(frozen=True)
@@ -150,6 +162,7 @@ def greedy_generate(
     attention_mask: torch.Tensor,
     images: Optional[torch.Tensor],
     max_new_tokens: int,
+    image_sizes: Optional[List[Tuple[int, int]]] = None,
 ) -> GenerationOutput:
     """Greedy decoding with a timed prefill and timed cached decode steps.
 
@@ -164,6 +177,7 @@ def greedy_generate(
         attention_mask: (B, L), 1 on real tokens.
         images: pixels for the prompts' placeholders, or None.
         max_new_tokens: new tokens per answer at most.
+        image_sizes: (width, height) per image, for LLaVA-NeXT's anyres images.
 
     Returns:
         The new tokens per sample, the prefill's visual tokens before and after each layer,
@@ -180,7 +194,8 @@ def greedy_generate(
     with torch.inference_mode():
         _synchronize(device)
         start = time.perf_counter()
-        out = model(input_ids=input_ids, attention_mask=attention_mask, images=images, use_cache=True)
+        out = model(input_ids=input_ids, attention_mask=attention_mask, images=images, image_sizes=image_sizes,
+                    use_cache=True)
         next_tokens = out.logits[:, -1].argmax(dim=-1)  # (B,): rows are left-padded, the last is the prompt's end
         _synchronize(device)
         prefill_s = time.perf_counter() - start
@@ -211,7 +226,11 @@ def greedy_generate(
 def _on_model_device(model, batch: Batch) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """The batch's ids, mask and images on the model's device (images in its dtype)."""
     device = model.device
-    images = batch.images.to(device=device, dtype=model.dtype) if batch.images is not None else None
+    images = batch.images
+    if isinstance(images, torch.Tensor):
+        images = images.to(device=device, dtype=model.dtype)
+    elif images is not None:
+        images = [img.to(device=device, dtype=model.dtype) for img in images]
     return batch.input_ids.to(device), batch.attention_mask.to(device), images
 
 
@@ -239,7 +258,8 @@ def hf_generate(model, batch: Batch, settings: GenerationSettings) -> Generation
         kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
     input_ids, attention_mask, images = _on_model_device(model, batch)
     with torch.inference_mode():
-        output = model.generate(input_ids, attention_mask=attention_mask, images=images, **kwargs)
+        output = model.generate(input_ids, attention_mask=attention_mask, images=images,
+                                image_sizes=batch.image_sizes or None, **kwargs)
     eos = set(eos_token_ids(model))
     rows = output[:, batch.input_ids.shape[1]:].tolist()
     return GenerationOutput([_until_eos(row, eos) for row in rows], _trace_counts(model))
@@ -258,7 +278,8 @@ def generate_batch(model, batch: Batch, settings: GenerationSettings) -> Generat
     """
     if not settings.greedy or uses_logits_processing(model.generation_config):
         return hf_generate(model, batch, settings)
-    return greedy_generate(model, *_on_model_device(model, batch), settings.max_new_tokens)
+    return greedy_generate(model, *_on_model_device(model, batch), settings.max_new_tokens,
+                           image_sizes=batch.image_sizes or None)
 
 
 def answer_text(tokenizer, new_tokens: Sequence[int], stop_str: str) -> str:

@@ -69,6 +69,7 @@ from llava.mm_utils import (
     process_images,
     tokenizer_image_token,
 )
+from llava.model.anyres import uses_anyres
 
 logger = logging.getLogger(__name__)
 
@@ -393,15 +394,18 @@ class SamplePreparer:
         return image.convert("RGB") if self.image_loading.convert_rgb else image
 
     def pixels(self, image: Image.Image) -> torch.Tensor:
-        """(3, H, W) pixels of one image, padded or not as the driver does upstream."""
-        if self.image_loading.pad:
+        """(3, H, W) pixels of one image, padded or not as the driver does upstream;
+        (views, 3, H, W) for LLaVA-NeXT's anyres images, whatever the driver."""
+        if self.image_loading.pad or uses_anyres(self.config):
             return process_images([image], self.image_processor, self.config)[0]
         return self.image_processor.preprocess(image, return_tensors="pt")["pixel_values"][0]
 
     def __call__(self, item: EvalItem) -> PreparedSample:
         input_ids = tokenizer_image_token(self.prompt(item), self.tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")
-        image = self.pixels(self.load_image(item)) if item.image is not None else None
-        return PreparedSample(item, input_ids, image)
+        if item.image is None:
+            return PreparedSample(item, input_ids, None)
+        image = self.load_image(item)
+        return PreparedSample(item, input_ids, self.pixels(image), image.size)
 
 
 class _PreparedItems(torch.utils.data.Dataset):

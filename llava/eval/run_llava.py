@@ -21,7 +21,13 @@ from fitprune.recipe import RecipeError
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
 from llava.conversation import Conversation, SeparatorStyle, conv_templates
 from llava.eval.pruning_args import add_pruning_args, apply_pruning_args, pruning_summary
-from llava.mm_utils import KeywordsStoppingCriteria, get_model_name_from_path, tokenizer_image_token
+from llava.mm_utils import (
+    KeywordsStoppingCriteria,
+    get_model_name_from_path,
+    image_model_inputs,
+    move_images,
+    tokenizer_image_token,
+)
 from llava.model.builder import load_pretrained_model
 from llava.utils import disable_torch_init
 
@@ -168,14 +174,14 @@ def eval_model(args: argparse.Namespace) -> str:
     conv.append_message(conv.roles[1], None)
     prompt = conv.get_prompt()
 
-    images = image_processor.preprocess(image, return_tensors="pt")["pixel_values"]  # (1, 3, H, W)
-    images = images.to(model.device, dtype=model.dtype)
+    image_inputs = image_model_inputs(image, image_processor, model.config)
+    image_inputs["images"] = move_images(image_inputs["images"], model.device, model.dtype)
     input_ids = tokenizer_image_token(prompt, tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")
     input_ids = input_ids.unsqueeze(0).to(model.device)  # (1, L)
     stop_str = stop_string(conv)
     stopping = KeywordsStoppingCriteria([stop_str], tokenizer, input_ids)
     with torch.inference_mode():
-        output_ids = model.generate(input_ids, images=images, stopping_criteria=[stopping], **gen_kwargs)
+        output_ids = model.generate(input_ids, stopping_criteria=[stopping], **image_inputs, **gen_kwargs)
 
     answer = tokenizer.batch_decode(output_ids[:, input_ids.shape[1]:], skip_special_tokens=True)[0].strip()
     if answer.endswith(stop_str):

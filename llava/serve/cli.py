@@ -28,7 +28,13 @@ from llava.eval.run_llava import (
     select_conv_mode,
     stop_string,
 )
-from llava.mm_utils import KeywordsStoppingCriteria, get_model_name_from_path, process_images, tokenizer_image_token
+from llava.mm_utils import (
+    KeywordsStoppingCriteria,
+    get_model_name_from_path,
+    image_model_inputs,
+    move_images,
+    tokenizer_image_token,
+)
 from llava.model.builder import load_pretrained_model
 from llava.utils import disable_torch_init
 
@@ -60,11 +66,9 @@ def chat(args: argparse.Namespace) -> Conversation:
     conv = conv_templates[select_conv_mode(model_name, args.conv_mode)].copy()
     roles = ("user", "assistant") if "mpt" in model_name.lower() else conv.roles
 
-    images = process_images([image], image_processor, args)  # the CLI's --image-aspect-ratio, not the config's
-    if isinstance(images, list):
-        images = [img.to(model.device, dtype=model.dtype) for img in images]
-    else:
-        images = images.to(model.device, dtype=model.dtype)  # (1, 3, H, W)
+    # the CLI's --image-aspect-ratio, not the config's (anyres models always use their own)
+    image_inputs = image_model_inputs(image, image_processor, model.config, aspect_config=args)
+    image_inputs["images"] = move_images(image_inputs["images"], model.device, model.dtype)
 
     first_turn = True
     while True:
@@ -87,7 +91,7 @@ def chat(args: argparse.Namespace) -> Conversation:
         streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
         with torch.inference_mode():
             output_ids = model.generate(
-                input_ids, images=images, streamer=streamer, stopping_criteria=[stopping], **gen_kwargs
+                input_ids, streamer=streamer, stopping_criteria=[stopping], **image_inputs, **gen_kwargs
             )
         # as upstream: decoded with special tokens, so "</s>" stays in the stored reply
         reply = tokenizer.decode(output_ids[0, input_ids.shape[1]:]).strip()
