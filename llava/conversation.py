@@ -354,16 +354,7 @@ conv_llama_2 = Conversation(
     sep2="</s>",
 )
 
-conv_llava_llama_2 = Conversation(
-    system=_LLAVA_LLAMA_2_SYSTEM,
-    roles=("USER", "ASSISTANT"),
-    version="llama_v2",
-    messages=(),
-    offset=0,
-    sep_style=SeparatorStyle.LLAMA_2,
-    sep="<s>",
-    sep2="</s>",
-)
+conv_llava_llama_2 = dataclasses.replace(conv_llama_2, system=_LLAVA_LLAMA_2_SYSTEM)
 
 conv_mpt = Conversation(
     system=(
@@ -407,16 +398,7 @@ conv_llava_v0_mmtag = Conversation(
     version="v0_mmtag",
 )
 
-conv_llava_v1 = Conversation(
-    system=_HUMAN_SYSTEM,
-    roles=("USER", "ASSISTANT"),
-    version="v1",
-    messages=(),
-    offset=0,
-    sep_style=SeparatorStyle.TWO,
-    sep=" ",
-    sep2="</s>",
-)
+conv_llava_v1 = dataclasses.replace(conv_vicuna_v1, system=_HUMAN_SYSTEM)
 
 conv_llava_v1_mmtag = Conversation(
     system=_MMTAG_SYSTEM,
