@@ -48,13 +48,14 @@ from fitprune.recipe import (
 from fitprune.stats import collect_stats
 from llava.eval.questions import Question, QuestionFileError, build_question_prompt, load_questions
 
+PROG = "python -m fitprune.calibrate"
 FIT_CHOICES = {"intersection": FIT_INTERSECTION, "product": FIT_PRODUCT}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The calibration command line (LLaVA flag names; both ratio spellings)."""
-    parser = argparse.ArgumentParser(prog="python -m fitprune.calibrate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--model-path", default=None, help=f"checkpoint (default: bundled {DEFAULT_MODEL_PATH})")
     parser.add_argument("--model-base", default=None)
     parser.add_argument("--question-file", default=None,
@@ -95,14 +96,17 @@ def draw_samples(questions: Sequence[Question], num_samples: int, seed: int) -> 
     return with_image, skipped
 
 
-def prepare_batches(model, tokenizer, image_processor, questions, image_folder, conv_mode):
+def prepare_batches(model, tokenizer, image_processor, questions, image_folder, conv_mode, question_file=""):
     """Spliced prefill inputs, one sample per batch: (inputs_embeds (1, T, D), layout).
 
-    Images go through `process_images` with the model's config (anyres views for LLaVA-NeXT,
-    whose original sizes are passed as `image_sizes`).
-    """
-    from PIL import Image
+    Images are read with `llava.eval.images.load_image` and go through `process_images` with
+    the model's config (anyres views for LLaVA-NeXT, whose original sizes are passed as
+    `image_sizes`).
 
+    Raises:
+        QuestionFileError: an image that cannot be used, naming the question file, line and field.
+    """
+    from llava.eval.images import ImageError, bound_image_geometry, load_image
     from llava.mm_utils import process_images, tokenizer_image_token
 
     batches = []
@@ -111,11 +115,11 @@ def prepare_batches(model, tokenizer, image_processor, questions, image_folder, 
     for question in tqdm(questions, desc="prepare", unit="sample", leave=False):
         prompt = build_question_prompt(question.text, conv_mode, use_im_start_end=use_start_end)
         input_ids = tokenizer_image_token(prompt, tokenizer, return_tensors="pt")[None].to(device)
-        image_path = Path(image_folder) / question.image
         try:
-            image = Image.open(image_path).convert("RGB")
-        except (OSError, ValueError) as err:
-            raise QuestionFileError(f"line {question.line}: field 'image': cannot read {image_path}: {err}") from None
+            image = load_image(Path(image_folder) / question.image)
+        except ImageError as err:
+            raise QuestionFileError(f"{question_file}:{question.line}: field 'image': {err}") from None
+        image = bound_image_geometry(image, image_processor, getattr(model.config, "image_aspect_ratio", None))
         pixels = process_images([image], image_processor, model.config).to(device, dtype=model.dtype)
         with torch.no_grad():
             spliced = model.splice_images(input_ids, None, pixels, image_sizes=[image.size])
@@ -205,7 +209,15 @@ def plot_recipes(book: RecipeBook, path: str) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Runs calibration; returns the exit code (2 on bad input)."""
+    """Runs calibration; returns the exit code.
+
+    Bad input (a question file, an image, a model path, a recipe file, a budget that cannot be
+    reached) gives a one-line ``python -m fitprune.calibrate: error: ...`` on stderr and 2. The
+    first unreadable image stops the run (before the statistics pass): calibration draws its
+    samples, so a bad one is fixed or removed from the file rather than skipped. The recipe file
+    is written once, at the end, through a temporary file (`RecipeBook.save`): a run killed
+    before then leaves any previous file as it was.
+    """
     args = build_parser().parse_args(argv)
     started = time.time()
     rank, world = _distributed()
@@ -213,7 +225,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return _calibrate(args, rank, world, all_reduce, started)
     except (QuestionFileError, RecipeError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
 
 
@@ -237,7 +249,8 @@ def _calibrate(args, rank, world, all_reduce, started) -> int:
         args.model_path, args.model_base, model_name, device=args.device, torch_dtype=dtype
     )
     model.eval()
-    batches = prepare_batches(model, tokenizer, image_processor, local, args.image_folder or "", args.conv_mode)
+    batches = prepare_batches(model, tokenizer, image_processor, local, args.image_folder or "", args.conv_mode,
+                              args.question_file)
     decoder = model.get_model()
     signature = ModelSignature.from_config(model.config, decoder.num_visual_tokens(), name=model_name)
     stats = collect_stats(decoder, tqdm(batches, desc="statistics", unit="sample", disable=rank != 0))
@@ -261,7 +274,7 @@ def _calibrate(args, rank, world, all_reduce, started) -> int:
         except ValueError as err:
             failed.append(ratio)
             if rank == 0:
-                print(f"error: budget {ratio:g}%: {err}", file=sys.stderr)
+                print(f"{PROG}: error: budget {ratio:g}%: {err}", file=sys.stderr)
             continue
         finally:
             bar.close()

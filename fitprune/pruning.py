@@ -108,8 +108,8 @@ def model_name_of(config) -> str:
     return get_model_name_from_path(path) if path else ""
 
 
-def load_recipe_book(config) -> RecipeBook:
-    """The first recipe file found for the model (see `recipe_search_paths`).
+def find_recipe_file(config) -> Path:
+    """The first recipe file that exists for the model (see `recipe_search_paths`).
 
     Raises:
         RecipeError: if an explicit recipe path does not exist, or none is found.
@@ -119,7 +119,7 @@ def load_recipe_book(config) -> RecipeBook:
         raise RecipeError(f"recipe file {explicit} does not exist")
     for path in recipe_search_paths(config):
         if path.is_file():
-            return RecipeBook.load(path)
+            return path
     name = model_name_of(config) or "this model"
     raise RecipeError(
         f"no FitPrune recipe for {name}: none of {[str(p) for p in recipe_search_paths(config)] or 'the search paths'} "
@@ -127,6 +127,15 @@ def load_recipe_book(config) -> RecipeBook:
         f"{getattr(config, '_name_or_path', '') or 'MODEL'} --reduction-ratio "
         f"{getattr(config, 'reduction_ratio', 'R')} --output recipes.json` and pass --recipe recipes.json"
     )
+
+
+def load_recipe_book(config) -> RecipeBook:
+    """The recipe book of the first recipe file found for the model (see `find_recipe_file`).
+
+    Raises:
+        RecipeError: if an explicit recipe path does not exist, none is found, or the file is invalid.
+    """
+    return RecipeBook.load(find_recipe_file(config))
 
 
 def pruner_from_config(config, num_visual_tokens: int) -> Optional[TokenPruner]:
@@ -139,7 +148,8 @@ def pruner_from_config(config, num_visual_tokens: int) -> Optional[TokenPruner]:
             base view's; their recipes state fractions, see `FractionSchedule`).
 
     Raises:
-        RecipeError: no recipe for the model or the ratio, or a recipe for another model.
+        RecipeError: no recipe for the model or the ratio, or a recipe for another model (the
+            message starts with the recipe file).
         ValueError: an unknown policy name or a ratio outside [0, 100).
     """
     ratio = parse_reduction_ratio(getattr(config, "reduction_ratio", 0) or 0)
@@ -148,9 +158,13 @@ def pruner_from_config(config, num_visual_tokens: int) -> Optional[TokenPruner]:
     policy_name = getattr(config, "fitprune_policy", None) or "fitprune"
     if policy_name not in POLICIES:
         raise ValueError(f"unknown pruning policy {policy_name!r}; choose one of {sorted(POLICIES)}")
-    book = load_recipe_book(config)
-    book.check_model(ModelSignature.from_config(config, num_visual_tokens))
-    recipe = book.get(ratio)
+    path = find_recipe_file(config)
+    book = RecipeBook.load(path)
+    try:
+        book.check_model(ModelSignature.from_config(config, num_visual_tokens))
+        recipe = book.get(ratio)
+    except RecipeError as err:
+        raise RecipeError(f"{path}: {err}") from None
     policy_cls = POLICIES[policy_name]
     policy = policy_cls(getattr(config, "fitprune_seed", 0)) if policy_name == "random" else policy_cls()
     return TokenPruner(policy, schedule_for(recipe, num_visual_tokens))

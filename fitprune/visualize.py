@@ -21,8 +21,10 @@ from PIL import Image
 
 from fitprune.defaults import ensure_default_model
 from fitprune.recipe import RecipeError, parse_reduction_ratio
+from llava.eval.images import ImageError, bound_image_geometry, load_image
 from llava.eval.questions import build_question_prompt
 from llava.model.anyres import uses_anyres
+from llava.model.errors import CheckpointError
 
 GREY = np.array([128, 128, 128], dtype=np.float32)
 MAX_PANELS = 6
@@ -117,10 +119,9 @@ def render_gif(view: np.ndarray, masks: np.ndarray, path: str, scale: int = 2) -
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Runs one pruned prefill and draws what it kept; returns the exit code."""
+    """Runs one pruned prefill and draws what it kept; returns the exit code (2, after a one-line
+    message, for an unusable image, model or recipe)."""
     from llava.eval.pruning_args import add_pruning_args
-    from llava.mm_utils import get_model_name_from_path, process_images, tokenizer_image_token
-    from llava.model.builder import load_pretrained_model
 
     parser = argparse.ArgumentParser(prog="python -m fitprune.visualize", description=__doc__.splitlines()[0])
     parser.add_argument("--model-path", default=None)
@@ -136,10 +137,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.reduction_ratio:
         parser.error("--reduction-ratio must be above 0 to show pruning")
     try:
-        image = Image.open(args.image).convert("RGB")
-    except (OSError, ValueError) as err:
-        print(f"error: --image {args.image}: {err}", file=sys.stderr)
+        return _draw(args)
+    except (ImageError, CheckpointError, FileNotFoundError, RecipeError) as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2
+
+
+def _draw(args: argparse.Namespace) -> int:
+    """Loads the image and the model, runs the pruned prefill and writes the picture; returns the exit code.
+
+    Raises:
+        ImageError: the image cannot be used (message prefixed with --image).
+        CheckpointError, FileNotFoundError: the model cannot be loaded.
+        RecipeError: no recipe fits.
+    """
+    from llava.mm_utils import get_model_name_from_path, process_images, tokenizer_image_token
+    from llava.model.builder import load_pretrained_model
+
+    try:
+        image = load_image(args.image)
+    except ImageError as err:
+        raise ImageError(f"--image: {err}") from None
     model_path = args.model_path or ensure_default_model()
     tokenizer, model, processor, _ = load_pretrained_model(
         model_path, args.model_base, get_model_name_from_path(model_path), device=args.device
@@ -149,18 +167,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("error: visualize draws LLaVA-1.5's square patch grid; anyres (LLaVA-NeXT) models are not supported",
               file=sys.stderr)
         return 2
+    image = bound_image_geometry(image, processor, getattr(model.config, "image_aspect_ratio", None))
     model.config.reduction_ratio = parse_reduction_ratio(args.reduction_ratio)
     if args.recipe:
         model.config.fitprune_recipe = args.recipe
     prompt = build_question_prompt(args.question, args.conv_mode)
     input_ids = tokenizer_image_token(prompt, tokenizer, return_tensors="pt")[None].to(args.device)
     pixels = process_images([image], processor, model.config).to(args.device, dtype=model.dtype)
-    try:
-        with torch.inference_mode():
-            model(input_ids=input_ids, images=pixels, use_cache=False)
-    except RecipeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    with torch.inference_mode():
+        model(input_ids=input_ids, images=pixels, use_cache=False)
     trace = model.last_pruning_trace
     num_visual = model.get_model().num_visual_tokens()
     kept = [trace.kept_indices(layer, 0) for layer in range(len(trace.live_counts))]

@@ -14,6 +14,13 @@ and checking the file before any model is loaded) and hands them to `run_driver`
 (`llava.eval.batch_generation`: left-padded, answers equal to batch size 1), each batch
 appended, flushed and fsynced before the next starts, with its statistics appended to the
 run-stats log. At the end the run record is rewritten (see `llava.eval.run_record`).
+
+Bad input stops a driver with a one-line ``<driver>: error: ...`` and exit status 2: flag
+values, the question file (checked whole before the model loads: `llava.eval.questions`),
+the model path, the recipe. A question whose image or prompt cannot be used is found while
+the run goes: with ``--on-error skip`` (default) it is listed in ``<answers stem>.errors.jsonl``
+and the run goes on; with ``--on-error fail`` it stops the run (see `llava.eval.sample_errors`).
+Images are read by `llava.eval.images` (checked, RGB, bounded in size).
 """
 from __future__ import annotations
 
@@ -29,7 +36,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import shortuuid
 import torch
@@ -37,8 +44,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from fitprune.flops import DecoderDims
-from fitprune.pruning import load_recipe_book, recipe_search_paths
-from fitprune.recipe import RecipeError
+from fitprune.pruning import find_recipe_file
+from fitprune.recipe import RecipeBook, RecipeError
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.conversation import conv_templates
 from llava.eval.answers_file import AnswersFile, AnswersFileError, answer_key
@@ -53,7 +60,9 @@ from llava.eval.batch_generation import (
     uses_logits_processing,
 )
 from llava.eval.pruning_args import add_pruning_args, apply_pruning_args
-from llava.eval.questions import QuestionFileError, iter_records, build_question_prompt
+from llava.eval.images import ImageError, bound_image_geometry, decode_base64_image, load_image
+from llava.eval.io_utils import InputError
+from llava.eval.questions import build_question_prompt, load_question_jsonl
 from llava.eval.run_llava import UsageError, check_device, stop_string
 from llava.eval.run_record import (
     RUN_RECORD_SUFFIX,
@@ -63,13 +72,10 @@ from llava.eval.run_record import (
     sidecar_path,
     write_run_record,
 )
-from llava.mm_utils import (
-    get_model_name_from_path,
-    load_image_from_base64,
-    process_images,
-    tokenizer_image_token,
-)
+from llava.eval.sample_errors import ON_ERROR_CHOICES, FailedSample, SampleErrorLog
+from llava.mm_utils import get_model_name_from_path, process_images, tokenizer_image_token
 from llava.model.anyres import uses_anyres
+from llava.model.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +86,7 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
 
 NOT_ANSWER_SETTINGS = (
     "answers_file", "question_file", "image_folder", "batch_size", "device", "num_workers",
-    "benchmark", "run_name", "overwrite",
+    "benchmark", "run_name", "overwrite", "on_error",
 )
 """Flags that do not change the answers, so a resumed run may change them."""
 
@@ -93,7 +99,8 @@ class ImageLoading:
 
     Attributes:
         source: "file" (path under --image-folder) or "base64" (encoded in the question file).
-        convert_rgb: convert the PIL image to RGB first.
+        convert_rgb: whether upstream converted the image to RGB itself; recorded only, since
+            `llava.eval.images` gives every image as RGB (the processor converted the others).
         pad: `process_images` with the model config (pads to a square when the config's
             image_aspect_ratio is "pad"); otherwise `image_processor.preprocess` (resize
             and centre-crop).
@@ -165,7 +172,10 @@ def build_parser(spec: DriverSpec, description: str) -> argparse.ArgumentParser:
     parser.add_argument("--run-name", type=str, default=None,
                         help="run name (CKPT) for the run record (default: from the answers file)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="start afresh: delete the answers file, its run-stats log and run record")
+                        help="start afresh: delete the answers file, its run-stats log, run record and errors file")
+    parser.add_argument("--on-error", choices=ON_ERROR_CHOICES, default="skip",
+                        help="a question whose image or prompt cannot be used: skip it, listing it in "
+                             "<answers stem>.errors.jsonl (default), or fail: stop with exit status 2")
     add_pruning_args(parser)
     return parser
 
@@ -260,33 +270,13 @@ def read_question_jsonl(path: str) -> List[EvalItem]:
         path: the question file.
 
     Returns:
-        One item per line; ``prompt`` and ``question`` are the line's ``text``; a line
+        One item per question; ``prompt`` and ``question`` are the line's ``text``; a line
         without ``image`` is a text-only question.
 
     Raises:
-        QuestionFileError: missing file, invalid JSON or a missing/mistyped field, with
-            file and line.
+        QuestionFileError: see `llava.eval.questions.load_question_jsonl` (file, line and field).
     """
-    source = Path(path)
-    if not source.is_file():
-        raise QuestionFileError(f"{source}: question file does not exist")
-    items = []
-    for line, record in iter_records(source):
-        if not isinstance(record, dict):
-            raise QuestionFileError(f"{source}:{line}: expected a JSON object, got {type(record).__name__}")
-        for name, kinds in (("question_id", (int, str)), ("text", (str,))):
-            if name not in record:
-                raise QuestionFileError(f"{source}:{line}: field '{name}' is missing")
-            if isinstance(record[name], bool) or not isinstance(record[name], kinds):
-                raise QuestionFileError(
-                    f"{source}:{line}: field '{name}' must be {' or '.join(k.__name__ for k in kinds)}, "
-                    f"got {type(record[name]).__name__}"
-                )
-        image = record.get("image")
-        if image is not None and not isinstance(image, str):
-            raise QuestionFileError(f"{source}:{line}: field 'image' must be a string, got {type(image).__name__}")
-        items.append(EvalItem(record["question_id"], record["text"], record["text"], image, line))
-    return items
+    return [EvalItem(q.question_id, q.text, q.text, q.image, q.line) for q in load_question_jsonl(path)]
 
 
 def resolve_conv_mode(conv_mode: str, model_name: str, mmtag_rule: bool) -> str:
@@ -319,7 +309,8 @@ def load_model(args: argparse.Namespace) -> LoadedModel:
     """Loads ``--model-path`` on ``--device`` in ``--dtype`` and applies the pruning flags.
 
     Raises:
-        FileNotFoundError: a local model path that does not exist.
+        FileNotFoundError: a model path that does not exist (or, offline, is not cached).
+        CheckpointError: a config without `mm_vision_tower`, or a vision tower that is not available.
         fitprune.recipe.RecipeError: pruning asked for but no recipe fits.
     """
     from llava.model.builder import load_pretrained_model
@@ -349,8 +340,8 @@ def pruning_info(model) -> dict:
             "achieved_paper": None, "achieved_full": None}
     if ratio == 0:
         return info
-    recipe = load_recipe_book(model.config).get(ratio)
-    recipe_file = next(p for p in recipe_search_paths(model.config) if p.is_file())
+    recipe_file = find_recipe_file(model.config)
+    recipe = RecipeBook.load(recipe_file).get(ratio)
     info.update(policy=getattr(model.config, "fitprune_policy", None) or "fitprune", recipe_file=str(recipe_file),
                 keep_counts=list(recipe.keep_counts), achieved_paper=recipe.achieved_paper,
                 achieved_full=recipe.achieved_full)
@@ -363,13 +354,15 @@ def pruning_info(model) -> dict:
 class SamplePreparer:
     """Builds the prompt and pixels of an item (picklable, for DataLoader workers)."""
 
-    def __init__(self, loaded: LoadedModel, conv_mode: str, image_folder: str, image_loading: ImageLoading):
+    def __init__(self, loaded: LoadedModel, conv_mode: str, image_folder: str, image_loading: ImageLoading,
+                 question_file: str):
         self.tokenizer = loaded.tokenizer
         self.image_processor = loaded.image_processor
         self.config = loaded.model.config
         self.conv_mode = conv_mode
         self.image_folder = image_folder
         self.image_loading = image_loading
+        self.question_file = question_file
 
     def prompt(self, item: EvalItem) -> str:
         """The full conversation prompt of an item."""
@@ -377,21 +370,23 @@ class SamplePreparer:
                                      use_im_start_end=bool(getattr(self.config, "mm_use_im_start_end", False)))
 
     def load_image(self, item: EvalItem) -> Image.Image:
-        """The item's PIL image.
+        """The item's image, RGB, bounded for its preprocessing path (`llava.eval.images`).
 
         Raises:
-            FileNotFoundError: the image file does not exist (names it and the question).
+            ImageError: the image cannot be used (the message names the file or the base64 source).
         """
         if self.image_loading.source == "base64":
-            image = load_image_from_base64(item.image)
+            image = decode_base64_image(item.image, name="base64 image")
         else:
-            path = os.path.join(self.image_folder, item.image)
-            if not os.path.isfile(path):
-                raise FileNotFoundError(
-                    f"{path}: image of question {item.question_id!r} (question file line {item.line}) does not exist"
-                )
-            image = Image.open(path)
-        return image.convert("RGB") if self.image_loading.convert_rgb else image
+            image = load_image(os.path.join(self.image_folder, item.image))
+        return bound_image_geometry(image, self.image_processor, self.preprocessing_path())
+
+    def preprocessing_path(self) -> Optional[str]:
+        """The `image_aspect_ratio` that `pixels` preprocesses with: the config's for `process_images`,
+        None for resize-and-crop."""
+        if self.image_loading.pad or uses_anyres(self.config):
+            return getattr(self.config, "image_aspect_ratio", None)
+        return None
 
     def pixels(self, image: Image.Image) -> torch.Tensor:
         """(3, H, W) pixels of one image, padded or not as the driver does upstream;
@@ -400,11 +395,20 @@ class SamplePreparer:
             return process_images([image], self.image_processor, self.config)[0]
         return self.image_processor.preprocess(image, return_tensors="pt")["pixel_values"][0]
 
-    def __call__(self, item: EvalItem) -> PreparedSample:
+    def __call__(self, item: EvalItem) -> Union[PreparedSample, FailedSample]:
+        """The item's model inputs, or, when its prompt or image cannot be used, why not."""
+        where = f"{self.question_file}:{item.line}"
         input_ids = tokenizer_image_token(self.prompt(item), self.tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")
+        placeholders, images = int((input_ids == IMAGE_TOKEN_INDEX).sum()), int(item.image is not None)
+        if placeholders != images:
+            return FailedSample(item, "text", f"{where}: field 'text': the prompt holds {placeholders} image "
+                                              f"placeholders for {images} image(s)")
         if item.image is None:
             return PreparedSample(item, input_ids, None)
-        image = self.load_image(item)
+        try:
+            image = self.load_image(item)
+        except ImageError as err:
+            return FailedSample(item, "image", f"{where}: field 'image': {err}")
         return PreparedSample(item, input_ids, self.pixels(image), image.size)
 
 
@@ -416,11 +420,11 @@ class _PreparedItems(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> PreparedSample:
+    def __getitem__(self, index: int) -> Union[PreparedSample, FailedSample]:
         return self.prepare(self.items[index])
 
 
-def _as_list(samples: List[PreparedSample]) -> List[PreparedSample]:
+def _as_list(samples: List[Union[PreparedSample, FailedSample]]) -> List[Union[PreparedSample, FailedSample]]:
     return samples
 
 
@@ -431,9 +435,9 @@ def answer_row(item: EvalItem, text: str, model_name: str) -> dict:
 
 
 def remove_run_files(answers_file: str) -> None:
-    """Deletes an answers file, its run-stats log and its run record (``--overwrite``)."""
+    """Deletes an answers file, its run-stats log, run record and errors file (``--overwrite``)."""
     for path in (Path(answers_file), sidecar_path(answers_file, RUN_STATS_SUFFIX),
-                 sidecar_path(answers_file, RUN_RECORD_SUFFIX)):
+                 sidecar_path(answers_file, RUN_RECORD_SUFFIX), SampleErrorLog(answers_file).path):
         path.unlink(missing_ok=True)
 
 
@@ -576,10 +580,15 @@ def peak_memory(device: torch.device) -> Dict[str, Any]:
 
 
 def _answer_pending(spec: DriverSpec, args: argparse.Namespace, pending: List[EvalItem], total: int,
-                    answers: AnswersFile, log: RunLog, settings: dict, started: float) -> None:
+                    answers: AnswersFile, log: RunLog, settings: dict, started: float,
+                    errors: SampleErrorLog) -> None:
     """Loads the model and answers `pending`, batch by batch, logging each batch and the run.
 
-    `started` is the run's start, in seconds since the epoch.
+    `started` is the run's start, in seconds since the epoch. Questions whose image or prompt
+    cannot be used go to `errors` (``--on-error skip``) or stop the run (``fail``).
+
+    Raises:
+        InputError: with ``--on-error fail``, the first question that cannot be used.
     """
     if str(args.device).startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -595,12 +604,22 @@ def _answer_pending(spec: DriverSpec, args: argparse.Namespace, pending: List[Ev
     num_layers = model.config.num_hidden_layers
     pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
     workers = args.num_workers if args.num_workers is not None else (4 if str(args.device).startswith("cuda") else 0)
-    preparer = SamplePreparer(loaded, settings["conv_mode"], args.image_folder, spec.image_loading)
+    preparer = SamplePreparer(loaded, settings["conv_mode"], args.image_folder, spec.image_loading,
+                              args.question_file)
     loader = torch.utils.data.DataLoader(_PreparedItems(pending, preparer), batch_size=args.batch_size,
                                          shuffle=False, num_workers=workers, collate_fn=_as_list)
     generation_start = time.perf_counter()
     with tqdm(total=total, initial=total - len(pending), desc=spec.name, unit="q") as progress:
-        for samples in loader:
+        for prepared in loader:
+            samples = [s for s in prepared if isinstance(s, PreparedSample)]
+            for failed in (s for s in prepared if isinstance(s, FailedSample)):
+                if args.on_error == "fail":
+                    raise InputError(failed.message)
+                logger.warning("skipped: %s", failed.message)
+                errors.record(failed)
+                progress.update(1)
+            if not samples:
+                continue
             batch = collate(samples, pad_id)
             output = generate_batch(model, batch, gen)
             rows = [answer_row(s.item, answer_text(loaded.tokenizer, tokens, stop_str), loaded.model_name)
@@ -611,6 +630,8 @@ def _answer_pending(spec: DriverSpec, args: argparse.Namespace, pending: List[Ev
     log.append_run({
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "samples": len(pending),
+        "failed_samples": errors.count,
+        "errors_file": str(errors.path) if errors.count else None,
         "batch_size": args.batch_size,
         "wall_time_s": time.time() - started,
         "generation_time_s": time.perf_counter() - generation_start,
@@ -633,9 +654,11 @@ def run_driver(spec: DriverSpec, args: argparse.Namespace,
         read_items: the driver's reader: the chunk's items from ``args``.
 
     Returns:
-        0 on success, 2 (after a one-line message on stderr) on bad input.
+        0 on success (questions skipped under ``--on-error skip`` included, with a line on
+        stderr naming the errors file), 2 (after a one-line message on stderr) on bad input.
     """
     started = time.time()
+    errors = SampleErrorLog(args.answers_file)
     try:
         check_args(args)
         items = read_items(args)
@@ -651,14 +674,18 @@ def run_driver(spec: DriverSpec, args: argparse.Namespace,
         check_resume_settings(args.answers_file, log, settings)
         pending = answers.pending(items)
         if pending:
-            _answer_pending(spec, args, pending, len(items), answers, log, settings, started)
+            errors.start_run()
+            _answer_pending(spec, args, pending, len(items), answers, log, settings, started, errors)
         else:
             print(f"{spec.name}: all {len(items)} questions of {args.answers_file} are answered", file=sys.stderr)
         record = write_run_record(args.answers_file)
-    except (QuestionFileError, AnswersFileError, FileNotFoundError, RecipeError, UsageError) as err:
+    except (InputError, AnswersFileError, CheckpointError, FileNotFoundError, RecipeError, UsageError) as err:
         print(f"{spec.name}: error: {err}", file=sys.stderr)
         return USAGE_ERROR
+    if errors.count:
+        print(f"{spec.name}: {errors.count} of {len(items)} questions skipped (image or prompt unusable); "
+              f"listed in {errors.path}", file=sys.stderr)
     if record is not None:
-        print(f"{spec.name}: {len(items)} answers in {args.answers_file}; run record {record} "
+        print(f"{spec.name}: {len(items) - errors.count} answers in {args.answers_file}; run record {record} "
               f"({time.time() - started:.1f} s)", file=sys.stderr)
     return 0

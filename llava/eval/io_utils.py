@@ -5,9 +5,10 @@
     write_json_atomic("results/summary.json", {"acc": 0.5}, indent=2)
     write_text_atomic("eval_tool/answers/x/color.txt", "a.txt\tq\tyes\tyes\n")
 
-Writes go to a temporary file in the destination's folder, which then replaces the
-destination in one `os.replace`, so an interrupted run leaves either the old file or the
-new one, never half of one. Parent folders are created.
+Writes go to a temporary file in the destination's folder, which is fsynced and then
+replaces the destination in one `os.replace`, so an interrupted run (killed, or the machine
+going down) leaves either the old file or the new one, never half of one. Parent folders
+are created.
 """
 from __future__ import annotations
 
@@ -21,7 +22,12 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-class JsonlError(ValueError):
+class InputError(ValueError):
+    """Bad user input (a question file, an image, a data file); the one-line message names the
+    file, and the line and field where there is one. Command lines print it and exit with 2."""
+
+
+class JsonlError(InputError):
     """A JSON-lines file that cannot be read; the message names the file and line."""
 
 
@@ -101,6 +107,8 @@ def atomic_output_path(path: PathLike) -> Iterator[Path]:
     os.close(handle)
     try:
         yield Path(temp_name)
+        with open(temp_name, "rb") as written:
+            os.fsync(written.fileno())  # the bytes are on disk before the name points at them
         os.replace(temp_name, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

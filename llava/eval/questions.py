@@ -5,20 +5,32 @@
   {"id", "image", "conversations": [{"from": "human", "value": ...}, ...]}: the first
   human turn is the question, with "<image>" removed.
 
-Samples keep their order and line number; ids may repeat (LLaVA-665k's do), so nothing is
-keyed by id.
+    questions = load_questions("mix665k.json")          # calibration: ids may repeat
+    questions = load_question_jsonl("textvqa.jsonl")    # eval drivers: text verbatim, ids unique
+
+Every problem is a `QuestionFileError` whose one-line message names the file, the line
+and the field: a missing file, an empty file (or one of blank lines only), text that is
+not UTF-8 (with the byte offset), invalid JSON, a record that is not an object, a missing
+or mistyped ``question_id``/``id``, ``text`` or ``image`` field, an empty ``image``, and
+more than one "<image>" in a question's text. Blank lines are skipped. A record without
+``image`` (or with ``"image": null``) is a text-only question.
+
+Ids: `load_questions` keeps repeated ids (LLaVA-665k repeats them; samples keep their
+order and line, nothing is keyed by id). `load_question_jsonl`, for the eval drivers whose
+answers are keyed by question id, rejects a repeated id, naming both lines.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
+from llava.eval.io_utils import InputError
 
 
-class QuestionFileError(ValueError):
+class QuestionFileError(InputError):
     """A question file that cannot be read; the message names the file, line and field."""
 
 
@@ -29,7 +41,8 @@ class Question:
     Attributes:
         question_id: as in the file (int or str).
         image: image path relative to the image folder, or None for text-only samples.
-        text: the question, without any "<image>" placeholder.
+        text: the question: without any "<image>" placeholder and stripped (`load_questions`),
+            or verbatim (`load_question_jsonl`).
         line: 1-based line of the file (index + 1 in a JSON list).
     """
 
@@ -39,16 +52,30 @@ class Question:
     line: int
 
 
-def iter_records(path: Path) -> Iterator[Tuple[int, dict]]:
-    """(line number, parsed object) for each record of a JSON list or jsonl file.
+def _decode(path: Path) -> str:
+    """The file's text (UTF-8, a leading byte-order mark dropped).
 
     Raises:
-        QuestionFileError: non-UTF-8 text or invalid JSON, with the file and line.
+        QuestionFileError: not UTF-8 (line and byte offset), or empty / blank lines only.
     """
+    data = path.read_bytes()
     try:
-        raw = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise QuestionFileError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+        line = data.count(b"\n", 0, err.start) + 1
+        raise QuestionFileError(f"{path}:{line}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    if not text.strip():
+        raise QuestionFileError(f"{path}: the file is empty (no questions)")
+    return text
+
+
+def iter_records(path: Path) -> Iterator[Tuple[int, Any]]:
+    """(line number, parsed value) for each record of a JSON list or jsonl file; blank lines skipped.
+
+    Raises:
+        QuestionFileError: an empty file, non-UTF-8 text or invalid JSON, with the file and line.
+    """
+    raw = _decode(path)
     if raw.lstrip().startswith("["):
         try:
             items = json.loads(raw)
@@ -66,43 +93,144 @@ def iter_records(path: Path) -> Iterator[Tuple[int, dict]]:
             raise QuestionFileError(f"{path}:{number}: invalid JSON ({err.msg}, column {err.colno})") from None
 
 
-def _question(path: Path, line: int, record: dict) -> Question:
+def _field(path: Path, line: int, record: dict, name: str, kinds: Tuple[type, ...]) -> Any:
+    """A required field of `record`, checked to be one of `kinds` (bools are not ints)."""
+    if name not in record:
+        raise QuestionFileError(f"{path}:{line}: field '{name}' is missing")
+    value = record[name]
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise QuestionFileError(
+            f"{path}:{line}: field '{name}' must be {' or '.join(k.__name__ for k in kinds)}, "
+            f"got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _image_field(path: Path, line: int, record: dict) -> Optional[str]:
+    image = record.get("image")
+    if image is None:
+        return None
+    if not isinstance(image, str):
+        raise QuestionFileError(f"{path}:{line}: field 'image' must be a string, got {type(image).__name__}")
+    if not image.strip():
+        raise QuestionFileError(f"{path}:{line}: field 'image' is an empty string (leave it out for text-only)")
+    return image
+
+
+def _check_placeholders(path: Path, line: int, field: str, text: str, allowed: int) -> None:
+    count = text.count(DEFAULT_IMAGE_TOKEN)
+    if count > allowed:
+        where = "at most once" if allowed else "not at all (the driver puts it before the question)"
+        raise QuestionFileError(
+            f"{path}:{line}: field '{field}' holds '{DEFAULT_IMAGE_TOKEN}' {count} time{'s' if count > 1 else ''}; "
+            f"a question has one image, so it may appear {where}"
+        )
+
+
+def _record(path: Path, line: int, record: Any) -> dict:
     if not isinstance(record, dict):
         raise QuestionFileError(f"{path}:{line}: expected a JSON object, got {type(record).__name__}")
-    if "conversations" in record:
-        if "id" not in record:
-            raise QuestionFileError(f"{path}:{line}: field 'id' is missing")
-        turns = [t for t in record["conversations"] if t.get("from") == "human"]
-        if not turns:
-            raise QuestionFileError(f"{path}:{line}: field 'conversations' has no human turn")
-        qid, text = record["id"], turns[0].get("value", "")
-    else:
-        for field in ("question_id", "text"):
-            if field not in record:
-                raise QuestionFileError(f"{path}:{line}: field '{field}' is missing")
-        qid, text = record["question_id"], record["text"]
+    return record
+
+
+def _instruction_question(path: Path, line: int, record: dict) -> Question:
+    qid = _field(path, line, record, "id", (int, str))
+    turns = _field(path, line, record, "conversations", (list,))
+    human = [i for i, t in enumerate(turns) if isinstance(t, dict) and t.get("from") == "human"]
+    if not human:
+        raise QuestionFileError(f"{path}:{line}: field 'conversations' has no human turn")
+    field = f"conversations[{human[0]}].value"
+    text = turns[human[0]].get("value")
     if not isinstance(text, str):
-        raise QuestionFileError(f"{path}:{line}: field 'text' must be a string, got {type(text).__name__}")
-    image = record.get("image")
-    if image is not None and not isinstance(image, str):
-        raise QuestionFileError(f"{path}:{line}: field 'image' must be a string, got {type(image).__name__}")
-    return Question(qid, image, text.replace(DEFAULT_IMAGE_TOKEN, "").strip(), line)
+        raise QuestionFileError(f"{path}:{line}: field '{field}' must be a string, got {type(text).__name__}")
+    _check_placeholders(path, line, field, text, allowed=1)
+    return Question(qid, _image_field(path, line, record), text.replace(DEFAULT_IMAGE_TOKEN, "").strip(), line)
 
 
-def load_questions(path: Union[str, Path]) -> List[Question]:
-    """All samples of a question file, in file order.
+def _jsonl_question(path: Path, line: int, record: dict, verbatim: bool) -> Question:
+    qid = _field(path, line, record, "question_id", (int, str))
+    text = _field(path, line, record, "text", (str,))
+    _check_placeholders(path, line, "text", text, allowed=0 if verbatim else 1)
+    if not verbatim:
+        text = text.replace(DEFAULT_IMAGE_TOKEN, "").strip()
+    return Question(qid, _image_field(path, line, record), text, line)
 
-    Raises:
-        QuestionFileError: missing or unreadable file, invalid JSON or a missing field,
-            with the file and line.
-    """
+
+def _existing(path: Union[str, Path]) -> Path:
     path = Path(path)
     if not path.is_file():
         raise QuestionFileError(f"{path}: question file does not exist")
-    questions = [_question(path, line, record) for line, record in iter_records(path)]
+    return path
+
+
+def load_questions(path: Union[str, Path]) -> List[Question]:
+    """All samples of a question jsonl or instruction-data file, in file order; ids may repeat.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The samples, text without "<image>" and stripped.
+
+    Raises:
+        QuestionFileError: see the module notes; the message names the file, line and field.
+    """
+    path = _existing(path)
+    questions = []
+    for line, record in iter_records(path):
+        record = _record(path, line, record)
+        if "conversations" in record:
+            questions.append(_instruction_question(path, line, record))
+        else:
+            questions.append(_jsonl_question(path, line, record, verbatim=False))
     if not questions:
-        raise QuestionFileError(f"{path}: no questions in the file")
+        raise QuestionFileError(f"{path}: the file is empty (no questions)")
     return questions
+
+
+def load_question_jsonl(path: Union[str, Path]) -> List[Question]:
+    """The questions of an eval question jsonl ({"question_id", "image", "text"}), text verbatim.
+
+    The driver puts the image placeholder before the text itself, so the text may not hold one.
+
+    Args:
+        path: the file (a JSON list of the same objects is read too).
+
+    Returns:
+        The questions in file order.
+
+    Raises:
+        QuestionFileError: see the module notes, and a repeated question id (naming both
+            lines: answers are keyed by question id).
+    """
+    path = _existing(path)
+    questions = [_jsonl_question(path, line, _record(path, line, record), verbatim=True)
+                 for line, record in iter_records(path)]
+    if not questions:
+        raise QuestionFileError(f"{path}: the file is empty (no questions)")
+    check_unique_ids(path, questions)
+    return questions
+
+
+def check_unique_ids(path: Union[str, Path], questions: List[Question]) -> None:
+    """Raises on the first question id that repeats (5 and "5" differ, as in the answers file).
+
+    Args:
+        path: the question file, for the message.
+        questions: its questions.
+
+    Raises:
+        QuestionFileError: ``<file>:<line>: field 'question_id': 5 repeats the question on line <first>``.
+    """
+    first_line: Dict[str, int] = {}
+    for question in questions:
+        key = json.dumps(question.question_id)
+        if key in first_line:
+            raise QuestionFileError(
+                f"{path}:{question.line}: field 'question_id': {question.question_id!r} repeats the question on "
+                f"line {first_line[key]}; answers are keyed by question id, so ids must be unique"
+            )
+        first_line[key] = question.line
 
 
 def build_question_prompt(text: str, conv_mode: str, with_image: bool = True, use_im_start_end: bool = False) -> str:

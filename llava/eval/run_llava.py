@@ -9,9 +9,7 @@ stderr. `eval_model(args)` does the same from Python and returns the answer.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from io import BytesIO
 from typing import Optional, Sequence
 
 import torch
@@ -20,6 +18,8 @@ from PIL import Image
 from fitprune.recipe import RecipeError
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
 from llava.conversation import Conversation, SeparatorStyle, conv_templates
+from llava.eval.images import ImageError, bound_image_geometry, decode_image, load_image as read_image_file
+from llava.eval.io_utils import InputError
 from llava.eval.pruning_args import add_pruning_args, apply_pruning_args, pruning_summary
 from llava.mm_utils import (
     KeywordsStoppingCriteria,
@@ -28,7 +28,9 @@ from llava.mm_utils import (
     move_images,
     tokenizer_image_token,
 )
+from llava.model.anyres import uses_anyres
 from llava.model.builder import load_pretrained_model
+from llava.model.errors import CheckpointError
 from llava.utils import disable_torch_init
 
 URL_TIMEOUT_S = 30
@@ -38,6 +40,11 @@ USAGE_ERROR = 2
 
 class UsageError(ValueError):
     """A flag value the driver cannot run with (device, temperature, token limit)."""
+
+
+BAD_INPUT_ERRORS = (InputError, CheckpointError, FileNotFoundError, RecipeError, UsageError)
+"""What the command lines report in one line with exit status 2: an unusable image or data
+file, a model path or checkpoint that cannot be loaded, no fitting recipe, a bad flag value."""
 
 
 def auto_conv_mode(model_name: str) -> str:
@@ -90,7 +97,7 @@ def stop_string(conv: Conversation) -> str:
 
 
 def load_image(image_file: str) -> Image.Image:
-    """Opens an image from a local path or an http(s) URL, as RGB.
+    """Reads an image from a local path or an http(s) URL, checked, as RGB (`llava.eval.images`).
 
     Args:
         image_file: path or URL.
@@ -99,18 +106,19 @@ def load_image(image_file: str) -> Image.Image:
         The RGB image.
 
     Raises:
-        FileNotFoundError: a local path that is not a file.
-        requests.HTTPError: the URL answered with an error status.
+        ImageError: the file or the download cannot be used (missing file: also a
+            FileNotFoundError); the message starts with the path or URL.
     """
     if image_file.startswith(("http://", "https://")):
         import requests
 
-        response = requests.get(image_file, timeout=URL_TIMEOUT_S)
-        response.raise_for_status()
-        return Image.open(BytesIO(response.content)).convert("RGB")
-    if not os.path.isfile(image_file):
-        raise FileNotFoundError(f"image file {image_file} does not exist")
-    return Image.open(image_file).convert("RGB")
+        try:
+            response = requests.get(image_file, timeout=URL_TIMEOUT_S)
+            response.raise_for_status()
+        except requests.RequestException as err:
+            raise ImageError(f"{image_file}: cannot download the image ({err})") from None
+        return decode_image(response.content, name=image_file)
+    return read_image_file(image_file)
 
 
 def check_device(device: str) -> None:
@@ -152,7 +160,9 @@ def eval_model(args: argparse.Namespace) -> str:
         The answer, stripped, without a trailing stop string.
 
     Raises:
-        FileNotFoundError: the image file or the model path does not exist.
+        ImageError: the image cannot be used.
+        FileNotFoundError: the model path does not exist.
+        CheckpointError: the checkpoint's config names no usable vision tower.
         fitprune.recipe.RecipeError: pruning was asked for but no recipe fits.
         UsageError: a bad device, temperature or token limit.
     """
@@ -174,6 +184,7 @@ def eval_model(args: argparse.Namespace) -> str:
     conv.append_message(conv.roles[1], None)
     prompt = conv.get_prompt()
 
+    image = bound_image_geometry(image, image_processor, "anyres" if uses_anyres(model.config) else None)
     image_inputs = image_model_inputs(image, image_processor, model.config)
     image_inputs["images"] = move_images(image_inputs["images"], model.device, model.dtype)
     input_ids = tokenizer_image_token(prompt, tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")
@@ -218,13 +229,12 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         The answer.
 
     Raises:
-        SystemExit: status 2, after a one-line message on stderr, when the image or the
-            model is missing, no recipe fits, or a value is invalid.
+        SystemExit: status 2, after a one-line message on stderr, on any of `BAD_INPUT_ERRORS`.
     """
     args = build_parser().parse_args(argv)
     try:
         return eval_model(args)
-    except (FileNotFoundError, RecipeError, UsageError) as err:
+    except BAD_INPUT_ERRORS as err:
         print(f"run_llava: error: {err}", file=sys.stderr)
         raise SystemExit(USAGE_ERROR) from None
 

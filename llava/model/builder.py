@@ -8,22 +8,64 @@ from typing import Optional, Tuple
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import is_offline_mode
 
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
+from llava.model.errors import CheckpointError
 from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
+from llava.model.multimodal_encoder.builder import check_vision_tower
+from llava.model.multimodal_encoder.clip_encoder import hub_file_is_cached, tower_config_location
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONTEXT_LEN = 2048
 
 
-def _resolve_vision_tower(config, model_path: str) -> None:
-    """Points a relative `mm_vision_tower` that exists inside the checkpoint at that directory."""
+def _prepare_vision_tower(config, model_path: str) -> None:
+    """Checks that a LLaVA config names a vision tower that can be loaded, and points a relative
+    `mm_vision_tower` that exists inside the checkpoint at that directory.
+
+    Raises:
+        CheckpointError: the config has neither `mm_vision_tower` nor `vision_tower`, or the
+            tower is missing or not available offline (`check_vision_tower`).
+    """
+    where = tower_config_location(config)
     tower = getattr(config, "mm_vision_tower", None) or getattr(config, "vision_tower", None)
-    if tower and not os.path.isabs(tower) and os.path.isdir(model_path):
+    if not tower:
+        raise CheckpointError(
+            f"{where}: field 'mm_vision_tower' is missing; a LLaVA checkpoint (its name contains 'llava') names its "
+            "vision tower there: add it, or load a plain language model under a name without 'llava'"
+        )
+    if not os.path.isabs(tower) and os.path.isdir(model_path):
         local = os.path.join(model_path, tower)
         if os.path.isdir(local) and not os.path.isdir(tower):
-            config.mm_vision_tower = local
+            config.mm_vision_tower = tower = local
+    check_vision_tower(tower, where)
+
+
+def check_model_path(model_path: str, flag: str = "model path") -> None:
+    """Fails early, naming the path, when a checkpoint can be neither read locally nor fetched.
+
+    A path that looks local (starts with ".", "/" or "~", or has two or more "/") must exist;
+    a hub name must, when downloads are off (``HF_HUB_OFFLINE=1``), be in the Hugging Face cache.
+
+    Args:
+        model_path: local directory or hub name.
+        flag: what the path is, for the message ("model path", "model base").
+
+    Raises:
+        FileNotFoundError: naming the path and why it cannot be loaded.
+    """
+    if os.path.exists(model_path):
+        return
+    looks_local = model_path.startswith((".", "/", "~")) or model_path.count("/") > 1
+    if looks_local:
+        raise FileNotFoundError(f"{flag} {model_path} does not exist")
+    if is_offline_mode() and not hub_file_is_cached(model_path, "config.json"):
+        raise FileNotFoundError(
+            f"{flag} {model_path} is not a local directory and not in the Hugging Face cache; downloads are off "
+            "(HF_HUB_OFFLINE=1): pass a local checkpoint directory, or fetch it once with downloads on"
+        )
 
 
 def _quantization_kwargs(load_8bit: bool, load_4bit: bool) -> dict:
@@ -74,14 +116,17 @@ def load_pretrained_model(
         (tokenizer, model, image_processor or None, context_len).
 
     Raises:
-        FileNotFoundError: if a local-looking `model_path` does not exist.
+        FileNotFoundError: `model_path` or `model_base` is a local-looking path that does not
+            exist, or a hub name that is not cached while downloads are off.
+        CheckpointError: a LLaVA config without `mm_vision_tower`, or whose vision tower is
+            missing or not available offline (names the config file and the field).
     """
     on_cpu = str(device).startswith("cpu")
     if torch_dtype is None:
         torch_dtype = torch.float32 if on_cpu else torch.float16
-    looks_local = model_path.startswith((".", "/", "~")) or model_path.count("/") > 1
-    if looks_local and not os.path.exists(model_path):
-        raise FileNotFoundError(f"model path {model_path} does not exist")
+    check_model_path(model_path)
+    if model_base is not None:
+        check_model_path(model_base, "model base")
     kwargs = {"device_map": {"": "cpu"} if on_cpu else device_map}
     kwargs.update(_quantization_kwargs(load_8bit, load_4bit))
     if not (load_8bit or load_4bit):
@@ -91,9 +136,9 @@ def load_pretrained_model(
     if is_llava and model_base is not None and "lora" in model_name.lower():
         model, tokenizer = _load_lora(model_path, model_base, kwargs)
     elif is_llava and model_base is not None:
-        tokenizer = AutoTokenizer.from_pretrained(model_base, use_fast=False)
         config = AutoConfig.from_pretrained(model_path)
-        _resolve_vision_tower(config, model_path)
+        _prepare_vision_tower(config, model_path)
+        tokenizer = AutoTokenizer.from_pretrained(model_base, use_fast=False)
         model = LlavaLlamaForCausalLM.from_pretrained(model_base, low_cpu_mem_usage=True, config=config, **kwargs)
         projector_file = os.path.join(model_path, "mm_projector.bin")
         if not os.path.isfile(projector_file):
@@ -104,9 +149,9 @@ def load_pretrained_model(
         weights = {k: v.to(torch_dtype) for k, v in weights.items()}
         model.load_state_dict(weights, strict=False)
     elif is_llava:
-        tokenizer = AutoTokenizer.from_pretrained(model_path, use_fast=False)
         config = AutoConfig.from_pretrained(model_path)
-        _resolve_vision_tower(config, model_path)
+        _prepare_vision_tower(config, model_path)
+        tokenizer = AutoTokenizer.from_pretrained(model_path, use_fast=False)
         model = LlavaLlamaForCausalLM.from_pretrained(model_path, low_cpu_mem_usage=True, config=config, **kwargs)
     else:
         source = model_base or model_path
@@ -141,7 +186,7 @@ def _load_lora(model_path: str, model_base: str, kwargs: dict):
     from peft import PeftModel
 
     config = LlavaConfig.from_pretrained(model_path)
-    _resolve_vision_tower(config, model_path)
+    _prepare_vision_tower(config, model_path)
     tokenizer = AutoTokenizer.from_pretrained(model_base, use_fast=False)
     model = LlavaLlamaForCausalLM.from_pretrained(model_base, low_cpu_mem_usage=True, config=config, **kwargs)
     trainables_file = os.path.join(model_path, "non_lora_trainables.bin")

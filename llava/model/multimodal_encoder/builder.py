@@ -3,9 +3,41 @@
 import os
 from typing import Any
 
-from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
+from transformers.utils import is_offline_mode
+
+from llava.model.errors import CheckpointError
+from llava.model.multimodal_encoder.clip_encoder import (
+    CLIPVisionTower,
+    hub_file_is_cached,
+    tower_config_location,
+    tower_not_offline_error,
+)
 
 _HUB_PREFIXES = ("openai", "laion")
+
+
+def check_vision_tower(name: str, config_location: str) -> None:
+    """Checks that a vision tower can be loaded: a local path, or a hub name (cached, when offline).
+
+    Args:
+        name: the config's ``mm_vision_tower``.
+        config_location: the config file that names it, for messages.
+
+    Raises:
+        CheckpointError: the name is neither an existing path nor a hub name starting with
+            ``openai`` or ``laion``; or it is a hub name, downloads are off (``HF_HUB_OFFLINE=1``)
+            and the tower is not in the Hugging Face cache.
+    """
+    where = f"{config_location}: field 'mm_vision_tower'"
+    if os.path.exists(name):
+        return
+    if not name.startswith(_HUB_PREFIXES):
+        raise CheckpointError(
+            f"{where}: Unknown vision tower {name!r}; it must be an existing directory or a hub name "
+            f"starting with one of {_HUB_PREFIXES}"
+        )
+    if is_offline_mode() and not hub_file_is_cached(name, "config.json"):
+        raise tower_not_offline_error(where, name)
 
 
 def build_vision_tower(vision_tower_cfg: Any, **kwargs: Any) -> CLIPVisionTower:
@@ -20,15 +52,13 @@ def build_vision_tower(vision_tower_cfg: Any, **kwargs: Any) -> CLIPVisionTower:
         The CLIP vision tower.
 
     Raises:
-        ValueError: If no tower is named, or the name is neither an existing path nor
-            a hub name starting with ``openai`` or ``laion``.
+        CheckpointError: If no tower is named, or it cannot be loaded (`check_vision_tower`,
+            `llava.model.multimodal_encoder.clip_encoder.load_tower_part`); the message names
+            the config file and the field.
     """
+    where = tower_config_location(vision_tower_cfg)
     name = getattr(vision_tower_cfg, "mm_vision_tower", getattr(vision_tower_cfg, "vision_tower", None))
     if not name:
-        raise ValueError("Config names no vision tower: set 'mm_vision_tower' (or 'vision_tower')")
-    if os.path.exists(name) or name.startswith(_HUB_PREFIXES):
-        return CLIPVisionTower(name, args=vision_tower_cfg, **kwargs)
-    raise ValueError(
-        f"Unknown vision tower: {name!r}; it must be an existing directory or a hub name "
-        f"starting with one of {_HUB_PREFIXES}"
-    )
+        raise CheckpointError(f"{where}: field 'mm_vision_tower' is missing: the config names no vision tower")
+    check_vision_tower(name, where)
+    return CLIPVisionTower(name, args=vision_tower_cfg, **kwargs)

@@ -1,15 +1,92 @@
 """CLIP vision tower: turns pixel tensors into per-patch features for the projector."""
 
 import logging
-from typing import Any, List, Union
+import os
+from typing import Any, Callable, List, TypeVar, Union
 
 import torch
 import torch.nn as nn
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+from transformers.utils import is_offline_mode
+
+from llava.model.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 
 SELECT_FEATURES = ("patch", "cls_patch")
+
+LoadedT = TypeVar("LoadedT")
+
+
+def hub_file_is_cached(repo_id: str, filename: str) -> bool:
+    """Whether a file of a Hugging Face hub repository is in the local cache.
+
+    Args:
+        repo_id: e.g. ``openai/clip-vit-large-patch14-336``.
+        filename: e.g. ``config.json``.
+
+    Returns:
+        True when the cached file exists; False for an uncached file or a name that is not a repo id.
+    """
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError
+
+    try:
+        cached = try_to_load_from_cache(repo_id, filename)
+    except HFValidationError:
+        return False
+    return isinstance(cached, str) and os.path.isfile(cached)
+
+
+def tower_config_location(args: Any) -> str:
+    """Where a config naming a vision tower comes from, for messages: ``<checkpoint>/config.json``."""
+    source = getattr(args, "_name_or_path", None)
+    if not source:
+        return "the model config"
+    return os.path.join(source, "config.json") if os.path.isdir(source) else f"{source} config.json"
+
+
+def tower_not_offline_error(where: str, vision_tower: str) -> CheckpointError:
+    """The error for a vision tower that downloads being off (``HF_HUB_OFFLINE=1``) keeps out of reach.
+
+    Args:
+        where: the config file and field that name the tower.
+        vision_tower: the tower's hub name.
+
+    Returns:
+        The `CheckpointError` to raise.
+    """
+    return CheckpointError(
+        f"{where}: vision tower {vision_tower!r} is not available offline: it is not a local directory and not in "
+        "the Hugging Face cache (HF_HUB_OFFLINE=1); point mm_vision_tower at a local directory, or fetch the tower "
+        "once with downloads on"
+    )
+
+
+def load_tower_part(load: Callable[[str], LoadedT], vision_tower: str, config_location: str) -> LoadedT:
+    """Calls a ``from_pretrained`` of the tower, turning "cannot be found" into a one-line `CheckpointError`.
+
+    Args:
+        load: e.g. ``CLIPVisionConfig.from_pretrained``.
+        vision_tower: the tower's hub name or directory.
+        config_location: the config file that names it (`tower_config_location`), for messages.
+
+    Returns:
+        What `load` returns.
+
+    Raises:
+        CheckpointError: the tower is not a readable directory and cannot be fetched (with
+            downloads off, ``HF_HUB_OFFLINE=1``, it is not in the cache).
+    """
+    try:
+        return load(vision_tower)
+    except OSError as err:
+        where = f"{config_location}: field 'mm_vision_tower'"
+        if os.path.isdir(vision_tower):
+            raise CheckpointError(f"{where}: vision tower directory {vision_tower} cannot be read ({err})") from None
+        if is_offline_mode():
+            raise tower_not_offline_error(where, vision_tower) from None
+        raise CheckpointError(f"{where}: vision tower {vision_tower!r} cannot be loaded ({err})") from None
 
 
 def _check_select_feature(select_feature: str) -> None:
@@ -51,19 +128,23 @@ class CLIPVisionTower(nn.Module):
         self.vision_tower_name = vision_tower
         self.select_layer = select_layer
         self.select_feature = select_feature
+        self.config_location = tower_config_location(args)
 
         if not delay_load:
             self.load_model()
         elif getattr(args, "unfreeze_mm_vision_tower", False):
             self.build_for_checkpoint_weights()
         else:
-            self.cfg_only = CLIPVisionConfig.from_pretrained(self.vision_tower_name)
+            self.cfg_only = self._load(CLIPVisionConfig.from_pretrained)
+
+    def _load(self, load: Callable[[str], LoadedT]) -> LoadedT:
+        return load_tower_part(load, self.vision_tower_name, self.config_location)
 
     def build_for_checkpoint_weights(self) -> None:
         """Build the vision model from its config, with weights to be filled by the LLaVA
         checkpoint, and load the image processor; the tower then counts as loaded."""
-        self.image_processor = CLIPImageProcessor.from_pretrained(self.vision_tower_name)
-        self.vision_tower = CLIPVisionModel(CLIPVisionConfig.from_pretrained(self.vision_tower_name))
+        self.image_processor = self._load(CLIPImageProcessor.from_pretrained)
+        self.vision_tower = CLIPVisionModel(self._load(CLIPVisionConfig.from_pretrained))
         self.vision_tower.requires_grad_(False)
         self.is_loaded = True
 
@@ -72,8 +153,8 @@ class CLIPVisionTower(nn.Module):
         if self.is_loaded:
             logger.info("Vision tower %s is already loaded; skipping", self.vision_tower_name)
             return
-        self.image_processor = CLIPImageProcessor.from_pretrained(self.vision_tower_name)
-        self.vision_tower = CLIPVisionModel.from_pretrained(self.vision_tower_name)
+        self.image_processor = self._load(CLIPImageProcessor.from_pretrained)
+        self.vision_tower = self._load(CLIPVisionModel.from_pretrained)
         self.vision_tower.requires_grad_(False)
         self.is_loaded = True
 
