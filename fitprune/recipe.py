@@ -533,15 +533,18 @@ class RecipeBook:
             The book.
 
         Raises:
-            RecipeError: the file is missing, is not valid JSON (message gives line and column), has a
-                different schema version, or a field is missing, unknown, mistyped or out of range; every
-                message starts with the file name and names the recipe ratio, field and offending value.
+            RecipeError: the file is missing, is not UTF-8 or not valid JSON (message gives the byte, or
+                the line and column), has a different schema version, or a field is missing, unknown,
+                mistyped or out of range; every message starts with the file name and names the recipe
+                ratio, field and offending value.
         """
         where = str(path)
         try:
             text = Path(path).read_text(encoding="utf-8")
         except FileNotFoundError:
             raise RecipeError(f"{where}: no such recipe file") from None
+        except UnicodeDecodeError as err:
+            raise RecipeError(f"{where}: not UTF-8 text ({err.reason} at byte {err.start})") from None
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as err:
