@@ -828,8 +828,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             book.save(args.output)
             print(_format_table(book, args.output))
     except (RecipeError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        print(f"python -m fitprune.recipe: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

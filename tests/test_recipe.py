@@ -248,7 +248,7 @@ def test_show_prints_every_ratio(saved: Path, capsys: pytest.CaptureFixture) -> 
 def test_show_reports_invalid_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("[")
-    assert main(["show", str(bad)]) == 1
+    assert main(["show", str(bad)]) == 2
     assert f"{bad}: invalid JSON at line 1" in capsys.readouterr().err
 
 

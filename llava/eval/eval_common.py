@@ -5,7 +5,7 @@ describes itself with a `DriverSpec`, turns its question file into `EvalItem`s (
 and checking the file before any model is loaded) and hands them to `run_driver`:
 
     SPEC = DriverSpec("model_vqa", default_conv_mode="llava_v1", max_new_tokens=1024,
-                      image_loading=ImageLoading(source="file", convert_rgb=False, pad=False))
+                      image_loading=ImageLoading(source="file", pad=False))
     args = build_parser(SPEC, "Answers questions about images.").parse_args(argv)
     run_driver(SPEC, args, lambda args: chunk_items(read_question_jsonl(args.question_file), args))
 
@@ -99,15 +99,12 @@ class ImageLoading:
 
     Attributes:
         source: "file" (path under --image-folder) or "base64" (encoded in the question file).
-        convert_rgb: whether upstream converted the image to RGB itself; recorded only, since
-            `llava.eval.images` gives every image as RGB (the processor converted the others).
         pad: `process_images` with the model config (pads to a square when the config's
             image_aspect_ratio is "pad"); otherwise `image_processor.preprocess` (resize
             and centre-crop).
     """
 
     source: str
-    convert_rgb: bool
     pad: bool
 
 

@@ -28,7 +28,7 @@ SPEC = DriverSpec(
     name="model_vqa",
     default_conv_mode="llava_v1",
     max_new_tokens=1024,
-    image_loading=ImageLoading(source="file", convert_rgb=False, pad=False),
+    image_loading=ImageLoading(source="file", pad=False),
 )
 
 

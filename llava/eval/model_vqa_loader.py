@@ -29,7 +29,7 @@ SPEC = DriverSpec(
     name="model_vqa_loader",
     default_conv_mode="llava_v1",
     max_new_tokens=128,
-    image_loading=ImageLoading(source="file", convert_rgb=True, pad=True),
+    image_loading=ImageLoading(source="file", pad=True),
     mmtag_rule=True,
 )
 

@@ -25,7 +25,7 @@ SPEC = DriverSpec(
     name="model_vqa_mmbench",
     default_conv_mode="llava_v1",
     max_new_tokens=1024,
-    image_loading=ImageLoading(source="base64", convert_rgb=False, pad=True),
+    image_loading=ImageLoading(source="base64", pad=True),
     mmtag_rule=True,
 )
 

@@ -19,13 +19,13 @@ from typing import List, Optional, Sequence
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
 from llava.eval.eval_common import DriverSpec, EvalItem, ImageLoading, build_parser, chunk_items, run_driver
-from llava.eval.questions import load_questions
+from llava.eval.questions import check_unique_ids, load_questions
 
 SPEC = DriverSpec(
     name="model_vqa_science",
     default_conv_mode="llava_v0",
     max_new_tokens=1024,
-    image_loading=ImageLoading(source="file", convert_rgb=False, pad=False),
+    image_loading=ImageLoading(source="file", pad=False),
     sampling_flags=False,
     question_file_default="tables/question.json",
 )
@@ -40,7 +40,9 @@ def science_items(args: argparse.Namespace) -> List[EvalItem]:
         llava.eval.questions.QuestionFileError: unreadable file or missing field (file, line).
     """
     items = []
-    for question in load_questions(args.question_file):
+    questions = load_questions(args.question_file)
+    check_unique_ids(args.question_file, questions)
+    for question in questions:
         text, prompt = question.text, question.text
         if question.image is not None:
             prompt = DEFAULT_IMAGE_TOKEN + "\n" + prompt

@@ -14,13 +14,13 @@ from typing import Optional, Sequence
 import torch
 from transformers import TextStreamer
 
-from fitprune.recipe import RecipeError
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.conversation import Conversation, conv_templates
+from llava.eval.images import bound_image_geometry
 from llava.eval.pruning_args import add_pruning_args, apply_pruning_args, pruning_summary
 from llava.eval.run_llava import (
+    BAD_INPUT_ERRORS,
     USAGE_ERROR,
-    UsageError,
     check_device,
     generation_kwargs,
     image_prompt,
@@ -35,6 +35,7 @@ from llava.mm_utils import (
     move_images,
     tokenizer_image_token,
 )
+from llava.model.anyres import uses_anyres
 from llava.model.builder import load_pretrained_model
 from llava.utils import disable_torch_init
 
@@ -67,6 +68,8 @@ def chat(args: argparse.Namespace) -> Conversation:
     roles = ("user", "assistant") if "mpt" in model_name.lower() else conv.roles
 
     # the CLI's --image-aspect-ratio, not the config's (anyres models always use their own)
+    aspect = "anyres" if uses_anyres(model.config) else args.image_aspect_ratio
+    image = bound_image_geometry(image, image_processor, aspect)
     image_inputs = image_model_inputs(image, image_processor, model.config, aspect_config=args)
     image_inputs["images"] = move_images(image_inputs["images"], model.device, model.dtype)
 
@@ -137,7 +140,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Conversation:
     args = build_parser().parse_args(argv)
     try:
         return chat(args)
-    except (FileNotFoundError, RecipeError, UsageError) as err:
+    except BAD_INPUT_ERRORS as err:
         print(f"cli: error: {err}", file=sys.stderr)
         raise SystemExit(USAGE_ERROR) from None
 
