@@ -45,6 +45,7 @@ from fitprune.recipe import (
     RecipeError,
     parse_reduction_ratio,
 )
+from fitprune.recipe_plot import plot_recipes
 from fitprune.stats import collect_stats
 from llava.eval.questions import Question, QuestionFileError, build_question_prompt, load_questions
 
@@ -177,35 +178,6 @@ def wants_fractions(model, visual_counts: Sequence[int]) -> bool:
     from llava.model.anyres import uses_anyres
 
     return uses_anyres(model.config) or len(set(visual_counts)) > 1
-
-
-def plot_recipes(book: RecipeBook, path: str) -> None:
-    """Keep counts per layer, one line per budget, saved as PNG."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import matplotlib.ticker
-    except ImportError as err:
-        raise SystemExit(f"--plot needs matplotlib: pip install matplotlib ({err})") from None
-    fig, ax = plt.subplots(figsize=(7, 4))
-    fractional = any(recipe.is_fractional for recipe in book.recipes)
-    for recipe in book.recipes:
-        counts = [recipe.num_visual_tokens] + list(recipe.keep_counts)
-        if fractional:
-            counts = [100 * c / recipe.num_visual_tokens for c in counts]
-        ax.plot(range(len(counts)), counts, marker=".",
-                label=f"{recipe.reduction_ratio:g}% (achieved {recipe.achieved_paper:.1f}%)")
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_xlabel("after layer (0 = input)")
-    ax.set_ylabel("% of each sample's visual tokens kept" if fractional else "visual tokens kept")
-    ax.set_title(f"FitPrune recipes: {book.model.name}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

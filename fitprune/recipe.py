@@ -798,12 +798,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         argv: arguments without the program name; defaults to ``sys.argv[1:]``.
 
     Returns:
-        The exit status: 0 on success, 1 when a recipe or config file is invalid.
+        The exit status: 0 on success, 2 when a recipe or config file is invalid.
     """
     parser = argparse.ArgumentParser(prog="python -m fitprune.recipe", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     show = commands.add_parser("show", help="print a recipe book as a table")
     show.add_argument("recipe_file", metavar="RECIPE_FILE")
+    show.add_argument("--plot", metavar="PNG", default=None, help="also draw the keep counts per layer")
     imp = commands.add_parser("import-published", help="build a recipe book from the authors' delete schedules")
     imp.add_argument("--reference", required=True, help="the authors' delete schedules (JSON, delete_per_layer)")
     imp.add_argument("--config", required=True, help="JSON of the model's LlamaConfig fields")
@@ -812,7 +813,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "show":
-            print(_format_table(RecipeBook.load(args.recipe_file), args.recipe_file))
+            book = RecipeBook.load(args.recipe_file)
+            print(_format_table(book, args.recipe_file))
+            if args.plot:
+                from fitprune.recipe_plot import plot_recipes
+
+                plot_recipes(book, args.plot)
+                print(f"wrote {args.plot}")
         else:
             config_path = Path(args.config)
             try:

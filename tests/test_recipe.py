@@ -305,3 +305,12 @@ def test_shipped_recipe_path() -> None:
     RecipeBook.load(path).check_model(
         ModelSignature.from_config(json.loads((path.parent / "configs" / "llava-v1.5-7b.json").read_text()), 576)
     )
+
+
+def test_show_plot_draws_the_shipped_book(tmp_path, capsys):
+    from fitprune.recipe import main, shipped_recipe_path
+
+    png = tmp_path / "recipes.png"
+    assert main(["show", str(shipped_recipe_path("llava-v1.5-7b")), "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote {png}" in capsys.readouterr().out
