@@ -9,9 +9,10 @@ English corpus generated here, deterministically, and saves it in the layout
 """
 
 import io
+import itertools
 import logging
 from pathlib import Path
-from typing import Iterator, List, Union
+from typing import Iterator, List, Sequence, Union
 
 import sentencepiece as spm
 from transformers import LlamaTokenizer
@@ -105,17 +106,22 @@ def tiny_corpus() -> Iterator[str]:
             )
 
 
-def train_tiny_tokenizer(out_dir: Union[str, Path], vocab_size: int = 512) -> LlamaTokenizer:
+def train_tiny_tokenizer(
+    out_dir: Union[str, Path], vocab_size: int = 512, extra_sentences: Sequence[str] = ()
+) -> LlamaTokenizer:
     """Train a tiny LLaMA-style tokenizer and save it to ``out_dir``.
 
-    Training is single-threaded and reads the in-memory :func:`tiny_corpus`, so the
-    same ``vocab_size`` always gives a byte-identical ``tokenizer.model``.
+    Training is single-threaded and reads the in-memory :func:`tiny_corpus` followed by
+    ``extra_sentences``, so the same arguments always give a byte-identical
+    ``tokenizer.model``.
 
     Args:
         out_dir: Directory to write ``tokenizer.model``, ``tokenizer_config.json``
             and ``special_tokens_map.json`` to; created if missing.
         vocab_size: Total number of pieces, including the 3 special pieces and the
             256 byte-fallback pieces.
+        extra_sentences: More single-line sentences to train on, after the built-in
+            corpus (e.g. a task's questions and answers, so its words become pieces).
 
     Returns:
         The tokenizer, configured like LLaVA-1.5's: ``add_bos_token=True``,
@@ -128,7 +134,8 @@ def train_tiny_tokenizer(out_dir: Union[str, Path], vocab_size: int = 512) -> Ll
         RuntimeError: From SentencePiece, if ``vocab_size`` is more than the corpus
             can fill (about 1200).
     """
-    num_chars = len(set("".join(tiny_corpus())))
+    extra_sentences = list(extra_sentences)
+    num_chars = len(set("".join(itertools.chain(tiny_corpus(), extra_sentences))))
     minimum = _NUM_SPECIAL_PIECES + _NUM_BYTE_PIECES + num_chars
     if vocab_size < minimum:
         raise ValueError(
@@ -140,7 +147,7 @@ def train_tiny_tokenizer(out_dir: Union[str, Path], vocab_size: int = 512) -> Ll
 
     model_bytes = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=tiny_corpus(),
+        sentence_iterator=itertools.chain(tiny_corpus(), extra_sentences),
         model_writer=model_bytes,
         model_type="bpe",
         vocab_size=vocab_size,

@@ -1,0 +1,115 @@
+"""The synthetic shapes task: scenes, answers, determinism and the benchmark file formats."""
+import json
+import random
+
+import numpy as np
+import pytest
+
+from fitprune.synthetic import (
+    KINDS,
+    NO,
+    POPE_CATEGORIES,
+    SUFFIX,
+    YES,
+    Scene,
+    ShapeObject,
+    ShapesTask,
+    absent_pairs,
+    ask_presence,
+    distinct_questions,
+    main,
+    render_scene,
+    sample_scene,
+    sample_split,
+    tokenizer_sentences,
+)
+from llava.eval.questions import load_questions
+
+TASK = ShapesTask()
+SCENE = Scene((ShapeObject("circle", "red", 0, 0), ShapeObject("square", "blue", 5, 5)))
+
+
+def test_scenes_hold_distinct_shapes_colours_and_cells():
+    rng = random.Random(0)
+    for _ in range(200):
+        scene = sample_scene(TASK, rng)
+        assert TASK.min_objects <= len(scene.objects) <= TASK.max_objects
+        for values in ({o.shape for o in scene.objects}, {o.colour for o in scene.objects},
+                       {(o.row, o.col) for o in scene.objects}):
+            assert len(values) == len(scene.objects)
+
+
+def test_render_paints_each_shape_in_its_cell_only():
+    pixels = np.asarray(render_scene(TASK, SCENE)).astype(int)
+    cell = TASK.cell_size
+    assert pixels.shape == (TASK.image_size, TASK.image_size, 3)
+    assert (pixels[cell // 2, cell // 2] == TASK.colours["red"]).all()
+    assert (pixels[-cell // 2, -cell // 2] == TASK.colours["blue"]).all()
+    background = np.ones((TASK.image_size, TASK.image_size), dtype=bool)
+    background[:cell, :cell] = background[-cell:, -cell:] = False
+    assert (pixels[background] == TASK.background).all()
+
+
+def test_pope_negatives_follow_their_category():
+    assert ("red", "circle") not in absent_pairs(TASK, SCENE, "random")
+    assert set(absent_pairs(TASK, SCENE, "adversarial")) == {("red", "square"), ("blue", "circle")}
+    popular = absent_pairs(TASK, SCENE, "popular")
+    assert {shape for _, shape in popular} == {"circle", "square"} and len(popular) == 2 * (len(TASK.colours) - 1)
+    lonely = Scene(SCENE.objects[:1])
+    with pytest.raises(ValueError, match="no adversarial negatives"):
+        ask_presence(TASK, lonely, random.Random(0), "adversarial")
+    assert ask_presence(TASK, lonely, random.Random(0)).category in ("popular", "random")
+
+
+def test_answers_are_correct_for_the_scene():
+    rng = random.Random(1)
+    for _ in range(100):
+        scene = sample_scene(TASK, rng)
+        for question in distinct_questions(TASK, scene, rng, 8):
+            words = question.question.rstrip("?").split()
+            if question.kind == "colour":
+                assert scene.with_shape(words[-1]).colour == question.answer
+            elif question.kind == "shape":
+                assert scene.with_colour(words[4]).shape == question.answer
+            elif question.kind == "presence":
+                present = any(o.colour == words[3] and o.shape == words[4] for o in scene.objects)
+                assert question.answer == (YES if present else NO)
+            else:
+                obj = scene.with_shape(words[2])
+                left = obj.col < TASK.grid // 2
+                assert question.answer == (YES if left == (words[5] == "left") else NO)
+
+
+def test_splits_are_deterministic_and_differ():
+    first = sample_split(TASK, "test", 5, seed=0)
+    assert first == sample_split(TASK, "test", 5, seed=0)
+    assert [i.scene for i in first] != [i.scene for i in sample_split(TASK, "calibration", 5, seed=0)]
+    assert [i.question.kind for i in first[:len(KINDS)]] == list(KINDS)
+
+
+def test_written_files_load_in_the_llava_and_benchmark_formats(tmp_path):
+    assert main(["--output", str(tmp_path), "--calibration-images", "3", "--test-images", "6",
+                 "--train-images", "2"]) == 0
+    test = load_questions(tmp_path / "test.jsonl")
+    assert len(test) == 6 * len(KINDS) and all((tmp_path / q.image).is_file() for q in test)
+    assert test[0].text.endswith("\n" + SUFFIX)
+    train = load_questions(tmp_path / "train.jsonl")
+    assert len(train) == 2 and train[0].text.endswith(SUFFIX)
+    annotations = json.loads((tmp_path / "textvqa" / "shapes_textvqa_test.json").read_text())["data"]
+    textvqa = [json.loads(line) for line in (tmp_path / "textvqa" / "llava_shapes_textvqa_test.jsonl").open()]
+    keys = {(a["image_id"], a["question"].lower()) for a in annotations}
+    assert len(keys) == len(annotations) == len(textvqa) == 6 * (len(KINDS) - 1)
+    assert all((q["question_id"], q["text"].splitlines()[0].lower()) in keys for q in textvqa)
+    assert all(len(a["answers"]) == 10 for a in annotations)
+    pope = [json.loads(line) for line in (tmp_path / "pope" / "llava_shapes_pope_test.jsonl").open()]
+    label_dir = tmp_path / "pope" / "annotations"
+    assert sorted(p.name for p in label_dir.iterdir()) == [f"coco_pope_{c}.json" for c in POPE_CATEGORIES]
+    for category in POPE_CATEGORIES:
+        labels = [json.loads(line)["label"] for line in (label_dir / f"coco_pope_{category}.json").open()]
+        answers = [q["answer"].lower() for q in pope if q["category"] == category]
+        assert labels == answers and len(labels) == 2
+
+
+def test_tokenizer_sentences_cover_every_answer():
+    sentences = " ".join(tokenizer_sentences(TASK))
+    assert all(answer in sentences for answer in TASK.answers)
