@@ -170,7 +170,7 @@ def build_config(args: argparse.Namespace) -> transformers.LlamaConfig:
     )
 
 
-def build_prompt(prefix: int, visual: int, text: int, hidden: int, seed: int):
+def build_prompt(prefix: int, visual: int, text: int, hidden: int, seed: int) -> Tuple[torch.Tensor, SequenceLayout]:
     """Random embeddings (1, T, D) and the matching layout: prefix, visual, then text rows."""
     segment = torch.cat(
         [
@@ -344,12 +344,16 @@ class TimedHook:
         self.seconds = 0.0
 
     def wants_attention(self, layer_idx: int, layout: SequenceLayout) -> bool:
+        """The wrapped hook's answer, timed."""
         start = time.perf_counter()
         wants = self.hook.wants_attention(layer_idx, layout)
         self.seconds += time.perf_counter() - start
         return wants
 
-    def after_attention(self, layer_idx, hidden, attn_probs, layout):
+    def after_attention(
+        self, layer_idx: int, hidden: torch.Tensor, attn_probs: Optional[torch.Tensor], layout: SequenceLayout
+    ) -> Tuple[torch.Tensor, SequenceLayout]:
+        """The wrapped hook's pruning, timed."""
         start = time.perf_counter()
         result = self.hook.after_attention(layer_idx, hidden, attn_probs, layout)
         self.seconds += time.perf_counter() - start
@@ -487,6 +491,7 @@ def format_section(
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
@@ -521,6 +526,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Builds the models, times every row, prints the section and writes it into `--output`.
+
+    Returns:
+        0, or 3 when most rounds were contended and nothing was written.
+    """
     args = parse_args(argv)
     command = " ".join(["python benchmarks/prefill_speed.py", *(sys.argv[1:] if argv is None else argv)])
     threads = args.threads or available_cores()
