@@ -1,29 +1,35 @@
 """The bundled default model and data, used when a command is given no model.
 
 Paths are relative to the working directory, as LLaVA's scripts assume the repository
-root. The default model is a tiny random LLaVA-1.5-layout checkpoint written on first use
-(`llava.testing.tiny_checkpoint`); its answers are meaningless, but every code path of
-calibration, pruning and evaluation runs on it.
+root. The default model is the demo model shipped in the repository: a small LLaVA-1.5
+trained here on the synthetic shapes task (`fitprune.train_demo`, data from
+`fitprune.synthetic` in `playground/shapes/`), so that pruning quality is measured on a
+model whose attention means something.
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-DEFAULT_MODEL_PATH = "checkpoints/llava-v1.5-tiny"
-DEMO_DIR = "playground/demo"
-DEFAULT_CALIBRATION_FILE = f"{DEMO_DIR}/calibration.jsonl"
-DEFAULT_QUESTION_FILE = f"{DEMO_DIR}/questions.jsonl"
-DEFAULT_IMAGE_FOLDER = DEMO_DIR
+DEMO_MODEL_PATH = "playground/models/llava-v1.5-shapes"
+SHAPES_DIR = "playground/shapes"
 
-logger = logging.getLogger(__name__)
+DEFAULT_MODEL_PATH = DEMO_MODEL_PATH
+DEFAULT_IMAGE_FOLDER = SHAPES_DIR
+DEFAULT_CALIBRATION_FILE = f"{SHAPES_DIR}/calibration.jsonl"
+DEFAULT_TEST_FILE = f"{SHAPES_DIR}/test.jsonl"
+TRAIN_COMMAND = f"python -m fitprune.train_demo --output {DEMO_MODEL_PATH}"
 
 
 def ensure_default_model(path: str = DEFAULT_MODEL_PATH) -> str:
-    """Returns the default model's directory, writing the tiny checkpoint there if missing."""
-    if not (Path(path) / "config.json").is_file():
-        from llava.testing.tiny_checkpoint import write_tiny_llava
+    """Returns the bundled model's directory after checking it is there.
 
-        logger.info("writing the bundled tiny model to %s", path)
-        write_tiny_llava(path, relative_tower=True)
+    Raises:
+        FileNotFoundError: if `path` holds no config.json, naming the command that
+            trains the demo model.
+    """
+    if not (Path(path) / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{path}/config.json: the demo model is missing; run from the repository root, or retrain it with "
+            f"`{TRAIN_COMMAND}`"
+        )
     return path

@@ -1,9 +1,11 @@
-"""`python -m fitprune.demo`: the main job on the bundled default model and data.
+"""`python -m fitprune.demo`: the main job, on the bundled demo model and data.
 
-Writes the bundled model if missing, calibrates recipes for it (`fitprune.calibrate`),
-then answers the bundled questions unpruned and at each fitted budget, printing per
-budget the answers, the visual tokens left after the last layer, the FLOPs removed
-(paper and full convention) and the median prefill latency.
+Calibrates FitPrune recipes for the demo model (`playground/models/llava-v1.5-shapes`, a
+small LLaVA-1.5 trained here on the synthetic shapes task) on the calibration split, then
+answers the test split unpruned and at each fitted budget, printing per budget the test
+accuracy (and, for contrast, that of random pruning with the same keep counts), the FLOPs
+removed (paper and full convention), the visual tokens left after the last layer, the
+median one-sample prefill latency and the model's generated answer to the first question.
 """
 from __future__ import annotations
 
@@ -11,73 +13,103 @@ import argparse
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 
+from fitprune.answers import answer_accuracy, encode_questions, load_answered_questions
 from fitprune.calibrate import main as calibrate_main
-from fitprune.defaults import DEFAULT_IMAGE_FOLDER, DEFAULT_QUESTION_FILE, ensure_default_model
+from fitprune.defaults import (
+    DEFAULT_CALIBRATION_FILE,
+    DEFAULT_IMAGE_FOLDER,
+    DEFAULT_TEST_FILE,
+    ensure_default_model,
+)
+from fitprune.policies import RandomPolicy
 from fitprune.pruning import load_recipe_book
-from llava.eval.questions import build_question_prompt, load_questions
+from fitprune.schedules import clear_schedule, install_schedule
 
-DEMO_RATIOS = ("30", "50", "60", "70")
+DEMO_RATIOS = ("30", "50", "60", "70", "80", "90")
+DEMO_RECIPE_DIR = "checkpoints/demo-recipes"
 
 
 def _prefill_ms(model, input_ids, pixels, repeats: int) -> float:
     """Median wall time of one prefill forward, in milliseconds."""
     times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        with torch.inference_mode():
+    with torch.inference_mode():
+        for _ in range(repeats):
+            start = time.perf_counter()
             model(input_ids=input_ids, images=pixels, use_cache=False)
-        times.append((time.perf_counter() - start) * 1000)
+            times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
+
+
+def _first_answer(model, tokenizer, batch, max_new_tokens: int) -> str:
+    """The model's generated answer to the first question of `batch` (greedy)."""
+    ids = batch.input_ids[:1, :int(batch.attention_mask[0].sum())]
+    with torch.inference_mode():
+        output = model.generate(ids, images=batch.images[:1], do_sample=False, max_new_tokens=max_new_tokens,
+                                use_cache=True)
+    return tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True).strip()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the demo; returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m fitprune.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--reduction-ratio", "--reduction_ratio", dest="ratios", nargs="+", default=list(DEMO_RATIOS))
+    parser.add_argument("--recipes", default=None,
+                        help="use this recipe file instead of calibrating (e.g. the checkpoint's fitprune_recipes.json)")
+    parser.add_argument("--num-samples", type=int, default=128, help="calibration samples")
+    parser.add_argument("--limit", type=int, default=None, help="first N test questions only")
     parser.add_argument("--max-new-tokens", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
 
-    from PIL import Image
-
-    from llava.mm_utils import process_images, tokenizer_image_token
+    from llava.mm_utils import get_model_name_from_path
     from llava.model.builder import load_pretrained_model
 
     model_path = ensure_default_model()
-    code = calibrate_main(["--reduction-ratio", *args.ratios])
-    if code:
-        return code
-    tokenizer, model, processor, _ = load_pretrained_model(model_path, None, "llava-v1.5-tiny", device="cpu")
+    model_name = get_model_name_from_path(model_path)
+    recipes = args.recipes
+    if recipes is None:
+        recipes = str(Path(DEMO_RECIPE_DIR) / f"{model_name}.json")
+        code = calibrate_main(["--model-path", model_path, "--question-file", DEFAULT_CALIBRATION_FILE,
+                               "--image-folder", DEFAULT_IMAGE_FOLDER, "--num-samples", str(args.num_samples),
+                               "--device", "cpu", "--output", recipes, "--reduction-ratio", *args.ratios])
+        if code:
+            return code
+    tokenizer, model, processor, _ = load_pretrained_model(model_path, None, model_name, device="cpu")
     model.eval()
+    model.config.fitprune_recipe = recipes
     book = load_recipe_book(model.config)
-    questions = load_questions(DEFAULT_QUESTION_FILE)
-    print(f"\nmodel {model_path} (random weights: answers are not meaningful); "
-          f"{len(questions)} questions from {DEFAULT_QUESTION_FILE}")
-    print("| ratio % | achieved % (paper) | achieved % (full) | visual tokens after last layer | "
-          "median prefill ms | answer to question 0 |")
-    print("|---|---|---|---|---|---|")
+    questions = load_answered_questions(DEFAULT_TEST_FILE, args.limit)
+    batches = encode_questions(questions, tokenizer, processor, model.config, DEFAULT_IMAGE_FOLDER)
+    first = batches[0]
+    first_ids = first.input_ids[:1, :int(first.attention_mask[0].sum())]
+    print(f"\nmodel {model_path}; {len(questions)} test questions from {DEFAULT_TEST_FILE} "
+          f"(first-token exact match); recipes {recipes}")
+    print(f"question 0: {questions[0].text.splitlines()[0]!r} (reference answer {questions[0].answer!r})")
+    print("| ratio % | FitPrune acc % | random acc % (same counts) | achieved % (paper) | achieved % (full) | "
+          "visual tokens after last layer | median prefill ms | answer to question 0 |")
+    print("|---|---|---|---|---|---|---|---|")
     for ratio in [0.0] + list(book.ratios()):
         model.config.reduction_ratio = ratio
-        question = questions[0]
-        prompt = build_question_prompt(question.text, "vicuna_v1")
-        input_ids = tokenizer_image_token(prompt, tokenizer, return_tensors="pt")[None]
-        image = Image.open(f"{DEFAULT_IMAGE_FOLDER}/{question.image}").convert("RGB")
-        pixels = process_images([image], processor, model.config)
-        with torch.inference_mode():
-            output = model.generate(input_ids, images=pixels, do_sample=False,
-                                    max_new_tokens=args.max_new_tokens, use_cache=True)
-        answer = tokenizer.decode(output[0, input_ids.shape[1]:], skip_special_tokens=True).strip()
-        trace = model.last_pruning_trace
-        kept = int(trace.counts()[-1, 0]) if trace is not None else model.get_model().num_visual_tokens()
+        accuracy = answer_accuracy(model, batches).accuracy
         recipe = book.get(ratio) if ratio else None
+        if recipe is not None:
+            install_schedule(model, RandomPolicy(0), recipe.keep_counts)
+            random_accuracy = f"{answer_accuracy(model, batches).accuracy:.1f}"
+            clear_schedule(model)
+        else:
+            random_accuracy = f"{accuracy:.1f}"
+        answer = _first_answer(model, tokenizer, first, args.max_new_tokens)
+        kept = recipe.final_visual_tokens if recipe else model.get_model().num_visual_tokens()
         paper = f"{recipe.achieved_paper:.2f}" if recipe else "0.00"
         full = f"{recipe.achieved_full:.2f}" if recipe else "0.00"
-        latency = _prefill_ms(model, input_ids, pixels, args.repeats)
-        print(f"| {ratio:g} | {paper} | {full} | {kept} | {latency:.1f} | {answer!r} |")
+        latency = _prefill_ms(model, first_ids, first.images[:1], args.repeats)
+        print(f"| {ratio:g} | {accuracy:.1f} | {random_accuracy} | {paper} | {full} | {kept} | {latency:.1f} | "
+              f"{answer!r} |")
     return 0
 
 

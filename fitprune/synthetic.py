@@ -1,9 +1,10 @@
 """A deterministic synthetic visual QA task: coloured shapes on a grid, questions whose
-answer lives in a few image patches.
+answer lives in one image patch.
 
-A scene is a square canvas divided into cells (8 px by default, so 2×2 patches of the demo
-model's 4 px patches); 2 to 4 cells hold a shape, each of a different shape and a different
-colour. Every question has a one-word answer read off one or two objects:
+A scene is a square canvas divided into cells (by default 96 px in 8 px cells, one cell per
+patch of the demo model: 144 visual tokens); some cells (by default one) hold a shape, each
+of a different shape and a different colour, on a black background. Every question has a
+one-word answer read off the objects; the task's `kinds` choose among:
 
 - colour: "What color is the {shape}?" -> a colour;
 - shape: "What shape is the {colour} object?" -> a shape;
@@ -13,11 +14,19 @@ colour. Every question has a one-word answer read off one or two objects:
   objects);
 - side: "Is the {shape} on the {left|right} side of the image?" -> Yes / No.
 
+The default task (one object; colour, shape and presence questions) is the one the demo
+model learns on CPU in minutes: binding attributes across several objects, and reading
+positions for "side", take a from-scratch model of this size far longer.
+
     python -m fitprune.synthetic --output playground/shapes
 
 writes the calibration and test splits (question jsonl + PNG images), a sample of the
-train split as LLaVA instruction data, and the test split again in the TextVQA
-(colour, shape, side) and POPE (presence) annotation formats. The train split used for
+train split as LLaVA instruction data, and the test split again as LLaVA's eval tree
+(`eval/textvqa`, `eval/pope`: open questions in the TextVQA format, presence questions in
+POPE's), so that the benchmark scripts run on it unchanged:
+
+    EVAL_DIR=playground/shapes/eval MODEL_PATH=playground/models/llava-v1.5-shapes DEVICE=cpu \\
+        REDUCTION_RATIO=60 bash scripts/v1_5/eval/textvqa.sh The train split used for
 training is the same stream, generated in memory (`train_conversations`).
 """
 from __future__ import annotations
@@ -34,7 +43,7 @@ from PIL import Image
 
 SUFFIX = "Answer the question using a single word or phrase."
 YES, NO = "Yes", "No"
-KINDS = ("colour", "shape", "presence", "side")
+KINDS = ("colour", "shape", "presence", "side")  # every kind there is; a task asks its `kinds`
 POPE_CATEGORIES = ("adversarial", "popular", "random")
 SPLITS = ("train", "calibration", "test")
 TEMPLATES = {
@@ -59,9 +68,10 @@ class ShapesTask:
         shapes: shape names (of `SHAPE_MASKS`).
         min_objects, max_objects: objects per scene (distinct shapes and colours).
         background: RGB of the empty canvas.
+        kinds: the question kinds asked (of `KINDS`).
     """
 
-    image_size: int = 48
+    image_size: int = 96
     cell_size: int = 8
     colours: Dict[str, Tuple[int, int, int]] = field(
         default_factory=lambda: {
@@ -72,16 +82,20 @@ class ShapesTask:
             "purple": (150, 60, 200),
         }
     )
-    shapes: Tuple[str, ...] = ("circle", "square", "triangle", "diamond")
-    min_objects: int = 2
-    max_objects: int = 4
+    # shapes whose 8 px masks differ most from each other (`SHAPE_MASKS` has more)
+    shapes: Tuple[str, ...] = ("circle", "triangle", "ring", "bar")
+    min_objects: int = 1
+    max_objects: int = 1
     background: Tuple[int, int, int] = (0, 0, 0)
+    kinds: Tuple[str, ...] = ("colour", "shape", "presence")
 
     def __post_init__(self) -> None:
         if self.image_size % self.cell_size:
             raise ValueError(f"ShapesTask: image_size {self.image_size} is not a multiple of cell_size {self.cell_size}")
         if self.grid % 2:
             raise ValueError(f"ShapesTask: the grid has {self.grid} columns; an even count splits left and right")
+        if not self.kinds or set(self.kinds) - set(KINDS):
+            raise ValueError(f"ShapesTask: kinds {self.kinds} must be a non-empty subset of {KINDS}")
         unknown = set(self.shapes) - set(SHAPE_MASKS)
         if unknown:
             raise ValueError(f"ShapesTask: unknown shapes {sorted(unknown)}; known: {sorted(SHAPE_MASKS)}")
@@ -119,8 +133,18 @@ def _diamond(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.abs(x) + np.abs(y) <= 0.95
 
 
+def _ring(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    radius2 = x * x + y * y
+    return (radius2 <= 0.95 ** 2) & (radius2 >= 0.5 ** 2)
+
+
+def _bar(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return (np.abs(y) <= 0.35) & (np.abs(x) <= 0.95)
+
+
 # name -> inside test on cell coordinates in [-1, 1] (y grows downwards)
-SHAPE_MASKS = {"circle": _circle, "square": _square, "triangle": _triangle, "diamond": _diamond}
+SHAPE_MASKS = {"circle": _circle, "square": _square, "triangle": _triangle, "diamond": _diamond, "ring": _ring,
+               "bar": _bar}
 
 
 @dataclass(frozen=True)
@@ -211,7 +235,7 @@ def absent_pairs(task: ShapesTask, scene: Scene, category: str) -> List[Tuple[st
         scene: the scene.
         category: "random" (any absent pair), "popular" (the shape is in the scene, in
             another colour) or "adversarial" (colour and shape both in the scene, on
-            different objects).
+            different objects; in a one-object scene, its colour on another shape).
 
     Raises:
         ValueError: an unknown category.
@@ -223,7 +247,9 @@ def absent_pairs(task: ShapesTask, scene: Scene, category: str) -> List[Tuple[st
     if category == "popular":
         pairs = [(c, s) for c, s in pairs if scene.with_shape(s) is not None]
     elif category == "adversarial":
-        pairs = [(c, s) for c, s in pairs if scene.with_shape(s) is not None and scene.with_colour(c) is not None]
+        same_colour = [(c, s) for c, s in pairs if scene.with_colour(c) is not None]
+        both = [(c, s) for c, s in same_colour if scene.with_shape(s) is not None]
+        pairs = both or same_colour
     return pairs
 
 
@@ -232,7 +258,7 @@ def ask_presence(task: ShapesTask, scene: Scene, rng: random.Random, category: O
 
     Args:
         category: the POPE category of the negatives; None draws one of those the scene
-            has negatives for (a one-object scene has no adversarial ones).
+            has negatives for.
 
     Raises:
         ValueError: if the scene has no negative of `category`.
@@ -266,11 +292,6 @@ def ask(task: ShapesTask, scene: Scene, rng: random.Random, kind: str) -> Visual
     return ASKERS[kind](task, scene, rng)
 
 
-# The train split also holds one-object scenes (the evaluation splits hold 2 to 4 objects):
-# they teach reading colour and shape off the visual tokens before binding them is needed.
-TRAIN_TASK = ShapesTask(min_objects=1)
-# questions per train conversation (one image, several different questions, as in LLaVA's data)
-TRAIN_TURNS = 10
 
 
 def split_rng(split: str, seed: int) -> random.Random:
@@ -280,36 +301,38 @@ def split_rng(split: str, seed: int) -> random.Random:
     return random.Random(f"shapes/{split}/{seed}")
 
 
-def distinct_questions(task: ShapesTask, scene: Scene, rng: random.Random, count: int) -> List[VisualQuestion]:
-    """`count` different questions about `scene`, kinds drawn uniformly (a repeated
-    question in one conversation could be answered by copying the earlier answer).
-
-    Raises:
-        ValueError: if the scene does not have `count` different questions.
-    """
-    questions, seen = [], set()
-    for _ in range(100 * count):
-        if len(questions) == count:
-            return questions
-        question = ask(task, scene, rng, rng.choice(KINDS))
-        if question.question not in seen:
-            seen.add(question.question)
-            questions.append(question)
-    raise ValueError(f"could not draw {count} different questions about a scene of {len(scene.objects)} objects")
+# kinds answered Yes / No. In a one-object scene an open question and its answer name
+# both attributes of the object, so a Yes / No question asked after one could be answered
+# from the conversation's text; training conversations never do that (the model would
+# learn the text shortcut instead of looking), and open with a Yes / No question more
+# often (weight YES_NO_FIRST_WEIGHT to an open kind's 1) since those are learnt last.
+YES_NO_KINDS = ("presence", "side")
+YES_NO_FIRST_WEIGHT = 2.0
 
 
-def turn_text(question: VisualQuestion, turn: int) -> str:
-    """What the user says in turn `turn` (0-based) of a training conversation: the first
-    turn is the eval question with its suffix, later turns the bare question."""
-    return question.text if turn == 0 else question.question
+def conversation_questions(task: ShapesTask, scene: Scene, rng: random.Random) -> List[VisualQuestion]:
+    """One question of several of the task's kinds about `scene`, for a training
+    conversation: a first kind drawn at random (the eval prompt is always a first turn);
+    after a Yes / No first question, the other Yes / No kinds then the open ones, after an
+    open one only the other open kinds; each group in random order."""
+    kinds = list(task.kinds)
+    weights = [YES_NO_FIRST_WEIGHT if kind in YES_NO_KINDS else 1.0 for kind in kinds]
+    first = rng.choices(kinds, weights)[0]
+    rest = [kind for kind in kinds if kind != first]
+    rng.shuffle(rest)
+    if first in YES_NO_KINDS:
+        rest.sort(key=lambda kind: kind not in YES_NO_KINDS)
+    else:
+        rest = [kind for kind in rest if kind not in YES_NO_KINDS]
+    return [ask(task, scene, rng, kind) for kind in [first] + rest]
 
 
-def train_conversations(task: ShapesTask, seed: int, turns: int) -> Iterator[Tuple[Scene, List[VisualQuestion]]]:
-    """The endless train stream: scenes with `turns` different questions each."""
+def train_conversations(task: ShapesTask, seed: int) -> Iterator[Tuple[Scene, List[VisualQuestion]]]:
+    """The endless train stream: scenes with one question of each kind (`conversation_questions`)."""
     rng = split_rng("train", seed)
     while True:
         scene = sample_scene(task, rng)
-        yield scene, distinct_questions(task, scene, rng, turns)
+        yield scene, conversation_questions(task, scene, rng)
 
 
 @dataclass(frozen=True)
@@ -330,7 +353,7 @@ def sample_split(task: ShapesTask, split: str, num_images: int, seed: int) -> Li
     for index in range(num_images):
         scene = sample_scene(task, rng)
         image = f"images/{split}_{index:04d}.png"
-        for kind in KINDS:
+        for kind in task.kinds:
             if kind == "presence":
                 question = ask_presence(task, scene, rng, POPE_CATEGORIES[index % len(POPE_CATEGORIES)])
             else:
@@ -353,7 +376,7 @@ def conversation_record(conversation_id: str, image: str, questions: Sequence[Vi
     turns = []
     for index, question in enumerate(questions):
         prefix = "<image>\n" if index == 0 else ""
-        turns.append({"from": "human", "value": prefix + turn_text(question, index)})
+        turns.append({"from": "human", "value": prefix + question.text})
         turns.append({"from": "gpt", "value": question.answer})
     return {"id": conversation_id, "image": image, "conversations": turns}
 
@@ -392,19 +415,56 @@ def pope_files(items: Sequence[SplitItem]) -> Tuple[List[dict], Dict[str, List[d
     return questions, labels
 
 
+# the test split as LLaVA's eval tree: folder, file and image-folder names of
+# scripts/v1_5/eval/{textvqa,pope}.sh, so they run on it with EVAL_DIR=<output>/eval
+EVAL_DIR = "eval"
+TEXTVQA_QUESTIONS = "textvqa/llava_textvqa_val_v051_ocr.jsonl"
+TEXTVQA_ANNOTATIONS = "textvqa/TextVQA_0.5.1_val.json"
+TEXTVQA_IMAGES = "textvqa/train_images"
+POPE_QUESTIONS = "pope/llava_pope_test.jsonl"
+POPE_LABELS = "pope/coco"
+POPE_IMAGES = "pope/val2014"
+
+
+def write_benchmark_layout(root: Path, task: ShapesTask, items: Sequence[SplitItem]) -> Dict[str, Path]:
+    """Writes `items` under `root` as the TextVQA (open questions) and POPE (presence)
+    benchmark files and image folders that LLaVA's eval scripts read.
+
+    Returns:
+        Name -> path of every question and annotation file written.
+    """
+    written = {}
+    text_questions, text_annotations = textvqa_files(items)
+    pope_questions, labels = pope_files(items)
+    for folder, questions in ((TEXTVQA_IMAGES, text_questions), (POPE_IMAGES, pope_questions)):
+        scenes = {item.image: item.scene for item in items}
+        for image in sorted({q["image"] for q in questions}):
+            path = root / folder / image
+            path.parent.mkdir(parents=True, exist_ok=True)
+            render_scene(task, scenes[image]).save(path)
+    written["textvqa_questions"] = root / TEXTVQA_QUESTIONS
+    _write_jsonl(written["textvqa_questions"], text_questions)
+    written["textvqa_annotations"] = root / TEXTVQA_ANNOTATIONS
+    written["textvqa_annotations"].write_text(json.dumps(text_annotations) + "\n")
+    written["pope_questions"] = root / POPE_QUESTIONS
+    _write_jsonl(written["pope_questions"], pope_questions)
+    for category, lines in labels.items():
+        written[f"pope_{category}"] = root / POPE_LABELS / f"coco_pope_{category}.json"
+        _write_jsonl(written[f"pope_{category}"], lines)
+    return written
+
+
 def write_dataset(output: Path, task: ShapesTask, seed: int, calibration_images: int, test_images: int,
-                  train_images: int, train_task: Optional[ShapesTask] = None,
-                  turns: Optional[int] = None) -> Dict[str, Path]:
+                  train_images: int) -> Dict[str, Path]:
     """Writes the splits, images and benchmark annotation files under `output`.
 
     Args:
         output: directory to write.
-        task: scenes of the calibration and test splits.
+        task: scenes and question kinds of every split.
         seed: seed of every split's stream.
-        calibration_images, test_images: images of those splits (4 questions each).
+        calibration_images, test_images: images of those splits (one question of each
+            of the task's kinds per image).
         train_images: conversations of the train stream to write (a sample of it).
-        train_task: scenes of the train split (default `TRAIN_TASK`).
-        turns: questions per train conversation (default `TRAIN_TURNS`).
 
     Returns:
         Name -> path of every question and annotation file written.
@@ -412,29 +472,19 @@ def write_dataset(output: Path, task: ShapesTask, seed: int, calibration_images:
     written = {}
     for split, count in (("calibration", calibration_images), ("test", test_images)):
         items = sample_split(task, split, count, seed)
-        for item in items[::len(KINDS)]:
+        for item in items[::len(task.kinds)]:
             (output / item.image).parent.mkdir(parents=True, exist_ok=True)
             render_scene(task, item.scene).save(output / item.image)
         written[split] = output / f"{split}.jsonl"
         _write_jsonl(written[split], [question_record(i) for i in items])
         if split == "test":
-            text_questions, text_annotations = textvqa_files(items)
-            written["textvqa_questions"] = output / "textvqa" / "llava_shapes_textvqa_test.jsonl"
-            _write_jsonl(written["textvqa_questions"], text_questions)
-            written["textvqa_annotations"] = output / "textvqa" / "shapes_textvqa_test.json"
-            written["textvqa_annotations"].write_text(json.dumps(text_annotations) + "\n")
-            pope_questions, labels = pope_files(items)
-            written["pope_questions"] = output / "pope" / "llava_shapes_pope_test.jsonl"
-            _write_jsonl(written["pope_questions"], pope_questions)
-            for category, lines in labels.items():
-                written[f"pope_{category}"] = output / "pope" / "annotations" / f"coco_pope_{category}.json"
-                _write_jsonl(written[f"pope_{category}"], lines)
-    stream = train_conversations(train_task or TRAIN_TASK, seed, turns or TRAIN_TURNS)
+            written.update(write_benchmark_layout(output / EVAL_DIR, task, items))
+    stream = train_conversations(task, seed)
     records = []
     for index in range(train_images):
         scene, questions = next(stream)
         image = f"images/train_{index:04d}.png"
-        render_scene(train_task or TRAIN_TASK, scene).save(output / image)
+        render_scene(task, scene).save(output / image)
         records.append(conversation_record(f"train_{index:04d}", image, questions))
     written["train"] = output / "train.jsonl"
     _write_jsonl(written["train"], records)
@@ -460,13 +510,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fitprune.synthetic", description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="playground/shapes", help="directory to write")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--calibration-images", type=int, default=64, help="one question of each kind per image")
-    parser.add_argument("--test-images", type=int, default=100, help="one question of each kind per image")
+    parser.add_argument("--calibration-images", type=int, default=128, help="one question of each kind per image")
+    parser.add_argument("--test-images", type=int, default=200, help="one question of each kind per image")
     parser.add_argument("--train-images", type=int, default=32, help="sample of the in-memory train stream")
-    parser.add_argument("--turns", type=int, default=TRAIN_TURNS, help="questions per train conversation")
     args = parser.parse_args(argv)
     written = write_dataset(Path(args.output), ShapesTask(), args.seed, args.calibration_images, args.test_images,
-                            args.train_images, TRAIN_TASK, args.turns)
+                            args.train_images)
     for name, path in written.items():
         print(f"{name}: {path}")
     return 0

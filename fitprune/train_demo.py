@@ -4,11 +4,11 @@ synthetic shapes task (`fitprune.synthetic`), on CPU, and writes it as a checkpo
     python -m fitprune.train_demo --output playground/models/llava-v1.5-shapes
 
 The model is LLaVA-1.5's architecture at toy size (`DEMO_SPEC`): a CLIP vision tower
-(4 px patches on 48 px images: 144 visual tokens), the mlp2x_gelu projector and a LLaMA
+(8 px patches on 96 px images: 144 visual tokens, one per cell of the shapes grid), the mlp2x_gelu projector and a LLaMA
 decoder, with a SentencePiece tokenizer trained here that holds every answer as one piece.
 Everything is trained end to end from random weights with AdamW on the answer tokens of
-multi-turn vicuna_v1 conversations (several questions about one image per sequence, as in
-LLaVA's instruction data; the first turn is exactly the single-turn eval prompt). The
+multi-turn vicuna_v1 conversations (one question of each kind about one image per sequence,
+as in LLaVA's instruction data; the first turn is exactly the single-turn eval prompt). The
 checkpoint has the real layout: config.json, pytorch_model.bin without the tower, the
 tower (weights and image processor) in `clip-vision-tower/` named relative to the
 checkpoint, tokenizer files, and `training.json` recording how it was made.
@@ -33,14 +33,11 @@ from transformers import GenerationConfig
 
 from fitprune.answers import answer_accuracy, answer_token, encode_questions, load_answered_questions, pad_right
 from fitprune.synthetic import (
-    TRAIN_TASK,
-    TRAIN_TURNS,
     ShapesTask,
     VisualQuestion,
     render_scene,
     tokenizer_sentences,
     train_conversations,
-    turn_text,
 )
 from llava.constants import IGNORE_INDEX
 from llava.eval.questions import build_question_prompt
@@ -52,16 +49,18 @@ logger = logging.getLogger(__name__)
 DEMO_SPEC = TinyLlavaSpec(
     hidden_size=64,
     intermediate_size=256,
-    num_hidden_layers=10,
+    num_hidden_layers=8,
     num_attention_heads=4,
     num_key_value_heads=4,
     vision_hidden_size=64,
     vision_layers=3,
     vision_heads=4,
-    image_size=48,
-    patch_size=4,
+    image_size=96,
+    patch_size=8,
     vocab_size=768,
-    initializer_range=0.02,
+    # at 0.02 (LLaMA's value) attention starts uniform over the 144 visual tokens and the
+    # model spends thousands of steps answering from priors; 0.1 finds the object early
+    initializer_range=0.1,
 )
 CONV_MODE = "vicuna_v1"
 
@@ -73,7 +72,6 @@ class TrainConfig:
     Attributes:
         steps: optimiser steps.
         batch_size: conversations (images) per step.
-        turns: questions per conversation.
         lr: peak learning rate of AdamW.
         warmup_steps: linear warm-up steps, then cosine decay to `lr / 10`.
         weight_decay: AdamW weight decay.
@@ -84,9 +82,8 @@ class TrainConfig:
 
     steps: int = 3000
     batch_size: int = 16
-    turns: int = TRAIN_TURNS
     lr: float = 1e-3
-    warmup_steps: int = 100
+    warmup_steps: int = 50
     weight_decay: float = 0.01
     seed: int = 0
     eval_every: int = 250
@@ -127,7 +124,7 @@ def conversation_tokens(tokenizer, questions: Sequence[VisualQuestion]) -> Tuple
     """Token ids and labels of a multi-turn vicuna_v1 conversation about one image.
 
     The first turn is the single-turn eval prompt with the image placeholder, later turns
-    the bare questions (`turn_text`); each answer is its one token plus </s>, the only
+    the questions alone (with the answer-format suffix); each answer is its one token plus </s>, the only
     labelled positions.
 
     Returns:
@@ -140,7 +137,7 @@ def conversation_tokens(tokenizer, questions: Sequence[VisualQuestion]) -> Tuple
         if index == 0:
             prompt = tokenizer_image_token(build_question_prompt(question.text, CONV_MODE), tokenizer)
         else:
-            prompt = tokenizer(f"USER: {turn_text(question, index)} ASSISTANT:", add_special_tokens=False).input_ids
+            prompt = tokenizer(f"USER: {question.text} ASSISTANT:", add_special_tokens=False).input_ids
         answer = [answer_token(tokenizer, question.answer), tokenizer.eos_token_id]
         ids += prompt + answer
         labels += [IGNORE_INDEX] * len(prompt) + answer
@@ -164,7 +161,7 @@ def train(model, tokenizer, image_processor, task: ShapesTask, config: TrainConf
     """
     from llava.mm_utils import process_images
 
-    stream = train_conversations(task, config.seed, config.turns)
+    stream = train_conversations(task, config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                   betas=(0.9, 0.98))
     log, running = [], []
@@ -235,7 +232,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     torch.set_num_threads(config.threads)
     started = time.time()
     out_dir = Path(args.output)
-    task = TRAIN_TASK
+    task = ShapesTask()
     tokenizer, model, image_processor = build_untrained(out_dir, DEMO_SPEC, task, config.seed)
     validation = encode_questions(load_answered_questions(args.validation_file), tokenizer, image_processor,
                                   model.config, args.validation_folder)

@@ -1,7 +1,7 @@
 """`python -m fitprune.visualize`: which image patches a pruned prefill kept, layer by layer.
 
-    python -m fitprune.visualize --image playground/demo/shapes.png \\
-        --question "What colour is the square?" --reduction-ratio 60 --out kept.png [--gif]
+    python -m fitprune.visualize --image playground/shapes/images/test_0000.png \\
+        --question "What color is the triangle?" --reduction-ratio 60 --out kept.png [--gif]
 
 Draws the model's input image (as the vision tower saw it) once per chosen layer, with the
 patches dropped up to that layer greyed out, and the recipe's keep-count curve; `--gif`

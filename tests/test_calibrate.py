@@ -16,7 +16,7 @@ from fitprune.recipe import FIT_INTERSECTION, RecipeBook
 from llava.testing.tiny_checkpoint import TinyLlavaSpec, write_tiny_llava
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "playground" / "demo"
+DEMO = Path(__file__).parent / "data"
 
 
 def test_hand_computed_intersection():

@@ -21,7 +21,7 @@ from llava.eval import model_vqa_loader
 from llava.eval.run_record import RUN_RECORD_SUFFIX, RUN_STATS_SUFFIX, sidecar_path
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "playground" / "demo"
+DEMO = Path(__file__).parent / "data"
 NUM_QUESTIONS = 10
 MAX_NEW_TOKENS = "32"
 WAIT_S = 300

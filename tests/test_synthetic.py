@@ -6,17 +6,25 @@ import numpy as np
 import pytest
 
 from fitprune.synthetic import (
+    EVAL_DIR,
     KINDS,
     NO,
     POPE_CATEGORIES,
+    POPE_IMAGES,
+    POPE_LABELS,
+    POPE_QUESTIONS,
     SUFFIX,
+    TEXTVQA_ANNOTATIONS,
+    TEXTVQA_IMAGES,
+    TEXTVQA_QUESTIONS,
+    YES_NO_KINDS,
     YES,
     Scene,
     ShapeObject,
     ShapesTask,
     absent_pairs,
     ask_presence,
-    distinct_questions,
+    conversation_questions,
     main,
     render_scene,
     sample_scene,
@@ -25,8 +33,10 @@ from fitprune.synthetic import (
 )
 from llava.eval.questions import load_questions
 
-TASK = ShapesTask()
-SCENE = Scene((ShapeObject("circle", "red", 0, 0), ShapeObject("square", "blue", 5, 5)))
+# several objects and every kind of question (the default task is one object, three kinds)
+TASK = ShapesTask(min_objects=2, max_objects=4, kinds=KINDS)
+LAST = TASK.grid - 1
+SCENE = Scene((ShapeObject("circle", "red", 0, 0), ShapeObject("triangle", "blue", LAST, LAST)))
 
 
 def test_scenes_hold_distinct_shapes_colours_and_cells():
@@ -52,20 +62,32 @@ def test_render_paints_each_shape_in_its_cell_only():
 
 def test_pope_negatives_follow_their_category():
     assert ("red", "circle") not in absent_pairs(TASK, SCENE, "random")
-    assert set(absent_pairs(TASK, SCENE, "adversarial")) == {("red", "square"), ("blue", "circle")}
+    assert set(absent_pairs(TASK, SCENE, "adversarial")) == {("red", "triangle"), ("blue", "circle")}
     popular = absent_pairs(TASK, SCENE, "popular")
-    assert {shape for _, shape in popular} == {"circle", "square"} and len(popular) == 2 * (len(TASK.colours) - 1)
+    assert {shape for _, shape in popular} == {"circle", "triangle"} and len(popular) == 2 * (len(TASK.colours) - 1)
     lonely = Scene(SCENE.objects[:1])
-    with pytest.raises(ValueError, match="no adversarial negatives"):
-        ask_presence(TASK, lonely, random.Random(0), "adversarial")
-    assert ask_presence(TASK, lonely, random.Random(0)).category in ("popular", "random")
+    assert absent_pairs(TASK, lonely, "adversarial") == [("red", s) for s in TASK.shapes if s != "circle"]
+    with pytest.raises(ValueError, match="unknown POPE category"):
+        ask_presence(TASK, lonely, random.Random(0), "frequent")
+
+
+def test_the_default_task_asks_its_kinds_about_one_object():
+    task = ShapesTask()
+    assert (task.min_objects, task.max_objects, task.grid) == (1, 1, 12)
+    items = sample_split(task, "calibration", 6, seed=0)
+    assert [i.question.kind for i in items] == list(task.kinds) * 6
+    assert all(len(i.scene.objects) == 1 for i in items)
+    categories = [i.question.category for i in items if i.question.kind == "presence"]
+    assert categories == list(POPE_CATEGORIES) * 2
+    with pytest.raises(ValueError, match="kinds"):
+        ShapesTask(kinds=("colour", "size"))
 
 
 def test_answers_are_correct_for_the_scene():
     rng = random.Random(1)
     for _ in range(100):
         scene = sample_scene(TASK, rng)
-        for question in distinct_questions(TASK, scene, rng, 8):
+        for question in conversation_questions(TASK, scene, rng):
             words = question.question.rstrip("?").split()
             if question.kind == "colour":
                 assert scene.with_shape(words[-1]).colour == question.answer
@@ -90,19 +112,23 @@ def test_splits_are_deterministic_and_differ():
 def test_written_files_load_in_the_llava_and_benchmark_formats(tmp_path):
     assert main(["--output", str(tmp_path), "--calibration-images", "3", "--test-images", "6",
                  "--train-images", "2"]) == 0
+    kinds = ShapesTask().kinds
     test = load_questions(tmp_path / "test.jsonl")
-    assert len(test) == 6 * len(KINDS) and all((tmp_path / q.image).is_file() for q in test)
+    assert len(test) == 6 * len(kinds) and all((tmp_path / q.image).is_file() for q in test)
     assert test[0].text.endswith("\n" + SUFFIX)
     train = load_questions(tmp_path / "train.jsonl")
     assert len(train) == 2 and train[0].text.endswith(SUFFIX)
-    annotations = json.loads((tmp_path / "textvqa" / "shapes_textvqa_test.json").read_text())["data"]
-    textvqa = [json.loads(line) for line in (tmp_path / "textvqa" / "llava_shapes_textvqa_test.jsonl").open()]
+    root = tmp_path / EVAL_DIR
+    annotations = json.loads((root / TEXTVQA_ANNOTATIONS).read_text())["data"]
+    textvqa = [json.loads(line) for line in (root / TEXTVQA_QUESTIONS).open()]
+    assert all((root / TEXTVQA_IMAGES / q["image"]).is_file() for q in textvqa)
     keys = {(a["image_id"], a["question"].lower()) for a in annotations}
-    assert len(keys) == len(annotations) == len(textvqa) == 6 * (len(KINDS) - 1)
+    assert len(keys) == len(annotations) == len(textvqa) == 6 * (len(kinds) - 1)
     assert all((q["question_id"], q["text"].splitlines()[0].lower()) in keys for q in textvqa)
     assert all(len(a["answers"]) == 10 for a in annotations)
-    pope = [json.loads(line) for line in (tmp_path / "pope" / "llava_shapes_pope_test.jsonl").open()]
-    label_dir = tmp_path / "pope" / "annotations"
+    pope = [json.loads(line) for line in (root / POPE_QUESTIONS).open()]
+    assert all((root / POPE_IMAGES / q["image"]).is_file() for q in pope)
+    label_dir = root / POPE_LABELS
     assert sorted(p.name for p in label_dir.iterdir()) == [f"coco_pope_{c}.json" for c in POPE_CATEGORIES]
     for category in POPE_CATEGORIES:
         labels = [json.loads(line)["label"] for line in (label_dir / f"coco_pope_{category}.json").open()]
@@ -113,3 +139,18 @@ def test_written_files_load_in_the_llava_and_benchmark_formats(tmp_path):
 def test_tokenizer_sentences_cover_every_answer():
     sentences = " ".join(tokenizer_sentences(TASK))
     assert all(answer in sentences for answer in TASK.answers)
+
+
+def test_training_conversations_never_ask_yes_no_after_an_open_question():
+    rng = random.Random(2)
+    firsts = []
+    for _ in range(300):
+        scene = sample_scene(TASK, rng)
+        kinds = [q.kind for q in conversation_questions(TASK, scene, rng)]
+        assert len(set(kinds)) == len(kinds)
+        yes_no = [k in YES_NO_KINDS for k in kinds]
+        assert yes_no == sorted(yes_no, reverse=True)
+        assert len(kinds) == (len(TASK.kinds) if yes_no[0] else 2)
+        firsts.append(kinds[0])
+    # a Yes / No kind opens twice as often as an open kind
+    assert 1.5 < firsts.count("presence") / firsts.count("colour") < 2.7

@@ -1,0 +1,36 @@
+"""`python -m fitprune.bench` on the shipped demo model: matched schedules and the written section."""
+from fitprune.bench import SECTION_HEADING, main, schedules_for, write_section
+from fitprune.defaults import DEMO_MODEL_PATH
+from fitprune.flops import DecoderDims
+from fitprune.recipe import RecipeBook
+from llava.model.language_model.llava_llama import LlavaConfig
+
+RECIPES = f"{DEMO_MODEL_PATH}/fitprune_recipes.json"
+
+
+def test_peers_remove_at_least_what_fitprune_removes():
+    config = LlavaConfig.from_pretrained(DEMO_MODEL_PATH)
+    dims = DecoderDims.from_config(config)
+    book = RecipeBook.load(RECIPES)
+    for ratio in book.ratios():
+        schedules = schedules_for(book, ratio, dims, 144)
+        fitprune = schedules["fitprune"]
+        assert schedules["random"].keep_counts == fitprune.keep_counts
+        for method in ("fastv", "uniform"):
+            if method in schedules:
+                assert schedules[method].reduction_paper >= fitprune.reduction_paper - 1e-9, (ratio, method)
+    assert set(schedules_for(book, 0.0, dims, 144)) == {"fitprune", "fastv", "random", "uniform"}
+
+
+def test_bench_writes_its_section_and_keeps_the_others(tmp_path, capsys):
+    output = tmp_path / "BENCHMARKS.md"
+    output.write_text("# Benchmarks\n\n## Prefill speed\n\nkept\n")
+    assert main(["--recipes", RECIPES, "--ratios", "0", "60", "--limit", "30", "--repeats", "1",
+                 "--output", str(output), "--plot", str(tmp_path / "quality.png")]) == 0
+    text = output.read_text()
+    assert "## Prefill speed\n\nkept\n" in text and text.count(SECTION_HEADING) == 1
+    rows = [line for line in text.splitlines() if line.startswith("| 0 |") or line.startswith("| 60 |")]
+    assert len(rows) == 4  # accuracy and latency tables, two budgets each
+    assert (tmp_path / "quality.png").stat().st_size > 0
+    write_section(output, f"{SECTION_HEADING}\n\nreplaced\n")
+    assert output.read_text().count(SECTION_HEADING) == 1 and "replaced" in output.read_text()

@@ -1,0 +1,49 @@
+"""The shipped demo model: it answers the fixed test split, and pruning quality is measurable on it."""
+import pytest
+
+from fitprune.answers import answer_accuracy, encode_questions, load_answered_questions
+from fitprune.defaults import DEFAULT_IMAGE_FOLDER, DEFAULT_TEST_FILE, DEMO_MODEL_PATH, ensure_default_model
+from fitprune.policies import RandomPolicy
+from fitprune.schedules import clear_schedule, install_schedule
+from llava.model.builder import load_pretrained_model
+
+# the first questions of the committed test split (one of each kind per image)
+NUM_QUESTIONS = 200
+
+
+@pytest.fixture(scope="module")
+def demo():
+    """(model, encoded test batches) of the shipped demo model."""
+    path = ensure_default_model(DEMO_MODEL_PATH)
+    tokenizer, model, processor, _ = load_pretrained_model(path, None, "llava-v1.5-shapes", device="cpu")
+    model.eval()
+    questions = load_answered_questions(DEFAULT_TEST_FILE, NUM_QUESTIONS)
+    batches = encode_questions(questions, tokenizer, processor, model.config, DEFAULT_IMAGE_FOLDER, batch_size=50)
+    yield model, batches
+    clear_schedule(model)
+
+
+@pytest.fixture(scope="module")
+def unpruned(demo):
+    model, batches = demo
+    return answer_accuracy(model, batches)
+
+
+def test_unpruned_accuracy_is_at_least_90_percent(unpruned):
+    assert unpruned.total == NUM_QUESTIONS
+    assert unpruned.accuracy >= 90.0, unpruned.per_kind
+
+
+def test_answers_need_visual_tokens_after_the_first_layer(demo, unpruned):
+    """Dropping every visual token after layer 0 costs accuracy, so pruning choices can
+    matter on this model (colour is read from the visual tokens up to layer ~4)."""
+    model, batches = demo
+    num_layers = model.config.num_hidden_layers
+    install_schedule(model, RandomPolicy(0), (0,) * num_layers)
+    try:
+        blind = answer_accuracy(model, batches)
+    finally:
+        clear_schedule(model)
+    assert model.last_pruning_trace.counts()[0].tolist() == [0] * batches[-1].input_ids.shape[0]
+    assert blind.accuracy <= unpruned.accuracy - 15.0, (blind.per_kind, unpruned.per_kind)
+
