@@ -80,7 +80,7 @@ class TrainConfig:
         threads: torch CPU threads.
     """
 
-    steps: int = 3000
+    steps: int = 5000
     batch_size: int = 16
     lr: float = 1e-3
     warmup_steps: int = 50
