@@ -23,7 +23,6 @@ import datetime
 import math
 import os
 import platform
-import re
 import resource
 import statistics
 import sys
@@ -40,6 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from fitprune.benchmarks_file import write_section  # noqa: E402
 from fitprune.flops import DecoderDims, full_prefill_flops, full_reduction, paper_reduction  # noqa: E402
 from fitprune.policies import FitPrunePolicy, RandomPolicy  # noqa: E402
 from fitprune.pruning import RecipeSchedule  # noqa: E402
@@ -363,18 +363,6 @@ class TimedHook:
 # ----------------------------------------------------------------------------- report
 
 
-def write_section(path: Path, section: str) -> None:
-    """Puts `section` (starting with SECTION_HEADING) into the Markdown file `path`,
-    replacing an earlier one and keeping every other section."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION_HEADING)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section.rstrip("\n") + "\n\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
-
-
 def format_section(
     args: argparse.Namespace,
     command: str,
@@ -601,7 +589,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"used more than {args.quiet_cores:g} cores; re-run on a quieter machine, with --threads 1 (cores left "
               "to the others), or pass --allow-contended", file=sys.stderr)
         return 3
-    write_section(Path(args.output), section)
+    write_section(Path(args.output), SECTION_HEADING, section)
     print(f"wrote {args.output}")
     return 0
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -45,6 +44,7 @@ from fitprune.defaults import (
     DEFAULT_TEST_FILE,
     ensure_default_model,
 )
+from fitprune.benchmarks_file import write_section
 from fitprune.flops import DecoderDims
 from fitprune.policies import FastVPolicy, FitPrunePolicy, RandomPolicy
 from fitprune.recipe import RecipeBook
@@ -184,18 +184,6 @@ def format_section(results: Dict[float, List[MethodResult]], context: dict) -> s
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Puts `section` into the Markdown file `path`, replacing an earlier section with the
-    same heading and keeping every other section."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION_HEADING)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section.rstrip("\n") + "\n\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
-
-
 def plot_results(results: Dict[float, List[MethodResult]], path: Path, title: str) -> None:
     """Accuracy against paper-convention FLOPs removed, one line per method, as PNG."""
     import matplotlib
@@ -289,7 +277,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.plot:
         plot_results(results, Path(args.plot), f"{model_name}: accuracy vs FLOPs removed")
     section = format_section(results, context)
-    write_section(Path(args.output), section)
+    write_section(Path(args.output), SECTION_HEADING, section)
     print(section)
     return 0
 

@@ -1,5 +1,6 @@
 """`python -m fitprune.bench` on the shipped demo model: matched schedules and the written section."""
-from fitprune.bench import SECTION_HEADING, main, schedules_for, write_section
+from fitprune.bench import SECTION_HEADING, main, schedules_for
+from fitprune.benchmarks_file import write_section
 from fitprune.defaults import DEMO_MODEL_PATH
 from fitprune.flops import DecoderDims
 from fitprune.recipe import RecipeBook
@@ -32,5 +33,5 @@ def test_bench_writes_its_section_and_keeps_the_others(tmp_path, capsys):
     rows = [line for line in text.splitlines() if line.startswith("| 0 |") or line.startswith("| 60 |")]
     assert len(rows) == 4  # accuracy and latency tables, two budgets each
     assert (tmp_path / "quality.png").stat().st_size > 0
-    write_section(output, f"{SECTION_HEADING}\n\nreplaced\n")
+    write_section(output, SECTION_HEADING, f"{SECTION_HEADING}\n\nreplaced\n")
     assert output.read_text().count(SECTION_HEADING) == 1 and "replaced" in output.read_text()
