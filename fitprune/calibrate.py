@@ -140,6 +140,21 @@ def _distributed() -> Tuple[int, int]:
     return dist.get_rank(), world
 
 
+def _leave_distributed(world: int) -> None:
+    """Waits for every rank, then tears the process group down, so no rank exits mid-teardown.
+
+    Without the barrier, a rank that finishes first closes its gloo connections while rank 0
+    still writes the recipe file, and the gloo destructor of the survivor may abort (SIGABRT).
+    """
+    if world == 1:
+        return
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     import torch.distributed as dist
 
@@ -199,6 +214,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (QuestionFileError, RecipeError, FileNotFoundError, ValueError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        _leave_distributed(world)
 
 
 def _calibrate(args, rank, world, all_reduce, started) -> int:
