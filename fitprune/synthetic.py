@@ -2,7 +2,7 @@
 answer lives in one image patch.
 
 A scene is a square canvas divided into cells (by default 96 px in 8 px cells, one cell per
-patch of the demo model: 144 visual tokens); some cells (by default one) hold a shape, each
+patch of the demo model: 144 visual tokens); some cells (by default two) hold a shape, each
 of a different shape and a different colour, on a black background. Every question has a
 one-word answer read off the objects; the task's `kinds` choose among:
 
@@ -14,9 +14,11 @@ one-word answer read off the objects; the task's `kinds` choose among:
   objects);
 - side: "Is the {shape} on the {left|right} side of the image?" -> Yes / No.
 
-The default task (one object; colour, shape and presence questions) is the one the demo
-model learns on CPU in minutes: binding attributes across several objects, and reading
-positions for "side", take a from-scratch model of this size far longer.
+The default task (two objects; colour, shape and presence questions) is the demo model's:
+with two objects, a visual token that absorbed the scene in the first decoder layer holds a
+mixture of both, so the answer needs the named object's own token and which tokens survive
+pruning matters. A model of this size learns it on CPU in a curriculum of one, then three,
+then two objects (`fitprune.train_demo`); reading positions for "side" takes it far longer.
 
     python -m fitprune.synthetic --output playground/shapes
 
@@ -84,8 +86,8 @@ class ShapesTask:
     )
     # shapes whose 8 px masks differ most from each other (`SHAPE_MASKS` has more)
     shapes: Tuple[str, ...] = ("circle", "triangle", "ring", "bar")
-    min_objects: int = 1
-    max_objects: int = 1
+    min_objects: int = 2
+    max_objects: int = 2
     background: Tuple[int, int, int] = (0, 0, 0)
     kinds: Tuple[str, ...] = ("colour", "shape", "presence")
 
@@ -301,8 +303,8 @@ def split_rng(split: str, seed: int) -> random.Random:
     return random.Random(f"shapes/{split}/{seed}")
 
 
-# kinds answered Yes / No. In a one-object scene an open question and its answer name
-# both attributes of the object, so a Yes / No question asked after one could be answered
+# kinds answered Yes / No. An open question and its answer name both attributes of an
+# object, so a Yes / No question asked after one could be answered
 # from the conversation's text; training conversations never do that (the model would
 # learn the text shortcut instead of looking), and open with a Yes / No question more
 # often (weight YES_NO_FIRST_WEIGHT to an open kind's 1) since those are learnt last.

@@ -1,17 +1,31 @@
 """`python -m fitprune.train_demo`: trains the bundled demo model, a small LLaVA-1.5 on the
 synthetic shapes task (`fitprune.synthetic`), on CPU, and writes it as a checkpoint.
 
-    python -m fitprune.train_demo --output playground/models/llava-v1.5-shapes
+The shipped model (`playground/models/llava-v1.5-shapes`) comes from a curriculum of three
+runs, each starting from the previous one's weights (`--init-from`): scenes of one object
+(the model learns to find an object and read its colour and shape), then of three (it
+starts binding a named attribute to one object among several), then of two, the default
+task of `playground/shapes`:
+
+    python -m fitprune.train_demo --objects 1 --steps 5000 --output /tmp/llava-shapes-1
+    python -m fitprune.train_demo --init-from /tmp/llava-shapes-1 --objects 3 --steps 2000 --lr 5e-4 \
+        --output /tmp/llava-shapes-3
+    python -m fitprune.train_demo --init-from /tmp/llava-shapes-3 --objects 2 --steps 2000 \
+        --output playground/models/llava-v1.5-shapes
+
+Trained from random weights on two-object scenes alone, the model stays at chance for
+thousands of steps. The checkpoint's `training.json` holds each run's command, settings,
+validation log and wall time (`init_from` nests the previous run's record).
 
 The model is LLaVA-1.5's architecture at toy size (`DEMO_SPEC`): a CLIP vision tower
-(8 px patches on 96 px images: 144 visual tokens, one per cell of the shapes grid), the mlp2x_gelu projector and a LLaMA
-decoder, with a SentencePiece tokenizer trained here that holds every answer as one piece.
-Everything is trained end to end from random weights with AdamW on the answer tokens of
-multi-turn vicuna_v1 conversations (one question of each kind about one image per sequence,
-as in LLaVA's instruction data; the first turn is exactly the single-turn eval prompt). The
-checkpoint has the real layout: config.json, pytorch_model.bin without the tower, the
-tower (weights and image processor) in `clip-vision-tower/` named relative to the
-checkpoint, tokenizer files, and `training.json` recording how it was made.
+(8 px patches on 96 px images: 144 visual tokens, one per cell of the shapes grid), the
+mlp2x_gelu projector and a LLaMA decoder, with a SentencePiece tokenizer trained here that
+holds every answer as one piece. Everything is trained end to end with AdamW on the answer
+tokens of multi-turn vicuna_v1 conversations (one question of each kind about one image per
+sequence, as in LLaVA's instruction data; the first turn is exactly the single-turn eval
+prompt). The checkpoint has the real layout: config.json, pytorch_model.bin without the
+tower, the tower (weights and image processor) in `clip-vision-tower/` named relative to the
+checkpoint, tokenizer files, and `training.json`.
 """
 from __future__ import annotations
 
@@ -23,7 +37,7 @@ import platform
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -99,6 +113,43 @@ class TrainableLlava(LlavaLlamaForCausalLM):
         tower = self.get_model().get_vision_tower()
         outputs = tower.vision_tower(images.to(tower.dtype), output_hidden_states=True)
         return self.get_model().mm_projector(tower.feature_select(outputs))
+
+
+def read_checkpoint_weights(checkpoint: Path) -> Tuple[dict, dict, bytes]:
+    """The weights of a checkpoint written by this script, read before anything is written.
+
+    Returns:
+        (state dict of everything but the tower, state dict of the tower, tokenizer.model bytes).
+
+    Raises:
+        FileNotFoundError: naming the first missing file.
+    """
+    from transformers import CLIPVisionModel
+
+    for name in ("pytorch_model.bin", f"{VISION_TOWER_DIR}/config.json", "tokenizer.model"):
+        if not (checkpoint / name).is_file():
+            raise FileNotFoundError(f"{checkpoint / name}: --init-from needs a checkpoint written by this script")
+    language = torch.load(checkpoint / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    tower = CLIPVisionModel.from_pretrained(checkpoint / VISION_TOWER_DIR).state_dict()
+    return language, tower, (checkpoint / "tokenizer.model").read_bytes()
+
+
+def load_initial_weights(model: "TrainableLlava", out_dir: Path, weights: Tuple[dict, dict, bytes]) -> None:
+    """Replaces the random weights of `model` with a checkpoint's (`read_checkpoint_weights`).
+
+    Raises:
+        ValueError: if the checkpoint's tokenizer differs from the one written into `out_dir`
+            (its token ids would mean other pieces) or a weight is missing or extra.
+    """
+    language, tower, tokenizer_bytes = weights
+    if (out_dir / "tokenizer.model").read_bytes() != tokenizer_bytes:
+        raise ValueError("--init-from: the checkpoint's tokenizer.model differs from this task's; "
+                         "its colours and shapes must be the same")
+    missing, unexpected = model.load_state_dict(language, strict=False)
+    missing = [name for name in missing if not name.startswith("model.vision_tower.")]
+    if missing or unexpected:
+        raise ValueError(f"--init-from: weights missing {missing[:3]}, unexpected {unexpected[:3]}")
+    model.get_model().get_vision_tower().vision_tower.load_state_dict(tower)
 
 
 def build_untrained(out_dir: Path, spec: TinyLlavaSpec, task: ShapesTask, seed: int):
@@ -206,6 +257,7 @@ def save_checkpoint(model: TrainableLlava, out_dir: Path) -> None:
     """Writes the trained tower into `clip-vision-tower/` and the rest as a LLaVA-1.5
     checkpoint (no tower weights in pytorch_model.bin; `mm_vision_tower` relative)."""
     tower = model.get_model().get_vision_tower()
+    tower.vision_tower.config._name_or_path = VISION_TOWER_DIR  # not the absolute path it was loaded from
     tower.vision_tower.save_pretrained(out_dir / VISION_TOWER_DIR, safe_serialization=False)
     plain = LlavaLlamaForCausalLM(model.config)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("model.vision_tower.")}
@@ -216,6 +268,14 @@ def save_checkpoint(model: TrainableLlava, out_dir: Path) -> None:
     GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=0, max_length=4096).save_pretrained(out_dir)
 
 
+def _training_record(checkpoint: Path) -> dict:
+    """The training.json of a checkpoint (the stage a run starts from), or a stub naming it."""
+    path = checkpoint / "training.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    return {"checkpoint": str(checkpoint), "wall_time_s": 0.0}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Trains and writes the demo model; returns the exit code."""
     defaults = TrainConfig()
@@ -224,6 +284,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--validation-file", default="playground/shapes/calibration.jsonl",
                         help="question jsonl with answers, for accuracy during training")
     parser.add_argument("--validation-folder", default="playground/shapes")
+    parser.add_argument("--objects", type=int, default=None,
+                        help="objects per scene (default: the task's, as in playground/shapes)")
+    parser.add_argument("--init-from", default=None,
+                        help="start from this checkpoint's weights (one written by this script) instead of random ones")
     for name, value in asdict(defaults).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     args = parser.parse_args(argv)
@@ -232,8 +296,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     torch.set_num_threads(config.threads)
     started = time.time()
     out_dir = Path(args.output)
-    task = ShapesTask()
-    tokenizer, model, image_processor = build_untrained(out_dir, DEMO_SPEC, task, config.seed)
+    task = ShapesTask() if args.objects is None else replace(ShapesTask(), min_objects=args.objects,
+                                                             max_objects=args.objects)
+    try:
+        initial = read_checkpoint_weights(Path(args.init_from)) if args.init_from else None
+        previous = _training_record(Path(args.init_from)) if args.init_from else None
+        tokenizer, model, image_processor = build_untrained(out_dir, DEMO_SPEC, task, config.seed)
+        if initial is not None:
+            load_initial_weights(model, out_dir, initial)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
     validation = encode_questions(load_answered_questions(args.validation_file), tokenizer, image_processor,
                                   model.config, args.validation_folder)
     log = train(model, tokenizer, image_processor, task, config, validation)
@@ -246,7 +319,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "log": log,
         "wall_time_s": round(time.time() - started, 1),
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
+        "init_from": previous,
     }
+    if previous is not None:
+        record["total_wall_time_s"] = round(record["wall_time_s"] + previous.get("total_wall_time_s",
+                                                                                 previous["wall_time_s"]), 1)
     (out_dir / "training.json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {out_dir} in {record['wall_time_s']:.0f} s; validation accuracy {log[-1]['accuracy']:.1f}%")
     return 0

@@ -33,7 +33,7 @@ from fitprune.synthetic import (
 )
 from llava.eval.questions import load_questions
 
-# several objects and every kind of question (the default task is one object, three kinds)
+# up to four objects and every kind of question (the default task is two objects, three kinds)
 TASK = ShapesTask(min_objects=2, max_objects=4, kinds=KINDS)
 LAST = TASK.grid - 1
 SCENE = Scene((ShapeObject("circle", "red", 0, 0), ShapeObject("triangle", "blue", LAST, LAST)))
@@ -71,12 +71,12 @@ def test_pope_negatives_follow_their_category():
         ask_presence(TASK, lonely, random.Random(0), "frequent")
 
 
-def test_the_default_task_asks_its_kinds_about_one_object():
+def test_the_default_task_asks_its_kinds_about_two_objects():
     task = ShapesTask()
-    assert (task.min_objects, task.max_objects, task.grid) == (1, 1, 12)
+    assert (task.min_objects, task.max_objects, task.grid) == (2, 2, 12)
     items = sample_split(task, "calibration", 6, seed=0)
     assert [i.question.kind for i in items] == list(task.kinds) * 6
-    assert all(len(i.scene.objects) == 1 for i in items)
+    assert all(len(i.scene.objects) == 2 for i in items)
     categories = [i.question.category for i in items if i.question.kind == "presence"]
     assert categories == list(POPE_CATEGORIES) * 2
     with pytest.raises(ValueError, match="kinds"):
