@@ -17,8 +17,11 @@ the calibration split (timed), then every method answers the test split:
   by FitPrune's score.
 
 Accuracy is first-token exact match on one-token answers (`fitprune.answers`); latency is
-the median wall time of a one-sample prefill. Writes a section of BENCHMARKS.md and a plot
-of accuracy against FLOPs removed.
+the median wall time of a one-sample prefill. A depth probe follows: every visual token
+through layer d−1, then only k of them (ranked by each policy) for the rest, which tells
+whether the model still reads the image after its first layers and whether it matters
+which tokens it reads. Writes a section of BENCHMARKS.md and a plot of accuracy against
+FLOPs removed.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from tqdm import tqdm
@@ -53,6 +56,10 @@ from fitprune.schedules import FASTV_K, Schedule, clear_schedule, install_schedu
 SECTION_HEADING = "## Pruning quality on the demo model (python -m fitprune.bench)"
 BENCH_RATIOS = (0.0, 30.0, 50.0, 60.0, 70.0, 80.0, 90.0)
 METHODS = ("fitprune", "fastv", "random", "uniform")
+# the depth probe: layers that see every visual token, and the tokens kept after them
+PROBE_DEPTHS = (1, 2, 4)
+PROBE_KEEPS = (0, 2, 5, 10)
+PROBE_POLICIES = ("fitprune", "fastv", "random")
 
 
 @dataclass(frozen=True)
@@ -138,8 +145,39 @@ def run_methods(model, book: RecipeBook, ratios: Sequence[float], batches: Seque
     return results
 
 
-def format_section(results: Dict[float, List[MethodResult]], context: dict) -> str:
-    """The BENCHMARKS.md section: setup, accuracy table, latency table, findings."""
+def depth_probe(model, batches: Sequence[PromptBatch], depths: Sequence[int], keeps: Sequence[int],
+                seed: int) -> Dict[Tuple[int, int], Dict[str, float]]:
+    """Accuracy (percent) when layers 0..d−1 see every visual token and each later layer
+    only the k that a policy ranks highest, for every (d, k) and every policy of
+    PROBE_POLICIES; depths are clipped to the decoder's layers."""
+    num_layers = model.config.num_hidden_layers
+    num_visual = model.get_model().num_visual_tokens()
+    results = {}
+    for depth in sorted({min(d, num_layers) for d in depths}):
+        for keep in keeps:
+            counts = (num_visual,) * (depth - 1) + (min(keep, num_visual),) * (num_layers - depth + 1)
+            row = {}
+            for method in PROBE_POLICIES:
+                install_schedule(model, policy_for(method, seed), counts)
+                row[method] = answer_accuracy(model, batches).accuracy
+            clear_schedule(model)
+            results[(depth, keep)] = row
+    return results
+
+
+def format_probe(probe: Dict[Tuple[int, int], Dict[str, float]]) -> List[str]:
+    """The depth-probe table, as Markdown lines."""
+    lines = ["Depth probe: every visual token through layer d−1, then the k that each policy ranks highest "
+             "(accuracy %):", "", "| d | k | " + " | ".join(PROBE_POLICIES) + " |",
+             "|---|---|" + "---|" * len(PROBE_POLICIES)]
+    for (depth, keep), row in probe.items():
+        lines.append(f"| {depth} | {keep} | " + " | ".join(f"{row[m]:.1f}" for m in PROBE_POLICIES) + " |")
+    return lines
+
+
+def format_section(results: Dict[float, List[MethodResult]], context: dict,
+                   probe: Optional[Dict[Tuple[int, int], Dict[str, float]]] = None) -> str:
+    """The BENCHMARKS.md section: setup, accuracy table, latency table, depth probe."""
     lines = [SECTION_HEADING, ""]
     lines.append(
         f"Model `{context['model']}`, {context['questions']} test questions of `{context['question_file']}` "
@@ -180,6 +218,9 @@ def format_section(results: Dict[float, List[MethodResult]], context: dict) -> s
         lines.append(f"| {ratio:g} | " + " | ".join(f"{by[m].latency_ms:.1f}" if m in by else "—" for m in METHODS)
                      + " |")
     lines.append("")
+    if probe:
+        lines.extend(format_probe(probe))
+        lines.append("")
     lines.append(f"![accuracy vs FLOPs removed]({context['plot']})" if context.get("plot") else "")
     return "\n".join(lines).rstrip("\n") + "\n"
 
@@ -237,6 +278,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="first N test questions only")
     parser.add_argument("--repeats", type=int, default=20, help="timed prefills per method and budget")
     parser.add_argument("--seed", type=int, default=0, help="random policy seed")
+    parser.add_argument("--probe-depths", type=int, nargs="*", default=list(PROBE_DEPTHS),
+                        help="depth probe: layers that see every visual token (none: no probe)")
+    parser.add_argument("--probe-keeps", type=int, nargs="+", default=list(PROBE_KEEPS),
+                        help="depth probe: visual tokens kept after them")
     parser.add_argument("--output", default="BENCHMARKS.md", help="Markdown file to write the section into")
     parser.add_argument("--plot", default="benchmarks/pruning_quality.png")
     args = parser.parse_args(argv)
@@ -262,6 +307,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     questions = load_answered_questions(args.question_file, args.limit)
     batches = encode_questions(questions, tokenizer, processor, model.config, args.image_folder)
     results = run_methods(model, book, args.ratios, batches, args.repeats, args.seed)
+    probe = depth_probe(model, batches, args.probe_depths, args.probe_keeps, args.seed) if args.probe_depths else None
     context = {
         "model": model_path,
         "questions": len(questions),
@@ -276,7 +322,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     }
     if args.plot:
         plot_results(results, Path(args.plot), f"{model_name}: accuracy vs FLOPs removed")
-    section = format_section(results, context)
+    section = format_section(results, context, probe)
     write_section(Path(args.output), SECTION_HEADING, section)
     print(section)
     return 0

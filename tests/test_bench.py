@@ -35,3 +35,26 @@ def test_bench_writes_its_section_and_keeps_the_others(tmp_path, capsys):
     assert (tmp_path / "quality.png").stat().st_size > 0
     write_section(output, SECTION_HEADING, f"{SECTION_HEADING}\n\nreplaced\n")
     assert output.read_text().count(SECTION_HEADING) == 1 and "replaced" in output.read_text()
+
+
+def test_depth_probe_runs_each_policy_on_its_counts():
+    from fitprune.answers import answer_accuracy, encode_questions, load_answered_questions
+    from fitprune.bench import PROBE_POLICIES, depth_probe
+    from fitprune.defaults import DEFAULT_IMAGE_FOLDER, DEFAULT_TEST_FILE
+    from fitprune.policies import RandomPolicy
+    from fitprune.schedules import clear_schedule, install_schedule
+    from llava.model.builder import load_pretrained_model
+
+    tokenizer, model, processor, _ = load_pretrained_model(DEMO_MODEL_PATH, None, "llava-v1.5-shapes", device="cpu")
+    batches = encode_questions(load_answered_questions(DEFAULT_TEST_FILE, 24), tokenizer, processor, model.config,
+                               DEFAULT_IMAGE_FOLDER)
+    layers = model.config.num_hidden_layers
+    probe = depth_probe(model, batches, [1, 99], [0, 3], seed=0)
+    assert list(probe) == [(1, 0), (1, 3), (layers, 0), (layers, 3)]
+    assert model.get_model().prefill_hook is None
+    install_schedule(model, RandomPolicy(0), (3,) * layers)
+    direct = answer_accuracy(model, batches).accuracy
+    clear_schedule(model)
+    assert probe[(1, 3)]["random"] == direct
+    # with nothing kept the policy cannot matter
+    assert len({probe[(1, 0)][m] for m in PROBE_POLICIES}) == 1
