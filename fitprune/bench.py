@@ -20,13 +20,15 @@ Accuracy is first-token exact match on one-token answers (`fitprune.answers`); l
 the median wall time of a one-sample prefill. A depth probe follows: every visual token
 through layer d−1, then only k of them (ranked by each policy) for the rest, which tells
 whether the model still reads the image after its first layers and whether it matters
-which tokens it reads. Writes a section of BENCHMARKS.md and a plot of accuracy against
-FLOPs removed.
+which tokens it reads. Last, the score profile: FitPrune's cross and self scores at layer 0
+by image row (`fitprune.score_profile`). Writes a section of BENCHMARKS.md and a plot of
+accuracy against FLOPs removed.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import platform
 import statistics
 import sys
@@ -51,6 +53,7 @@ from fitprune.benchmarks_file import write_section
 from fitprune.flops import DecoderDims
 from fitprune.policies import FastVPolicy, FitPrunePolicy, RandomPolicy
 from fitprune.recipe import RecipeBook
+from fitprune.score_profile import ScoreProfile, score_profile
 from fitprune.schedules import FASTV_K, Schedule, clear_schedule, install_schedule, matched_fastv, matched_uniform
 
 SECTION_HEADING = "## Pruning quality on the demo model (python -m fitprune.bench)"
@@ -175,8 +178,21 @@ def format_probe(probe: Dict[Tuple[int, int], Dict[str, float]]) -> List[str]:
     return lines
 
 
+def format_profile(profile: ScoreProfile) -> List[str]:
+    """The score profile by image row (square grids), as Markdown lines."""
+    side = math.isqrt(profile.cross.numel())
+    cross, self_score = profile.by_row(side)
+    lines = [f"FitPrune's scores at layer {profile.layer} by image row (mean over {profile.samples} test prompts and "
+             "the row's patches, ×1000; row 0 is the top, first in the sequence):", "",
+             "| row | " + " | ".join(str(r) for r in range(side)) + " |", "|---|" + "---|" * side]
+    for name, values in (("cross", cross), ("self", self_score)):
+        lines.append(f"| {name} | " + " | ".join(f"{1000 * v:.1f}" for v in values.tolist()) + " |")
+    return lines
+
+
 def format_section(results: Dict[float, List[MethodResult]], context: dict,
-                   probe: Optional[Dict[Tuple[int, int], Dict[str, float]]] = None) -> str:
+                   probe: Optional[Dict[Tuple[int, int], Dict[str, float]]] = None,
+                   profile: Optional[ScoreProfile] = None) -> str:
     """The BENCHMARKS.md section: setup, accuracy table, latency table, depth probe."""
     lines = [SECTION_HEADING, ""]
     lines.append(
@@ -220,6 +236,9 @@ def format_section(results: Dict[float, List[MethodResult]], context: dict,
     lines.append("")
     if probe:
         lines.extend(format_probe(probe))
+        lines.append("")
+    if profile is not None:
+        lines.extend(format_profile(profile))
         lines.append("")
     lines.append(f"![accuracy vs FLOPs removed]({context['plot']})" if context.get("plot") else "")
     return "\n".join(lines).rstrip("\n") + "\n"
@@ -308,6 +327,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     batches = encode_questions(questions, tokenizer, processor, model.config, args.image_folder)
     results = run_methods(model, book, args.ratios, batches, args.repeats, args.seed)
     probe = depth_probe(model, batches, args.probe_depths, args.probe_keeps, args.seed) if args.probe_depths else None
+    profile = score_profile(model, batches, layer=0)
     context = {
         "model": model_path,
         "questions": len(questions),
@@ -322,7 +342,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     }
     if args.plot:
         plot_results(results, Path(args.plot), f"{model_name}: accuracy vs FLOPs removed")
-    section = format_section(results, context, probe)
+    section = format_section(results, context, probe, profile)
     write_section(Path(args.output), SECTION_HEADING, section)
     print(section)
     return 0

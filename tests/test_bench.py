@@ -58,3 +58,29 @@ def test_depth_probe_runs_each_policy_on_its_counts():
     assert probe[(1, 3)]["random"] == direct
     # with nothing kept the policy cannot matter
     assert len({probe[(1, 0)][m] for m in PROBE_POLICIES}) == 1
+
+
+def test_score_profile_sums_to_the_calibration_masses(tiny):
+    """Summed over the grid, the mean self and cross scores are the statistics pass's mean
+    W_self and W_cross (two code paths over the same attention)."""
+    import torch
+
+    from fitprune.answers import PromptBatch
+    from fitprune.score_profile import score_profile
+    from fitprune.stats import collect_stats
+    from tests.helpers import QUESTIONS, build_prompt, encode_batch, sample_images
+
+    tokenizer, model, processor = tiny
+    ids, mask = encode_batch(tokenizer, [build_prompt(q) for q in QUESTIONS])
+    images = sample_images(processor, model.config, len(QUESTIONS))
+    batch = PromptBatch(ids, mask, images, torch.zeros(len(QUESTIONS), dtype=torch.long), [""] * len(QUESTIONS))
+    profile = score_profile(model, [batch], layer=1)
+    assert profile.samples == len(QUESTIONS) and profile.cross.numel() == model.get_model().num_visual_tokens()
+    with torch.no_grad():
+        spliced = model.splice_images(ids, mask, images)
+    stats = collect_stats(model.get_model(), [(spliced.inputs_embeds, spliced.layout)])
+    assert torch.allclose(profile.self_score.sum(), stats.w_self[:, 1].mean(), rtol=1e-5)
+    assert torch.allclose(profile.cross.sum(), stats.w_cross[:, 1].mean(), rtol=1e-5)
+    cross_rows, self_rows = profile.by_row(12)
+    assert cross_rows.shape == self_rows.shape == (12,)
+    assert torch.allclose(self_rows.sum() * 12, profile.self_score.sum())
