@@ -146,6 +146,25 @@ def test_a_partial_answers_file_is_completed(tiny_checkpoint, vqa_data, preloade
     assert record["samples"]["measured"] == 3, "only this run's answers have statistics"
 
 
+def test_repeated_question_ids_resume_by_count_in_file_order(tiny_checkpoint, vqa_data, preloaded, tmp_path):
+    """TextVQA's question_id is the image id, shared by an image's questions."""
+    question_file, folder = vqa_data
+    lines = [json.loads(line) for line in question_file.read_text().splitlines()]
+    for line in lines:
+        line["question_id"] = "shared" if line["image"] in ("0.png", "1.png", "3.png") else line["question_id"]
+    repeated = tmp_path / "repeated.jsonl"
+    repeated.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    whole, resumed = tmp_path / "whole.jsonl", tmp_path / "resumed.jsonl"
+    assert model_vqa_loader.main(_argv(tiny_checkpoint, repeated, folder, whole)) == 0
+    assert [row["question_id"] for row in _rows(whole)] == ["shared", "shared", "img2", "shared", "img4"]
+    assert model_vqa_loader.main(_argv(tiny_checkpoint, repeated, folder, resumed)) == 0
+    kept = resumed.read_text().splitlines()[:2]  # as if killed after the second answer
+    resumed.write_text("\n".join(kept) + "\n")
+    assert model_vqa_loader.main(_argv(tiny_checkpoint, repeated, folder, resumed)) == 0
+    assert [(r["question_id"], r["prompt"], r["text"]) for r in _rows(resumed)] == \
+        [(r["question_id"], r["prompt"], r["text"]) for r in _rows(whole)]
+
+
 def test_resuming_with_other_answer_settings_is_refused(tiny_checkpoint, vqa_data, preloaded, tmp_path, capsys):
     question_file, folder = vqa_data
     answers = tmp_path / "a.jsonl"

@@ -6,7 +6,7 @@
   human turn is the question, with "<image>" removed.
 
     questions = load_questions("mix665k.json")          # calibration: ids may repeat
-    questions = load_question_jsonl("textvqa.jsonl")    # eval drivers: text verbatim, ids unique
+    questions = load_question_jsonl("textvqa.jsonl")    # eval drivers: text verbatim
 
 Every problem is a `QuestionFileError` whose one-line message names the file, the line
 and the field: a missing file, an empty file (or one of blank lines only), text that is
@@ -15,9 +15,11 @@ or mistyped ``question_id``/``id``, ``text`` or ``image`` field, an empty ``imag
 more than one "<image>" in a question's text. Blank lines are skipped. A record without
 ``image`` (or with ``"image": null``) is a text-only question.
 
-Ids: `load_questions` keeps repeated ids (LLaVA-665k repeats them; samples keep their
-order and line, nothing is keyed by id). `load_question_jsonl`, for the eval drivers whose
-answers are keyed by question id, rejects a repeated id, naming both lines.
+Ids may repeat in both: LLaVA-665k repeats them, and TextVQA's question_id is the image
+id, shared by the questions of one image (its metric matches answers by id and question
+text). The eval drivers resume by id and count in file order (`llava.eval.answers_file`),
+so repeats are answered and resumed like any question. `check_unique_ids` is for metrics
+that key answers by id alone (ScienceQA).
 """
 from __future__ import annotations
 
@@ -200,15 +202,13 @@ def load_question_jsonl(path: Union[str, Path]) -> List[Question]:
         The questions in file order.
 
     Raises:
-        QuestionFileError: see the module notes, and a repeated question id (naming both
-            lines: answers are keyed by question id).
+        QuestionFileError: see the module notes.
     """
     path = _existing(path)
     questions = [_jsonl_question(path, line, _record(path, line, record), verbatim=True)
                  for line, record in iter_records(path)]
     if not questions:
         raise QuestionFileError(f"{path}: the file is empty (no questions)")
-    check_unique_ids(path, questions)
     return questions
 
 

@@ -2,7 +2,7 @@
 # A script sets BENCHMARK (its name in run records and reports), then sources this file.
 #
 # Environment, all optional:
-#   MODEL_PATH       checkpoint folder or hub id            (default liuhaotian/llava-v1.5-7b)
+#   MODEL_PATH       checkpoint folder or hub id            (default: the bundled demo model, see below)
 #   REDUCTION_RATIO  FitPrune FLOPs reduction, percent       (default 0: unpruned)
 #   RECIPE           recipe book JSON                        (default: the checkpoint's, then the shipped one)
 #   CKPT             run name in answer file names           (default <model name>-r<ratio>[-<recipe name>])
@@ -13,12 +13,22 @@
 #   PYTHON           interpreter                             (default python)
 #   CUDA_VISIBLE_DEVICES  GPUs; chunked benchmarks run one process per GPU
 #
+# With no MODEL_PATH the scripts run the bundled demo model (playground/models/llava-v1.5-shapes)
+# on its synthetic test split in LLaVA's eval layout (EVAL_DIR default playground/shapes/eval,
+# which holds textvqa and pope) on the CPU (DEVICE default cpu): `REDUCTION_RATIO=60 bash
+# scripts/v1_5/eval/textvqa.sh` works on any machine. Name a model (e.g.
+# MODEL_PATH=liuhaotian/llava-v1.5-7b) for the real benchmarks, on playground/data/eval and CUDA.
+#
 # An existing answers file is resumed: rerunning a script after an interruption answers
 # only the questions left.
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+if [[ -z ${MODEL_PATH:-} ]]; then
+    MODEL_PATH=$REPO_ROOT/playground/models/llava-v1.5-shapes
+    EVAL_DIR=${EVAL_DIR:-$REPO_ROOT/playground/shapes/eval}
+    DEVICE=${DEVICE:-cpu}
+fi
 EVAL_DIR=${EVAL_DIR:-$REPO_ROOT/playground/data/eval}
-MODEL_PATH=${MODEL_PATH:-liuhaotian/llava-v1.5-7b}
 REDUCTION_RATIO=${REDUCTION_RATIO:-0}
 RECIPE=${RECIPE:-}
 CONV_MODE=${CONV_MODE:-vicuna_v1}
