@@ -296,9 +296,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     torch.set_num_threads(config.threads)
     started = time.time()
     out_dir = Path(args.output)
-    task = ShapesTask() if args.objects is None else replace(ShapesTask(), min_objects=args.objects,
-                                                             max_objects=args.objects)
     try:
+        task = ShapesTask() if args.objects is None else replace(ShapesTask(), min_objects=args.objects,
+                                                                 max_objects=args.objects)
         initial = read_checkpoint_weights(Path(args.init_from)) if args.init_from else None
         previous = _training_record(Path(args.init_from)) if args.init_from else None
         tokenizer, model, image_processor = build_untrained(out_dir, DEMO_SPEC, task, config.seed)

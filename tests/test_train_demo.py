@@ -66,3 +66,10 @@ def test_init_from_names_the_missing_file(tmp_path, validation_file, capsys):
     error = capsys.readouterr().err.strip()
     assert error == (f"python -m fitprune.train_demo: error: {tmp_path}/empty/pytorch_model.bin: "
                      "--init-from needs a checkpoint written by this script")
+
+
+def test_an_impossible_object_count_is_a_one_line_error(tmp_path, validation_file, capsys):
+    assert _run(tmp_path / "llava-out", validation_file, "--objects", "9") == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("python -m fitprune.train_demo: error: ShapesTask: need 1 <= min_objects <= max_objects <= 4")
+    assert "\n" not in error
