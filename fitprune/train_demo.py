@@ -14,7 +14,8 @@ task of `playground/shapes`:
         --output playground/models/llava-v1.5-shapes
 
 Trained from random weights on two-object scenes alone, the model stays at chance for
-thousands of steps. The checkpoint's `training.json` holds each run's command, settings,
+thousands of steps. Runs are deterministic on a given machine: the last two commands, rerun
+on 2026-12-01 from the first run's checkpoint, gave bitwise the shipped weights. The checkpoint's `training.json` holds each run's command, settings,
 validation log and wall time (`init_from` nests the previous run's record).
 
 The model is LLaVA-1.5's architecture at toy size (`DEMO_SPEC`): a CLIP vision tower
