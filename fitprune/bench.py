@@ -193,7 +193,7 @@ def format_profile(profile: ScoreProfile) -> List[str]:
 def format_section(results: Dict[float, List[MethodResult]], context: dict,
                    probe: Optional[Dict[Tuple[int, int], Dict[str, float]]] = None,
                    profile: Optional[ScoreProfile] = None) -> str:
-    """The BENCHMARKS.md section: setup, accuracy table, latency table, depth probe."""
+    """The BENCHMARKS.md section: setup, accuracy table, latency table, depth probe, score profile."""
     lines = [SECTION_HEADING, ""]
     lines.append(
         f"Model `{context['model']}`, {context['questions']} test questions of `{context['question_file']}` "

@@ -141,7 +141,7 @@ def _ring(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _bar(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return (np.abs(y) <= 0.35) & (np.abs(x) <= 0.95)
+    return (np.abs(y) <= 0.35) & (np.abs(x) <= 0.95)  # ok: bar half-extents in cell units, not a model size
 
 
 # name -> inside test on cell coordinates in [-1, 1] (y grows downwards)

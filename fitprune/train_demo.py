@@ -266,7 +266,9 @@ def save_checkpoint(model: TrainableLlava, out_dir: Path) -> None:
     plain.config.mm_vision_tower = VISION_TOWER_DIR
     plain.config.architectures = ["LlavaLlamaForCausalLM"]
     plain.save_pretrained(out_dir, safe_serialization=False)
-    GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=0, max_length=4096).save_pretrained(out_dir)
+    config = plain.config
+    GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
+                     pad_token_id=config.pad_token_id, max_length=config.max_position_embeddings).save_pretrained(out_dir)
 
 
 def _training_record(checkpoint: Path) -> dict:

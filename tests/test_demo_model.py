@@ -33,6 +33,15 @@ def unpruned(demo):
     return answer_accuracy(model, batches)
 
 
+def _accuracy_with(model, batches, policy, keep_counts):
+    """Accuracy with `policy` pruning to `keep_counts`; the schedule is removed afterwards."""
+    install_schedule(model, policy, keep_counts)
+    try:
+        return answer_accuracy(model, batches)
+    finally:
+        clear_schedule(model)
+
+
 def test_unpruned_accuracy_is_at_least_90_percent(unpruned):
     assert unpruned.total == NUM_QUESTIONS
     assert unpruned.accuracy >= 90.0, unpruned.per_kind
@@ -43,22 +52,9 @@ def test_answers_need_visual_tokens_after_the_first_layer(demo, unpruned):
     whole test split): later layers still read visual tokens."""
     model, batches = demo
     num_layers = model.config.num_hidden_layers
-    install_schedule(model, RandomPolicy(0), (0,) * num_layers)
-    try:
-        blind = answer_accuracy(model, batches)
-    finally:
-        clear_schedule(model)
+    blind = _accuracy_with(model, batches, RandomPolicy(0), (0,) * num_layers)
     assert model.last_pruning_trace.counts()[0].tolist() == [0] * batches[-1].input_ids.shape[0]
     assert blind.accuracy <= unpruned.accuracy - 15.0, (blind.per_kind, unpruned.per_kind)
-
-
-
-def _accuracy_with(model, batches, policy, keep_counts):
-    install_schedule(model, policy, keep_counts)
-    try:
-        return answer_accuracy(model, batches)
-    finally:
-        clear_schedule(model)
 
 
 def test_random_pruning_at_90_percent_loses_accuracy(demo, unpruned):

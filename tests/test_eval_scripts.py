@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fitprune.defaults import DEMO_MODEL_PATH, SHAPES_DIR
 from tests.conftest import TINY_KEEP_COUNTS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,8 +33,11 @@ FIRST_REQUIRED = {
 }
 
 
-def _run_script(script, env_overrides, timeout=300, **kwargs):
-    env = {k: v for k, v in os.environ.items() if k not in ("CKPT", "RECIPE", "REDUCTION_RATIO", "OPENAI_API_KEY")}
+def _run_script(script, env_overrides, timeout=300, unset=(), **kwargs):
+    """Runs bash with `script`; CKPT, RECIPE, REDUCTION_RATIO, OPENAI_API_KEY and the names in
+    `unset` are removed from the environment, then `env_overrides` applied."""
+    dropped = {"CKPT", "RECIPE", "REDUCTION_RATIO", "OPENAI_API_KEY", *unset}
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     # one thread: the tiny model gains nothing from more, and loses much on a busy machine
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", PYTHON=sys.executable,
                **env_overrides)
@@ -146,15 +150,13 @@ def test_chunked_run_merges_answers_and_run_records(tiny_checkpoint, tmp_path):
     assert record["samples"]["answered"] == record["samples"]["measured"] == 3
 
 
-def test_no_model_means_the_demo_model_on_its_shapes_data_on_cpu(tmp_path):
+def test_no_model_means_the_demo_model_on_its_shapes_data_on_cpu():
     script = f'set -euo pipefail; BENCHMARK=toy; source "{SCRIPTS / "common.sh"}"; echo "$MODEL_PATH|$EVAL_DIR|$DEVICE|$CKPT"'
-    env = {k: v for k, v in os.environ.items() if k not in ("MODEL_PATH", "EVAL_DIR", "DEVICE", "CKPT")}
-    result = subprocess.run(["bash", "-c", script], env={**env, "REDUCTION_RATIO": "60"}, capture_output=True,
-                            text=True, timeout=30, cwd=tmp_path)
-    assert result.stdout.strip() == (f"{REPO}/playground/models/llava-v1.5-shapes|{REPO}/playground/shapes/eval|cpu|"
-                                     "llava-v1.5-shapes-r60"), result.stderr
-    named = subprocess.run(["bash", "-c", script], env={**env, "MODEL_PATH": "liuhaotian/llava-v1.5-7b"},
-                           capture_output=True, text=True, timeout=30)
+    unset = ("MODEL_PATH", "EVAL_DIR", "DEVICE")
+    result = _run_script(["-c", script], {"REDUCTION_RATIO": "60"}, timeout=30, unset=unset)
+    assert result.stdout.strip() == f"{REPO / DEMO_MODEL_PATH}|{REPO / SHAPES_DIR}/eval|cpu|llava-v1.5-shapes-r60", \
+        result.stderr
+    named = _run_script(["-c", script], {"MODEL_PATH": "liuhaotian/llava-v1.5-7b"}, timeout=30, unset=unset)
     assert named.stdout.strip() == f"liuhaotian/llava-v1.5-7b|{REPO}/playground/data/eval|cuda|llava-v1.5-7b-r0"
 
 
@@ -166,30 +168,26 @@ def test_textvqa_script_on_the_demo_model_scores_its_answers(tmp_path):
     from fitprune.answers import answer_accuracy, encode_questions, load_answered_questions
     from llava.model.builder import load_pretrained_model
 
-    source = REPO / "playground" / "shapes" / "eval" / "textvqa"
+    source = REPO / SHAPES_DIR / "eval" / "textvqa"
     data = tmp_path / "textvqa"
     (data / "train_images").mkdir(parents=True)
     lines = (source / "llava_textvqa_val_v051_ocr.jsonl").read_text().splitlines()[:24]
-    questions = [json.loads(line) for line in lines]
     (data / "llava_textvqa_val_v051_ocr.jsonl").write_text("\n".join(lines) + "\n")
-    for question in questions:
+    for question in map(json.loads, lines):
         target = data / "train_images" / question["image"]
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(source / "train_images" / question["image"], target)
     shutil.copy(source / "TextVQA_0.5.1_val.json", data / "TextVQA_0.5.1_val.json")
-    env = {k: v for k, v in os.environ.items() if k not in ("MODEL_PATH", "DEVICE", "CKPT", "RECIPE")}
-    result = subprocess.run(["bash", str(SCRIPTS / "textvqa.sh")], capture_output=True, text=True, timeout=300,
-                            cwd=REPO, env={**env, "EVAL_DIR": str(tmp_path), "REDUCTION_RATIO": "60",
-                                           "BATCH_SIZE": "8", "OMP_NUM_THREADS": "1", "PYTHON": sys.executable,
-                                           "HF_HUB_OFFLINE": "1"})
+    result = _run_script([str(SCRIPTS / "textvqa.sh")], {"EVAL_DIR": str(tmp_path), "REDUCTION_RATIO": "60",
+                                                         "BATCH_SIZE": "8"}, unset=("MODEL_PATH", "DEVICE"))
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((data / "answers" / "llava-v1.5-shapes-r60.metrics.json").read_text())
 
-    model_path = REPO / "playground" / "models" / "llava-v1.5-shapes"
+    model_path = REPO / DEMO_MODEL_PATH
     tokenizer, model, processor, _ = load_pretrained_model(str(model_path), None, model_path.name, device="cpu")
     model.config.reduction_ratio = 60
-    answered = [q for q in load_answered_questions(data / "llava_textvqa_val_v051_ocr.jsonl")]
+    answered = load_answered_questions(data / "llava_textvqa_val_v051_ocr.jsonl")
     report = answer_accuracy(model, encode_questions(answered, tokenizer, processor, model.config,
                                                      data / "train_images"))
-    assert report.total == len(questions)
+    assert report.total == len(lines)
     assert metrics["value"] == pytest.approx(report.accuracy, abs=0.005)  # the metric prints 2 decimals
