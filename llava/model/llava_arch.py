@@ -20,6 +20,7 @@ from torch import nn
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.mm_utils import Resolution, parse_grid_pinpoints
 from llava.model.anyres import merge_image_features, merge_type_of, uses_anyres
+from llava.model.errors import check_context_length
 from llava.model.language_model.sequence_layout import (
     SEGMENT_PAD,
     SEGMENT_PREFIX,
@@ -264,6 +265,8 @@ class LlavaMetaForCausalLM(ABC):
         Raises:
             ValueError: when placeholders and images do not match, or placeholders
                 appear with no images.
+            ContextLengthError: when a sample's spliced prompt is longer than the
+                model's context.
         """
         batch = input_ids.shape[0]
         if attention_mask is None:
@@ -302,6 +305,7 @@ class LlavaMetaForCausalLM(ABC):
                     lab.append(torch.full((feats.shape[0],), IGNORE_INDEX))
                     visual_seen += feats.shape[0]
                 start = hole + 1
+            check_context_length(len(ids) - len(holes), visual_seen, self.config.max_position_embeddings)
             rows.append(torch.cat(pieces))
             segments.append(torch.cat(seg))
             grid.append(torch.cat(idx))
