@@ -12,14 +12,20 @@ call it after their metric step; server- and judge-scored benchmarks are recorde
 with ``--value``). Metrics file (``schema_version`` 1)::
 
     {"schema_version": 1, "benchmark": "textvqa", "metric": "accuracy", "value": 58.2,
+     "samples": {"answered": 4999, "skipped": 1, "total": 5000, "errors_file": ".../<name>.errors.jsonl"}
+                or null (no answers file),
      "source": {"log": ..., "pattern": ..., "reduce": ..., "scale": ..., "matches": [...]}
                or {"manual": true},
      "recorded_at": "2024-01-01T00:00:00+0000"}
 
+A run that skipped samples (listed in ``<name>.errors.jsonl``) is scored on the answered
+ones; ``samples`` says so, and the report's "Skipped samples" column repeats it.
+
 One row per model, policy, recipe file and reduction ratio; one score column per benchmark;
 TFLOPs per sample under the paper convention (visual tokens, image samples) and the full
-convention (whole prefill); and the relative score: the mean over benchmarks of 100 × score
-/ the same model's unpruned score. Writes ``results.md``, ``results.csv`` and
+convention (whole prefill); which scores are over fewer samples than the benchmark has
+("Skipped samples": answered N of M); and the relative score: the mean over benchmarks of
+100 × score / the same model's unpruned score. Writes ``results.md``, ``results.csv`` and
 ``score_vs_flops.png`` (score against paper-convention FLOPs reduction, one panel per
 benchmark; needs matplotlib).
 """
@@ -39,7 +45,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from llava.eval.io_utils import write_json_atomic, write_text_atomic
-from llava.eval.run_record import RUN_RECORD_SUFFIX, sidecar_path
+from llava.eval.run_record import RUN_RECORD_SUFFIX, SampleCoverage, sample_coverage, sidecar_path
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +105,9 @@ def parse_metric(log_text: str, pattern: str, reduce: str, scale: float) -> Tupl
     return REDUCERS[reduce](values) * scale, values
 
 
-def record_metric(answers_file: str, metric: str, value: float, benchmark: Optional[str], source: dict) -> Path:
-    """Writes the metrics file of an answers file.
+def record_metric(answers_file: str, metric: str, value: float, benchmark: Optional[str],
+                  source: dict) -> Tuple[Path, Optional[SampleCoverage]]:
+    """Writes the metrics file of an answers file, with the samples the score covers.
 
     Args:
         answers_file: the answers JSONL the score is for.
@@ -110,7 +117,8 @@ def record_metric(answers_file: str, metric: str, value: float, benchmark: Optio
         source: how the value was obtained (log and pattern, or manual).
 
     Returns:
-        The metrics file's path.
+        The metrics file's path, and the answered and skipped samples (`sample_coverage`;
+        None when the answers file does not exist).
 
     Raises:
         ReportError: no benchmark given and no run record to take it from.
@@ -121,15 +129,17 @@ def record_metric(answers_file: str, metric: str, value: float, benchmark: Optio
             raise ReportError(f"{record_path} does not exist; pass --benchmark")
         benchmark = _load_json(record_path).get("benchmark")
     path = metrics_path(answers_file)
+    coverage = sample_coverage(answers_file) if Path(answers_file).is_file() else None
     write_json_atomic(path, {
         "schema_version": METRICS_SCHEMA_VERSION,
         "benchmark": benchmark,
         "metric": metric,
         "value": value,
+        "samples": coverage.to_dict() if coverage else None,
         "source": source,
         "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }, indent=1)
-    return path
+    return path, coverage
 
 
 # ----------------------------------------------------------------------------- collecting runs
@@ -178,6 +188,7 @@ class Run:
     kept_last_layer: Optional[float]
     score: Optional[float] = None
     metric: Optional[str] = None
+    samples: Optional[dict] = None
 
 
 def _tera(value: Optional[float]) -> Optional[float]:
@@ -230,6 +241,7 @@ def read_run(record_path: Path, record: dict) -> Optional[Run]:
         metrics = _load_json(metrics_file)
         run.score = float(_field(metrics, "value", metrics_file))
         run.metric = metrics.get("metric")
+        run.samples = metrics.get("samples")
     return run
 
 
@@ -278,6 +290,17 @@ class Row:
         run = self.runs.get(benchmark)
         return run.score if run is not None else None
 
+    def skipped(self, benchmarks: Sequence[str]) -> Optional[str]:
+        """``POPE: answered 65 of 66; ...`` for the scored runs that skipped samples, or None."""
+        parts = []
+        for benchmark in benchmarks:
+            run = self.runs.get(benchmark)
+            samples = (run.samples or {}) if run is not None and run.score is not None else {}
+            if samples.get("skipped"):
+                parts.append(f"{BENCHMARK_COLUMNS.get(benchmark, benchmark)}: answered {samples['answered']} "
+                             f"of {samples['total']}")
+        return "; ".join(parts) or None
+
 
 def benchmark_order(benchmarks: Sequence[str]) -> List[str]:
     """LLaVA's table order for known benchmarks, then the others alphabetically."""
@@ -317,13 +340,14 @@ def build_table(runs: Sequence[Run]) -> Table:
     baselines = {row.key.model: row for row in rows if row.key.ratio == 0}
     header = ["Model", "Policy", "Recipe", "Ratio (%)", "FLOPs reduction, paper (%)", "TFLOPs (paper)",
               "TFLOPs (full prefill)", "Visual tokens after last layer"]
-    header += [BENCHMARK_COLUMNS.get(b, b) for b in benchmarks] + ["Rel. (%)"]
+    header += [BENCHMARK_COLUMNS.get(b, b) for b in benchmarks] + ["Skipped samples", "Rel. (%)"]
     cells = []
     for row in rows:
         values: List[object] = [row.key.model, row.key.policy, row.key.recipe, row.key.ratio,
                                 row.mean("paper_reduction"), row.mean("paper_tflops"), row.mean("full_tflops"),
                                 row.mean("kept_last_layer")]
         values += [row.score(b) for b in benchmarks]
+        values.append(row.skipped(benchmarks))
         values.append(relative_score(row, baselines.get(row.key.model), benchmarks))
         cells.append(values)
     return Table(header, cells)
@@ -352,7 +376,9 @@ def to_markdown(table: Table) -> str:
         "TFLOPs are per sample. Paper convention: the visual tokens' prefill, one FLOP per multiply-add, "
         "averaged over samples with an image. Full convention: the whole prefill (prefix, visual and text "
         "tokens, LM head), two FLOPs per multiply-add. Rel.: mean over the benchmarks of 100 × score / the "
-        "same model's unpruned score. –: not run or not scored.",
+        "same model's unpruned score. Skipped samples: questions a run could not answer (listed in its "
+        "<answers>.errors.jsonl); that benchmark's score is over the answered ones only. –: not run, not "
+        "scored, or none skipped.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -475,11 +501,11 @@ def _record_metric_main(argv: Sequence[str]) -> int:
             value, matches = parse_metric(log.read_text(encoding="utf-8"), args.pattern, args.reduce, args.scale)
             source_info = {"log": str(log), "pattern": args.pattern, "reduce": args.reduce, "scale": args.scale,
                            "matches": matches}
-        path = record_metric(args.answers_file, args.metric, value, args.benchmark, source_info)
+        path, coverage = record_metric(args.answers_file, args.metric, value, args.benchmark, source_info)
     except ReportError as err:
         print(f"record-metric: error: {err}", file=sys.stderr)
         return 1
-    print(f"{args.metric} = {value:g} -> {path}")
+    print(f"{args.metric} = {value:g} -> {path}" + (f"; {coverage.describe()}" if coverage else ""))
     return 0
 
 

@@ -163,7 +163,7 @@ def test_textvqa_eval_single_and_cli(tmp_path, capsys):
     # 0.6 (dog, k=2) and 1.0 (cow, k=10): mean 0.8
     samples, accuracy = eval_textvqa.eval_single(str(annotation), str(result))
     assert (samples, accuracy) == (2, pytest.approx(0.8))
-    assert "exp\nSamples: 2\nAccuracy: 80.00%\n" in capsys.readouterr().out
+    assert "exp\nSamples: 2; answered 2 of 2\nAccuracy: 80.00%\n" in capsys.readouterr().out
 
     (tmp_path / "answers" / "notes.txt").write_text("x")
     assert eval_textvqa.main(["--annotation-file", str(annotation), "--result-dir", str(tmp_path / "answers")]) == 0
@@ -240,7 +240,7 @@ def test_pope_rejects_stray_files_and_length_mismatch(tmp_path, capsys):
             "--result-file", str(result_file)]
     _write_jsonl(annotation_dir / "coco_pope_random.json", [{"label": "no"}])
     assert eval_pope.main(argv) == 2
-    assert "coco_pope_random.json: 2 answers but 1 labels" in capsys.readouterr().err
+    assert "coco_pope_random.json: 1 labels but 2 questions of category 'random' in " in capsys.readouterr().err
     (annotation_dir / "README.md").write_text("x")
     assert eval_pope.main(argv) == 2
     assert "README.md: the annotation folder must hold only coco_pope_<category>.json files" in capsys.readouterr().err

@@ -95,7 +95,8 @@ def test_markdown_and_csv_cells(runs_dir, tmp_path):
     rows = list(csv.reader(io.StringIO(written[1].read_text())))
     header = rows[0]
     assert header == ["Model", "Policy", "Recipe", "Ratio (%)", "FLOPs reduction, paper (%)", "TFLOPs (paper)",
-                      "TFLOPs (full prefill)", "Visual tokens after last layer", "GQA", "TextVQA", "POPE", "Rel. (%)"]
+                      "TFLOPs (full prefill)", "Visual tokens after last layer", "GQA", "TextVQA", "POPE",
+                      "Skipped samples", "Rel. (%)"]
     cells = [dict(zip(header, row)) for row in rows[1:]]
     assert [(c["Model"], c["Ratio (%)"], c["Policy"], c["Recipe"]) for c in cells] == [
         ("llava-v1.5-7b", "0.0", "none", "-"), ("llava-v1.5-7b", "50.0", "fitprune", "llava-v1.5-7b.json")]

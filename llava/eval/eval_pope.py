@@ -5,16 +5,19 @@
 
 For each ``coco_pope_<category>.json`` label file (categories in sorted order), the
 answers to that category's questions are paired with the labels by position. LLaVA
-reports the mean F1 over the categories, printed last.
+reports the mean F1 over the categories, printed last, with how many questions were
+answered: a question the run skipped (listed in ``<answers stem>.errors.jsonl``) is left
+out with its label, so the metrics are over the answered ones (``answered N of M``).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Collection, Dict, List, Mapping, Optional, Sequence
 
 from llava.eval.io_utils import read_jsonl
+from llava.eval.run_record import SampleCoverage, errors_file_path
 
 LABEL_FILE_PREFIX = "coco_pope_"
 LABEL_FILE_SUFFIX = ".json"
@@ -91,12 +94,15 @@ def read_pope_labels(label_file: str) -> List[str]:
     return labels
 
 
-def eval_pope(answers: Sequence[Mapping[str, object]], label_file: str) -> Dict[str, float]:
+def eval_pope(answers: Sequence[Mapping[str, object]], label_file: str,
+              skipped: Collection[int] = ()) -> Dict[str, float]:
     """Metrics of one category's answers against its label file; prints them as upstream.
 
     Args:
         answers: answer records with ``text``, in question order.
         label_file: ``coco_pope_<category>.json``.
+        skipped: positions (0-based, in the label file) of the questions the run skipped;
+            their labels are left out, so the answers pair with the others by position.
 
     Returns:
         The `pope_metrics` dict.
@@ -106,7 +112,8 @@ def eval_pope(answers: Sequence[Mapping[str, object]], label_file: str) -> Dict[
         ValueError: see `pope_metrics` and `read_pope_labels`.
     """
     predictions = [parse_pope_answer(str(answer["text"])) for answer in answers]
-    labels = read_pope_labels(label_file)
+    skipped = set(skipped)
+    labels = [label for index, label in enumerate(read_pope_labels(label_file)) if index not in skipped]
     try:
         metrics = pope_metrics(predictions, labels)
     except ValueError as err:
@@ -124,11 +131,71 @@ def eval_pope(answers: Sequence[Mapping[str, object]], label_file: str) -> Dict[
     return metrics
 
 
+def read_pope_questions(question_file: str) -> Dict[object, str]:
+    """{question_id: category} of a POPE question file, in file order.
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        ValueError: a line without ``question_id`` or ``category``, or a repeated question_id.
+    """
+    categories: Dict[object, str] = {}
+    for index, question in enumerate(read_jsonl(question_file), start=1):
+        if "question_id" not in question or "category" not in question:
+            raise ValueError(f"{question_file}: record {index}: needs fields 'question_id' and 'category'")
+        if question["question_id"] in categories:
+            raise ValueError(f"{question_file}: record {index}: question_id {question['question_id']!r} repeats")
+        categories[question["question_id"]] = question["category"]
+    return categories
+
+
+def read_pope_answers(result_file: str, categories: Mapping[object, str]) -> Dict[object, Mapping[str, object]]:
+    """{question_id: answer record} of an answers file whose questions are in `categories`.
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        ValueError: an answer to an unknown question, a question answered twice, or an answer
+            without ``text``.
+    """
+    answers: Dict[object, Mapping[str, object]] = {}
+    for index, answer in enumerate(read_jsonl(result_file), start=1):
+        question_id = answer.get("question_id")
+        if question_id not in categories:
+            raise ValueError(f"{result_file}: answer {index}: question_id {question_id!r} is not in the question file")
+        if question_id in answers:
+            raise ValueError(f"{result_file}: answer {index}: question_id {question_id!r} is answered twice")
+        if "text" not in answer:
+            raise ValueError(f"{result_file}: answer {index}: field 'text' is missing")
+        answers[question_id] = answer
+    return answers
+
+
+def pope_coverage(answered: int, unanswered: Sequence[object], result_file: str) -> SampleCoverage:
+    """The coverage of an answers file whose `unanswered` questions must all be listed as
+    skipped in its errors file.
+
+    Raises:
+        ValueError: an unanswered question the errors file does not list (an unfinished run).
+    """
+    errors_file = errors_file_path(result_file)
+    listed = {row.get("question_id") for row in read_jsonl(str(errors_file))} if errors_file.is_file() else set()
+    missing = [question_id for question_id in unanswered if question_id not in listed]
+    if missing:
+        raise ValueError(f"{result_file}: {len(missing)} questions have no answer and are not listed as skipped in "
+                         f"{errors_file} (first: question_id {missing[0]!r}); the run is unfinished: rerun it to "
+                         f"resume")
+    return SampleCoverage(answered, len(unanswered), str(errors_file) if unanswered else None)
+
+
 def eval_pope_files(annotation_dir: str, question_file: str, result_file: str) -> Dict[str, Dict[str, float]]:
-    """Evaluates every category of an answer file; prints each and the mean F1.
+    """Evaluates every category of an answer file; prints each, the mean F1 and the coverage.
+
+    A question the run skipped (listed in the errors file beside the answers) is left out
+    with its label; the metrics are over the answered questions, and the last line says
+    ``answered N of M``.
 
     Args:
-        annotation_dir: folder holding only ``coco_pope_<category>.json`` files.
+        annotation_dir: folder holding only ``coco_pope_<category>.json`` files, each with
+            one label per question of that category, in question-file order.
         question_file: POPE question jsonl with ``question_id`` and ``category``.
         result_file: answers jsonl with ``question_id`` and ``text``.
 
@@ -138,35 +205,35 @@ def eval_pope_files(annotation_dir: str, question_file: str, result_file: str) -
     Raises:
         FileNotFoundError: a file or the folder is missing.
         ValueError: a stray file in the folder, an answer to an unknown question, a
-            missing field, or answers and labels of different lengths.
+            missing field, a category whose labels and questions differ in number, or
+            a question neither answered nor listed as skipped.
     """
-    categories = {}
-    for index, question in enumerate(read_jsonl(question_file), start=1):
-        if "question_id" not in question or "category" not in question:
-            raise ValueError(f"{question_file}: record {index}: needs fields 'question_id' and 'category'")
-        categories[question["question_id"]] = question["category"]
-    answers = read_jsonl(result_file)
-    for index, answer in enumerate(answers, start=1):
-        if answer.get("question_id") not in categories:
-            raise ValueError(f"{result_file}: answer {index}: question_id {answer.get('question_id')!r} "
-                             f"is not in {question_file}")
-        if "text" not in answer:
-            raise ValueError(f"{result_file}: answer {index}: field 'text' is missing")
+    categories = read_pope_questions(question_file)
+    answers = read_pope_answers(result_file, categories)
+    coverage = pope_coverage(len(answers), [q for q in categories if q not in answers], result_file)
     results = {}
     for name in sorted(os.listdir(annotation_dir)):
+        label_file = os.path.join(annotation_dir, name)
         if not (name.startswith(LABEL_FILE_PREFIX) and name.endswith(LABEL_FILE_SUFFIX)):
-            raise ValueError(f"{os.path.join(annotation_dir, name)}: the annotation folder must hold only "
+            raise ValueError(f"{label_file}: the annotation folder must hold only "
                              f"{LABEL_FILE_PREFIX}<category>{LABEL_FILE_SUFFIX} files")
         category = name[len(LABEL_FILE_PREFIX):-len(LABEL_FILE_SUFFIX)]
-        category_answers = [a for a in answers if categories[a["question_id"]] == category]
-        print("Category: {}, # samples: {}".format(category, len(category_answers)))
-        results[category] = eval_pope(category_answers, os.path.join(annotation_dir, name))
+        questions = [q for q, c in categories.items() if c == category]
+        num_labels = len(read_pope_labels(label_file))
+        if num_labels != len(questions):
+            raise ValueError(f"{label_file}: {num_labels} labels but {len(questions)} questions of category "
+                             f"{category!r} in {question_file}; they are paired by position")
+        category_answers = [answers[q] for q in questions if q in answers]
+        skipped = [index for index, q in enumerate(questions) if q not in answers]
+        print("Category: {}, # samples: {}".format(category, len(category_answers))
+              + (f" (answered {len(category_answers)} of {len(questions)})" if skipped else ""))
+        results[category] = eval_pope(category_answers, label_file, skipped)
         print("====================================")
     if not results:
         raise ValueError(f"{annotation_dir}: no {LABEL_FILE_PREFIX}<category>{LABEL_FILE_SUFFIX} files")
     mean_f1 = sum(metrics["f1"] for metrics in results.values()) / len(results)
-    print("Mean F1 over {} categories ({}): {:.3f} ({:.1f})".format(
-        len(results), ", ".join(results), mean_f1, 100 * mean_f1
+    print("Mean F1 over {} categories ({}): {:.3f} ({:.1f}); {}".format(
+        len(results), ", ".join(results), mean_f1, 100 * mean_f1, coverage.describe()
     ))
     return results
 

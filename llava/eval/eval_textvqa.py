@@ -20,6 +20,8 @@ from typing import Optional, Sequence, Tuple
 
 from llava.eval.io_utils import read_jsonl
 from llava.eval.m4c_evaluator import TextVQAAccuracyEvaluator
+from llava.eval.run_record import ANSWERS_SUFFIX, sample_coverage
+from llava.eval.sample_errors import ERRORS_SUFFIX
 
 OCR_PROMPT_PREFIX = "OCR tokens: "
 OCR_PROMPT_QUESTION = re.compile(r"Question: (.*?) Short answer:", re.DOTALL)
@@ -61,7 +63,10 @@ def prompt_processor(prompt: str) -> str:
 
 
 def eval_single(annotation_file: str, result_file: str) -> Tuple[int, float]:
-    """Evaluates one answer file and prints its name, sample count and accuracy.
+    """Evaluates one answer file and prints its name, sample count, coverage and accuracy.
+
+    The accuracy is over the answers; the samples line says ``answered N of M``, M counting
+    the questions the run skipped (listed in the errors file beside the answers).
 
     Args:
         annotation_file: ``TextVQA_0.5.1_val.json`` (``data``: image_id, question, answers).
@@ -91,7 +96,8 @@ def eval_single(annotation_file: str, result_file: str) -> Tuple[int, float]:
             raise ValueError(f"{result_file}: answer {index}: no annotation for (image_id, question) {key!r}")
         pred_list.append({"pred_answer": result["text"], "gt_answers": by_key[key]["answers"]})
     accuracy = TextVQAAccuracyEvaluator().eval_pred_list(pred_list)
-    print("Samples: {}\nAccuracy: {:.2f}%\n".format(len(pred_list), 100.0 * accuracy))
+    print("Samples: {}; {}\nAccuracy: {:.2f}%\n".format(
+        len(pred_list), sample_coverage(result_file).describe(), 100.0 * accuracy))
     return len(pred_list), accuracy
 
 
@@ -99,12 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="TextVQA accuracy of LLaVA answer files")
     parser.add_argument("--annotation-file", type=str, required=True)
     parser.add_argument("--result-file", type=str, default=None)
-    parser.add_argument("--result-dir", type=str, default=None, help="evaluate every *.jsonl in this folder")
+    parser.add_argument("--result-dir", type=str, default=None, help="evaluate every *.jsonl in this folder (errors files excepted)")
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Evaluates ``--result-file`` and/or every ``*.jsonl`` of ``--result-dir``; returns the exit code."""
+    """Evaluates ``--result-file`` and/or every answers file (``*.jsonl``, not ``*.errors.jsonl``)
+    of ``--result-dir``; returns the exit code."""
     args = build_parser().parse_args(argv)
     if args.result_file is None and args.result_dir is None:
         print("eval_textvqa: error: give --result-file or --result-dir", file=sys.stderr)
@@ -114,7 +121,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             eval_single(args.annotation_file, args.result_file)
         if args.result_dir is not None:
             for name in sorted(os.listdir(args.result_dir)):
-                if not name.endswith(".jsonl"):
+                if not name.endswith(ANSWERS_SUFFIX) or name.endswith(ERRORS_SUFFIX):
                     print(f"Skipping {name}")
                     continue
                 eval_single(args.annotation_file, os.path.join(args.result_dir, name))

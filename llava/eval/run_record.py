@@ -14,7 +14,11 @@ Beside an answers file ``<name>.jsonl`` a driver keeps two files:
 
 - ``<name>.run.json``: the run record, recomputed from the whole log at the end of each
   run (so a resumed run's record covers every answer), or merged from chunk logs by
-  ``python -m llava.eval.run_record merge --answers-file merge.jsonl CHUNK.jsonl ...``.
+  ``python -m llava.eval.run_record merge --answers-file merge.jsonl CHUNK.jsonl ...``
+  (which also concatenates the chunks' ``.errors.jsonl`` into ``merge.errors.jsonl``).
+
+A score over a run with skipped samples covers only the answered ones; `sample_coverage`
+says how many of how many (``answered N of M``), for the metric scripts and metrics files.
 
 Run record schema (``schema_version`` 1); FLOPs are per sample, as in `fitprune.flops`:
 
@@ -60,7 +64,7 @@ from fitprune.flops import (
     paper_prefill_flops,
     paper_reduction,
 )
-from llava.eval.io_utils import write_json_atomic
+from llava.eval.io_utils import write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -298,13 +302,76 @@ def _memory_summary(runs: Sequence[dict]) -> dict:
     return {"peak_bytes": int(peak["peak_memory_bytes"]), "measure": peak.get("peak_memory_measure")}
 
 
-def count_answer_lines(answers_file: PathLike) -> int:
-    """Non-blank lines of an answers file (0 when it does not exist)."""
-    path = Path(answers_file)
+def count_lines(path: PathLike) -> int:
+    """Non-blank lines of a JSONL file such as an answers or errors file (0 when it does not exist)."""
+    path = Path(path)
     if not path.is_file():
         return 0
     with path.open(encoding="utf-8") as handle:
         return sum(1 for line in handle if line.strip())
+
+
+def errors_file_path(answers_file: PathLike) -> Path:
+    """``<answers stem>.errors.jsonl``: the samples a run skipped (see `llava.eval.sample_errors`)."""
+    from llava.eval.sample_errors import ERRORS_SUFFIX  # imported here: sample_errors imports this module
+
+    return sidecar_path(answers_file, ERRORS_SUFFIX)
+
+
+@dataclass(frozen=True)
+class SampleCoverage:
+    """How many of a run's questions a score covers.
+
+    Attributes:
+        answered: the answers scored.
+        skipped: the questions the run could not answer (lines of its errors file).
+        errors_file: that file, when it lists any.
+    """
+
+    answered: int
+    skipped: int
+    errors_file: Optional[str] = None
+
+    @property
+    def total(self) -> int:
+        """Questions of the run: answered plus skipped."""
+        return self.answered + self.skipped
+
+    def describe(self) -> str:
+        """``answered N of M`` and, when some were skipped, how many and where they are listed."""
+        text = f"answered {self.answered} of {self.total}"
+        if self.skipped:
+            text += f" ({self.skipped} skipped, listed in {self.errors_file}; the score is over the answered ones)"
+        return text
+
+    def to_dict(self) -> dict:
+        """The ``samples`` section of a metrics file."""
+        return {"answered": self.answered, "skipped": self.skipped, "total": self.total,
+                "errors_file": self.errors_file}
+
+
+def sample_coverage(answers_file: PathLike) -> SampleCoverage:
+    """The coverage of an answers file: its lines, and the skipped samples in its errors file."""
+    errors = errors_file_path(answers_file)
+    skipped = count_lines(errors)
+    return SampleCoverage(answered=count_lines(answers_file), skipped=skipped,
+                          errors_file=str(errors) if skipped else None)
+
+
+def merge_errors_files(answers_file: PathLike, chunk_answers: Sequence[PathLike]) -> Optional[Path]:
+    """Concatenates the chunks' errors files, in chunk order, into the merged answers' errors file.
+
+    Returns:
+        The merged errors file, or None (and no such file left) when no chunk skipped a sample.
+    """
+    path = errors_file_path(answers_file)
+    chunk_errors = [errors_file_path(chunk) for chunk in chunk_answers]
+    text = "".join(errors.read_text(encoding="utf-8") for errors in chunk_errors if errors.is_file())
+    if not text.strip():
+        path.unlink(missing_ok=True)
+        return None
+    write_text_atomic(path, text if text.endswith("\n") else text + "\n")
+    return path
 
 
 def summarize(header: dict, batches: Sequence[dict], runs: Sequence[dict], answers_file: PathLike,
@@ -344,7 +411,7 @@ def summarize(header: dict, batches: Sequence[dict], runs: Sequence[dict], answe
         "generation": header.get("generation"),
         "chunk": header.get("chunk"),
         "samples": {
-            "answered": count_answer_lines(answers_file),
+            "answered": count_lines(answers_file),
             "measured": int(len(num_visual)),
             "with_image": int(image.sum()),
         },
@@ -386,7 +453,8 @@ SETTINGS_NOT_COMPARED_ACROSS_CHUNKS = ("chunk_idx",)
 
 
 def merge_run_records(answers_file: PathLike, chunk_answers: Sequence[PathLike]) -> Path:
-    """Writes the run record of a merged answers file from its chunks' logs.
+    """Writes the run record of a merged answers file from its chunks' logs, and its errors
+    file from theirs (`merge_errors_files`), so that its skipped samples are counted.
 
     Args:
         answers_file: the merged answers (e.g. ``merge.jsonl``).
@@ -420,6 +488,7 @@ def merge_run_records(answers_file: PathLike, chunk_answers: Sequence[PathLike])
     record = summarize(header, batches, runs, answers_file, first.path)
     path = sidecar_path(answers_file, RUN_RECORD_SUFFIX)
     write_json_atomic(path, record, indent=1)
+    merge_errors_files(answers_file, chunk_answers)
     return path
 
 

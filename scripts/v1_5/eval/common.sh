@@ -23,6 +23,8 @@
 # only the questions left.
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+# the repository's llava and fitprune, installed or not, from any working directory
+export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
 if [[ -z ${MODEL_PATH:-} ]]; then
     MODEL_PATH=$REPO_ROOT/playground/models/llava-v1.5-shapes
     EVAL_DIR=${EVAL_DIR:-$REPO_ROOT/playground/shapes/eval}
