@@ -10,17 +10,22 @@ and checking the file before any model is loaded) and hands them to `run_driver`
     run_driver(SPEC, args, lambda args: chunk_items(read_question_jsonl(args.question_file), args))
 
 `run_driver` resumes: answers already in ``--answers-file`` are skipped (see
-`llava.eval.answers_file`); the rest are answered in batches of ``--batch-size``
+`llava.eval.answers_file`; a second run on the same answers file while one is running is
+refused, naming the other run's pid); the rest are answered in batches of ``--batch-size``
 (`llava.eval.batch_generation`: left-padded, answers equal to batch size 1), each batch
 appended, flushed and fsynced before the next starts, with its statistics appended to the
 run-stats log. At the end the run record is rewritten (see `llava.eval.run_record`).
 
 Bad input stops a driver with a one-line ``<driver>: error: ...`` and exit status 2: flag
-values, the question file (checked whole before the model loads: `llava.eval.questions`),
-the model path, the recipe. A question whose image or prompt cannot be used is found while
-the run goes: with ``--on-error skip`` (default) it is listed in ``<answers stem>.errors.jsonl``
-and the run goes on; with ``--on-error fail`` it stops the run (see `llava.eval.sample_errors`).
-Images are read by `llava.eval.images` (checked, RGB, bounded in size).
+values, the model path (checked first), the question file (checked whole before the model
+loads: `llava.eval.questions`), the recipe. A question whose image or prompt cannot be used
+(an unreadable image, text the tokenizer cannot encode, a prompt longer than the model's
+context with its visual tokens) is found while the run goes: with ``--on-error skip``
+(default) it is listed in ``<answers stem>.errors.jsonl`` and the run goes on, the skips
+counted on the progress bar and in one line at the end; with ``--on-error fail`` it stops the
+run (see `llava.eval.sample_errors`). A run that skips every question exits with status 2
+and one line giving the first error. Images are read by `llava.eval.images` (checked, RGB,
+bounded in size).
 """
 from __future__ import annotations
 
@@ -36,7 +41,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import shortuuid
 import torch
@@ -48,7 +53,7 @@ from fitprune.pruning import find_recipe_file
 from fitprune.recipe import RecipeBook, RecipeError
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.conversation import conv_templates
-from llava.eval.answers_file import AnswersFile, AnswersFileError, answer_key
+from llava.eval.answers_file import AnswersFile, AnswersFileError, answer_key, lock_answers_file
 from llava.eval.batch_generation import (
     Batch,
     GenerationOutput,
@@ -62,20 +67,22 @@ from llava.eval.batch_generation import (
 from llava.eval.pruning_args import add_pruning_args, apply_pruning_args
 from llava.eval.images import ImageError, bound_image_geometry, decode_base64_image, load_image
 from llava.eval.io_utils import InputError
-from llava.eval.questions import build_question_prompt, load_question_jsonl
-from llava.eval.run_llava import UsageError, check_device, stop_string
+from llava.eval.questions import UnencodableTextError, build_question_prompt, check_encodable, load_question_jsonl
+from llava.eval.run_llava import UsageError, stop_string
 from llava.eval.run_record import (
     RUN_RECORD_SUFFIX,
     RUN_STATS_SUFFIX,
     RunLog,
+    RunRecordError,
     drop_partial_last_line,
     sidecar_path,
     write_run_record,
 )
 from llava.eval.sample_errors import ON_ERROR_CHOICES, FailedSample, SampleErrorLog
-from llava.mm_utils import get_model_name_from_path, process_images, tokenizer_image_token
-from llava.model.anyres import uses_anyres
-from llava.model.errors import CheckpointError
+from llava.mm_utils import get_model_name_from_path, parse_grid_pinpoints, process_images, tokenizer_image_token
+from llava.model.anyres import merge_image_features, merge_type_of, uses_anyres
+from llava.model.builder import DeviceError, check_model_path, resolve_device
+from llava.model.errors import CheckpointError, ContextLengthError, check_context_length
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +166,8 @@ def build_parser(spec: DriverSpec, description: str) -> argparse.ArgumentParser:
                         default=spec.max_new_tokens)
     parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=1,
                         help="questions per generate call (left-padded; answers equal those of 1)")
-    parser.add_argument("--device", type=str, default="cuda", help="cuda, cuda:N or cpu")
+    parser.add_argument("--device", type=str, default="cuda",
+                        help="cuda, cuda:N, cpu, or auto (CUDA when it is available, else the CPU)")
     parser.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
                         help="weights dtype; auto = float16 on GPU, float32 on CPU")
     parser.add_argument("--num-workers", type=int, default=None,
@@ -187,9 +195,13 @@ def resolve_dtype(args: argparse.Namespace) -> torch.dtype:
 def check_args(args: argparse.Namespace) -> None:
     """Rejects flag values the drivers cannot run with.
 
+    ``--device auto`` is replaced by the device it resolves to.
+
     Raises:
-        UsageError: (a ValueError) chunk index out of range, batch size or token limit
-            below 1, negative temperature, fewer than one beam, or CUDA asked for without CUDA.
+        UsageError: (a ValueError) naming the flag: chunk index out of range, batch size or
+            token limit below 1, negative temperature, top_p outside (0, 1], fewer than one
+            beam, negative worker count, or a device that is not cpu / cuda / cuda:N or is
+            CUDA without CUDA.
     """
     if args.num_chunks < 1 or not 0 <= args.chunk_idx < args.num_chunks:
         raise UsageError(f"--chunk-idx must be in [0, --num-chunks), got {args.chunk_idx} of {args.num_chunks}")
@@ -197,11 +209,31 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.max_new_tokens < 1:
         raise UsageError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
-    if args.temperature < 0:
+    if not args.temperature >= 0:
         raise UsageError(f"--temperature must be >= 0, got {args.temperature}")
+    top_p = getattr(args, "top_p", None)
+    if top_p is not None and not 0 < top_p <= 1:
+        raise UsageError(f"--top_p must be in (0, 1], got {top_p}")
     if getattr(args, "num_beams", 1) < 1:
         raise UsageError(f"--num_beams must be >= 1, got {args.num_beams}")
-    check_device(args.device)
+    if args.num_workers is not None and args.num_workers < 0:
+        raise UsageError(f"--num-workers must be >= 0, got {args.num_workers}")
+    try:
+        args.device = resolve_device(args.device)
+    except DeviceError as err:
+        raise UsageError(f"--device: {err}") from None
+
+
+def check_model_paths(args: argparse.Namespace) -> None:
+    """Fails, naming the path, when ``--model-path`` or ``--model-base`` can be neither read locally
+    nor fetched; checked before the question file, so a wrong path is not reported as bad data.
+
+    Raises:
+        FileNotFoundError: see `llava.model.builder.check_model_path`.
+    """
+    check_model_path(os.path.expanduser(args.model_path))
+    if args.model_base:
+        check_model_path(os.path.expanduser(args.model_base), "model base")
 
 
 # ----------------------------------------------------------------------------- chunks and items
@@ -360,6 +392,8 @@ class SamplePreparer:
         self.image_folder = image_folder
         self.image_loading = image_loading
         self.question_file = question_file
+        self.num_visual_tokens = loaded.model.get_model().num_visual_tokens()
+        self.tile_pixels = loaded.model.get_model().get_vision_tower().config.image_size
 
     def prompt(self, item: EvalItem) -> str:
         """The full conversation prompt of an item."""
@@ -392,21 +426,49 @@ class SamplePreparer:
             return process_images([image], self.image_processor, self.config)[0]
         return self.image_processor.preprocess(image, return_tensors="pt")["pixel_values"][0]
 
+    def visual_tokens(self, pixels: torch.Tensor, image_size: Tuple[int, int]) -> int:
+        """The tokens one image's `pixels` splice into the prompt: the tower's count, or for
+        LLaVA-NeXT's anyres views (views, 3, H, W) the length of their merged run (tiles,
+        unpadding and newlines), computed on placeholder features of width 1."""
+        if pixels.dim() == 3:
+            return self.num_visual_tokens
+        placeholder = torch.zeros(pixels.shape[0], self.num_visual_tokens, 1)
+        pinpoints = getattr(self.config, "image_grid_pinpoints", None)
+        run = merge_image_features(placeholder, merge_type_of(self.config), image_size=image_size,
+                                   grid_pinpoints=parse_grid_pinpoints(pinpoints) if pinpoints else None,
+                                   tile_pixels=self.tile_pixels, image_newline=torch.zeros(1))
+        return run.shape[0]
+
     def __call__(self, item: EvalItem) -> Union[PreparedSample, FailedSample]:
-        """The item's model inputs, or, when its prompt or image cannot be used, why not."""
+        """The item's model inputs, or, when its prompt or image cannot be used, why not.
+
+        A prompt is unusable when it holds a character the tokenizer cannot encode, image
+        placeholders that do not match its images, or more text and visual tokens than the
+        model's context (``max_position_embeddings``).
+        """
         where = f"{self.question_file}:{item.line}"
+        try:
+            check_encodable(item.question)
+        except UnencodableTextError as err:
+            return FailedSample(item, "text", f"{where}: field 'text': {err}")
         input_ids = tokenizer_image_token(self.prompt(item), self.tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")
         placeholders, images = int((input_ids == IMAGE_TOKEN_INDEX).sum()), int(item.image is not None)
         if placeholders != images:
             return FailedSample(item, "text", f"{where}: field 'text': the prompt holds {placeholders} image "
                                               f"placeholders for {images} image(s)")
-        if item.image is None:
-            return PreparedSample(item, input_ids, None)
+        sample = PreparedSample(item, input_ids, None)
+        if item.image is not None:
+            try:
+                image = self.load_image(item)
+            except ImageError as err:
+                return FailedSample(item, "image", f"{where}: field 'image': {err}")
+            sample = PreparedSample(item, input_ids, self.pixels(image), image.size)
+        visual = self.visual_tokens(sample.image, sample.image_size) if sample.image is not None else 0
         try:
-            image = self.load_image(item)
-        except ImageError as err:
-            return FailedSample(item, "image", f"{where}: field 'image': {err}")
-        return PreparedSample(item, input_ids, self.pixels(image), image.size)
+            check_context_length(len(input_ids) - placeholders, visual, self.config.max_position_embeddings)
+        except ContextLengthError as err:
+            return FailedSample(item, "text", f"{where}: field 'text': {err}")
+        return sample
 
 
 class _PreparedItems(torch.utils.data.Dataset):
@@ -582,7 +644,8 @@ def _answer_pending(spec: DriverSpec, args: argparse.Namespace, pending: List[Ev
     """Loads the model and answers `pending`, batch by batch, logging each batch and the run.
 
     `started` is the run's start, in seconds since the epoch. Questions whose image or prompt
-    cannot be used go to `errors` (``--on-error skip``) or stop the run (``fail``).
+    cannot be used go to `errors` (``--on-error skip``; counted on the progress bar, each
+    message logged at debug level only) or stop the run (``fail``).
 
     Raises:
         InputError: with ``--on-error fail``, the first question that cannot be used.
@@ -612,8 +675,9 @@ def _answer_pending(spec: DriverSpec, args: argparse.Namespace, pending: List[Ev
             for failed in (s for s in prepared if isinstance(s, FailedSample)):
                 if args.on_error == "fail":
                     raise InputError(failed.message)
-                logger.warning("skipped: %s", failed.message)
+                logger.debug("skipped: %s", failed.message)
                 errors.record(failed)
+                progress.set_postfix(skipped=errors.count, refresh=False)
                 progress.update(1)
             if not samples:
                 continue
@@ -638,12 +702,53 @@ def _answer_pending(spec: DriverSpec, args: argparse.Namespace, pending: List[Ev
     })
 
 
+class AllSkippedError(InputError):
+    """Every question of a run was skipped: the data (usually ``--image-folder``) is wrong."""
+
+
+def check_something_answered(items: Sequence[EvalItem], errors: SampleErrorLog) -> None:
+    """Raises `AllSkippedError` when this run skipped every one of the chunk's questions.
+
+    Raises:
+        AllSkippedError: ``all N samples were skipped (first error: ...); see <errors file>``.
+    """
+    if items and errors.count == len(items):
+        raise AllSkippedError(f"all {len(items)} samples were skipped (first error: {errors.first.message}); "
+                              f"see {errors.path}")
+
+
+def _answer_locked(spec: DriverSpec, args: argparse.Namespace, items: List[EvalItem], settings: dict,
+                   started: float, errors: SampleErrorLog) -> Optional[Path]:
+    """What `run_driver` does while it holds the answers file's lock: resume, answer, record.
+
+    Returns:
+        The run record's path, or None when the answers file has no run-stats log.
+    """
+    if args.overwrite:
+        remove_run_files(args.answers_file)
+    answers = AnswersFile(args.answers_file)
+    log_path = sidecar_path(args.answers_file, RUN_STATS_SUFFIX)
+    drop_partial_last_line(log_path)
+    log = RunLog.read(log_path)
+    check_resume_settings(args.answers_file, log, settings)
+    pending = answers.pending(items)
+    if pending:
+        errors.start_run()
+        _answer_pending(spec, args, pending, len(items), answers, log, settings, started, errors)
+        check_something_answered(items, errors)
+    else:
+        print(f"{spec.name}: all {len(items)} questions of {args.answers_file} are answered", file=sys.stderr)
+    return write_run_record(args.answers_file)
+
+
 def run_driver(spec: DriverSpec, args: argparse.Namespace,
                read_items: Callable[[argparse.Namespace], List[EvalItem]]) -> int:
     """Answers the chunk's questions not yet in the answers file, then rewrites the run record.
 
-    The question file is read (and checked) before the model is loaded, and the model is
-    not loaded at all when every question is already answered.
+    Flags and the model path are checked first, then the question file is read (and
+    checked) before the model is loaded; the model is not loaded at all when every question
+    is already answered. The answers file is locked while the run writes it
+    (`llava.eval.answers_file.lock_answers_file`).
 
     Args:
         spec: the driver.
@@ -652,36 +757,27 @@ def run_driver(spec: DriverSpec, args: argparse.Namespace,
 
     Returns:
         0 on success (questions skipped under ``--on-error skip`` included, with a line on
-        stderr naming the errors file), 2 (after a one-line message on stderr) on bad input.
+        stderr naming the errors file), 2 (after a one-line message on stderr) on bad input,
+        including another run writing the same answers file and a run that skipped every question.
     """
     started = time.time()
     errors = SampleErrorLog(args.answers_file)
     try:
         check_args(args)
+        check_model_paths(args)
         items = read_items(args)
-        if args.overwrite:
-            remove_run_files(args.answers_file)
         conv_mode = resolve_conv_mode(args.conv_mode, get_model_name_from_path(os.path.expanduser(args.model_path)),
                                       spec.mmtag_rule)
         settings = answer_settings(args, conv_mode)
-        answers = AnswersFile(args.answers_file)
-        log_path = sidecar_path(args.answers_file, RUN_STATS_SUFFIX)
-        drop_partial_last_line(log_path)
-        log = RunLog.read(log_path)
-        check_resume_settings(args.answers_file, log, settings)
-        pending = answers.pending(items)
-        if pending:
-            errors.start_run()
-            _answer_pending(spec, args, pending, len(items), answers, log, settings, started, errors)
-        else:
-            print(f"{spec.name}: all {len(items)} questions of {args.answers_file} are answered", file=sys.stderr)
-        record = write_run_record(args.answers_file)
-    except (InputError, AnswersFileError, CheckpointError, FileNotFoundError, RecipeError, UsageError) as err:
+        with lock_answers_file(args.answers_file):
+            record = _answer_locked(spec, args, items, settings, started, errors)
+    except (InputError, AnswersFileError, CheckpointError, FileNotFoundError, RecipeError, RunRecordError,
+            UsageError) as err:
         print(f"{spec.name}: error: {err}", file=sys.stderr)
         return USAGE_ERROR
     if errors.count:
-        print(f"{spec.name}: {errors.count} of {len(items)} questions skipped (image or prompt unusable); "
-              f"listed in {errors.path}", file=sys.stderr)
+        print(f"{spec.name}: {errors.count} of {len(items)} questions skipped (image or prompt unusable; first: "
+              f"{errors.first.message}); listed in {errors.path}", file=sys.stderr)
     if record is not None:
         print(f"{spec.name}: {len(items) - errors.count} answers in {args.answers_file}; run record {record} "
               f"({time.time() - started:.1f} s)", file=sys.stderr)

@@ -36,6 +36,26 @@ class QuestionFileError(InputError):
     """A question file that cannot be read; the message names the file, line and field."""
 
 
+class UnencodableTextError(InputError):
+    """Text the tokenizer cannot encode: a character with no UTF-8 form (a lone surrogate such
+    as "\\udc80", which valid JSON can hold). The message gives its position and code point."""
+
+
+def check_encodable(text: str) -> None:
+    """Raises `UnencodableTextError` when `text` holds a character without a UTF-8 encoding.
+
+    SentencePiece (the LLaMA tokenizer) fails on such text with a low-level error, so the
+    drivers check a prompt with this before tokenizing it.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise UnencodableTextError(
+            f"character {err.start} (U+{ord(text[err.start]):04X}) cannot be encoded as UTF-8 ({err.reason}); "
+            "the tokenizer cannot read it"
+        ) from None
+
+
 @dataclass(frozen=True)
 class Question:
     """One sample of a question file.

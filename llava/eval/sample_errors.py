@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from llava.eval.run_record import append_lines_durably, sidecar_path
 
@@ -32,7 +32,9 @@ class FailedSample:
 
     Attributes:
         item: the question (an `llava.eval.eval_common.EvalItem`).
-        field: the question-file field at fault ("image", "text").
+        field: the question-file field at fault ("image", "text": a prompt with the wrong
+            number of image placeholders, text that cannot be encoded, or a prompt longer
+            than the model's context).
         message: one line naming the question file, line and field, then the problem.
     """
 
@@ -47,16 +49,19 @@ class SampleErrorLog:
     Attributes:
         path: ``<answers stem>.errors.jsonl``.
         count: samples recorded by this run.
+        first: the first sample recorded by this run, or None.
     """
 
     def __init__(self, answers_file: str):
         self.path: Path = sidecar_path(answers_file, ERRORS_SUFFIX)
         self.count = 0
+        self.first: Optional[FailedSample] = None
 
     def start_run(self) -> None:
         """Forgets the previous run's failures: every unanswered question is about to be retried."""
         self.path.unlink(missing_ok=True)
         self.count = 0
+        self.first = None
 
     def record(self, failed: FailedSample) -> None:
         """Appends one failed sample as a JSON line, flushed and fsynced."""
@@ -64,3 +69,4 @@ class SampleErrorLog:
                "line": failed.item.line, "field": failed.field, "message": failed.message}
         append_lines_durably(self.path, [json.dumps(row)])
         self.count += 1
+        self.first = self.first or failed
