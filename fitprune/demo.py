@@ -28,6 +28,7 @@ from fitprune.defaults import (
 )
 from fitprune.policies import RandomPolicy
 from fitprune.pruning import load_recipe_book
+from fitprune.recipe import RecipeError
 from fitprune.schedules import clear_schedule, install_schedule
 
 DEMO_RATIOS = ("30", "50", "60", "70", "80", "90")
@@ -54,8 +55,24 @@ def _first_answer(model, tokenizer, batch, max_new_tokens: int) -> str:
     return tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True).strip()
 
 
+def check_demo_files(recipes: Optional[str]) -> str:
+    """The demo model's path, after checking that the model, the data and `recipes` are there.
+
+    Raises:
+        FileNotFoundError: the first one missing, named (the default paths are relative to
+            the repository root).
+    """
+    model_path = ensure_default_model()
+    needed = [DEFAULT_TEST_FILE, DEFAULT_IMAGE_FOLDER, recipes or DEFAULT_CALIBRATION_FILE]
+    for path in needed:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{path} does not exist; run python -m fitprune.demo from the repository root")
+    return model_path
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Runs the demo; returns the exit code."""
+    """Runs the demo; returns the exit code (2 after one line on stderr for a missing file or
+    an unusable recipe file)."""
     parser = argparse.ArgumentParser(prog="python -m fitprune.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--reduction-ratio", "--reduction_ratio", dest="ratios", nargs="+", default=list(DEMO_RATIOS))
     parser.add_argument("--recipes", default=None,
@@ -65,11 +82,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
+    try:
+        return run_demo(args)
+    except (FileNotFoundError, RecipeError) as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
 
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Calibrates (unless ``--recipes``) and prints the table; returns the exit code.
+
+    Raises:
+        FileNotFoundError: the demo model or data is missing.
+        RecipeError: an unusable ``--recipes`` file.
+    """
     from llava.mm_utils import get_model_name_from_path
     from llava.model.builder import load_pretrained_model
 
-    model_path = ensure_default_model()
+    model_path = check_demo_files(args.recipes)
     model_name = get_model_name_from_path(model_path)
     recipes = args.recipes
     if recipes is None:

@@ -1,6 +1,7 @@
 """The paper-style results table: benchmarks × reduction ratios, with FLOPs and relative scores.
 
     python -m fitprune.report --runs-dir playground/data/eval --output-dir reports/
+    python -m fitprune.report --runs-dir playground/shapes/eval --output-dir reports/   # demo-model runs
     python -m fitprune.report record-metric --answers-file ANSWERS.jsonl --metric accuracy --value 58.2
     python -m fitprune.report record-metric --answers-file ANSWERS.jsonl --metric accuracy \\
         --from-log ANSWERS.metric.log --pattern 'Accuracy: ([0-9.]+)%' [--reduce last] [--scale 1]
@@ -44,11 +45,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from fitprune.defaults import SHAPES_DIR
 from llava.eval.io_utils import write_json_atomic, write_text_atomic
 from llava.eval.run_record import RUN_RECORD_SUFFIX, SampleCoverage, sample_coverage, sidecar_path
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_RUNS_DIR = "playground/data/eval"
+"""Where the eval scripts put a named model's runs (their EVAL_DIR default)."""
+DEMO_EVAL_DIR = f"{SHAPES_DIR}/eval"
+"""Where they put the demo model's runs (no MODEL_PATH)."""
 METRICS_SUFFIX = ".metrics.json"
 METRICS_SCHEMA_VERSION = 1
 TERA = 1e12
@@ -463,7 +469,9 @@ def build_report(runs_dir: Path, output_dir: Path) -> Tuple[Table, List[Path]]:
     """
     runs = collect_runs(runs_dir)
     if not runs:
-        raise ReportError(f"no run records (*{RUN_RECORD_SUFFIX}) under {runs_dir}")
+        raise ReportError(f"no run records (*{RUN_RECORD_SUFFIX}) under {runs_dir}; the eval scripts write them "
+                          f"beside the answers in their EVAL_DIR: {DEMO_EVAL_DIR} for the demo model (no MODEL_PATH), "
+                          f"{DEFAULT_RUNS_DIR} for a named model")
     table = build_table(runs)
     written = [output_dir / "results.md", output_dir / "results.csv"]
     write_text_atomic(written[0], to_markdown(table))
@@ -504,7 +512,7 @@ def _record_metric_main(argv: Sequence[str]) -> int:
         path, coverage = record_metric(args.answers_file, args.metric, value, args.benchmark, source_info)
     except ReportError as err:
         print(f"record-metric: error: {err}", file=sys.stderr)
-        return 1
+        return 2
     print(f"{args.metric} = {value:g} -> {path}" + (f"; {coverage.describe()}" if coverage else ""))
     return 0
 
@@ -512,21 +520,23 @@ def _record_metric_main(argv: Sequence[str]) -> int:
 def _build_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m fitprune.report", description=__doc__.splitlines()[0],
                                      epilog="record a score: python -m fitprune.report record-metric --help")
-    parser.add_argument("--runs-dir", default="playground/data/eval", help="searched for *.run.json records")
+    parser.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR,
+                        help=f"searched for *.run.json records (the demo model's runs: {DEMO_EVAL_DIR})")
     parser.add_argument("--output-dir", default="reports", help="where results.md/.csv/.png go")
     args = parser.parse_args(argv)
     try:
         table, written = build_report(Path(args.runs_dir), Path(args.output_dir))
     except ReportError as err:
         print(f"report: error: {err}", file=sys.stderr)
-        return 1
+        return 2
     print(to_markdown(table), end="")
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``record-metric ...`` records a score; anything else builds the report. Returns the exit code."""
+    """``record-metric ...`` records a score; anything else builds the report. Returns the exit
+    code: 0, or 2 after one ``error:`` line on stderr for bad input (as argparse)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "record-metric":
         return _record_metric_main(argv[1:])

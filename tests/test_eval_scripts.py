@@ -54,7 +54,7 @@ def test_missing_data_stops_before_loading_the_model(bench, tmp_path):
     result = _run_script([str(SCRIPTS / f"{bench}.sh")],
                          {"EVAL_DIR": str(tmp_path), "MODEL_PATH": str(tmp_path / "no-model"), "DEVICE": "cpu"},
                          timeout=30)
-    assert result.returncode == 1
+    assert result.returncode == 2
     expected = tmp_path / FIRST_REQUIRED[bench]
     assert result.stderr.startswith(f"{bench}.sh: error: missing data file {expected}; it comes from ")
     assert "no-model" not in result.stderr, "the model was never looked at"
@@ -84,9 +84,9 @@ def test_run_names_derive_from_model_ratio_and_recipe(tmp_path):
 
 def test_bad_ratio_and_missing_recipe_are_refused(tmp_path):
     bad = _source_common(tmp_path, "true", REDUCTION_RATIO="sixty")
-    assert bad.returncode == 1 and "REDUCTION_RATIO must be a percent" in bad.stderr
+    assert bad.returncode == 2 and "REDUCTION_RATIO must be a percent" in bad.stderr
     missing = _source_common(tmp_path, "true", RECIPE=str(tmp_path / "none.json"))
-    assert missing.returncode == 1 and f"missing data file {tmp_path / 'none.json'}" in missing.stderr
+    assert missing.returncode == 2 and f"missing data file {tmp_path / 'none.json'}" in missing.stderr
 
 
 def _tiny_textvqa(eval_dir):

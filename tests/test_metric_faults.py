@@ -194,3 +194,66 @@ def test_pope_script_with_one_corrupt_image_records_a_partial_score(tiny_checkpo
     assert f"answered 3 of 4 (1 skipped, listed in {errors}" in result.stdout
     metrics = json.loads((data / "answers" / "llava-v1.5-tiny-r0.metrics.json").read_text())
     assert metrics["samples"] == {"answered": 3, "skipped": 1, "total": 4, "errors_file": str(errors)}
+
+
+# ---------------------------------------------------------------- fault 14: bad input is one line and exit 2
+
+
+def _python(args, cwd, **env):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120, cwd=cwd,
+                          env=_script_env(PYTHONPATH=str(REPO), **env))
+
+
+def test_demo_outside_the_repository_root_is_one_line_and_exit_2(tmp_path):
+    result = _python(["-m", "fitprune.demo"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == ("python -m fitprune.demo: error: playground/models/llava-v1.5-shapes/config.json: the "
+                             "demo model is missing; run from the repository root, or retrain it with `python -m "
+                             "fitprune.train_demo --output playground/models/llava-v1.5-shapes`\n")
+
+
+def test_demo_with_a_missing_recipe_file_is_one_line_and_exit_2(tmp_path):
+    result = _python(["-m", "fitprune.demo", "--recipes", str(tmp_path / "none.json")], cwd=REPO)
+    assert result.returncode == 2
+    assert result.stderr == (f"python -m fitprune.demo: error: {tmp_path / 'none.json'} does not exist; run python "
+                             "-m fitprune.demo from the repository root\n")
+
+
+def test_report_without_runs_exits_2_saying_where_runs_are(tmp_path):
+    result = _python(["-m", "fitprune.report", "--runs-dir", str(tmp_path), "--output-dir", str(tmp_path / "out")],
+                     cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == (f"report: error: no run records (*.run.json) under {tmp_path}; the eval scripts write "
+                             "them beside the answers in their EVAL_DIR: playground/shapes/eval for the demo model "
+                             "(no MODEL_PATH), playground/data/eval for a named model\n")
+
+
+def test_record_metric_and_merge_bad_input_exit_2(tmp_path):
+    answers = tmp_path / "a.jsonl"
+    record = _python(["-m", "fitprune.report", "record-metric", "--answers-file", str(answers), "--value", "1"],
+                     cwd=tmp_path)
+    assert (record.returncode, record.stderr) == (
+        2, f"record-metric: error: {tmp_path / 'a.run.json'} does not exist; pass --benchmark\n")
+    merge = _python(["-m", "llava.eval.run_record", "merge", "--answers-file", str(answers), str(tmp_path / "1_0.jsonl")],
+                    cwd=tmp_path)
+    assert merge.returncode == 2 and merge.stderr.count("\n") == 1
+    assert merge.stderr.startswith("run_record: error: none of the chunks")
+
+
+def test_script_bad_input_is_exit_2_from_any_directory(tmp_path):
+    """A bad setting, and a chunk whose driver refuses its question file, both give exit 2."""
+    common = SCRIPTS / "common.sh"
+    bad = subprocess.run(["bash", "-c", f'set -euo pipefail; BENCHMARK=toy; source "{common}"'], capture_output=True,
+                         text=True, timeout=30, cwd=tmp_path, env=_script_env(REDUCTION_RATIO="lots"))
+    assert bad.returncode == 2
+    assert bad.stderr == ("bash: error: REDUCTION_RATIO must be a percent such as 60 (or a fraction such as 0.6), "
+                          "got 'lots'\n")
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("{not json\n")
+    snippet = (f'set -euo pipefail; BENCHMARK=toy; source "{common}"; run_chunked "{tmp_path / "out"}" '
+               f'"${{DRIVER_ARGS[@]}}" --question-file "{questions}" --image-folder "{tmp_path}"')
+    chunk = subprocess.run(["bash", "-c", snippet], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                           env=_script_env(MODEL_PATH=str(tmp_path / "model"), DEVICE="cpu"))
+    assert chunk.returncode == 2, chunk.stderr
+    assert chunk.stderr.splitlines()[-1] == ("bash: error: a chunk failed with exit status 2 (see above); rerun the "
+                                             "script to resume the unfinished chunks")

@@ -77,7 +77,7 @@ def test_metrics_files_hold_the_parsed_scores(runs_dir):
 
 def test_record_metric_without_a_match_fails_naming_the_pattern(tmp_path, capsys):
     answers = tmp_path / "a.jsonl"
-    assert _record_value(answers, "nothing here\n", "--benchmark", "textvqa", "--pattern", "Accuracy: ([0-9.]+)") == 1
+    assert _record_value(answers, "nothing here\n", "--benchmark", "textvqa", "--pattern", "Accuracy: ([0-9.]+)") == 2
     assert "'Accuracy: ([0-9.]+)' matches nothing" in capsys.readouterr().err
     assert not report.metrics_path(str(answers)).exists()
 
@@ -148,5 +148,5 @@ def test_merging_chunks_run_with_other_settings_is_refused(tmp_path):
 
 
 def test_no_records_is_an_error(tmp_path, capsys):
-    assert report.main(["--runs-dir", str(tmp_path), "--output-dir", str(tmp_path / "out")]) == 1
+    assert report.main(["--runs-dir", str(tmp_path), "--output-dir", str(tmp_path / "out")]) == 2
     assert f"no run records (*.run.json) under {tmp_path}" in capsys.readouterr().err

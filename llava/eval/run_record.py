@@ -493,7 +493,8 @@ def merge_run_records(answers_file: PathLike, chunk_answers: Sequence[PathLike])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m llava.eval.run_record merge --answers-file MERGED CHUNK...``; returns the exit code."""
+    """``python -m llava.eval.run_record merge --answers-file MERGED CHUNK...``; returns the exit
+    code (2 after one line on stderr for an unusable log)."""
     parser = argparse.ArgumentParser(prog="python -m llava.eval.run_record", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     merge = commands.add_parser("merge", help="write the run record of a merged answers file from its chunks")
@@ -504,7 +505,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         path = merge_run_records(args.answers_file, args.chunks)
     except RunRecordError as err:
         print(f"run_record: error: {err}", file=sys.stderr)
-        return 1
+        return 2
     print(f"run record: {path}")
     return 0
 

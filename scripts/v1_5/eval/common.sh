@@ -21,6 +21,10 @@
 #
 # An existing answers file is resumed: rerunning a script after an interruption answers
 # only the questions left.
+#
+# Exit status: 0 done; 2 bad input (a missing data file, a bad setting, or a Python step's
+# bad-input error), with one "<script>: error: ..." line on stderr; a failed step's own status
+# otherwise (a chunked run: the first failed chunk's).
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 # the repository's llava and fitprune, installed or not, from any working directory
@@ -39,10 +43,18 @@ BATCH_SIZE=${BATCH_SIZE:-1}
 PYTHON=${PYTHON:-python}
 EVAL_ZIP="LLaVA's eval.zip (https://drive.google.com/file/d/1atZSBBrAX54yYpxtVVW33zFvcnaHeFPy), extracted into $EVAL_DIR"
 
-# die MESSAGE...: prints "<script>: error: MESSAGE" on stderr and exits 1.
-die() {
+# fail STATUS MESSAGE...: prints "<script>: error: MESSAGE" on stderr and exits with STATUS.
+fail() {
+    local status=$1
+    shift
     echo "$(basename "$0"): error: $*" >&2
-    exit 1
+    exit "$status"
+}
+
+# die MESSAGE...: bad input (a missing file, a bad setting): one line and exit status 2, as
+# the Python commands (argparse) give.
+die() {
+    fail 2 "$@"
 }
 
 # require_file PATH SOURCE: stops unless PATH is a file, naming it and where it comes from.
@@ -99,7 +111,7 @@ run_chunked() {
         IFS=',' read -ra gpus <<< "${CUDA_VISIBLE_DEVICES:-0}"
     fi
     local chunks=${#gpus[@]}
-    local pids=() parts=() idx pid failed=0
+    local pids=() parts=() idx pid status failed=0
     mkdir -p "$dir"
     for ((idx = 0; idx < chunks; idx++)); do
         local device_env=()
@@ -112,9 +124,12 @@ run_chunked() {
         pids+=($!)
     done
     for pid in "${pids[@]}"; do
-        wait "$pid" || failed=1
+        status=0
+        wait "$pid" || status=$?
+        ((failed != 0)) || failed=$status
     done
-    ((failed == 0)) || die "a chunk failed (see above); rerun the script to resume the unfinished chunks"
+    ((failed == 0)) || fail "$failed" "a chunk failed with exit status $failed (see above); rerun the script to" \
+        "resume the unfinished chunks"
     : > "$dir/merge.jsonl"
     for idx in "${!parts[@]}"; do
         cat "${parts[$idx]}" >> "$dir/merge.jsonl"
