@@ -33,7 +33,15 @@ import torch
 
 from fitprune.flops import DecoderDims, paper_layer_flops, paper_reduction
 from fitprune.policies import cross_and_self_scores
-from fitprune.recipe import FIT_INTERSECTION, ModelSignature, Recipe, keep_counts_for_fractions
+from fitprune.recipe import (
+    FIT_INTERSECTION,
+    LABEL_TOLERANCE,
+    ModelSignature,
+    Recipe,
+    RecipeBook,
+    RecipeError,
+    keep_counts_for_fractions,
+)
 from fitprune.stats import AttentionStats
 from llava.model.language_model.modeling_llama import AttentionInputs
 from llava.model.language_model.sequence_layout import SequenceLayout
@@ -311,7 +319,8 @@ def _meet_budget(levels: List[int], top: int, reduction: Callable[[List[int]], f
     keep = _first_stop(keep, delete_one, lambda counts, _: reduction_of(counts) >= ratio)
     return _first_stop(
         keep, restore_one,
-        lambda counts, restored: reduction_of(counts) < ratio + 1 or restored is None or reduction_of(restored) < ratio,
+        lambda counts, restored: (reduction_of(counts) < ratio + LABEL_TOLERANCE or restored is None
+                                  or reduction_of(restored) < ratio),
     )
 
 
@@ -395,7 +404,9 @@ def fit_recipe(
         The recipe and every trial run, in order.
 
     Raises:
-        ValueError: if even alpha = 1 does not meet the budget, or `visual_counts` is empty.
+        ValueError: if even alpha = 1 does not meet the budget, if the nearest recipe removes more
+            than `LABEL_TOLERANCE` points over it (a recipe file would refuse it on load), or if
+            `visual_counts` is empty.
     """
     if visual_counts is not None and len(visual_counts) == 0:
         raise ValueError("visual_counts is empty: a fractional fit needs the calibration samples' visual counts")
@@ -424,7 +435,25 @@ def fit_recipe(
             raise ValueError("a fractional fit needs trials that record mean_deleted_fraction (LayerWalk does)")
         fractions = round_keep_fractions(dims, visual_counts, best.mean_deleted_fraction.tolist(), ratio)
         recipe = Recipe.from_keep_fractions(signature, ratio, fractions, visual_counts, alpha=best.alpha, fit=mode)
-        return recipe, trials
-    keep = round_keep_counts(dims, signature.num_visual_tokens, best.mean_deleted.tolist(), ratio)
-    recipe = Recipe.from_keep_counts(signature, ratio, keep, alpha=best.alpha, fit=mode)
+    else:
+        keep = round_keep_counts(dims, signature.num_visual_tokens, best.mean_deleted.tolist(), ratio)
+        recipe = Recipe.from_keep_counts(signature, ratio, keep, alpha=best.alpha, fit=mode)
+    _check_loadable(signature, recipe)
     return recipe, trials
+
+
+def _check_loadable(signature: ModelSignature, recipe: Recipe) -> None:
+    """Checks that a fitted recipe passes the label check a recipe file gets on load
+    (`RecipeBook.check_labels`): on a model with few visual tokens or layers one token may be
+    worth more than `LABEL_TOLERANCE` points, and the nearest recipe then overshoots its budget.
+
+    Raises:
+        ValueError: the recipe removes more than `LABEL_TOLERANCE` points over its budget.
+    """
+    try:
+        RecipeBook(model=signature, recipes=(recipe,)).check_labels()
+    except RecipeError as err:
+        raise ValueError(
+            f"cannot be met within {LABEL_TOLERANCE:g} point with this model's {signature.num_visual_tokens} "
+            f"visual tokens and {signature.num_layers} layer{'s' * (signature.num_layers != 1)} ({err})"
+        ) from None

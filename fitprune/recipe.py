@@ -63,6 +63,10 @@ RATIO_TOLERANCE = 1e-6
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 """Folder of the shipped recipe books."""
 
+LABEL_TOLERANCE = 1.0
+"""Percent points by which what a loaded recipe's counts remove (paper convention) may exceed its label
+(``reduction_ratio``) or differ from its recorded ``achieved_paper`` (see `RecipeBook.check_labels`)."""
+
 
 class RecipeError(ValueError):
     """A recipe or recipe book is invalid, does not fit the model, or is missing."""
@@ -535,8 +539,9 @@ class RecipeBook:
         Raises:
             RecipeError: the file is missing, is not UTF-8 or not valid JSON (message gives the byte, or
                 the line and column), has a different schema version, or a field is missing, unknown,
-                mistyped or out of range; every message starts with the file name and names the recipe
-                ratio, field and offending value.
+                mistyped or out of range, or a recipe's keep counts remove more than its label says or
+                other than its recorded ``achieved_paper`` (`check_labels`); every message starts with the
+                file name and names the recipe ratio, field and offending value.
         """
         where = str(path)
         try:
@@ -571,7 +576,9 @@ class RecipeBook:
                 label = f"recipe {_format_ratio(entry['reduction_ratio'])}" if has_ratio else f"recipes[{i}]"
                 _check_keys(entry, Recipe, label, optional=("keep_fractions",))
                 recipes.append(Recipe(**entry))
-            return cls(model=model, recipes=tuple(recipes), provenance=raw["provenance"], schema_version=SCHEMA_VERSION)
+            book = cls(model=model, recipes=tuple(recipes), provenance=raw["provenance"], schema_version=SCHEMA_VERSION)
+            book.check_labels()
+            return book
         except RecipeError as err:
             raise RecipeError(f"{where}: {err}") from None
 
@@ -619,6 +626,38 @@ class RecipeBook:
         """
         kept = tuple(r for r in self.recipes if abs(r.reduction_ratio - recipe.reduction_ratio) >= RATIO_TOLERANCE)
         return dataclasses.replace(self, recipes=kept + (recipe,))
+
+    def removed_paper(self, recipe: Recipe) -> float:
+        """FLOPs a recipe removes under the paper convention, percent, recomputed from its keep counts
+        and this book's model (for a fractional recipe: what its fractions remove of a sample of
+        ``num_visual_tokens`` visual tokens, the counts it carries)."""
+        return paper_reduction(self.model.dims(), recipe.keep_counts, recipe.num_visual_tokens)
+
+    def check_labels(self) -> None:
+        """Checks what each recipe's keep counts remove (`removed_paper`) against what it says.
+
+        A recipe may not remove more than `LABEL_TOLERANCE` points over its label (``reduction_ratio``);
+        it may fall short of it, as the authors' published low budgets do (their "10" removes 6.44%,
+        see the spec's table). A recipe of absolute counts must also remove its recorded
+        ``achieved_paper`` within `LABEL_TOLERANCE`; a fractional one records that figure on its
+        calibration samples' own counts, so only its label is checked.
+
+        Raises:
+            RecipeError: a recipe disagrees; the message names it and gives both numbers (percent).
+        """
+        for recipe in self.recipes:
+            where = f"recipe {_format_ratio(recipe.reduction_ratio)}"
+            removed = self.removed_paper(recipe)
+            if removed > recipe.reduction_ratio + LABEL_TOLERANCE:
+                raise RecipeError(
+                    f"{where}: its keep counts remove {removed:.2f}% of FLOPs (paper convention) but its label "
+                    f"says {_format_ratio(recipe.reduction_ratio)}% (more than {LABEL_TOLERANCE:g} point over)"
+                )
+            if not recipe.is_fractional and abs(removed - recipe.achieved_paper) > LABEL_TOLERANCE:
+                raise RecipeError(
+                    f"{where}: its keep counts remove {removed:.2f}% of FLOPs (paper convention) but its "
+                    f"achieved_paper says {recipe.achieved_paper:.2f}%"
+                )
 
     def check_model(self, signature: ModelSignature) -> None:
         """Checks that this book was fitted for a model with the given signature (names are not compared).
