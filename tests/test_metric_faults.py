@@ -257,3 +257,21 @@ def test_script_bad_input_is_exit_2_from_any_directory(tmp_path):
     assert chunk.returncode == 2, chunk.stderr
     assert chunk.stderr.splitlines()[-1] == ("bash: error: a chunk failed with exit status 2 (see above); rerun the "
                                              "script to resume the unfinished chunks")
+
+
+# ---------------------------------------------------------------- fault 15: the README's report commands
+
+
+def test_readme_report_commands_read_where_the_scripts_write():
+    """Each EVAL_DIR the scripts default to (demo model, named model) has a report command in the README."""
+    script = f'set -euo pipefail; BENCHMARK=toy; source "{SCRIPTS / "common.sh"}"; echo "$EVAL_DIR"'
+    eval_dirs = set()
+    for model in ({}, {"MODEL_PATH": "liuhaotian/llava-v1.5-7b"}):
+        env = {k: v for k, v in _script_env(**model).items() if k != "EVAL_DIR" and (model or k != "MODEL_PATH")}
+        result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30, env=env)
+        eval_dirs.add(str(Path(result.stdout.strip()).relative_to(REPO)))
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    commands = {line.split("--runs-dir ")[1].split()[0] for line in readme.splitlines()
+                if line.startswith("python -m fitprune.report --runs-dir ")}
+    assert eval_dirs == {"playground/shapes/eval", "playground/data/eval"}
+    assert commands == eval_dirs
