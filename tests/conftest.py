@@ -47,6 +47,7 @@ def tiny(_loaded_tiny):
     yield tokenizer, model, processor
     model.config.reduction_ratio = 0
     model.config.fitprune_policy = "fitprune"
+    model.config.fitprune_seed = 0
     model.get_model().prefill_hook = None
 
 

@@ -1,4 +1,6 @@
 """FitPrune at inference on the tiny model: the pruning mechanism, policies and recipes."""
+import copy
+
 import pytest
 import torch
 
@@ -7,6 +9,7 @@ from fitprune.pruning import RecipeSchedule
 from fitprune.recipe import RecipeError
 from llava.mm_utils import tokenizer_image_token
 from llava.model.language_model import modeling_llama
+from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
 from llava.model.language_model.modeling_llama import LlamaForCausalLM
 from llava.model.language_model.sequence_layout import (
     SEGMENT_PREFIX,
@@ -178,6 +181,33 @@ def test_random_policy_depends_on_its_seed(tiny):
         model.get_model().prefill_hook = TokenPruner(RandomPolicy(seed), RecipeSchedule(TINY_KEEP_COUNTS, num_visual))
         kept.append(_forward(model, ids, mask, images).pruning_trace.kept_indices(3, 0).tolist())
     assert kept[0] == kept[1] != kept[2]
+
+
+def test_changing_the_seed_in_the_config_rebuilds_the_random_pruner(tiny):
+    _, model, _ = tiny
+    ids, mask, images = _batch(tiny)
+    model.config.reduction_ratio = TINY_RECIPE_RATIO
+    model.config.fitprune_policy = "random"
+    kept = []
+    for seed in (0, 1, 0):
+        model.config.fitprune_seed = seed
+        kept.append(_forward(model, ids, mask, images).pruning_trace.kept_indices(3, 0).tolist())
+    assert kept[0] == kept[2] != kept[1]
+
+
+@pytest.mark.parametrize("ratio", [0, TINY_RECIPE_RATIO])
+def test_model_without_vision_tower_runs_text_prompts_at_any_ratio(tiny, ratio):
+    tokenizer, model, _ = tiny
+    config = copy.deepcopy(model.config)
+    del config.mm_vision_tower
+    config.reduction_ratio = ratio
+    torch.manual_seed(0)
+    text_only = LlavaLlamaForCausalLM(config).eval()
+    assert text_only.get_vision_tower() is None
+    ids, mask = encode_batch(tokenizer, [build_prompt(q, image=False) for q in QUESTIONS[:2]], "left")
+    out = _forward(text_only, ids, mask, None)
+    assert out.logits.shape[:2] == ids.shape
+    assert out.pruning_trace is None or not out.pruning_trace.live_counts
 
 
 def test_fraction_is_read_as_percent(tiny):

@@ -52,13 +52,22 @@ class LlavaLlamaModel(LlavaMetaModel, LlamaModel):
         return tower.num_visual_tokens
 
     def resolve_prefill_hook(self) -> Optional[PrefillHook]:
-        """An explicitly set hook wins; otherwise the pruner described by the config."""
+        """An explicitly set hook wins; otherwise the pruner described by the config.
+
+        A model without a vision tower (text-only, or built before its vision modules are
+        attached) and a ratio of 0 have nothing to prune and get no hook. The pruner is
+        rebuilt whenever a config field it is built from (ratio, recipe, policy, seed) changes.
+        """
         if self.prefill_hook is not None:
             return self.prefill_hook
+        ratio = getattr(self.config, "reduction_ratio", 0) or 0
+        if ratio == 0 or self.get_vision_tower() is None:
+            return None
         key = (
-            getattr(self.config, "reduction_ratio", 0) or 0,
+            ratio,
             getattr(self.config, "fitprune_recipe", None),
             getattr(self.config, "fitprune_policy", "fitprune"),
+            getattr(self.config, "fitprune_seed", 0),
         )
         if key != self._configured_hook_key:
             from fitprune.pruning import pruner_from_config
