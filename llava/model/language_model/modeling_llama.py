@@ -62,22 +62,36 @@ class LlamaRMSNorm(nn.Module):
 
 
 class LlamaRotaryEmbedding(nn.Module):
-    """cos/sin tables of rotary position embeddings at arbitrary (sparse) positions."""
+    """cos/sin tables of rotary position embeddings at arbitrary (sparse) positions.
+
+    The frequencies are computed once, in float32 on the CPU, from `head_dim` and `base`,
+    and kept outside the module's buffers, so loading the model in float16/bfloat16 (or
+    moving it with `.to(dtype)`) never rounds them; the angles and their cos/sin are
+    computed in float32 and only the tables are cast to the activations' dtype, as
+    transformers 4.31 does with its float32 cos/sin cache. The `inv_freq` buffer exists
+    only so that checkpoints (which carry `rotary_emb.inv_freq`, in whatever dtype they
+    were saved) load and save key for key; its value is never read.
+    """
 
     def __init__(self, head_dim: int, base: float, scaling: Optional[dict]):
         super().__init__()
-        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2).float() / head_dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=True)
-        self.position_scale = 1.0
+        self.exact_inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2).float() / head_dim))
+        self.register_buffer("inv_freq", self.exact_inv_freq.clone(), persistent=True)
+        self.position_divisor = 1.0
         if scaling is not None:
             if scaling.get("type") != "linear":
                 raise ValueError(f"rope_scaling {scaling!r} is not supported; only type 'linear' is")
-            self.position_scale = 1.0 / float(scaling["factor"])
+            self.position_divisor = float(scaling["factor"])
+
+    def _inv_freq_on(self, device: torch.device) -> torch.Tensor:
+        if self.exact_inv_freq.device != device:
+            self.exact_inv_freq = self.exact_inv_freq.to(device)
+        return self.exact_inv_freq
 
     def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Returns cos, sin of shape (B, T, head_dim) for `position_ids` (B, T)."""
-        positions = position_ids.float() * self.position_scale
-        freqs = positions[..., None] * self.inv_freq.float()[None, None]  # (B, T, head_dim/2)
+        """Returns cos, sin of shape (B, T, head_dim), cast to `dtype`, for `position_ids` (B, T)."""
+        positions = position_ids.float() / self.position_divisor
+        freqs = positions[..., None] * self._inv_freq_on(position_ids.device)[None, None]  # (B, T, head_dim/2)
         angles = torch.cat([freqs, freqs], dim=-1)
         return angles.cos().to(dtype), angles.sin().to(dtype)
 
