@@ -12,8 +12,12 @@ setup(
     package_data={"fitprune": ["recipes/*.json", "recipes/configs/*.json"], "llava": ["testing/data/*"]},
     include_package_data=True,
     install_requires=[
-        "torch",
+        # 2.6 is the first torch whose torch.load defaults to weights_only=True, so a pickled
+        # checkpoint that peft (or transformers outside llava.utils.safe_weights_loading) reads
+        # cannot run code
+        "torch>=2.6",
         "transformers==4.31.0",
+        "safetensors",
         "tokenizers>=0.12.1,<0.14",
         "sentencepiece",
         "shortuuid",

@@ -1,13 +1,22 @@
-"""Logging setup, start-up speed-ups and user-facing messages of the serving code."""
+"""Logging setup, start-up speed-ups, one-line command-line errors, safe reading of weights
+files and user-facing messages of the serving code."""
 
+import argparse
 import logging
 import logging.handlers
 import os
+import pickle
+import re
 import sys
+from contextlib import contextmanager
+from typing import Dict, Iterator, Optional
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file as load_safetensors
 
 from llava.constants import LOGDIR
+from llava.model.errors import CheckpointError
 
 server_error_msg = "**NETWORK ERROR DUE TO HIGH TRAFFIC. PLEASE REGENERATE OR REFRESH THIS PAGE.**"
 moderation_msg = "YOUR INPUT VIOLATES OUR CONTENT MODERATION GUIDELINES. PLEASE TRY AGAIN."
@@ -64,3 +73,78 @@ def disable_torch_init() -> None:
     """
     torch.nn.Linear.reset_parameters = _skip_reset_parameters
     torch.nn.LayerNorm.reset_parameters = _skip_reset_parameters
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, ``<error_name>: error: <message>``,
+    exit 2 (``error_name`` defaults to ``prog``); a command calls its `error` for bad input
+    found after parsing too, so every bad-input message has the same form."""
+
+    def __init__(self, *args, error_name: Optional[str] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.error_name = error_name or self.prog
+
+    def error(self, message: str):
+        self.exit(2, f"{self.error_name}: error: {message}\n")
+
+
+UNREADABLE_WEIGHTS_ERRORS = (RuntimeError, EOFError, OSError, ValueError, SafetensorError)
+"""What reading a truncated or corrupt weights file raises (torch's zip reader, an empty
+pickle, safetensors' header check)."""
+
+
+def _first_sentence(err: Exception) -> str:
+    """The first sentence of an error's message (torch's ones go on for a paragraph), or its type."""
+    text = " ".join(str(err).split())
+    return re.split(r"(?<=[a-z])\. ", text, maxsplit=1)[0].rstrip(".") or type(err).__name__
+
+
+def read_weights_file(path) -> Dict[str, torch.Tensor]:
+    """The tensors a weights file holds, on the CPU, read without running code from the file.
+
+    A ``.safetensors`` file is read with safetensors; any other file (``.bin``) with
+    ``torch.load(weights_only=True)`` whatever torch's default, so a pickle that would call a
+    function (write a file, start a process) is refused instead of run.
+
+    Args:
+        path: the file.
+
+    Returns:
+        Name to tensor.
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        CheckpointError: one line starting with the file's path: it holds more than tensors
+            (names the global it would call), or it is truncated or corrupt.
+    """
+    path = str(path)
+    try:
+        if path.endswith(".safetensors"):
+            return load_safetensors(path, device="cpu")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except pickle.UnpicklingError as err:
+        called = re.search(r"GLOBAL (\S+)", str(err))
+        what = f"would call {called.group(1)}" if called else "holds objects other than tensors"
+        raise CheckpointError(f"{path}: not loaded: a weights file holds only tensors, but this pickle {what} when "
+                              "unpickled; use a checkpoint from a source you trust (safetensors if it has them)") from None
+    except UNREADABLE_WEIGHTS_ERRORS as err:
+        raise CheckpointError(f"{path}: cannot read the weights, the file is truncated or corrupt "
+                              f"({_first_sentence(err)}); download or copy it again") from None
+
+
+@contextmanager
+def safe_weights_loading() -> Iterator[None]:
+    """Within it, transformers' ``from_pretrained`` reads every weights file (each shard too)
+    with `read_weights_file` instead of its own ``torch.load``: pickles load with
+    ``weights_only=True`` on any torch, and a truncated or corrupt file is one
+    `CheckpointError` line naming it (transformers 4.31 itself suggests ``from_tf=True``)."""
+    from transformers import modeling_utils
+
+    original = modeling_utils.load_state_dict
+    modeling_utils.load_state_dict = read_weights_file
+    try:
+        yield
+    finally:
+        modeling_utils.load_state_dict = original

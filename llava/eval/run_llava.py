@@ -3,14 +3,17 @@
     python -m llava.eval.run_llava --model-path liuhaotian/llava-v1.5-7b \\
         --image-file view.jpg --query "What is in the picture?" [--reduction-ratio 60]
 
-The answer goes to stdout; with pruning on, one line on the visual tokens kept goes to
-stderr. `eval_model(args)` does the same from Python and returns the answer.
+The answer goes to stdout. On stderr: first the device it runs on (``--device auto``, the
+default, is CUDA when it is available and the CPU otherwise), then, with pruning on, one line
+on the visual tokens kept. A bad flag, image or model path is one ``run_llava: error:`` line,
+exit status 2. `eval_model(args)` does the same from Python and returns the answer.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence, TypeVar
 
 import torch
 from PIL import Image
@@ -29,22 +32,32 @@ from llava.mm_utils import (
     tokenizer_image_token,
 )
 from llava.model.anyres import uses_anyres
-from llava.model.builder import load_pretrained_model
-from llava.model.errors import CheckpointError
-from llava.utils import disable_torch_init
+from llava.model.builder import (
+    AUTO_DEVICE,
+    DeviceError,
+    check_model_path,
+    describe_device,
+    load_pretrained_model,
+    resolve_device,
+)
+from llava.model.errors import CheckpointError, ContextLengthError
+from llava.utils import OneLineArgumentParser, disable_torch_init
 
 URL_TIMEOUT_S = 30
-USAGE_ERROR = 2
-"""Exit status for bad input (missing image or model, no recipe), as argparse uses."""
+DEFAULT_MAX_NEW_TOKENS = 1024
+
+ResultT = TypeVar("ResultT")
 
 
 class UsageError(ValueError):
-    """A flag value the driver cannot run with (device, temperature, token limit)."""
+    """A flag value the driver cannot run with (device, temperature, top_p, token limit); the
+    message starts with the flag."""
 
 
-BAD_INPUT_ERRORS = (InputError, CheckpointError, FileNotFoundError, RecipeError, UsageError)
+BAD_INPUT_ERRORS = (InputError, CheckpointError, ContextLengthError, FileNotFoundError, RecipeError, UsageError)
 """What the command lines report in one line with exit status 2: an unusable image or data
-file, a model path or checkpoint that cannot be loaded, no fitting recipe, a bad flag value."""
+file, a model path or checkpoint that cannot be loaded, a prompt longer than the model's
+context, no fitting recipe, a bad flag value."""
 
 
 def auto_conv_mode(model_name: str) -> str:
@@ -121,25 +134,87 @@ def load_image(image_file: str) -> Image.Image:
     return read_image_file(image_file)
 
 
-def check_device(device: str) -> None:
-    """Raises `UsageError` (a ValueError) for a CUDA device on a machine without CUDA."""
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {device} was asked for but CUDA is not available; pass --device cpu")
-
-
-def generation_kwargs(temperature: float, max_new_tokens: int) -> dict:
-    """`generate` arguments: sampling at `temperature` when it is above 0, greedy at 0.
+def select_device(requested: Optional[str]) -> str:
+    """The device to run on: `requested` (cpu, cuda, cuda:N), or for ``auto`` / None CUDA when
+    it is available, else the CPU (`llava.model.builder.resolve_device`).
 
     Raises:
-        UsageError: (a ValueError) a negative temperature or a `max_new_tokens` below 1.
+        UsageError: (a ValueError) naming ``--device``: an unknown device, or CUDA without CUDA.
     """
-    if temperature < 0:
-        raise UsageError(f"temperature must be >= 0, got {temperature}")
+    try:
+        return resolve_device(requested)
+    except DeviceError as err:
+        raise UsageError(f"--device: {err}") from None
+
+
+def generation_kwargs(temperature: float, max_new_tokens: int, top_p: Optional[float] = None) -> dict:
+    """`generate` arguments: sampling at `temperature` (with nucleus `top_p` when given) when it
+    is above 0, greedy at 0.
+
+    Raises:
+        UsageError: (a ValueError) naming the flag: a temperature below 0 (or NaN), a
+            `max_new_tokens` below 1, or a `top_p` outside (0, 1].
+    """
+    if not temperature >= 0:
+        raise UsageError(f"--temperature must be >= 0, got {temperature}")
     if max_new_tokens < 1:
-        raise UsageError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        raise UsageError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise UsageError(f"--top_p must be in (0, 1], got {top_p}")
     if temperature > 0:
-        return {"do_sample": True, "temperature": temperature, "max_new_tokens": max_new_tokens, "use_cache": True}
+        sampling = {"do_sample": True, "temperature": temperature, "max_new_tokens": max_new_tokens, "use_cache": True}
+        return sampling if top_p is None else {**sampling, "top_p": top_p}
     return {"do_sample": False, "num_beams": 1, "max_new_tokens": max_new_tokens, "use_cache": True}
+
+
+@dataclass
+class LoadedRun:
+    """What `start_run` gives a command: its model, its image and its decoding arguments."""
+
+    model_name: str
+    tokenizer: object
+    model: torch.nn.Module
+    image_processor: object
+    image: Image.Image
+    generation: dict
+    """`generate` keyword arguments (`generation_kwargs`)."""
+
+
+def start_run(args: argparse.Namespace, default_max_new_tokens: int) -> LoadedRun:
+    """Checks a command's flags, image and model path, prints the device line on stderr
+    (`describe_device`), loads the model and configures its pruning.
+
+    Missing attributes of `args` default as on the command line (device ``auto``, temperature
+    0.2, no ``top_p``, `default_max_new_tokens`, no model base, no quantisation).
+
+    Raises:
+        UsageError: a bad device, temperature, top_p or token limit (nothing else is read).
+        ImageError: the image cannot be used.
+        FileNotFoundError: the model path (or base) does not exist, or is a hub name that is
+            not cached and cannot be downloaded now.
+        CheckpointError: the checkpoint cannot be loaded (no usable vision tower; a truncated,
+            corrupt or unsafe weights file).
+        fitprune.recipe.RecipeError: pruning was asked for but no recipe fits.
+    """
+    generation = generation_kwargs(getattr(args, "temperature", 0.2),
+                                   getattr(args, "max_new_tokens", default_max_new_tokens), getattr(args, "top_p", None))
+    requested = getattr(args, "device", AUTO_DEVICE)
+    device = select_device(requested)
+    image = load_image(args.image_file)
+    model_base = getattr(args, "model_base", None)
+    check_model_path(args.model_path)
+    if model_base is not None:
+        check_model_path(model_base, "model base")
+    print(describe_device(requested, device), file=sys.stderr, flush=True)
+
+    disable_torch_init()
+    model_name = get_model_name_from_path(args.model_path)
+    tokenizer, model, image_processor, _ = load_pretrained_model(
+        args.model_path, model_base, model_name, getattr(args, "load_8bit", False), getattr(args, "load_4bit", False),
+        device=device,
+    )
+    apply_pruning_args(model, args)
+    return LoadedRun(model_name, tokenizer, model, image_processor, image, generation)
 
 
 def image_prompt(query: str, config) -> str:
@@ -160,26 +235,11 @@ def eval_model(args: argparse.Namespace) -> str:
         The answer, stripped, without a trailing stop string.
 
     Raises:
-        ImageError: the image cannot be used.
-        FileNotFoundError: the model path does not exist.
-        CheckpointError: the checkpoint's config names no usable vision tower.
-        fitprune.recipe.RecipeError: pruning was asked for but no recipe fits.
-        UsageError: a bad device, temperature or token limit.
+        The bad-input errors of `start_run` (all in `BAD_INPUT_ERRORS`).
     """
-    device = getattr(args, "device", "cuda")
-    temperature = getattr(args, "temperature", 0.2)
-    gen_kwargs = generation_kwargs(temperature, getattr(args, "max_new_tokens", 1024))
-    check_device(device)
-    image = load_image(args.image_file)
-
-    disable_torch_init()
-    model_name = get_model_name_from_path(args.model_path)
-    tokenizer, model, image_processor, _ = load_pretrained_model(
-        args.model_path, getattr(args, "model_base", None), model_name, device=device
-    )
-    apply_pruning_args(model, args)
-
-    conv = conv_templates[select_conv_mode(model_name, getattr(args, "conv_mode", None))].copy()
+    run = start_run(args, DEFAULT_MAX_NEW_TOKENS)
+    tokenizer, model, image_processor, image = run.tokenizer, run.model, run.image_processor, run.image
+    conv = conv_templates[select_conv_mode(run.model_name, getattr(args, "conv_mode", None))].copy()
     conv.append_message(conv.roles[0], image_prompt(args.query, model.config))
     conv.append_message(conv.roles[1], None)
     prompt = conv.get_prompt()
@@ -192,7 +252,7 @@ def eval_model(args: argparse.Namespace) -> str:
     stop_str = stop_string(conv)
     stopping = KeywordsStoppingCriteria([stop_str], tokenizer, input_ids)
     with torch.inference_mode():
-        output_ids = model.generate(input_ids, stopping_criteria=[stopping], **image_inputs, **gen_kwargs)
+        output_ids = model.generate(input_ids, stopping_criteria=[stopping], **image_inputs, **run.generation)
 
     answer = tokenizer.batch_decode(output_ids[:, input_ids.shape[1]:], skip_special_tokens=True)[0].strip()
     if answer.endswith(stop_str):
@@ -204,39 +264,50 @@ def eval_model(args: argparse.Namespace) -> str:
     return answer
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line of `main`."""
-    parser = argparse.ArgumentParser(prog="python -m llava.eval.run_llava", description=__doc__.splitlines()[0])
+def add_model_args(parser: argparse.ArgumentParser, max_new_tokens: int) -> argparse.ArgumentParser:
+    """Adds the flags `start_run` reads: model, image, device, conversation and decoding."""
     parser.add_argument("--model-path", type=str, required=True, help="checkpoint directory or hub name")
     parser.add_argument("--model-base", type=str, default=None)
     parser.add_argument("--image-file", type=str, required=True, help="image path or http(s) URL")
-    parser.add_argument("--query", type=str, required=True)
+    parser.add_argument("--device", type=str, default=AUTO_DEVICE,
+                        help="cuda, cuda:N, cpu, or auto (default): CUDA when it is available, else the CPU")
     parser.add_argument("--conv-mode", type=str, default=None, choices=sorted(conv_templates))
     parser.add_argument("--temperature", type=float, default=0.2, help="0 decodes greedily")
-    parser.add_argument("--max-new-tokens", type=int, default=1024)
-    parser.add_argument("--device", type=str, default="cuda", help="cuda, cuda:N or cpu")
+    parser.add_argument("--top_p", "--top-p", dest="top_p", type=float, default=None,
+                        help="nucleus sampling threshold in (0, 1] (with a temperature above 0)")
+    parser.add_argument("--max-new-tokens", "--max_new_tokens", dest="max_new_tokens", type=int,
+                        default=max_new_tokens)
+    return parser
+
+
+def run_command(parser: OneLineArgumentParser, command: Callable[[argparse.Namespace], ResultT],
+                argv: Optional[Sequence[str]]) -> ResultT:
+    """Parses `argv` (default ``sys.argv[1:]``) and returns ``command(args)``.
+
+    Raises:
+        SystemExit: status 2 after one ``<command>: error: <message>`` line on stderr, for a
+            flag argparse refuses or any of `BAD_INPUT_ERRORS`.
+    """
+    args = parser.parse_args(argv)
+    try:
+        return command(args)
+    except BAD_INPUT_ERRORS as err:
+        parser.error(" ".join(str(err).splitlines()))
+
+
+def build_parser() -> OneLineArgumentParser:
+    """The command line of `main`."""
+    parser = OneLineArgumentParser(prog="python -m llava.eval.run_llava", description=__doc__.splitlines()[0],
+                                   error_name="run_llava")
+    add_model_args(parser, DEFAULT_MAX_NEW_TOKENS)
+    parser.add_argument("--query", type=str, required=True)
     add_pruning_args(parser)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> str:
-    """Runs `eval_model` on the command line's flags.
-
-    Args:
-        argv: arguments without the program name; defaults to ``sys.argv[1:]``.
-
-    Returns:
-        The answer.
-
-    Raises:
-        SystemExit: status 2, after a one-line message on stderr, on any of `BAD_INPUT_ERRORS`.
-    """
-    args = build_parser().parse_args(argv)
-    try:
-        return eval_model(args)
-    except BAD_INPUT_ERRORS as err:
-        print(f"run_llava: error: {err}", file=sys.stderr)
-        raise SystemExit(USAGE_ERROR) from None
+    """Runs `eval_model` on the command line's flags (`run_command`); returns the answer."""
+    return run_command(build_parser(), eval_model, argv)
 
 
 if __name__ == "__main__":

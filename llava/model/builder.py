@@ -4,21 +4,65 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-from transformers.utils import is_offline_mode
 
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
 from llava.model.errors import CheckpointError
-from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
+from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
 from llava.model.multimodal_encoder.builder import check_vision_tower
-from llava.model.multimodal_encoder.clip_encoder import hub_file_is_cached, tower_config_location
+from llava.model.multimodal_encoder.clip_encoder import hub_file_is_cached, hub_unavailable_reason, tower_config_location
+from llava.utils import read_weights_file, safe_weights_loading
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONTEXT_LEN = 2048
+AUTO_DEVICE = "auto"
+SUPPORTED_DEVICE_TYPES = ("cuda", "cpu")
+
+
+class DeviceError(ValueError):
+    """A device this project cannot run on here: not cpu / cuda / cuda:N, or CUDA without CUDA."""
+
+
+def resolve_device(device: Optional[str] = None) -> str:
+    """The device to load and run on.
+
+    Args:
+        device: "cpu", "cuda", "cuda:N", or None / "auto" for CUDA when it is available, else CPU.
+
+    Returns:
+        `device` itself when it is given and usable, else "cuda" or "cpu".
+
+    Raises:
+        DeviceError: (a ValueError) an unknown device type (e.g. "tpu"), a malformed device
+            string, CUDA asked for on a machine without CUDA, or a CUDA index past the last GPU.
+    """
+    if device is None or device == AUTO_DEVICE:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        parsed = None
+    if parsed is None or parsed.type not in SUPPORTED_DEVICE_TYPES:
+        raise DeviceError(f"device {device!r} is not supported: use cpu, cuda or cuda:N (or auto)")
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"device {device!r} was asked for but CUDA is not available: use cpu (or auto)")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise DeviceError(f"device {device!r} was asked for but this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
+def describe_device(requested: Optional[str], resolved: str) -> str:
+    """The line a command prints first: which device it runs on and why, e.g.
+    ``device: cpu (no CUDA available)``."""
+    if requested is None or requested == AUTO_DEVICE:
+        why = "CUDA available" if str(resolved).startswith("cuda") else "no CUDA available"
+    else:
+        why = "as asked"
+    return f"device: {resolved} ({why})"
 
 
 def _prepare_vision_tower(config, model_path: str) -> None:
@@ -47,7 +91,8 @@ def check_model_path(model_path: str, flag: str = "model path") -> None:
     """Fails early, naming the path, when a checkpoint can be neither read locally nor fetched.
 
     A path that looks local (starts with ".", "/" or "~", or has two or more "/") must exist;
-    a hub name must, when downloads are off (``HF_HUB_OFFLINE=1``), be in the Hugging Face cache.
+    a hub name must be in the Hugging Face cache unless the hub can be reached (downloads on,
+    ``HF_HUB_OFFLINE`` unset, and the hub answering within seconds: `hub_unavailable_reason`).
 
     Args:
         model_path: local directory or hub name.
@@ -61,10 +106,13 @@ def check_model_path(model_path: str, flag: str = "model path") -> None:
     looks_local = model_path.startswith((".", "/", "~")) or model_path.count("/") > 1
     if looks_local:
         raise FileNotFoundError(f"{flag} {model_path} does not exist")
-    if is_offline_mode() and not hub_file_is_cached(model_path, "config.json"):
+    if hub_file_is_cached(model_path, "config.json"):
+        return
+    unavailable = hub_unavailable_reason()
+    if unavailable:
         raise FileNotFoundError(
-            f"{flag} {model_path} is not a local directory and not in the Hugging Face cache; downloads are off "
-            "(HF_HUB_OFFLINE=1): pass a local checkpoint directory, or fetch it once with downloads on"
+            f"{flag} {model_path} is not a local directory and not in the Hugging Face cache; {unavailable}: pass a "
+            "local checkpoint directory, or fetch it once with downloads on"
         )
 
 
@@ -96,7 +144,7 @@ def load_pretrained_model(
     load_8bit: bool = False,
     load_4bit: bool = False,
     device_map="auto",
-    device: str = "cuda",
+    device: Optional[str] = AUTO_DEVICE,
     torch_dtype: Optional[torch.dtype] = None,
 ) -> Tuple[object, torch.nn.Module, Optional[object], int]:
     """Loads a LLaVA (or plain causal LM) checkpoint as upstream v1.1.3 does.
@@ -109,18 +157,21 @@ def load_pretrained_model(
         load_8bit, load_4bit: quantise with bitsandbytes (GPU only).
         device_map: passed to `from_pretrained` (ignored on CPU, where everything stays
             on the CPU).
-        device: where the vision tower goes ("cuda", "cuda:1", "cpu").
+        device: where the vision tower goes ("cuda", "cuda:1", "cpu"); by default ("auto" or
+            None) CUDA when it is available, else the CPU (`resolve_device`).
         torch_dtype: weights dtype; float16 on GPU and float32 on CPU by default.
 
     Returns:
         (tokenizer, model, image_processor or None, context_len).
 
     Raises:
+        DeviceError: (a ValueError) `device` is unsupported, or CUDA without CUDA (`resolve_device`).
         FileNotFoundError: `model_path` or `model_base` is a local-looking path that does not
             exist, or a hub name that is not cached while downloads are off.
         CheckpointError: a LLaVA config without `mm_vision_tower`, or whose vision tower is
             missing or not available offline (names the config file and the field).
     """
+    device = resolve_device(device)
     on_cpu = str(device).startswith("cpu")
     if torch_dtype is None:
         torch_dtype = torch.float32 if on_cpu else torch.float16
@@ -136,27 +187,16 @@ def load_pretrained_model(
     if is_llava and model_base is not None and "lora" in model_name.lower():
         model, tokenizer = _load_lora(model_path, model_base, kwargs)
     elif is_llava and model_base is not None:
-        config = AutoConfig.from_pretrained(model_path)
-        _prepare_vision_tower(config, model_path)
-        tokenizer = AutoTokenizer.from_pretrained(model_base, use_fast=False)
-        model = LlavaLlamaForCausalLM.from_pretrained(model_base, low_cpu_mem_usage=True, config=config, **kwargs)
-        projector_file = os.path.join(model_path, "mm_projector.bin")
-        if not os.path.isfile(projector_file):
-            from huggingface_hub import hf_hub_download
-
-            projector_file = hf_hub_download(model_path, "mm_projector.bin")
-        weights = torch.load(projector_file, map_location="cpu")
-        weights = {k: v.to(torch_dtype) for k, v in weights.items()}
-        model.load_state_dict(weights, strict=False)
+        model, tokenizer = _load_llava(model_path, model_base, kwargs)
+        projector = _checkpoint_weights(model_path, "mm_projector")
+        model.load_state_dict({k: v.to(torch_dtype) for k, v in projector.items()}, strict=False)
     elif is_llava:
-        config = AutoConfig.from_pretrained(model_path)
-        _prepare_vision_tower(config, model_path)
-        tokenizer = AutoTokenizer.from_pretrained(model_path, use_fast=False)
-        model = LlavaLlamaForCausalLM.from_pretrained(model_path, low_cpu_mem_usage=True, config=config, **kwargs)
+        model, tokenizer = _load_llava(model_path, model_path, kwargs)
     else:
         source = model_base or model_path
         tokenizer = AutoTokenizer.from_pretrained(source, use_fast=False)
-        model = AutoModelForCausalLM.from_pretrained(source, low_cpu_mem_usage=True, **kwargs)
+        with safe_weights_loading():
+            model = AutoModelForCausalLM.from_pretrained(source, low_cpu_mem_usage=True, **kwargs)
         if model_base is not None:
             from peft import PeftModel
 
@@ -181,20 +221,58 @@ def load_pretrained_model(
     return tokenizer, model, image_processor, context_len
 
 
+def _load_llava(model_path: str, weights_source: str, kwargs: dict):
+    """A LLaVA model configured by `model_path`'s config, with the tokenizer and language-model
+    weights of `weights_source` (the checkpoint itself, or the base LLM of a projector-only
+    or LoRA checkpoint), read safely (`llava.utils.safe_weights_loading`).
+
+    Returns:
+        (model, tokenizer).
+
+    Raises:
+        CheckpointError: the config names no usable vision tower, or a weights file is
+            truncated, corrupt or holds more than tensors.
+    """
+    config = AutoConfig.from_pretrained(model_path)
+    _prepare_vision_tower(config, model_path)
+    tokenizer = AutoTokenizer.from_pretrained(weights_source, use_fast=False)
+    with safe_weights_loading():
+        model = LlavaLlamaForCausalLM.from_pretrained(weights_source, low_cpu_mem_usage=True, config=config, **kwargs)
+    return model, tokenizer
+
+
+def _checkpoint_weights(model_path: str, stem: str) -> Dict[str, torch.Tensor]:
+    """The tensors of a checkpoint's own weights file `stem` (``mm_projector``,
+    ``non_lora_trainables``): ``<stem>.safetensors`` where the checkpoint has it, else
+    ``<stem>.bin``, from the checkpoint directory or else the hub, read by `read_weights_file`
+    (a pickle with ``weights_only=True``).
+
+    Raises:
+        FileNotFoundError: a checkpoint directory with neither file, or a hub checkpoint whose
+            file cannot be fetched.
+        CheckpointError: the file is truncated, corrupt or holds more than tensors.
+    """
+    names = (f"{stem}.safetensors", f"{stem}.bin")
+    if os.path.isdir(model_path):
+        for name in names:
+            if os.path.isfile(os.path.join(model_path, name)):
+                return read_weights_file(os.path.join(model_path, name))
+        raise FileNotFoundError(f"{model_path} holds neither {names[0]} nor {names[1]}")
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import EntryNotFoundError
+
+    try:
+        return read_weights_file(hf_hub_download(model_path, names[0]))
+    except EntryNotFoundError:
+        return read_weights_file(hf_hub_download(model_path, names[1]))
+
+
 def _load_lora(model_path: str, model_base: str, kwargs: dict):
     """LoRA checkpoint on a base LLM: non-LoRA trainables, then the merged adapter."""
     from peft import PeftModel
 
-    config = LlavaConfig.from_pretrained(model_path)
-    _prepare_vision_tower(config, model_path)
-    tokenizer = AutoTokenizer.from_pretrained(model_base, use_fast=False)
-    model = LlavaLlamaForCausalLM.from_pretrained(model_base, low_cpu_mem_usage=True, config=config, **kwargs)
-    trainables_file = os.path.join(model_path, "non_lora_trainables.bin")
-    if not os.path.isfile(trainables_file):
-        from huggingface_hub import hf_hub_download
-
-        trainables_file = hf_hub_download(model_path, "non_lora_trainables.bin")
-    trainables = torch.load(trainables_file, map_location="cpu")
+    model, tokenizer = _load_llava(model_path, model_base, kwargs)
+    trainables = _checkpoint_weights(model_path, "non_lora_trainables")
     trainables = {k[len("base_model."):] if k.startswith("base_model.") else k: v for k, v in trainables.items()}
     trainables = {k[len("model."):] if k.startswith("model.model.") else k: v for k, v in trainables.items()}
     model.load_state_dict(trainables, strict=False)

@@ -3,14 +3,13 @@
 import os
 from typing import Any
 
-from transformers.utils import is_offline_mode
-
 from llava.model.errors import CheckpointError
 from llava.model.multimodal_encoder.clip_encoder import (
     CLIPVisionTower,
     hub_file_is_cached,
+    hub_unavailable_reason,
     tower_config_location,
-    tower_not_offline_error,
+    tower_unavailable_error,
 )
 
 _HUB_PREFIXES = ("openai", "laion")
@@ -25,8 +24,8 @@ def check_vision_tower(name: str, config_location: str) -> None:
 
     Raises:
         CheckpointError: the name is neither an existing path nor a hub name starting with
-            ``openai`` or ``laion``; or it is a hub name, downloads are off (``HF_HUB_OFFLINE=1``)
-            and the tower is not in the Hugging Face cache.
+            ``openai`` or ``laion``; or it is a hub name that is not in the Hugging Face cache
+            and cannot be downloaded now (`hub_unavailable_reason`).
     """
     where = f"{config_location}: field 'mm_vision_tower'"
     if os.path.exists(name):
@@ -36,8 +35,11 @@ def check_vision_tower(name: str, config_location: str) -> None:
             f"{where}: Unknown vision tower {name!r}; it must be an existing directory or a hub name "
             f"starting with one of {_HUB_PREFIXES}"
         )
-    if is_offline_mode() and not hub_file_is_cached(name, "config.json"):
-        raise tower_not_offline_error(where, name)
+    if hub_file_is_cached(name, "config.json"):
+        return
+    unavailable = hub_unavailable_reason()
+    if unavailable:
+        raise tower_unavailable_error(where, name, unavailable)
 
 
 def build_vision_tower(vision_tower_cfg: Any, **kwargs: Any) -> CLIPVisionTower:

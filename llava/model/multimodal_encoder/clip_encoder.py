@@ -1,8 +1,9 @@
 """CLIP vision tower: turns pixel tensors into per-patch features for the projector."""
 
+import functools
 import logging
 import os
-from typing import Any, Callable, List, TypeVar, Union
+from typing import Any, Callable, List, Optional, TypeVar, Union
 
 import torch
 import torch.nn as nn
@@ -10,10 +11,14 @@ from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 from transformers.utils import is_offline_mode
 
 from llava.model.errors import CheckpointError
+from llava.utils import safe_weights_loading
 
 logger = logging.getLogger(__name__)
 
 SELECT_FEATURES = ("patch", "cls_patch")
+HUB_PROBE_TIMEOUT_S = 5.0
+"""How long `hub_unavailable_reason` waits for the hub to answer (huggingface_hub itself retries
+an unreachable hub for about 25 s per file before giving up)."""
 
 LoadedT = TypeVar("LoadedT")
 
@@ -38,6 +43,33 @@ def hub_file_is_cached(repo_id: str, filename: str) -> bool:
     return isinstance(cached, str) and os.path.isfile(cached)
 
 
+@functools.lru_cache(maxsize=None)
+def _hub_unreachable_reason(endpoint: str) -> Optional[str]:
+    """None when `endpoint` answers an HTTP request (any status), else why not, in a few words."""
+    import requests
+
+    try:
+        requests.head(endpoint, timeout=HUB_PROBE_TIMEOUT_S)
+    except requests.RequestException as err:
+        return f"{endpoint} cannot be reached ({type(err).__name__})"
+    return None
+
+
+def hub_unavailable_reason() -> Optional[str]:
+    """Why files that are not in the Hugging Face cache cannot be downloaded now, or None when they can.
+
+    Returns:
+        ``"downloads are off (HF_HUB_OFFLINE=1)"`` in offline mode; else, when the hub
+        (``HF_ENDPOINT``) does not answer within `HUB_PROBE_TIMEOUT_S` (asked once a process),
+        ``"<endpoint> cannot be reached (<error type>)"``; else None.
+    """
+    if is_offline_mode():
+        return "downloads are off (HF_HUB_OFFLINE=1)"
+    from huggingface_hub import constants
+
+    return _hub_unreachable_reason(constants.ENDPOINT)
+
+
 def tower_config_location(args: Any) -> str:
     """Where a config naming a vision tower comes from, for messages: ``<checkpoint>/config.json``."""
     source = getattr(args, "_name_or_path", None)
@@ -46,19 +78,20 @@ def tower_config_location(args: Any) -> str:
     return os.path.join(source, "config.json") if os.path.isdir(source) else f"{source} config.json"
 
 
-def tower_not_offline_error(where: str, vision_tower: str) -> CheckpointError:
-    """The error for a vision tower that downloads being off (``HF_HUB_OFFLINE=1``) keeps out of reach.
+def tower_unavailable_error(where: str, vision_tower: str, unavailable: str) -> CheckpointError:
+    """The error for a vision tower that cannot be downloaded now and is not in the cache.
 
     Args:
         where: the config file and field that name the tower.
         vision_tower: the tower's hub name.
+        unavailable: why downloads cannot happen (`hub_unavailable_reason`).
 
     Returns:
         The `CheckpointError` to raise.
     """
     return CheckpointError(
         f"{where}: vision tower {vision_tower!r} is not available offline: it is not a local directory and not in "
-        "the Hugging Face cache (HF_HUB_OFFLINE=1); point mm_vision_tower at a local directory, or fetch the tower "
+        f"the Hugging Face cache, and {unavailable}; point mm_vision_tower at a local directory, or fetch the tower "
         "once with downloads on"
     )
 
@@ -76,16 +109,20 @@ def load_tower_part(load: Callable[[str], LoadedT], vision_tower: str, config_lo
 
     Raises:
         CheckpointError: the tower is not a readable directory and cannot be fetched (with
-            downloads off, ``HF_HUB_OFFLINE=1``, it is not in the cache).
+            downloads off, ``HF_HUB_OFFLINE=1``, it is not in the cache); or a weights file of
+            it is truncated, corrupt or holds more than tensors (`llava.utils.read_weights_file`:
+            the message starts with the file's path).
     """
     try:
-        return load(vision_tower)
+        with safe_weights_loading():
+            return load(vision_tower)
     except OSError as err:
         where = f"{config_location}: field 'mm_vision_tower'"
         if os.path.isdir(vision_tower):
             raise CheckpointError(f"{where}: vision tower directory {vision_tower} cannot be read ({err})") from None
-        if is_offline_mode():
-            raise tower_not_offline_error(where, vision_tower) from None
+        unavailable = hub_unavailable_reason()
+        if unavailable:
+            raise tower_unavailable_error(where, vision_tower, unavailable) from None
         raise CheckpointError(f"{where}: vision tower {vision_tower!r} cannot be loaded ({err})") from None
 
 
