@@ -8,7 +8,7 @@ from llava.model.builder import load_pretrained_model
 
 
 def test_full_checkpoint_loads_every_weight_from_disk(tiny_checkpoint):
-    saved = torch.load(tiny_checkpoint / "pytorch_model.bin", map_location="cpu")
+    saved = torch.load(tiny_checkpoint / "pytorch_model.bin", map_location="cpu", weights_only=True)
     tokenizer, model, processor, context_len = load_pretrained_model(
         str(tiny_checkpoint), None, "llava-v1.5-tiny", device="cpu")
     state = model.state_dict()
@@ -20,7 +20,7 @@ def test_full_checkpoint_loads_every_weight_from_disk(tiny_checkpoint):
 
 
 def test_projector_only_checkpoint_takes_its_projector_over_the_base(tiny_checkpoint, tmp_path):
-    base = torch.load(tiny_checkpoint / "pytorch_model.bin", map_location="cpu")
+    base = torch.load(tiny_checkpoint / "pytorch_model.bin", map_location="cpu", weights_only=True)
     projector_dir = tmp_path / "llava-v1.5-tiny-pretrain"
     projector_dir.mkdir()
     shutil.copy(tiny_checkpoint / "config.json", projector_dir / "config.json")
