@@ -11,6 +11,9 @@ import torch
 
 from llava.model.language_model.sequence_layout import SequenceLayout
 
+SCORE_CHUNK_ELEMENTS = 1 << 20
+"""Most float32 values of the head-max map widened at once by `cross_and_self_scores` (4 MiB)."""
+
 
 def cross_and_self_scores(attn_probs: torch.Tensor, layout: SequenceLayout) -> Tuple[torch.Tensor, torch.Tensor]:
     """FitPrune's per-token attention scores on the head-max map.
@@ -26,12 +29,23 @@ def cross_and_self_scores(attn_probs: torch.Tensor, layout: SequenceLayout) -> T
 
     Returns:
         cross, self: (B, T) float32; meaningful on visual rows only.
+
+    The head-max map is taken over chunks of query rows and widened to float32 one chunk at a
+    time (at most `SCORE_CHUNK_ELEMENTS` values), so a half-precision model never gets a float32
+    copy of its (B, T, T) attention.
     """
-    head_max = attn_probs.amax(dim=1).float()  # (B, T, T)
+    batch, _, rows, keys = attn_probs.shape
     text = layout.text_mask.float()
     visual = layout.visual_mask.float()
-    cross = torch.einsum("bij,bi->bj", head_max, text) / text.sum(dim=1, keepdim=True).clamp(min=1)
-    self_score = torch.einsum("bij,bi->bj", head_max, visual) / visual.sum(dim=1, keepdim=True).clamp(min=1)
+    cross = attn_probs.new_zeros(batch, keys, dtype=torch.float32)
+    self_score = attn_probs.new_zeros(batch, keys, dtype=torch.float32)
+    chunk = max(1, SCORE_CHUNK_ELEMENTS // max(1, batch * keys))
+    for start in range(0, rows, chunk):
+        head_max = attn_probs[:, :, start:start + chunk].amax(dim=1).float()  # (B, chunk, T)
+        cross += torch.einsum("bij,bi->bj", head_max, text[:, start:start + chunk])
+        self_score += torch.einsum("bij,bi->bj", head_max, visual[:, start:start + chunk])
+    cross /= text.sum(dim=1, keepdim=True).clamp(min=1)
+    self_score /= visual.sum(dim=1, keepdim=True).clamp(min=1)
     return cross, self_score
 
 
