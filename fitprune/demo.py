@@ -106,7 +106,8 @@ def run_demo(args: argparse.Namespace) -> int:
         recipes = str(Path(DEMO_RECIPE_DIR) / f"{model_name}.json")
         code = calibrate_main(["--model-path", model_path, "--question-file", DEFAULT_CALIBRATION_FILE,
                                "--image-folder", DEFAULT_IMAGE_FOLDER, "--num-samples", str(args.num_samples),
-                               "--device", "cpu", "--output", recipes, "--reduction-ratio", *args.ratios])
+                               "--device", "cpu", "--output", recipes, "--overwrite",  # its own scratch file
+                               "--reduction-ratio", *args.ratios])
         if code:
             return code
     tokenizer, model, processor, _ = load_pretrained_model(model_path, None, model_name, device="cpu")

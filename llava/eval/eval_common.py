@@ -166,7 +166,7 @@ def build_parser(spec: DriverSpec, description: str) -> argparse.ArgumentParser:
                         default=spec.max_new_tokens)
     parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=1,
                         help="questions per generate call (left-padded; answers equal those of 1)")
-    parser.add_argument("--device", type=str, default="cuda",
+    parser.add_argument("--device", type=str, default="auto",
                         help="cuda, cuda:N, cpu, or auto (CUDA when it is available, else the CPU)")
     parser.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
                         help="weights dtype; auto = float16 on GPU, float32 on CPU")
