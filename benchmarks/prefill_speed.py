@@ -12,7 +12,7 @@ one-parameter shape found by bisection on `fitprune.flops.paper_reduction`:
 
 - ``geometric`` (default): keep ``round(V * q**(l + 1))`` visual tokens after layer l;
 - ``published``: the keep fractions of the authors' LLaVA-1.5-7B 60% recipe (shipped in
-  ``fitprune/recipes/llava-v1.5-7b.json``) resampled to the layer count, raised to a power.
+  ``llava/model/pruning/recipes/llava-v1.5-7b.json``) resampled to the layer count, raised to a power.
 
 Run: ``python benchmarks/prefill_speed.py [--repeats 7] [--output BENCHMARKS.md]``.
 """
@@ -40,10 +40,11 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from fitprune.benchmarks_file import write_section  # noqa: E402
-from fitprune.flops import DecoderDims, full_prefill_flops, full_reduction, paper_reduction  # noqa: E402
-from fitprune.policies import FitPrunePolicy, RandomPolicy  # noqa: E402
-from fitprune.pruning import RecipeSchedule  # noqa: E402
-from fitprune.recipe import RecipeBook, shipped_recipe_path  # noqa: E402
+from llava.model.pruning.flops import DecoderDims, full_prefill_flops, full_reduction, paper_reduction  # noqa: E402
+from llava.model.pruning.policies import FitPrunePolicy, RandomPolicy  # noqa: E402
+from llava.model.pruning.schedules import RecipeSchedule  # noqa: E402
+from llava.model.pruning.recipe import RecipeBook
+from llava.model.pruning.recipe_lookup import shipped_recipe_path  # noqa: E402
 from llava.model.language_model.modeling_llama import LlamaForCausalLM  # noqa: E402
 from llava.model.language_model.sequence_layout import (  # noqa: E402
     SEGMENT_PREFIX,
@@ -51,7 +52,7 @@ from llava.model.language_model.sequence_layout import (  # noqa: E402
     SEGMENT_VISUAL,
     SequenceLayout,
 )
-from llava.model.language_model.token_pruning import TokenPruner  # noqa: E402
+from llava.model.pruning.pruner import TokenPruner  # noqa: E402
 
 # The benchmark's model and prompt: LLaVA-1.5-shaped (576 visual tokens, vicuna_v1 prefix),
 # a decoder large enough that matrix products dominate on CPU. All overridable from the CLI.
@@ -83,7 +84,7 @@ def _published_fractions(num_layers: int) -> np.ndarray:
     """
     path = shipped_recipe_path(PUBLISHED_SHAPE_MODEL)
     if path is None:
-        raise FileNotFoundError(f"no shipped recipe for {PUBLISHED_SHAPE_MODEL} under fitprune/recipes/")
+        raise FileNotFoundError(f"no shipped recipe for {PUBLISHED_SHAPE_MODEL} under llava/model/pruning/recipes/")
     recipe = RecipeBook.load(path).get(PUBLISHED_SHAPE_RATIO)
     source = np.asarray(recipe.keep_counts, dtype=np.float64) / recipe.num_visual_tokens
     depth = (np.arange(num_layers) + 1) / num_layers  # relative depth at which each layer ends

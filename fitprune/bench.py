@@ -50,9 +50,9 @@ from fitprune.defaults import (
     ensure_default_model,
 )
 from fitprune.benchmarks_file import write_section
-from fitprune.flops import DecoderDims
-from fitprune.policies import FastVPolicy, FitPrunePolicy, RandomPolicy
-from fitprune.recipe import RecipeBook
+from llava.model.pruning.flops import DecoderDims
+from llava.model.pruning.policies import FastVPolicy, FitPrunePolicy, RandomPolicy
+from llava.model.pruning.recipe import RecipeBook
 from fitprune.score_profile import ScoreProfile, score_profile
 from fitprune.schedules import FASTV_K, Schedule, clear_schedule, install_schedule, matched_fastv, matched_uniform
 

@@ -47,16 +47,16 @@ from fitprune.defaults import (
     ensure_default_model,
 )
 from fitprune.fit import FIT_PRODUCT, LayerWalk, fit_recipe
-from fitprune.pruning import RECIPE_FILE_IN_CHECKPOINT
-from fitprune.recipe import (
+from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT
+from llava.model.pruning.recipe import (
     FIT_INTERSECTION,
     RATIO_TOLERANCE,
-    RECIPES_DIR,
     ModelSignature,
     RecipeBook,
     RecipeError,
-    parse_reduction_ratio,
 )
+from llava.model.pruning.recipe_lookup import RECIPES_DIR
+from llava.model.pruning.ratio import parse_reduction_ratio
 from fitprune.recipe_plot import plot_recipes
 from fitprune.stats import collect_stats
 from llava.eval.eval_common import EvalItem

@@ -26,9 +26,9 @@ from fitprune.defaults import (
     DEFAULT_TEST_FILE,
     ensure_default_model,
 )
-from fitprune.policies import RandomPolicy
-from fitprune.pruning import load_recipe_book
-from fitprune.recipe import RecipeError
+from llava.model.pruning.policies import RandomPolicy
+from llava.model.pruning.recipe_lookup import load_recipe_book
+from llava.model.pruning.recipe import RecipeError
 from fitprune.schedules import clear_schedule, install_schedule
 
 DEMO_RATIOS = ("30", "50", "60", "70", "80", "90")

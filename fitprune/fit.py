@@ -31,9 +31,9 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
-from fitprune.flops import DecoderDims, paper_layer_flops, paper_reduction
-from fitprune.policies import cross_and_self_scores
-from fitprune.recipe import (
+from llava.model.pruning.flops import DecoderDims, paper_layer_flops, paper_reduction
+from llava.model.pruning.policies import cross_and_self_scores
+from llava.model.pruning.recipe import (
     FIT_INTERSECTION,
     LABEL_TOLERANCE,
     ModelSignature,
@@ -45,7 +45,7 @@ from fitprune.recipe import (
 from fitprune.stats import AttentionStats
 from llava.model.language_model.modeling_llama import AttentionInputs
 from llava.model.language_model.sequence_layout import SequenceLayout
-from llava.model.language_model.token_pruning import drop_rows
+from llava.model.pruning.pruner import drop_rows
 
 FIT_PRODUCT = "fitprune-product"
 FIT_MODES = (FIT_INTERSECTION, FIT_PRODUCT)

@@ -1,7 +1,7 @@
 """Drawing recipe books: keep counts per layer, one line per budget (matplotlib)."""
 from __future__ import annotations
 
-from fitprune.recipe import RecipeBook
+from llava.model.pruning.recipe import RecipeBook
 
 
 def plot_recipes(book: RecipeBook, path: str) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence, Tuple
 
-from fitprune.flops import DecoderDims, paper_reduction
+from llava.model.pruning.flops import DecoderDims, paper_reduction
 
 FASTV_K = 2
 FASTV_R = 50.0
@@ -142,8 +142,8 @@ def matched_uniform(dims: DecoderDims, num_visual: int, target: float) -> Schedu
 def install_schedule(model, policy, keep_counts: Sequence[int]) -> None:
     """Makes `model` prune with `policy` down to `keep_counts` in every prefill, whatever
     its config says, until `clear_schedule`."""
-    from fitprune.pruning import RecipeSchedule
-    from llava.model.language_model.token_pruning import TokenPruner
+    from llava.model.pruning.schedules import RecipeSchedule
+    from llava.model.pruning.pruner import TokenPruner
 
     decoder = model.get_model()
     decoder.prefill_hook = TokenPruner(policy, RecipeSchedule(keep_counts, decoder.num_visual_tokens()))

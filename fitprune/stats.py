@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-from fitprune.policies import cross_and_self_scores
+from llava.model.pruning.policies import cross_and_self_scores
 from llava.model.language_model.sequence_layout import SequenceLayout
 
 

@@ -20,7 +20,8 @@ import torch
 from PIL import Image
 
 from fitprune.defaults import ensure_default_model
-from fitprune.recipe import RecipeError, parse_reduction_ratio
+from llava.model.pruning.recipe import RecipeError
+from llava.model.pruning.ratio import parse_reduction_ratio
 from llava.eval.images import ImageError, bound_image_geometry, load_image
 from llava.eval.questions import build_question_prompt
 from llava.model.anyres import uses_anyres
@@ -121,7 +122,7 @@ def render_gif(view: np.ndarray, masks: np.ndarray, path: str, scale: int = 2) -
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs one pruned prefill and draws what it kept; returns the exit code (2, after a one-line
     message, for an unusable image, model or recipe)."""
-    from llava.eval.pruning_args import add_pruning_args
+    from llava.eval.pruning_flags import add_pruning_args
 
     parser = argparse.ArgumentParser(prog="python -m fitprune.visualize", description=__doc__.splitlines()[0])
     parser.add_argument("--model-path", default=None)

@@ -9,8 +9,8 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from fitprune.recipe import ModelSignature, Recipe, RecipeBook  # noqa: E402
-from fitprune.pruning import RECIPE_FILE_IN_CHECKPOINT  # noqa: E402
+from llava.model.pruning.recipe import ModelSignature, Recipe, RecipeBook  # noqa: E402
+from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT  # noqa: E402
 from llava.model.builder import load_pretrained_model  # noqa: E402
 from llava.testing.tiny_checkpoint import write_tiny_llava  # noqa: E402
 

@@ -31,8 +31,8 @@ from PIL import Image
 from transformers.utils import is_offline_mode
 
 from fitprune.calibrate import main as calibrate_main
-from fitprune.pruning import RECIPE_FILE_IN_CHECKPOINT
-from fitprune.recipe import Recipe, RecipeBook
+from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT
+from llava.model.pruning.recipe import Recipe, RecipeBook
 from fitprune.visualize import main as visualize_main
 from llava.eval import eval_common, model_vqa_loader, run_llava
 from llava.eval.eval_common import EvalItem, LoadedModel
@@ -44,7 +44,7 @@ from llava.eval.images import (
     load_image,
     tower_input_side,
 )
-from llava.eval.pruning_args import apply_pruning_args
+from llava.eval.pruning_flags import apply_pruning_args
 from llava.eval.questions import load_questions
 from llava.eval.run_record import RUN_RECORD_SUFFIX, sidecar_path
 from llava.eval.sample_errors import ERRORS_SUFFIX

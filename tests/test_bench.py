@@ -2,8 +2,8 @@
 from fitprune.bench import SECTION_HEADING, main, schedules_for
 from fitprune.benchmarks_file import write_section
 from fitprune.defaults import DEMO_MODEL_PATH
-from fitprune.flops import DecoderDims
-from fitprune.recipe import RecipeBook
+from llava.model.pruning.flops import DecoderDims
+from llava.model.pruning.recipe import RecipeBook
 from llava.model.language_model.llava_llama import LlavaConfig
 
 RECIPES = f"{DEMO_MODEL_PATH}/fitprune_recipes.json"
@@ -41,7 +41,7 @@ def test_depth_probe_runs_each_policy_on_its_counts():
     from fitprune.answers import answer_accuracy, encode_questions, load_answered_questions
     from fitprune.bench import PROBE_POLICIES, depth_probe
     from fitprune.defaults import DEFAULT_IMAGE_FOLDER, DEFAULT_TEST_FILE
-    from fitprune.policies import RandomPolicy
+    from llava.model.pruning.policies import RandomPolicy
     from fitprune.schedules import clear_schedule, install_schedule
     from llava.model.builder import load_pretrained_model
 

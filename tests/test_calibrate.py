@@ -11,8 +11,8 @@ import torch
 
 from fitprune.calibrate import main as calibrate_main
 from fitprune.fit import FIT_PRODUCT, lowest_within_mass, round_keep_counts, select_deletions
-from fitprune.flops import DecoderDims, paper_reduction
-from fitprune.recipe import FIT_INTERSECTION, RecipeBook
+from llava.model.pruning.flops import DecoderDims, paper_reduction
+from llava.model.pruning.recipe import FIT_INTERSECTION, RecipeBook
 from llava.testing.tiny_checkpoint import TinyLlavaSpec, write_tiny_llava
 
 REPO = Path(__file__).resolve().parents[1]

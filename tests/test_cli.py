@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fitprune.pruning import RECIPE_FILE_IN_CHECKPOINT
-from fitprune.recipe import Recipe, RecipeBook
+from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT
+from llava.model.pruning.recipe import Recipe, RecipeBook
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.eval import run_llava
 from llava.mm_utils import tokenizer_image_token

@@ -3,9 +3,9 @@ import pytest
 
 from fitprune.answers import answer_accuracy, encode_questions, load_answered_questions
 from fitprune.defaults import DEFAULT_IMAGE_FOLDER, DEFAULT_TEST_FILE, DEMO_MODEL_PATH, ensure_default_model
-from fitprune.policies import RandomPolicy
-from fitprune.pruning import RECIPE_FILE_IN_CHECKPOINT
-from fitprune.recipe import RecipeBook
+from llava.model.pruning.policies import RandomPolicy
+from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT
+from llava.model.pruning.recipe import RecipeBook
 from fitprune.schedules import clear_schedule, install_schedule
 from llava.model.builder import load_pretrained_model
 

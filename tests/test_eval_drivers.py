@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from fitprune.recipe import RecipeBook
-from fitprune.pruning import RECIPE_FILE_IN_CHECKPOINT
+from llava.model.pruning.recipe import RecipeBook
+from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT
 from llava.eval import eval_common, model_vqa, model_vqa_loader, model_vqa_mmbench, model_vqa_science
 from llava.eval.batch_generation import PreparedSample, answer_text, collate, greedy_generate
 from llava.eval.eval_common import EvalItem, LoadedModel, get_chunk, split_list
-from llava.eval.pruning_args import apply_pruning_args
+from llava.eval.pruning_flags import apply_pruning_args
 from llava.eval.run_record import RUN_RECORD_SUFFIX, RUN_STATS_SUFFIX, sidecar_path
 from tests.conftest import TINY_KEEP_COUNTS
 from tests.helpers import QUESTIONS, build_prompt, encode_batch, sample_images

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fitprune.flops import (
+from llava.model.pruning.flops import (
     DecoderDims,
     full_decode_step_flops,
     full_prefill_flops,
@@ -16,7 +16,8 @@ from fitprune.flops import (
     paper_prefill_flops,
     paper_reduction,
 )
-from fitprune.recipe import RecipeBook, shipped_recipe_path
+from llava.model.pruning.recipe import RecipeBook
+from llava.model.pruning.recipe_lookup import shipped_recipe_path
 
 TINY = DecoderDims(
     num_layers=3, hidden_size=8, intermediate_size=12, num_attention_heads=4, num_key_value_heads=2, vocab_size=10
@@ -188,7 +189,7 @@ def test_dims_from_config() -> None:
 @pytest.fixture(scope="module")
 def published_7b() -> RecipeBook:
     path = shipped_recipe_path("llava-v1.5-7b")
-    assert path is not None, "fitprune/recipes/llava-v1.5-7b.json is not shipped"
+    assert path is not None, "llava/model/pruning/recipes/llava-v1.5-7b.json is not shipped"
     return RecipeBook.load(path)
 
 

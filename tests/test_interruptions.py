@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from fitprune.calibrate import main as calibrate_main
-from fitprune.pruning import RECIPE_FILE_IN_CHECKPOINT
-from fitprune.recipe import RecipeBook
+from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT
+from llava.model.pruning.recipe import RecipeBook
 from llava.eval import model_vqa_loader
 from llava.eval.run_record import RUN_RECORD_SUFFIX, RUN_STATS_SUFFIX, sidecar_path
 

@@ -14,9 +14,10 @@ from transformers import AutoConfig, CLIPImageProcessor, CLIPVisionConfig
 
 from fitprune.calibrate import main as calibrate_main
 from fitprune.fit import round_keep_fractions
-from fitprune.flops import DecoderDims
-from fitprune.pruning import RECIPE_FILE_IN_CHECKPOINT, FractionSchedule
-from fitprune.recipe import ModelSignature, Recipe, RecipeBook, RecipeError
+from llava.model.pruning.flops import DecoderDims
+from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT
+from llava.model.pruning.schedules import FractionSchedule
+from llava.model.pruning.recipe import ModelSignature, Recipe, RecipeBook, RecipeError
 from llava.mm_utils import parse_grid_pinpoints, process_images, select_best_resolution, tokenizer_image_token
 from llava.model.anyres import merge_image_features
 from llava.model.builder import load_pretrained_model

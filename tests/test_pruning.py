@@ -4,9 +4,9 @@ import copy
 import pytest
 import torch
 
-from fitprune.policies import FitPrunePolicy, ForcedPolicy, RandomPolicy
-from fitprune.pruning import RecipeSchedule
-from fitprune.recipe import RecipeError
+from llava.model.pruning.policies import FitPrunePolicy, ForcedPolicy, RandomPolicy
+from llava.model.pruning.schedules import RecipeSchedule
+from llava.model.pruning.recipe import RecipeError
 from llava.mm_utils import tokenizer_image_token
 from llava.model.language_model import modeling_llama
 from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
@@ -17,7 +17,7 @@ from llava.model.language_model.sequence_layout import (
     SEGMENT_VISUAL,
     SequenceLayout,
 )
-from llava.model.language_model.token_pruning import TokenPruner
+from llava.model.pruning.pruner import TokenPruner
 from tests.conftest import TINY_KEEP_COUNTS, TINY_RECIPE_RATIO
 from tests.helpers import QUESTIONS, build_prompt, encode_batch, sample_images
 from tests.test_modeling import _answers, _strip_pad
@@ -230,7 +230,7 @@ def test_ratio_without_recipe_lists_available_ratios_and_the_calibrate_command(t
 def test_recipe_for_another_model_is_rejected(tiny, tmp_path):
     _, model, _ = tiny
     ids, mask, images = _batch(tiny)
-    from fitprune.recipe import shipped_recipe_path
+    from llava.model.pruning.recipe_lookup import shipped_recipe_path
 
     model.config.fitprune_recipe = str(shipped_recipe_path("llava-v1.5-7b"))
     model.config.reduction_ratio = 60

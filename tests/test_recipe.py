@@ -9,19 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from fitprune.flops import paper_reduction
-from fitprune.recipe import (
+from llava.model.pruning.flops import paper_reduction
+from llava.model.pruning.recipe import (
     FIT_PUBLISHED,
     SCHEMA_VERSION,
     ModelSignature,
     Recipe,
     RecipeBook,
     RecipeError,
-    import_published,
-    main,
-    parse_reduction_ratio,
-    shipped_recipe_path,
 )
+from fitprune.published import import_published
+from fitprune.recipe import main
+from llava.model.pruning.ratio import parse_reduction_ratio
+from llava.model.pruning.recipe_lookup import shipped_recipe_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -308,7 +308,8 @@ def test_shipped_recipe_path() -> None:
 
 
 def test_show_plot_draws_the_shipped_book(tmp_path, capsys):
-    from fitprune.recipe import main, shipped_recipe_path
+    from fitprune.recipe import main
+    from llava.model.pruning.recipe_lookup import shipped_recipe_path
 
     png = tmp_path / "recipes.png"
     assert main(["show", str(shipped_recipe_path("llava-v1.5-7b")), "--plot", str(png)]) == 0

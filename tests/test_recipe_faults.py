@@ -11,9 +11,11 @@ import torch
 from fitprune.calibrate import main as calibrate_main, merge_provenance
 from fitprune.defaults import DEFAULT_CALIBRATION_FILE, DEMO_MODEL_PATH
 from fitprune.fit import TrialResult, fit_recipe
-from fitprune.flops import paper_reduction
-from fitprune.pruning import RECIPE_FILE_IN_CHECKPOINT
-from fitprune.recipe import RECIPES_DIR, ModelSignature, Recipe, RecipeBook, RecipeError, import_published
+from llava.model.pruning.flops import paper_reduction
+from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT
+from llava.model.pruning.recipe_lookup import RECIPES_DIR
+from llava.model.pruning.recipe import ModelSignature, Recipe, RecipeBook, RecipeError
+from fitprune.published import import_published
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = Path(__file__).parent / "data"

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from fitprune import report
-from fitprune.flops import DecoderDims, full_prefill_flops, paper_prefill_flops, paper_reduction
+from llava.model.pruning.flops import DecoderDims, full_prefill_flops, paper_prefill_flops, paper_reduction
 from llava.eval.run_record import RUN_RECORD_SUFFIX, RunLog, merge_run_records, sidecar_path, write_run_record
 
 DIMS = DecoderDims(num_layers=32, hidden_size=4096, intermediate_size=11008, num_attention_heads=32,

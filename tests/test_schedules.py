@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from fitprune.flops import DecoderDims, paper_reduction
-from fitprune.policies import FastVPolicy
+from llava.model.pruning.flops import DecoderDims, paper_reduction
+from llava.model.pruning.policies import FastVPolicy
 from fitprune.schedules import (
     clear_schedule,
     fastv_keep_counts,

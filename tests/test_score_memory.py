@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from fitprune.policies import SCORE_CHUNK_ELEMENTS, cross_and_self_scores
+from llava.model.pruning.policies import SCORE_CHUNK_ELEMENTS, cross_and_self_scores
 from llava.model.language_model.sequence_layout import SEGMENT_PAD, SEGMENT_PREFIX, SEGMENT_TEXT, SEGMENT_VISUAL, SequenceLayout
 
 BATCH, HEADS, PREFIX, VISUAL, TEXT, PAD = 2, 3, 5, 700, 319, 24

@@ -48,9 +48,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from fitprune.flops import DecoderDims
-from fitprune.pruning import find_recipe_file
-from fitprune.recipe import RecipeBook, RecipeError
+from llava.model.pruning.flops import DecoderDims
+from llava.model.pruning.recipe import RecipeError
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.conversation import conv_templates
 from llava.eval.answers_file import AnswersFile, AnswersFileError, answer_key, lock_answers_file
@@ -64,7 +63,7 @@ from llava.eval.batch_generation import (
     generate_batch,
     uses_logits_processing,
 )
-from llava.eval.pruning_args import add_pruning_args, apply_pruning_args
+from llava.eval.pruning_flags import add_pruning_args, apply_pruning_args
 from llava.eval.images import ImageError, bound_image_geometry, decode_base64_image, load_image
 from llava.eval.io_utils import InputError
 from llava.eval.questions import UnencodableTextError, build_question_prompt, check_encodable, load_question_jsonl
@@ -359,19 +358,15 @@ def load_model(args: argparse.Namespace) -> LoadedModel:
 
 
 def pruning_info(model) -> dict:
-    """The pruning in effect: ratio, policy, recipe file and the recipe's keep counts.
-
-    Raises:
-        fitprune.recipe.RecipeError: no recipe for the configured ratio.
-    """
-    ratio = float(getattr(model.config, "reduction_ratio", 0) or 0)
-    info = {"reduction_ratio": ratio, "policy": None, "recipe_file": None, "keep_counts": None,
-            "achieved_paper": None, "achieved_full": None}
-    if ratio == 0:
+    """The pruning in effect: ratio (percent), policy, recipe file and the recipe's keep counts and
+    reductions (percent), read from the model's pruner (the recipe is not read again)."""
+    pruner = model.get_model().resolve_prefill_hook()
+    recipe = getattr(pruner, "recipe", None)
+    info = {"reduction_ratio": float(getattr(model.config, "reduction_ratio", 0) or 0), "policy": None,
+            "recipe_file": None, "keep_counts": None, "achieved_paper": None, "achieved_full": None}
+    if recipe is None:
         return info
-    recipe_file = find_recipe_file(model.config)
-    recipe = RecipeBook.load(recipe_file).get(ratio)
-    info.update(policy=getattr(model.config, "fitprune_policy", None) or "fitprune", recipe_file=str(recipe_file),
+    info.update(policy=pruner.settings.policy, recipe_file=str(pruner.recipe_file),
                 keep_counts=list(recipe.keep_counts), achieved_paper=recipe.achieved_paper,
                 achieved_full=recipe.achieved_full)
     return info

@@ -56,7 +56,7 @@ from typing import Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 
-from fitprune.flops import (
+from llava.model.pruning.flops import (
     DecoderDims,
     full_decode_step_flops,
     full_prefill_flops,

@@ -1,9 +1,10 @@
 """LLaVA on our LLaMA decoder: `LlavaConfig`, `LlavaLlamaModel`, `LlavaLlamaForCausalLM`.
 
 FitPrune is configured on the config: `reduction_ratio` (percent of the paper-convention
-FLOPs to remove, 0 = unpruned), optionally `fitprune_recipe` (a recipe file) and
-`fitprune_policy` (scoring policy name, default "fitprune"). The pruner is built from
-those fields at the first prefill after they change.
+FLOPs to remove, 0 = unpruned), optionally `fitprune_recipe` (a recipe file),
+`fitprune_policy` (scoring policy name, default "fitprune") and `fitprune_seed`. The pruner
+is built from those fields (`llava.model.pruning.from_config`) at the first prefill after
+they change.
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from llava.model.language_model.modeling_llama import (
     LlamaModel,
     LlamaPreTrainedModel,
 )
-from llava.model.language_model.token_pruning import PrefillHook, PruningTrace
+from llava.model.pruning.from_config import PruningSettings, build_pruner
+from llava.model.pruning.pruner import PrefillHook, PruningTrace
 from llava.model.llava_arch import LlavaMetaForCausalLM, LlavaMetaModel
 
 
@@ -55,25 +57,29 @@ class LlavaLlamaModel(LlavaMetaModel, LlamaModel):
         """An explicitly set hook wins; otherwise the pruner described by the config.
 
         A model without a vision tower (text-only, or built before its vision modules are
-        attached) and a ratio of 0 have nothing to prune and get no hook. The pruner is
-        rebuilt whenever a config field it is built from (ratio, recipe, policy, seed) changes.
+        attached) and a ratio of 0 have nothing to prune and get no hook. The config's
+        pruning fields are parsed, and the pruner rebuilt, only when one of them (ratio,
+        recipe, policy, seed) changes.
         """
         if self.prefill_hook is not None:
             return self.prefill_hook
-        ratio = getattr(self.config, "reduction_ratio", 0) or 0
-        if ratio == 0 or self.get_vision_tower() is None:
+        key = PruningSettings.raw_fields(self.config)
+        if key[0] == 0 or self.get_vision_tower() is None:
             return None
-        key = (
-            ratio,
-            getattr(self.config, "fitprune_recipe", None),
-            getattr(self.config, "fitprune_policy", "fitprune"),
-            getattr(self.config, "fitprune_seed", 0),
-        )
         if key != self._configured_hook_key:
-            from fitprune.pruning import pruner_from_config
+            self.configure_pruning(PruningSettings.from_config(self.config))
+        return self._configured_hook
 
-            self._configured_hook = pruner_from_config(self.config, self.num_visual_tokens())
-            self._configured_hook_key = key
+    def configure_pruning(self, settings: PruningSettings) -> Optional[PrefillHook]:
+        """Writes `settings` into the config and builds their pruner now (None at ratio 0).
+
+        Raises:
+            RecipeError: no recipe for the model or the ratio, or one fitted for another model.
+        """
+        settings.write_to(self.config)
+        has_tower = self.get_vision_tower() is not None
+        self._configured_hook = build_pruner(settings, self.config, self.num_visual_tokens()) if has_tower else None
+        self._configured_hook_key = PruningSettings.raw_fields(self.config)
         return self._configured_hook
 
 

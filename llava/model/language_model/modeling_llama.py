@@ -27,7 +27,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from llava.model.language_model.kv_cache import PrunedKVCache
 from llava.model.language_model.sequence_layout import SequenceLayout
-from llava.model.language_model.token_pruning import PrefillHook, PruningTrace
+from llava.model.pruning.pruner import PrefillHook, PruningTrace
 
 
 @dataclass

@@ -1,0 +1,94 @@
+"""FitPrune command-line flags shared by every generation driver.
+
+    parser = argparse.ArgumentParser()
+    add_pruning_args(parser)            # --reduction-ratio / --reduction_ratio, --recipe
+    args = parser.parse_args()
+    tokenizer, model, processor, _ = load_pretrained_model(...)
+    apply_pruning_args(model, args)     # builds the pruner; writes model.config.reduction_ratio etc.
+    ... model.generate(...) ...
+    line = pruning_summary(model)       # "visual tokens kept ..." or None when pruning is off
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Optional
+
+from llava.model.pruning.from_config import DEFAULT_POLICY, PruningSettings
+from llava.model.pruning.ratio import parse_reduction_ratio
+
+logger = logging.getLogger(__name__)
+
+
+def add_pruning_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Adds the FitPrune flags to a driver's parser.
+
+    ``--reduction-ratio`` and the fork's ``--reduction_ratio`` are the same flag
+    (dest ``reduction_ratio``): the FLOPs budget as a percent (60) or a fraction (0.6),
+    0 meaning unpruned. ``--recipe`` names a recipe file; without it the recipe is looked
+    up beside the checkpoint, then among the shipped ones.
+
+    Args:
+        parser: the driver's parser.
+
+    Returns:
+        The same parser.
+    """
+    group = parser.add_argument_group("FitPrune visual-token pruning")
+    group.add_argument(
+        "--reduction-ratio", "--reduction_ratio", dest="reduction_ratio", type=parse_reduction_ratio, default=0.0,
+        metavar="R", help="FLOPs to remove, percent (60) or fraction (0.6); 0 (default) disables pruning",
+    )
+    group.add_argument(
+        "--recipe", default=None, metavar="PATH",
+        help="recipe book JSON (default: fitprune_recipes.json in the checkpoint, then the shipped recipes)",
+    )
+    return parser
+
+
+def apply_pruning_args(model, args: argparse.Namespace) -> None:
+    """Configures a loaded LLaVA model's pruning from the parsed flags.
+
+    The ratio was parsed by the flag's type (`parse_reduction_ratio`); the policy and seed
+    are the model config's. The pruner is built here, once, so a missing recipe or an
+    unsupported ratio fails before the first generation, and the config's pruning fields
+    (``reduction_ratio`` in percent, ``fitprune_recipe``, ...) are set to match.
+
+    Args:
+        model: a `LlavaLlamaForCausalLM`.
+        args: parsed flags with ``reduction_ratio`` and ``recipe`` (missing ones read as
+            0 and None, for callers that build their own namespace).
+
+    Raises:
+        llava.model.pruning.recipe.RecipeError: no recipe for the model or the ratio, or a
+            recipe fitted for another model.
+        llava.model.pruning.ratio.ReductionRatioError: the ratio is not a percent in [0, 100).
+    """
+    settings = PruningSettings(
+        reduction_ratio=getattr(args, "reduction_ratio", 0.0) or 0.0,
+        recipe_file=getattr(args, "recipe", None),
+        policy=getattr(model.config, "fitprune_policy", None) or DEFAULT_POLICY,
+        seed=getattr(model.config, "fitprune_seed", 0) or 0,
+    )
+    if settings.reduction_ratio == 0 and settings.recipe_file:
+        logger.warning("--recipe %s is ignored because the reduction ratio is 0 (pruning off)", settings.recipe_file)
+    model.get_model().configure_pruning(settings)
+
+
+def pruning_summary(model) -> Optional[str]:
+    """One line on what the latest prefill kept, for a driver to print to stderr.
+
+    Args:
+        model: a `LlavaLlamaForCausalLM` that has run at least one prefill.
+
+    Returns:
+        ``"visual tokens kept after the last layer: K of N (reduction ratio R%)"`` with
+        K for each sample of the batch, or None when pruning is off or nothing was traced.
+    """
+    ratio = getattr(model.config, "reduction_ratio", 0) or 0
+    trace = getattr(model, "last_pruning_trace", None)
+    if not ratio or trace is None or not trace.live_counts:
+        return None
+    kept = ", ".join(str(int(k)) for k in trace.counts()[-1].tolist())
+    total = model.get_model().num_visual_tokens()
+    return f"visual tokens kept after the last layer: {kept} of {total} (reduction ratio {ratio:g}%)"

@@ -1,0 +1,154 @@
+"""The one visual-token pruning mechanism of the decoder, with pluggable scoring policies.
+
+During prefill, after each layer's self-attention, the decoder hands the hidden states to
+a `PrefillHook`. `TokenPruner` is the hook that prunes: a *schedule* says how many visual
+tokens each sample keeps after the layer, a *policy* ranks the live visual tokens, and the
+lowest-ranked rows leave the hidden states and the layout. Policies and schedules are
+small objects (`llava.model.pruning.policies`, `llava.model.pruning.schedules`); nothing
+here knows a model size, a prompt length or a budget.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional, Protocol, Tuple
+
+import torch
+
+from llava.model.language_model.sequence_layout import SequenceLayout
+
+
+class ScoringPolicy(Protocol):
+    """Ranks live visual tokens; higher scores are kept."""
+
+    needs_attention: bool
+
+    def score(
+        self, layer_idx: int, attn_probs: Optional[torch.Tensor], layout: SequenceLayout
+    ) -> torch.Tensor:
+        """Returns (B, T) float scores; only rows where `layout.visual_mask` is set are read.
+
+        `attn_probs` is the layer's softmax attention (B, H, T, T) when `needs_attention`
+        is True, else None.
+        """
+
+
+class KeepSchedule(Protocol):
+    """How many visual tokens each sample keeps after each layer."""
+
+    def keep_counts(self, layer_idx: int, initial_visual: torch.Tensor) -> torch.Tensor:
+        """Returns (B,) long visual tokens left after `layer_idx` for samples that started
+        with `initial_visual` (B,) visual tokens."""
+
+
+class PrefillHook(Protocol):
+    """What the decoder calls during prefill, once per layer, after self-attention."""
+
+    def wants_attention(self, layer_idx: int, layout: SequenceLayout) -> bool:
+        """True if `after_attention` needs the layer's attention probabilities."""
+
+    def after_attention(
+        self,
+        layer_idx: int,
+        hidden: torch.Tensor,
+        attn_probs: Optional[torch.Tensor],
+        layout: SequenceLayout,
+    ) -> Tuple[torch.Tensor, SequenceLayout]:
+        """Returns the hidden states (B, T', D) and layout that continue to the MLP."""
+
+
+@dataclass
+class PruningTrace:
+    """What one prefill kept: per layer and sample, live counts and kept grid indices."""
+
+    live_counts: List[torch.Tensor] = field(default_factory=list)
+    visual_index: List[torch.Tensor] = field(default_factory=list)
+
+    def record(self, layout: SequenceLayout) -> None:
+        """Appends the state after one layer."""
+        self.live_counts.append(layout.visual_count().cpu())
+        self.visual_index.append(layout.visual_index.cpu())
+
+    def counts(self) -> torch.Tensor:
+        """(L, B) long: live visual tokens after each layer."""
+        return torch.stack(self.live_counts)
+
+    def kept_indices(self, layer_idx: int, sample: int) -> torch.Tensor:
+        """Increasing grid indices of the visual tokens of `sample` alive after `layer_idx`."""
+        row = self.visual_index[layer_idx][sample]
+        return row[row >= 0]
+
+
+class TokenPruner:
+    """Drops the lowest-ranked live visual tokens down to the schedule's keep counts.
+
+    Attributes:
+        policy: ranks the live visual tokens.
+        schedule: the keep counts per layer and sample.
+        recipe: the `Recipe` the schedule follows, when built from a recipe file (else None).
+        recipe_file: where that recipe was read from (else None).
+        settings: the `PruningSettings` the pruner was built from (else None).
+    """
+
+    def __init__(
+        self,
+        policy: ScoringPolicy,
+        schedule: KeepSchedule,
+        recipe: Any = None,
+        recipe_file: Optional[Path] = None,
+        settings: Any = None,
+    ):
+        self.policy = policy
+        self.schedule = schedule
+        self.recipe = recipe
+        self.recipe_file = recipe_file
+        self.settings = settings
+
+    def _drop_counts(self, layer_idx: int, layout: SequenceLayout) -> torch.Tensor:
+        target = self.schedule.keep_counts(layer_idx, layout.initial_visual).to(layout.segment.device)
+        return (layout.visual_count() - target).clamp(min=0)
+
+    def wants_attention(self, layer_idx: int, layout: SequenceLayout) -> bool:
+        """True only at layers where some sample drops tokens and the policy reads attention."""
+        return self.policy.needs_attention and bool(self._drop_counts(layer_idx, layout).any())
+
+    def after_attention(
+        self,
+        layer_idx: int,
+        hidden: torch.Tensor,
+        attn_probs: Optional[torch.Tensor],
+        layout: SequenceLayout,
+    ) -> Tuple[torch.Tensor, SequenceLayout]:
+        """Removes the dropped rows from `hidden` (B, T, D) and `layout`.
+
+        Rows are selected per sample: the `drop` lowest scores among live visual rows
+        (ties broken by row order), everything else kept in its original order. Samples
+        that keep fewer rows than the longest are left-padded again.
+        """
+        drop = self._drop_counts(layer_idx, layout)
+        if not bool(drop.any()):
+            return hidden, layout
+        scores = self.policy.score(layer_idx, attn_probs, layout).float()
+        visual = layout.visual_mask
+        scores = scores.masked_fill(~visual, float("inf"))
+        order = scores.argsort(dim=1, stable=True)
+        rank = torch.empty_like(order).scatter_(
+            1, order, torch.arange(order.shape[1], device=order.device).expand_as(order)
+        )
+        return drop_rows(hidden, layout, visual & (rank < drop[:, None]))
+
+
+def drop_rows(
+    hidden: torch.Tensor, layout: SequenceLayout, drop: torch.Tensor
+) -> Tuple[torch.Tensor, SequenceLayout]:
+    """Removes the rows marked in `drop` (B, T) from `hidden` (B, T, D) and `layout`.
+
+    Surviving rows keep their order; samples that keep fewer rows than the longest are
+    left-padded again (the padding rows are former dropped rows, marked as padding).
+    """
+    keep = ~drop & layout.key_mask
+    new_length = max(int(keep.sum(dim=1).max()), 1)
+    rows = keep.to(torch.int8).argsort(dim=1, stable=True)[:, -new_length:]
+    real = keep.gather(1, rows)
+    hidden = hidden.gather(1, rows[..., None].expand(-1, -1, hidden.shape[-1]))
+    return hidden, layout.gather(rows, real)
