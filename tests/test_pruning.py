@@ -1,5 +1,6 @@
 """FitPrune at inference on the tiny model: the pruning mechanism, policies and recipes."""
 import copy
+import json
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from llava.model.language_model.sequence_layout import (
     SEGMENT_VISUAL,
     SequenceLayout,
 )
+from llava.eval.run_record import RUN_RECORD_SUFFIX, sidecar_path
 from llava.model.pruning.pruner import TokenPruner
 from tests.conftest import TINY_KEEP_COUNTS, TINY_RECIPE_RATIO
 from tests.helpers import QUESTIONS, build_prompt, encode_batch, sample_images
@@ -239,3 +241,45 @@ def test_recipe_for_another_model_is_rejected(tiny, tmp_path):
             _forward(model, ids, mask, images)
     finally:
         model.config.fitprune_recipe = None
+
+
+@pytest.mark.parametrize("driver", ["run_llava", "model_vqa_loader"])
+def test_a_pruned_run_parses_its_ratio_once_and_reads_its_recipe_once(tiny_checkpoint, monkeypatch, capsys,
+                                                                      tmp_path, driver):
+    """A driver at ratio 0.5 (read as 50 %): the flag's value is parsed by argparse and never again
+    (the pruner keeps its settings), and the recipe file is read once (the run record takes the
+    recipe from the pruner)."""
+    from llava.eval import model_vqa_loader, pruning_flags, run_llava
+    from llava.model.pruning import from_config, ratio
+    from llava.model.pruning.recipe import RecipeBook
+
+    parses, loads = [], []
+
+    def counting_parse(value):
+        parses.append(value)
+        return ratio.parse_reduction_ratio(value)
+
+    original_load = RecipeBook.load.__func__
+
+    def counting_load(cls, path):
+        loads.append(str(path))
+        return original_load(cls, path)
+
+    monkeypatch.setattr(pruning_flags, "parse_reduction_ratio", counting_parse)
+    monkeypatch.setattr(from_config, "parse_reduction_ratio", counting_parse)
+    monkeypatch.setattr(RecipeBook, "load", classmethod(counting_load))
+    common = ["--model-path", str(tiny_checkpoint), "--device", "cpu", "--temperature", "0",
+              "--max-new-tokens", "3", "--reduction-ratio", "0.5"]
+    if driver == "run_llava":
+        run_llava.main(common + ["--image-file", "tests/data/shapes.png", "--query", "What is in the picture?"])
+    else:
+        answers = tmp_path / "answers.jsonl"
+        assert model_vqa_loader.main(common + ["--question-file", "tests/data/questions.jsonl",
+                                               "--image-folder", "tests/data", "--answers-file", str(answers)]) == 0
+        record = json.loads(sidecar_path(answers, RUN_RECORD_SUFFIX).read_text())
+        assert record["pruning"]["keep_counts"] == list(TINY_KEEP_COUNTS)
+
+    assert parses == ["0.5"]
+    assert loads == [str(tiny_checkpoint / "fitprune_recipes.json")]
+    if driver == "run_llava":
+        assert f"visual tokens kept after the last layer: {TINY_KEEP_COUNTS[-1]} of 144" in capsys.readouterr().err
