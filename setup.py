@@ -9,7 +9,7 @@ setup(
     packages=find_packages(
         exclude=["assets*", "benchmark*", "docs", "dist*", "playground*", "scripts*", "tests*"]
     ),
-    package_data={"llava": ["model/pruning/recipes/*.json", "model/pruning/recipes/configs/*.json", "testing/data/*"]},
+    package_data={"llava": ["model/pruning/recipes/*.json", "model/pruning/recipes/configs/*.json"]},
     include_package_data=True,
     install_requires=[
         # 2.6 is the first torch whose torch.load defaults to weights_only=True, so a pickled

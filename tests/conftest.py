@@ -12,7 +12,7 @@ import torch  # noqa: E402
 from llava.model.pruning.recipe import ModelSignature, Recipe, RecipeBook  # noqa: E402
 from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT  # noqa: E402
 from llava.model.builder import load_pretrained_model  # noqa: E402
-from llava.testing.tiny_checkpoint import write_tiny_llava  # noqa: E402
+from fitprune.lab.tiny_checkpoint import write_tiny_llava  # noqa: E402
 
 # tiny models are overhead-bound: one thread is faster, and steadier on a shared 2-core machine
 torch.set_num_threads(1)

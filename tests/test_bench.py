@@ -1,6 +1,6 @@
 """`python -m fitprune.bench` on the shipped demo model: matched schedules and the written section."""
-from fitprune.bench import SECTION_HEADING, main, schedules_for
-from fitprune.benchmarks_file import write_section
+from fitprune.lab.bench import SECTION_HEADING, baselines_for as schedules_for, main
+from fitprune.lab.benchmarks_file import write_section
 from fitprune.defaults import DEMO_MODEL_PATH
 from llava.model.pruning.flops import DecoderDims
 from llava.model.pruning.recipe import RecipeBook
@@ -38,11 +38,11 @@ def test_bench_writes_its_section_and_keeps_the_others(tmp_path, capsys):
 
 
 def test_depth_probe_runs_each_policy_on_its_counts():
-    from fitprune.answers import answer_accuracy, encode_questions, load_answered_questions
-    from fitprune.bench import PROBE_POLICIES, depth_probe
+    from fitprune.lab.answers import answer_accuracy, encode_questions, load_answered_questions
+    from fitprune.lab.bench import PROBE_POLICIES, depth_probe
     from fitprune.defaults import DEFAULT_IMAGE_FOLDER, DEFAULT_TEST_FILE
     from llava.model.pruning.policies import RandomPolicy
-    from fitprune.schedules import clear_schedule, install_schedule
+    from fitprune.lab.baselines import clear_pruner as clear_schedule, install_pruner as install_schedule
     from llava.model.builder import load_pretrained_model
 
     tokenizer, model, processor, _ = load_pretrained_model(DEMO_MODEL_PATH, None, "llava-v1.5-shapes", device="cpu")
@@ -65,8 +65,8 @@ def test_score_profile_sums_to_the_calibration_masses(tiny):
     W_self and W_cross (two code paths over the same attention)."""
     import torch
 
-    from fitprune.answers import PromptBatch
-    from fitprune.score_profile import score_profile
+    from fitprune.lab.answers import PromptBatch
+    from fitprune.lab.score_profile import score_profile
     from fitprune.stats import collect_stats
     from tests.helpers import QUESTIONS, build_prompt, encode_batch, sample_images
 

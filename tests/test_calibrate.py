@@ -13,7 +13,7 @@ from fitprune.calibrate import main as calibrate_main
 from fitprune.fit import FIT_PRODUCT, lowest_within_mass, round_keep_counts, select_deletions
 from llava.model.pruning.flops import DecoderDims, paper_reduction
 from llava.model.pruning.recipe import FIT_INTERSECTION, RecipeBook
-from llava.testing.tiny_checkpoint import TinyLlavaSpec, write_tiny_llava
+from fitprune.lab.tiny_checkpoint import TinyLlavaSpec, write_tiny_llava
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = Path(__file__).parent / "data"

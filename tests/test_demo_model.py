@@ -1,12 +1,12 @@
 """The shipped demo model: it answers the fixed test split, and pruning quality is measurable on it."""
 import pytest
 
-from fitprune.answers import answer_accuracy, encode_questions, load_answered_questions
+from fitprune.lab.answers import answer_accuracy, encode_questions, load_answered_questions
 from fitprune.defaults import DEFAULT_IMAGE_FOLDER, DEFAULT_TEST_FILE, DEMO_MODEL_PATH, ensure_default_model
 from llava.model.pruning.policies import RandomPolicy
 from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT
 from llava.model.pruning.recipe import RecipeBook
-from fitprune.schedules import clear_schedule, install_schedule
+from fitprune.lab.baselines import clear_pruner as clear_schedule, install_pruner as install_schedule
 from llava.model.builder import load_pretrained_model
 
 # the first questions of the committed test split (one of each kind per image)

@@ -165,7 +165,7 @@ def test_textvqa_script_on_the_demo_model_scores_its_answers(tmp_path):
     script's TextVQA accuracy equals the first-token accuracy of the same questions."""
     import shutil
 
-    from fitprune.answers import answer_accuracy, encode_questions, load_answered_questions
+    from fitprune.lab.answers import answer_accuracy, encode_questions, load_answered_questions
     from llava.model.builder import load_pretrained_model
 
     source = REPO / SHAPES_DIR / "eval" / "textvqa"

@@ -22,7 +22,7 @@ from llava.mm_utils import parse_grid_pinpoints, process_images, select_best_res
 from llava.model.anyres import merge_image_features
 from llava.model.builder import load_pretrained_model
 from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
-from llava.testing.tiny_checkpoint import TinyLlavaSpec, write_tiny_llava
+from fitprune.lab.tiny_checkpoint import TinyLlavaSpec, write_tiny_llava
 from tests.helpers import QUESTIONS, build_prompt, encode_batch
 from tests.test_checkpoint_layout import WEIGHT_MAP_DIMS, expected_weight_map
 from tests.test_modeling import _strip_pad

@@ -19,7 +19,7 @@ from llava.mm_utils import (
     process_images,
     tokenizer_image_token,
 )
-from llava.testing.tokenizer import train_tiny_tokenizer
+from fitprune.lab.tokenizer import train_tiny_tokenizer
 
 CLIP_PAD_COLOR = (122, 116, 104)
 QUESTION = "Is there a dog in the image?\nAnswer the question using a single word or phrase."

@@ -4,10 +4,10 @@ import torch
 
 from llava.model.pruning.flops import DecoderDims, paper_reduction
 from llava.model.pruning.policies import FastVPolicy
-from fitprune.schedules import (
-    clear_schedule,
+from fitprune.lab.baselines import (
+    clear_pruner as clear_schedule,
     fastv_keep_counts,
-    install_schedule,
+    install_pruner as install_schedule,
     matched_fastv,
     matched_uniform,
     uniform_keep_counts,

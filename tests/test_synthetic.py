@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from fitprune.synthetic import (
+from fitprune.lab.synthetic import (
     EVAL_DIR,
     KINDS,
     NO,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fitprune.defaults import DEFAULT_CALIBRATION_FILE, SHAPES_DIR
-from fitprune.train_demo import main as train_main
+from fitprune.lab.train_demo import main as train_main
 from llava.model.builder import load_pretrained_model
 
 # a few validation questions, so a run stays a second or two

@@ -8,7 +8,6 @@ first token, at the cost of one forward per batch.
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 
+from llava.eval.io_utils import JsonlError, read_jsonl
 from llava.eval.questions import QuestionFileError, build_question_prompt
 
 
@@ -46,22 +46,21 @@ def load_answered_questions(path: Union[str, Path], limit: Optional[int] = None)
         limit: keep the first `limit` questions (all when None).
 
     Raises:
-        QuestionFileError: a missing file, invalid JSON or a missing field, with file and line.
+        QuestionFileError: a missing file, invalid JSON or a missing field, with file and line
+            (a missing field by its record's number, blank lines not counted).
     """
     path = Path(path)
     if not path.is_file():
         raise QuestionFileError(f"{path}: question file does not exist")
+    try:
+        records = read_jsonl(path)
+    except JsonlError as err:
+        raise QuestionFileError(str(err)) from None
     questions = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise QuestionFileError(f"{path}:{number}: invalid JSON ({err.msg}, column {err.colno})") from None
+    for number, record in enumerate(records, start=1):
         for name in ("question_id", "image", "text", "answer"):
             if name not in record:
-                raise QuestionFileError(f"{path}:{number}: field '{name}' is missing")
+                raise QuestionFileError(f"{path}: record {number}: field '{name}' is missing")
         questions.append(AnsweredQuestion(record["question_id"], record["image"], record["text"], record["answer"],
                                           record.get("kind", "")))
     if not questions:

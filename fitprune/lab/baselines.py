@@ -1,7 +1,7 @@
-"""Keep-count schedules of the baselines FitPrune is compared with, matched to a FLOPs budget.
+"""Keep counts of the baselines FitPrune is compared with, matched to a FLOPs budget.
 
-A schedule is what a recipe holds: the visual tokens left after each decoder layer. Any
-scoring policy can follow it (`install_schedule`).
+A baseline's keep counts are what a recipe holds: the visual tokens left after each decoder
+layer. Any scoring policy can prune down to them (`install_pruner`).
 
 - FastV (Chen et al., "An Image is Worth 1/2 Tokens After Layer 2", ECCV 2024): every visual
   token through layer K−1, then only the (1 − R) share that the last prompt token attends
@@ -10,7 +10,7 @@ scoring policy can follow it (`install_schedule`).
   K−1's attention (FastV drops them before layer K, using layer K−1's attention: the same
   selection; our layer K−1 MLP already runs on the kept tokens).
 - Uniform: every layer removes the same share of its live visual tokens (a geometric decay),
-  the simplest schedule that reaches any budget the first layer allows.
+  the simplest keep counts that reach any budget the first layer allows.
 
 `matched_fastv` and `matched_uniform` pick the one free parameter (R, or the per-layer
 share) so that the paper-convention reduction is at least a target, as close to it as
@@ -29,11 +29,11 @@ _BISECTION_STEPS = 60
 
 
 @dataclass(frozen=True)
-class Schedule:
-    """Keep counts with what they achieve.
+class Baseline:
+    """A baseline's keep counts with what they achieve.
 
     Attributes:
-        name: the schedule's family ("fastv", "uniform").
+        name: the baseline's family ("fastv", "uniform").
         keep_counts: visual tokens left after each layer.
         reduction_paper: FLOPs removed, percent, paper convention.
         setting: the family's parameters, for tables (e.g. "K=2 R=87.5%").
@@ -46,7 +46,7 @@ class Schedule:
 
 
 def fastv_keep_counts(num_layers: int, num_visual: int, k: int, drop_percent: float) -> Tuple[int, ...]:
-    """FastV's schedule: `num_visual` tokens through layer k−2, then `round(num_visual ·
+    """FastV's keep counts: `num_visual` tokens through layer k−2, then `round(num_visual ·
     (1 − drop_percent/100))` after layer k−1 and every later layer.
 
     Args:
@@ -79,7 +79,7 @@ def uniform_keep_counts(num_layers: int, num_visual: int, keep_share: float) -> 
 
 def _largest_meeting(counts_for: Callable[[float], Sequence[int]], dims: DecoderDims, num_visual: int,
                      target: float) -> Tuple[float, Tuple[int, ...], float]:
-    """The largest x in [0, 1] whose schedule `counts_for(x)` removes at least `target`
+    """The largest x in [0, 1] whose keep counts `counts_for(x)` remove at least `target`
     percent (paper convention); counts_for must keep fewer tokens as x falls.
 
     Returns:
@@ -108,7 +108,7 @@ def _largest_meeting(counts_for: Callable[[float], Sequence[int]], dims: Decoder
     return low, counts, reduction(low)
 
 
-def matched_fastv(dims: DecoderDims, num_visual: int, target: float, k: int = FASTV_K) -> Schedule:
+def matched_fastv(dims: DecoderDims, num_visual: int, target: float, k: int = FASTV_K) -> Baseline:
     """FastV at layer `k` with the smallest R that removes at least `target` percent.
 
     Raises:
@@ -123,10 +123,10 @@ def matched_fastv(dims: DecoderDims, num_visual: int, target: float, k: int = FA
     except ValueError as err:
         raise ValueError(f"FastV with K={k}: {err}") from None
     drop = 100 * (1 - counts[-1] / num_visual)
-    return Schedule("fastv", counts, reduction, f"K={k} R={drop:.1f}%")
+    return Baseline("fastv", counts, reduction, f"K={k} R={drop:.1f}%")
 
 
-def matched_uniform(dims: DecoderDims, num_visual: int, target: float) -> Schedule:
+def matched_uniform(dims: DecoderDims, num_visual: int, target: float) -> Baseline:
     """The uniform per-layer share that removes at least `target` percent.
 
     Raises:
@@ -136,12 +136,12 @@ def matched_uniform(dims: DecoderDims, num_visual: int, target: float) -> Schedu
         return uniform_keep_counts(dims.num_layers, num_visual, share)
 
     share, counts, reduction = _largest_meeting(counts_for, dims, num_visual, target)
-    return Schedule("uniform", counts, reduction, f"keep {100 * share:.1f}%/layer")
+    return Baseline("uniform", counts, reduction, f"keep {100 * share:.1f}%/layer")
 
 
-def install_schedule(model, policy, keep_counts: Sequence[int]) -> None:
+def install_pruner(model, policy, keep_counts: Sequence[int]) -> None:
     """Makes `model` prune with `policy` down to `keep_counts` in every prefill, whatever
-    its config says, until `clear_schedule`."""
+    its config says, until `clear_pruner`."""
     from llava.model.pruning.schedules import RecipeSchedule
     from llava.model.pruning.pruner import TokenPruner
 
@@ -149,6 +149,6 @@ def install_schedule(model, policy, keep_counts: Sequence[int]) -> None:
     decoder.prefill_hook = TokenPruner(policy, RecipeSchedule(keep_counts, decoder.num_visual_tokens()))
 
 
-def clear_schedule(model) -> None:
-    """Removes a schedule set by `install_schedule` (the config's pruning applies again)."""
+def clear_pruner(model) -> None:
+    """Removes a pruner set by `install_pruner` (the config's pruning applies again)."""
     model.get_model().prefill_hook = None

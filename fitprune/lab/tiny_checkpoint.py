@@ -8,8 +8,8 @@ released ones, also holds `model.image_newline` and the (fine-tuned) tower's wei
 `model.vision_tower.vision_tower.*`. Tests and the README demo load it with
 `load_pretrained_model` offline.
 
-    python -m llava.testing.tiny_checkpoint --output checkpoints/llava-tiny
-    python -m llava.testing.tiny_checkpoint --version v1.6 --output checkpoints/llava-v1.6-tiny
+    python -m fitprune.lab.tiny_checkpoint --output checkpoints/llava-tiny
+    python -m fitprune.lab.tiny_checkpoint --version v1.6 --output checkpoints/llava-v1.6-tiny
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import torch
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, GenerationConfig
 
 from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
-from llava.testing.tokenizer import train_tiny_tokenizer
+from fitprune.lab.tokenizer import train_tiny_tokenizer
 
 VISION_TOWER_DIR = "clip-vision-tower"
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]

@@ -23,7 +23,7 @@ class ScoreProfile:
     Attributes:
         layer: the decoder layer.
         cross: (V,) float64, mean cross score of grid index v (attention from text queries,
-            per text query; `fitprune.policies.cross_and_self_scores`).
+            per text query; `llava.model.pruning.policies.cross_and_self_scores`).
         self_score: (V,) float64, mean self score (attention from visual queries, per visual query).
         samples: samples averaged.
     """
@@ -66,7 +66,7 @@ class _ProfileHook:
 
 def score_profile(model, batches: Sequence, layer: int = 0) -> ScoreProfile:
     """The mean FitPrune scores per grid index at `layer` over the prompts of `batches`
-    (`fitprune.answers.PromptBatch`), every visual token kept. Samples must have the same
+    (`fitprune.lab.answers.PromptBatch`), every visual token kept. Samples must have the same
     number of visual tokens (LLaVA-1.5 grids, not anyres)."""
     decoder = model.get_model()
     hook = _ProfileHook(layer, decoder.num_visual_tokens())

@@ -1,0 +1,20 @@
+"""The lab: the demo, the benchmarks and the tiny models they and the tests run on.
+
+It depends on `llava` (inference, pruning) and on `fitprune` (calibration); nothing imports
+it but the command-line launchers kept at the README's names (`fitprune/demo.py`,
+`fitprune/bench.py`, `fitprune/train_demo.py`, `fitprune/synthetic.py`,
+`benchmarks/prefill_speed.py`) and the tests.
+
+- `answers`: first-token answer accuracy of a model on a question file with one-word answers.
+- `baselines`: FastV's and uniform keep counts matched to a FLOPs budget; a pruner installed on given counts.
+- `bench`: `python -m fitprune.bench`, pruning quality on the demo model, FitPrune against the baselines.
+- `benchmarks_file`: replaces one section of BENCHMARKS.md, keeping the others.
+- `demo`: `python -m fitprune.demo`, the main job: calibrate the demo model, accuracy pruned and unpruned.
+- `prefill_setup`: the prefill benchmark's random LLaVA-shaped decoder, prompt and per-budget keep counts.
+- `prefill_speed`: `python benchmarks/prefill_speed.py`, timing those prefills and writing their table.
+- `score_profile`: FitPrune's cross and self scores at one layer, averaged over samples, by image position.
+- `synthetic`: `python -m fitprune.synthetic`, the synthetic shapes visual QA task and its data files.
+- `tiny_checkpoint`: writes a tiny random LLaVA-1.5 / LLaVA-NeXT checkpoint in the real layout.
+- `tokenizer`: a tiny LLaMA-style SentencePiece tokenizer trained locally, for offline models.
+- `train_demo`: `python -m fitprune.train_demo`, trains the bundled demo model on the shapes task.
+"""

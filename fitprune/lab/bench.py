@@ -1,0 +1,352 @@
+"""`python -m fitprune.bench`: pruning quality on the bundled demo model, FitPrune against
+FastV, random and a uniform per-layer baseline at matched FLOPs.
+
+    python -m fitprune.bench                      # demo model, shapes test split
+    python -m fitprune.bench --recipes playground/models/llava-v1.5-shapes/fitprune_recipes.json
+
+For each budget (percent of paper-convention FLOPs removed) FitPrune's recipe is fitted on
+the calibration split (timed), then every method answers the test split:
+
+- FitPrune: the recipe's keep counts, tokens ranked by cross × self attention;
+- random: the same keep counts, tokens drawn at random (`RandomPolicy`);
+- FastV: all tokens through layer K−1, then the share R with most attention from the last
+  prompt token, R chosen so FastV removes at least the FLOPs FitPrune's recipe removes
+  (K = 2 as in its paper; K = 1 where K = 2 cannot reach the budget; "—" where no K can,
+  since layer 0 always runs on every token);
+- uniform: the same share of tokens removed at every layer, matched the same way, ranked
+  by FitPrune's score.
+
+Accuracy is first-token exact match on one-token answers (`fitprune.lab.answers`); latency is
+the median wall time of a one-sample prefill. A depth probe follows: every visual token
+through layer d−1, then only k of them (ranked by each policy) for the rest, which tells
+whether the model still reads the image after its first layers and whether it matters
+which tokens it reads. Last, the score profile: FitPrune's cross and self scores at layer 0
+by image row (`fitprune.lab.score_profile`). Writes a section of BENCHMARKS.md and a plot of
+accuracy against FLOPs removed.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from tqdm import tqdm
+
+from fitprune.lab.answers import PromptBatch, answer_accuracy, encode_questions, load_answered_questions
+from fitprune.calibrate import main as calibrate_main
+from fitprune.defaults import (
+    DEFAULT_CALIBRATION_FILE,
+    DEFAULT_IMAGE_FOLDER,
+    DEFAULT_TEST_FILE,
+    ensure_default_model,
+)
+from fitprune.lab.benchmarks_file import write_section
+from llava.model.pruning.flops import DecoderDims
+from llava.model.pruning.policies import FastVPolicy, FitPrunePolicy, RandomPolicy
+from llava.model.pruning.recipe import RecipeBook
+from fitprune.lab.score_profile import ScoreProfile, score_profile
+from fitprune.lab.baselines import FASTV_K, Baseline, clear_pruner, install_pruner, matched_fastv, matched_uniform
+
+SECTION_HEADING = "## Pruning quality on the demo model (python -m fitprune.bench)"
+BENCH_RATIOS = (0.0, 30.0, 50.0, 60.0, 70.0, 80.0, 90.0)
+METHODS = ("fitprune", "fastv", "random", "uniform")
+# the depth probe: layers that see every visual token, and the tokens kept after them
+PROBE_DEPTHS = (1, 2, 4)
+PROBE_KEEPS = (0, 2, 5, 10)
+PROBE_POLICIES = ("fitprune", "fastv", "random")
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    """One method at one budget.
+
+    Attributes:
+        method: one of METHODS.
+        baseline: the keep counts it followed and what they remove.
+        accuracy: percent correct on the test questions.
+        latency_ms: median one-sample prefill time, milliseconds.
+    """
+
+    method: str
+    baseline: Baseline
+    accuracy: float
+    latency_ms: float
+
+
+def prefill_latency_ms(model, batch: PromptBatch, repeats: int) -> float:
+    """Median wall time of a prefill of the first sample of `batch`, in milliseconds."""
+    ids = batch.input_ids[:1, :int(batch.attention_mask[0].sum())]
+    images = batch.images[:1]
+    times = []
+    with torch.inference_mode():
+        model(input_ids=ids, images=images, use_cache=False)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(input_ids=ids, images=images, use_cache=False)
+            times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def baselines_for(book: RecipeBook, ratio: float, dims: DecoderDims, num_visual: int) -> Dict[str, Baseline]:
+    """The keep counts of every method at one budget, matched to FitPrune's achieved FLOPs;
+    a method that cannot remove that much is left out."""
+    unpruned = Baseline("none", (num_visual,) * dims.num_layers, 0.0, "")
+    if ratio == 0:
+        return {method: unpruned for method in METHODS}
+    recipe = book.get(ratio)
+    fitted = Baseline("fitprune", recipe.keep_counts, recipe.achieved_paper, f"alpha={recipe.alpha}")
+    baselines = {
+        "fitprune": fitted,
+        "random": Baseline("random", recipe.keep_counts, recipe.achieved_paper, "FitPrune's counts"),
+    }
+    for k in (FASTV_K, 1):
+        try:
+            baselines["fastv"] = matched_fastv(dims, num_visual, recipe.achieved_paper, k)
+            break
+        except ValueError:
+            continue
+    try:
+        baselines["uniform"] = matched_uniform(dims, num_visual, recipe.achieved_paper)
+    except ValueError:
+        pass
+    return baselines
+
+
+def policy_for(method: str, seed: int):
+    """The scoring policy each method ranks tokens with."""
+    if method == "fastv":
+        return FastVPolicy()
+    if method == "random":
+        return RandomPolicy(seed)
+    return FitPrunePolicy()
+
+
+def run_methods(model, book: RecipeBook, ratios: Sequence[float], batches: Sequence[PromptBatch], repeats: int,
+                seed: int) -> Dict[float, List[MethodResult]]:
+    """Accuracy and latency of every method at every budget."""
+    dims = DecoderDims.from_config(model.config)
+    num_visual = model.get_model().num_visual_tokens()
+    results = {}
+    for ratio in tqdm(ratios, desc="budgets", unit="budget"):
+        rows = []
+        for method, baseline in baselines_for(book, ratio, dims, num_visual).items():
+            install_pruner(model, policy_for(method, seed), baseline.keep_counts)
+            report = answer_accuracy(model, batches)
+            latency = prefill_latency_ms(model, batches[0], repeats)
+            rows.append(MethodResult(method, baseline, report.accuracy, latency))
+        clear_pruner(model)
+        results[ratio] = rows
+    return results
+
+
+def depth_probe(model, batches: Sequence[PromptBatch], depths: Sequence[int], keeps: Sequence[int],
+                seed: int) -> Dict[Tuple[int, int], Dict[str, float]]:
+    """Accuracy (percent) when layers 0..d−1 see every visual token and each later layer
+    only the k that a policy ranks highest, for every (d, k) and every policy of
+    PROBE_POLICIES; depths are clipped to the decoder's layers."""
+    num_layers = model.config.num_hidden_layers
+    num_visual = model.get_model().num_visual_tokens()
+    results = {}
+    for depth in sorted({min(d, num_layers) for d in depths}):
+        for keep in keeps:
+            counts = (num_visual,) * (depth - 1) + (min(keep, num_visual),) * (num_layers - depth + 1)
+            row = {}
+            for method in PROBE_POLICIES:
+                install_pruner(model, policy_for(method, seed), counts)
+                row[method] = answer_accuracy(model, batches).accuracy
+            clear_pruner(model)
+            results[(depth, keep)] = row
+    return results
+
+
+def format_probe(probe: Dict[Tuple[int, int], Dict[str, float]]) -> List[str]:
+    """The depth-probe table, as Markdown lines."""
+    lines = ["Depth probe: every visual token through layer d−1, then the k that each policy ranks highest "
+             "(accuracy %):", "", "| d | k | " + " | ".join(PROBE_POLICIES) + " |",
+             "|---|---|" + "---|" * len(PROBE_POLICIES)]
+    for (depth, keep), row in probe.items():
+        lines.append(f"| {depth} | {keep} | " + " | ".join(f"{row[m]:.1f}" for m in PROBE_POLICIES) + " |")
+    return lines
+
+
+def format_profile(profile: ScoreProfile) -> List[str]:
+    """The score profile by image row (square grids), as Markdown lines."""
+    side = math.isqrt(profile.cross.numel())
+    cross, self_score = profile.by_row(side)
+    lines = [f"FitPrune's scores at layer {profile.layer} by image row (mean over {profile.samples} test prompts and "
+             "the row's patches, ×1000; row 0 is the top, first in the sequence):", "",
+             "| row | " + " | ".join(str(r) for r in range(side)) + " |", "|---|" + "---|" * side]
+    for name, values in (("cross", cross), ("self", self_score)):
+        lines.append(f"| {name} | " + " | ".join(f"{1000 * v:.1f}" for v in values.tolist()) + " |")
+    return lines
+
+
+def format_section(results: Dict[float, List[MethodResult]], context: dict,
+                   probe: Optional[Dict[Tuple[int, int], Dict[str, float]]] = None,
+                   profile: Optional[ScoreProfile] = None) -> str:
+    """The BENCHMARKS.md section: setup, accuracy table, latency table, depth probe, score profile."""
+    lines = [SECTION_HEADING, ""]
+    lines.append(
+        f"Model `{context['model']}`, {context['questions']} test questions of `{context['question_file']}` "
+        f"(first-token exact match), recipes fitted on `{context['calibration_file']}` "
+        f"({context['calibration']}). {context['machine']}; {context['date']}. "
+        f"Reproduce: `{context['command']}`."
+    )
+    lines.append("")
+    lines.append("FLOPs are the paper's convention (visual tokens only). FastV and uniform are matched to remove at "
+                 "least what FitPrune's recipe removes; random follows FitPrune's keep counts.")
+    lines.append("")
+    lines.append("| budget % | FLOPs removed % (FitPrune) | visual tokens after last layer | FitPrune acc % | "
+                 "FastV acc % (setting, FLOPs removed %) | random acc % | uniform acc % (FLOPs removed %) |")
+    lines.append("|---|---|---|---|---|---|---|")
+    for ratio, rows in results.items():
+        by = {r.method: r for r in rows}
+
+        def matched(method: str) -> str:
+            if method not in by:
+                return "—"
+            result = by[method]
+            if not ratio:
+                return f"{result.accuracy:.1f}"
+            setting = f"{result.baseline.setting}, " if method == "fastv" else ""
+            return f"{result.accuracy:.1f} ({setting}{result.baseline.reduction_paper:.1f})"
+
+        lines.append(
+            f"| {ratio:g} | {by['fitprune'].baseline.reduction_paper:.1f} | {by['fitprune'].baseline.keep_counts[-1]} | "
+            f"{by['fitprune'].accuracy:.1f} | {matched('fastv')} | {by['random'].accuracy:.1f} | {matched('uniform')} |"
+        )
+    lines.append("")
+    lines.append("Median one-sample prefill latency, ms (CPU, shared machine: read as rough):")
+    lines.append("")
+    lines.append("| budget % | " + " | ".join(METHODS) + " |")
+    lines.append("|---|" + "---|" * len(METHODS))
+    for ratio, rows in results.items():
+        by = {r.method: r for r in rows}
+        lines.append(f"| {ratio:g} | " + " | ".join(f"{by[m].latency_ms:.1f}" if m in by else "—" for m in METHODS)
+                     + " |")
+    lines.append("")
+    if probe:
+        lines.extend(format_probe(probe))
+        lines.append("")
+    if profile is not None:
+        lines.extend(format_profile(profile))
+        lines.append("")
+    lines.append(f"![accuracy vs FLOPs removed]({context['plot']})" if context.get("plot") else "")
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def plot_results(results: Dict[float, List[MethodResult]], path: Path, title: str) -> None:
+    """Accuracy against paper-convention FLOPs removed, one line per method, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method in METHODS:
+        points = [(r.baseline.reduction_paper, r.accuracy) for rows in results.values() for r in rows
+                  if r.method == method]
+        ax.plot(*zip(*points), marker="o", label=method)
+    ax.set_xlabel("FLOPs removed, % (paper convention)")
+    ax.set_ylabel("test accuracy, %")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def calibrate(model_path: str, calibration_file: str, image_folder: str, ratios: Sequence[float], output: Path,
+              num_samples: int) -> float:
+    """Fits FitPrune recipes for `ratios` into `output`; returns the wall time in seconds.
+
+    Raises:
+        RuntimeError: if calibration fails.
+    """
+    started = time.time()
+    code = calibrate_main(["--model-path", model_path, "--question-file", calibration_file,
+                           "--image-folder", image_folder, "--num-samples", str(num_samples),
+                           "--device", "cpu", "--output", str(output), "--reduction-ratio",
+                           *[f"{r:g}" for r in ratios]])
+    if code:
+        raise RuntimeError(f"calibration failed with exit code {code}")
+    return time.time() - started
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Runs the benchmark; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m fitprune.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--model-path", default=None, help="checkpoint (default: the bundled demo model)")
+    parser.add_argument("--question-file", default=DEFAULT_TEST_FILE, help="question jsonl with answers")
+    parser.add_argument("--calibration-file", default=DEFAULT_CALIBRATION_FILE)
+    parser.add_argument("--image-folder", default=DEFAULT_IMAGE_FOLDER)
+    parser.add_argument("--ratios", type=float, nargs="+", default=list(BENCH_RATIOS))
+    parser.add_argument("--recipes", default=None, help="use this recipe file instead of calibrating")
+    parser.add_argument("--num-samples", type=int, default=256, help="calibration samples")
+    parser.add_argument("--limit", type=int, default=None, help="first N test questions only")
+    parser.add_argument("--repeats", type=int, default=20, help="timed prefills per method and budget")
+    parser.add_argument("--seed", type=int, default=0, help="random policy seed")
+    parser.add_argument("--probe-depths", type=int, nargs="*", default=list(PROBE_DEPTHS),
+                        help="depth probe: layers that see every visual token (none: no probe)")
+    parser.add_argument("--probe-keeps", type=int, nargs="+", default=list(PROBE_KEEPS),
+                        help="depth probe: visual tokens kept after them")
+    parser.add_argument("--output", default="BENCHMARKS.md", help="Markdown file to write the section into")
+    parser.add_argument("--plot", default="benchmarks/pruning_quality.png")
+    args = parser.parse_args(argv)
+
+    from llava.mm_utils import get_model_name_from_path
+    from llava.model.builder import load_pretrained_model
+
+    torch.manual_seed(args.seed)
+    model_path = args.model_path or ensure_default_model()
+    pruned_ratios = [r for r in args.ratios if r > 0]
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.recipes:
+            recipe_file, calibration = Path(args.recipes), f"recipes from {args.recipes}"
+        else:
+            recipe_file = Path(scratch) / "recipes.json"
+            seconds = calibrate(model_path, args.calibration_file, args.image_folder, pruned_ratios, recipe_file,
+                                args.num_samples)
+            calibration = f"calibration of {len(pruned_ratios)} budgets took {seconds:.0f} s"
+        book = RecipeBook.load(recipe_file)
+    model_name = get_model_name_from_path(model_path)
+    tokenizer, model, processor, _ = load_pretrained_model(model_path, None, model_name, device="cpu")
+    model.eval()
+    questions = load_answered_questions(args.question_file, args.limit)
+    batches = encode_questions(questions, tokenizer, processor, model.config, args.image_folder)
+    results = run_methods(model, book, args.ratios, batches, args.repeats, args.seed)
+    probe = depth_probe(model, batches, args.probe_depths, args.probe_keeps, args.seed) if args.probe_depths else None
+    profile = score_profile(model, batches, layer=0)
+    context = {
+        "model": model_path,
+        "questions": len(questions),
+        "question_file": args.question_file,
+        "calibration_file": args.calibration_file,
+        "calibration": calibration,
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+                   f"torch {torch.__version__}",
+        "date": datetime.date.today().isoformat(),
+        "command": "python -m fitprune.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "plot": args.plot,
+    }
+    if args.plot:
+        plot_results(results, Path(args.plot), f"{model_name}: accuracy vs FLOPs removed")
+    section = format_section(results, context, probe, profile)
+    write_section(Path(args.output), SECTION_HEADING, section)
+    print(section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,451 @@
+"""Prefill speed of FitPrune pruning on a LLaVA-shaped random decoder, on CPU
+(`python benchmarks/prefill_speed.py`).
+
+Measures the full prefill forward (logits included) of our `LlamaForCausalLM` with no
+pruner (the unpruned path, what `reduction_ratio=0` resolves to), with a pruner whose
+recipe keeps every token (ratio 0), and with pruners at the other budgets; and of
+`transformers.LlamaForCausalLM` (eager attention) with the same weights on the same
+embeddings. Reports the achieved speed-up against the FLOPs-ideal one (full convention)
+and writes the table into BENCHMARKS.md. The model, prompt and keep counts are
+`fitprune.lab.prefill_setup`'s.
+
+Run: ``python benchmarks/prefill_speed.py [--repeats 7] [--output BENCHMARKS.md]``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import transformers
+
+from fitprune.lab.benchmarks_file import write_section
+from fitprune.lab.prefill_setup import BENCHMARK_SIZES, build_config, build_prompt, fit_keep_counts
+from llava.model.language_model.modeling_llama import LlamaForCausalLM
+from llava.model.language_model.sequence_layout import SequenceLayout
+from llava.model.pruning.flops import DecoderDims, full_prefill_flops, full_reduction, paper_reduction
+from llava.model.pruning.policies import FitPrunePolicy, RandomPolicy
+from llava.model.pruning.pruner import TokenPruner
+from llava.model.pruning.schedules import RecipeSchedule
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COMMAND = "python benchmarks/prefill_speed.py"
+DEFAULT_RATIOS = (0.0, 30.0, 60.0, 90.0)
+SECTION_HEADING = "## Prefill speed (benchmarks/prefill_speed.py)"
+
+
+# ----------------------------------------------------------------------------- machine
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else from `platform`."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def busy_cpu_seconds() -> Optional[float]:
+    """CPU seconds all processes have spent busy since boot (Linux /proc/stat), or None."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    ticks = [int(value) for value in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds this process has used (user + system)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+@dataclass
+class Timings:
+    """Seconds per call of each run, one entry per round kept.
+
+    Attributes:
+        seconds: run name -> seconds in each kept round (same round order for every run).
+        inner: run name -> what the run returned in each kept round (e.g. seconds spent in
+            the pruner), for runs that return a number.
+        contended_kept: kept rounds during which other processes used more than the quiet limit.
+        contended_dropped: contended rounds set aside and re-run.
+        others_cores: mean cores other processes kept busy over the kept rounds (None if unknown).
+        wall: seconds the timing took, warm-up included.
+    """
+
+    seconds: Dict[str, List[float]]
+    inner: Dict[str, List[float]]
+    contended_kept: int
+    contended_dropped: int
+    others_cores: Optional[float]
+    wall: float
+
+
+def others_busy_cores(
+    before: Tuple[Optional[float], float, float], after: Tuple[Optional[float], float, float]
+) -> Optional[float]:
+    """Cores that other processes kept busy between two (`busy_cpu_seconds`,
+    `own_cpu_seconds`, wall time) readings, or None if /proc/stat is unreadable."""
+    (busy0, own0, wall0), (busy1, own1, wall1) = before, after
+    if busy0 is None or busy1 is None or wall1 <= wall0:
+        return None
+    return max(0.0, (busy1 - busy0) - (own1 - own0)) / (wall1 - wall0)
+
+
+def time_rounds(
+    runs: Dict[str, Callable[[], Optional[float]]],
+    warmup: int,
+    repeats: int,
+    quiet_cores: float,
+    max_seconds: float,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Timings:
+    """Times every run once per round, the runs alternating so slow drifts hit all alike;
+    each round starts one run further along the list, so no run always follows the same one.
+
+    Until `max_seconds` have passed, each round waits (in 1 s steps) for other processes
+    to use at most `quiet_cores` cores, and a round during which they used more is set
+    aside and repeated; after that, set-aside rounds make up the shortfall, least
+    contended first.
+
+    Args:
+        runs: name -> a callable doing one full prefill; it may return a number measured
+            inside the call, kept in `Timings.inner`.
+        warmup: untimed rounds first.
+        repeats: rounds to keep.
+        quiet_cores: most cores other processes may use during a round that counts as quiet.
+        max_seconds: how long to keep re-running contended rounds.
+        clock: times each call (wall clock by default; `time.process_time` counts this
+            process's CPU time).
+
+    Returns:
+        The kept rounds' times and how contended they were.
+    """
+    begin = time.perf_counter()
+    for _ in range(warmup):
+        for run in runs.values():
+            run()
+    quiet: List[Dict[str, Tuple[float, Optional[float]]]] = []
+    quiet_others: List[Optional[float]] = []
+    contended: List[Tuple[float, Dict[str, Tuple[float, Optional[float]]]]] = []
+    names = list(runs)
+    start_rounds = time.perf_counter()
+    while len(quiet) < repeats and (
+        time.perf_counter() - start_rounds < max_seconds or len(quiet) + len(contended) < repeats
+    ):
+        while time.perf_counter() - start_rounds < max_seconds:
+            before = (busy_cpu_seconds(), own_cpu_seconds(), time.perf_counter())
+            time.sleep(1.0)
+            others = others_busy_cores(before, (busy_cpu_seconds(), own_cpu_seconds(), time.perf_counter()))
+            if others is None or others <= quiet_cores:
+                break
+        busy0, own0, wall0 = busy_cpu_seconds(), own_cpu_seconds(), time.perf_counter()
+        sample = {}
+        shift = (len(quiet) + len(contended)) % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = clock()
+            inner = runs[name]()
+            sample[name] = (clock() - start, inner)
+        others = others_busy_cores((busy0, own0, wall0), (busy_cpu_seconds(), own_cpu_seconds(), time.perf_counter()))
+        if others is None or others <= quiet_cores:
+            quiet.append(sample)
+            quiet_others.append(others)
+        else:
+            contended.append((others, sample))
+    contended.sort(key=lambda item: item[0])
+    filler = contended[: repeats - len(quiet)]
+    kept = quiet + [sample for _, sample in filler]
+    others_kept = quiet_others + [others for others, _ in filler]
+    known = [others for others in others_kept if others is not None]
+    return Timings(
+        seconds={name: [sample[name][0] for sample in kept] for name in runs},
+        inner={name: [sample[name][1] for sample in kept] for name in runs if kept and kept[0][name][1] is not None},
+        contended_kept=len(filler),
+        contended_dropped=len(contended) - len(filler),
+        others_cores=statistics.fmean(known) if known and len(known) == len(others_kept) else None,
+        wall=time.perf_counter() - begin,
+    )
+
+
+class TimedHook:
+    """Wraps a prefill hook and adds up the time spent inside it (scoring, ranking, gather)."""
+
+    def __init__(self, hook: TokenPruner):
+        self.hook = hook
+        self.seconds = 0.0
+
+    def wants_attention(self, layer_idx: int, layout: SequenceLayout) -> bool:
+        """The wrapped hook's answer, timed."""
+        start = time.perf_counter()
+        wants = self.hook.wants_attention(layer_idx, layout)
+        self.seconds += time.perf_counter() - start
+        return wants
+
+    def after_attention(
+        self, layer_idx: int, hidden: torch.Tensor, attn_probs: Optional[torch.Tensor], layout: SequenceLayout
+    ) -> Tuple[torch.Tensor, SequenceLayout]:
+        """The wrapped hook's pruning, timed."""
+        start = time.perf_counter()
+        result = self.hook.after_attention(layer_idx, hidden, attn_probs, layout)
+        self.seconds += time.perf_counter() - start
+        return result
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def format_section(
+    args: argparse.Namespace,
+    command: str,
+    config: transformers.LlamaConfig,
+    dims: DecoderDims,
+    keep_counts: Dict[float, List[int]],
+    final_visual: Dict[float, int],
+    parity: float,
+    timings: Timings,
+    threads: int,
+) -> str:
+    """The Markdown section: setup, machine, the table and the notes."""
+    num_visual = args.visual_tokens
+    num_other = args.prefix_tokens + args.text_tokens
+    times = timings.seconds
+    median = {name: statistics.median(values) for name, values in times.items()}
+    fastest = {name: min(values) for name, values in times.items()}
+    unpruned_flops = full_prefill_flops(dims, [num_visual] * dims.num_layers, num_visual, num_other)
+
+    def ideal(counts: List[int]) -> float:
+        return unpruned_flops / full_prefill_flops(dims, counts, num_visual, num_other)
+
+    header = ("| ratio | paper % | full % | visual left | median ms | min ms | speed-up vs unpruned | ideal "
+              "| efficiency | speed-up vs transformers |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    lines.append(
+        f"| unpruned (no hook) | 0.00 | 0.00 | {num_visual} | {1e3 * median['unpruned']:.0f} "
+        f"| {1e3 * fastest['unpruned']:.0f} | 1.00 | 1.00 | 1.00 | {median['transformers'] / median['unpruned']:.2f} |"
+    )
+    for ratio, counts in keep_counts.items():
+        name = f"fitprune {ratio:g}"
+        achieved = median["unpruned"] / median[name]
+        lines.append(
+            f"| {ratio:g} | {paper_reduction(dims, counts, num_visual):.2f} "
+            f"| {full_reduction(dims, counts, num_visual, num_other):.2f} | {final_visual[ratio]} "
+            f"| {1e3 * median[name]:.0f} | {1e3 * fastest[name]:.0f} | {achieved:.2f} | {ideal(counts):.2f} "
+            f"| {achieved / ideal(counts):.2f} | {median['transformers'] / median[name]:.2f} |"
+        )
+    lines.append(
+        f"| transformers (eager) | 0.00 | 0.00 | {num_visual} | {1e3 * median['transformers']:.0f} "
+        f"| {1e3 * fastest['transformers']:.0f} | {median['unpruned'] / median['transformers']:.2f} | 1.00 | - | 1.00 |"
+    )
+
+    notes = []
+    if "fitprune 0" in times:
+        paired = statistics.median(a / b for a, b in zip(times["fitprune 0"], times["unpruned"]))
+        gap = 100.0 * (median["fitprune 0"] / median["unpruned"] - 1.0)
+        notes.append(
+            f"- Ratio 0 (pruner installed, recipe keeps all {num_visual}) vs the unpruned path (`prefill_hook` None, "
+            f"what `reduction_ratio=0` resolves to): {gap:+.1f}% time from the medians, "
+            f"{100.0 * (paired - 1.0):+.1f}% as the median of the per-round ratios."
+        )
+    hook_parts = [
+        f"{ratio:g}: {1e3 * statistics.median(timings.inner[name]):.1f} ms "
+        f"({100 * statistics.median(timings.inner[name]) / median[name]:.1f}%)"
+        for ratio in keep_counts
+        if (name := f"fitprune {ratio:g}") in timings.inner
+    ]
+    notes.append(
+        "- Time inside the pruner hook per prefill (FitPrune scoring, ranking, gather; not the eager attention it "
+        "asks for), median over the rounds and its share of the row's median: " + ", ".join(hook_parts) + "."
+    )
+    random_parts = [
+        f"{ratio:g}: median {1e3 * median[f'random {ratio:g}']:.0f} ms, efficiency "
+        f"{median['unpruned'] / median[f'random {ratio:g}'] / ideal(counts):.2f}"
+        for ratio, counts in keep_counts.items()
+        if f"random {ratio:g}" in times
+    ]
+    if random_parts:
+        notes.append(
+            "- Same keep counts with `RandomPolicy` (needs no attention probabilities, so SDPA at every layer; the gap "
+            "to the FitPrune rows is the cost of eager attention and scoring): " + "; ".join(random_parts) + "."
+        )
+    notes.append(f"- Unpruned logits vs transformers: max |diff| = {parity:.1e}.")
+
+    if timings.others_cores is None:
+        contention = "the CPU use of other processes is unknown (no /proc/stat)"
+    else:
+        contention = (
+            f"other processes kept {timings.others_cores:.2f} of the {available_cores()} cores busy on average over "
+            f"the rounds kept ({timings.contended_kept} of {args.repeats} rounds contended, i.e. above "
+            f"{args.quiet_cores:g} cores; {timings.contended_dropped} more contended rounds set aside)"
+        )
+    clock = "wall clock" if args.clock == "wall" else "process CPU time"
+    return "\n".join([
+        SECTION_HEADING,
+        "",
+        f"Prefill forward (logits included) of a random LLaMA decoder: {config.num_hidden_layers} layers, hidden "
+        f"{config.hidden_size}, FFN {config.intermediate_size}, {config.num_attention_heads} heads "
+        f"({config.num_key_value_heads} KV), vocab {config.vocab_size}, fp32, batch 1; prompt "
+        f"{args.prefix_tokens} prefix + {num_visual} visual + {args.text_tokens} text tokens as random embeddings. "
+        f"Keep counts: the `{args.shape}` shape fitted by bisection to each budget (no calibration on a random "
+        "model); policy FitPrune (cross × self on head-max attention).",
+        "",
+        f"- Machine: {cpu_model()}, {available_cores()} cores, {threads} torch threads; torch {torch.__version__}, "
+        f"transformers {transformers.__version__}, Python {platform.python_version()}.",
+        f"- Date: {datetime.date.today().isoformat()}. Command: `{command}`.",
+        f"- Timing: {args.warmup} warm-up + {args.repeats} timed rounds, each row once per round (alternating), "
+        f"{clock}; took {timings.wall:.0f} s; {contention}.",
+        "- paper % / full %: FLOPs removed under the paper convention (visual tokens only) and the full one "
+        f"(all {num_visual + num_other} tokens, LM head). Ideal = unpruned / pruned full-convention FLOPs; "
+        "speed-up = median unpruned time / median time of the row; efficiency = speed-up / ideal; "
+        "speed-up vs transformers = transformers' median / the row's.",
+        "",
+        *lines,
+        "",
+        *notes,
+        "",
+        "Keep counts after each layer:",
+        "",
+        *[f"- {ratio:g}: {counts}" for ratio, counts in keep_counts.items()],
+        "",
+    ])
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=7, help="timed rounds (median reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
+    for key, value in BENCHMARK_SIZES.items():
+        parser.add_argument("--" + key.replace("_", "-"), type=int, default=value, dest=key)
+    parser.add_argument("--ratios", type=float, nargs="+", default=list(DEFAULT_RATIOS),
+                        help="budgets, percent of paper-convention FLOPs removed")
+    parser.add_argument("--shape", choices=("geometric", "published"), default="geometric",
+                        help="one-parameter keep-count shape fitted to each budget")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all available cores)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall: time.perf_counter; cpu: this process's CPU time (with --threads 1, a "
+                             "fallback for a machine whose cores other processes share)")
+    parser.add_argument("--quiet-cores", type=float, default=None,
+                        help="a round during which other processes used more cores than this is set aside and "
+                             "re-run (default: the cores --threads leaves free, plus 0.25)")
+    parser.add_argument("--max-seconds", type=float, default=600.0,
+                        help="how long to wait for quiet rounds before keeping the least contended ones")
+    parser.add_argument("--allow-contended", action="store_true",
+                        help="write the section even when most kept rounds were contended")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-random-policy", action="store_true",
+                        help="skip the diagnostic rows with RandomPolicy (no attention probabilities needed)")
+    parser.add_argument("--output", default=str(REPO_ROOT / "BENCHMARKS.md"),
+                        help="Markdown file to write the section into ('-' only prints it)")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.warmup < 0:
+        parser.error(f"--repeats must be >= 1 and --warmup >= 0, got {args.repeats} and {args.warmup}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Builds the models, times every row, prints the section and writes it into `--output`.
+
+    Returns:
+        0, or 3 when most rounds were contended and nothing was written.
+    """
+    args = parse_args(argv)
+    command = " ".join([COMMAND, *(sys.argv[1:] if argv is None else argv)])
+    threads = args.threads or available_cores()
+    if args.quiet_cores is None:
+        args.quiet_cores = max(0, available_cores() - threads) + 0.25
+    torch.set_num_threads(threads)
+    torch.manual_seed(args.seed)
+
+    config = build_config(args)
+    dims = DecoderDims.from_config(config)
+    num_visual = args.visual_tokens
+    num_other = args.prefix_tokens + args.text_tokens
+    ours = LlamaForCausalLM(config).eval()
+    reference = transformers.LlamaForCausalLM(config).eval()
+    reference.load_state_dict(ours.state_dict(), strict=True)
+    embeds, layout = build_prompt(args.prefix_tokens, num_visual, args.text_tokens, args.hidden, args.seed)
+    print(f"model: {config.num_hidden_layers} layers, hidden {config.hidden_size}, FFN {config.intermediate_size}, "
+          f"{config.num_attention_heads} heads, vocab {config.vocab_size}, fp32; prompt {args.prefix_tokens} prefix + "
+          f"{num_visual} visual + {args.text_tokens} text = {embeds.shape[1]} rows; {threads} threads")
+
+    keep_counts = {ratio: fit_keep_counts(dims, args.shape, ratio, num_visual) for ratio in args.ratios}
+    for ratio, counts in keep_counts.items():
+        print(f"ratio {ratio:g}: keep {counts}  paper {paper_reduction(dims, counts, num_visual):.2f}%  "
+              f"full {full_reduction(dims, counts, num_visual, num_other):.2f}%")
+
+    def prefill(hook: Optional[TimedHook]):
+        ours.model.prefill_hook = hook
+        return ours(inputs_embeds=embeds, sequence_layout=layout, use_cache=False)
+
+    def timed_prefill(hook: Optional[TimedHook]) -> Optional[float]:
+        """One prefill; returns the seconds spent inside the pruner, if any."""
+        if hook is not None:
+            hook.seconds = 0.0
+        prefill(hook)
+        return None if hook is None else hook.seconds
+
+    pruners = {ratio: TimedHook(TokenPruner(FitPrunePolicy(), RecipeSchedule(counts, num_visual)))
+               for ratio, counts in keep_counts.items()}
+    runs: Dict[str, Callable[[], Optional[float]]] = {
+        "transformers": lambda: reference(inputs_embeds=embeds, use_cache=False) and None,  # returns None
+        "unpruned": lambda: timed_prefill(None),
+    }
+    for ratio, counts in keep_counts.items():
+        runs[f"fitprune {ratio:g}"] = lambda hook=pruners[ratio]: timed_prefill(hook)
+        if not args.no_random_policy and min(counts) < num_visual:
+            random_pruner = TimedHook(TokenPruner(RandomPolicy(args.seed), RecipeSchedule(counts, num_visual)))
+            runs[f"random {ratio:g}"] = lambda hook=random_pruner: timed_prefill(hook)
+
+    with torch.inference_mode():
+        expected = reference(inputs_embeds=embeds, use_cache=False).logits
+        parity = (prefill(None).logits - expected).abs().max().item()
+        print(f"unpruned logits vs transformers: max |diff| = {parity:.2e}")
+        final_visual = {ratio: int(prefill(hook).pruning_trace.counts()[-1, 0]) for ratio, hook in pruners.items()}
+        clock = time.perf_counter if args.clock == "wall" else time.process_time
+        timings = time_rounds(runs, args.warmup, args.repeats, args.quiet_cores, args.max_seconds, clock)
+    ours.model.prefill_hook = None
+    for name, values in timings.seconds.items():
+        print(f"{name:>16}: median {1e3 * statistics.median(values):8.1f} ms  (min {1e3 * min(values):.1f}, "
+              f"max {1e3 * max(values):.1f})")
+
+    section = format_section(args, command, config, dims, keep_counts, final_visual, parity, timings, threads)
+    print()
+    print(section)
+    if args.output == "-":
+        return 0
+    if 2 * timings.contended_kept > args.repeats and not args.allow_contended:
+        print(f"NOT writing {args.output}: {timings.contended_kept} of {args.repeats} rounds ran while other processes "
+              f"used more than {args.quiet_cores:g} cores; re-run on a quieter machine, with --threads 1 (cores left "
+              "to the others), or pass --allow-contended", file=sys.stderr)
+        return 3
+    write_section(Path(args.output), SECTION_HEADING, section)
+    print(f"wrote {args.output}")
+    return 0

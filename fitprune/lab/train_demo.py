@@ -1,0 +1,336 @@
+"""`python -m fitprune.train_demo`: trains the bundled demo model, a small LLaVA-1.5 on the
+synthetic shapes task (`fitprune.lab.synthetic`), on CPU, and writes it as a checkpoint.
+
+The shipped model (`playground/models/llava-v1.5-shapes`) comes from a curriculum of three
+runs, each starting from the previous one's weights (`--init-from`): scenes of one object
+(the model learns to find an object and read its colour and shape), then of three (it
+starts binding a named attribute to one object among several), then of two, the default
+task of `playground/shapes`:
+
+    python -m fitprune.train_demo --objects 1 --steps 5000 --output /tmp/llava-shapes-1
+    python -m fitprune.train_demo --init-from /tmp/llava-shapes-1 --objects 3 --steps 2000 --lr 5e-4 \
+        --output /tmp/llava-shapes-3
+    python -m fitprune.train_demo --init-from /tmp/llava-shapes-3 --objects 2 --steps 2000 \
+        --output playground/models/llava-v1.5-shapes
+
+Trained from random weights on two-object scenes alone, the model stays at chance for
+thousands of steps. Runs are deterministic on a given machine: the last two commands, rerun
+on 2026-12-01 from the first run's checkpoint, gave bitwise the shipped weights. The checkpoint's `training.json` holds each run's command, settings,
+validation log and wall time (`init_from` nests the previous run's record).
+
+The model is LLaVA-1.5's architecture at toy size (`DEMO_SPEC`): a CLIP vision tower
+(8 px patches on 96 px images: 144 visual tokens, one per cell of the shapes grid), the
+mlp2x_gelu projector and a LLaMA decoder, with a SentencePiece tokenizer trained here that
+holds every answer as one piece. Everything is trained end to end with AdamW on the answer
+tokens of multi-turn vicuna_v1 conversations (one question of each kind about one image per
+sequence, as in LLaVA's instruction data; the first turn is exactly the single-turn eval
+prompt). The checkpoint has the real layout: config.json, pytorch_model.bin without the
+tower, the tower (weights and image processor) in `clip-vision-tower/` named relative to the
+checkpoint, tokenizer files, and `training.json`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import platform
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from tqdm import tqdm
+from transformers import GenerationConfig
+
+from fitprune.lab.answers import answer_accuracy, answer_token, encode_questions, load_answered_questions, pad_right
+from fitprune.lab.synthetic import (
+    ShapesTask,
+    VisualQuestion,
+    render_scene,
+    tokenizer_sentences,
+    train_conversations,
+)
+from llava.constants import IGNORE_INDEX
+from llava.eval.questions import build_question_prompt
+from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
+from fitprune.lab.tiny_checkpoint import VISION_TOWER_DIR, TinyLlavaSpec, llava_config_fields, write_vision_tower
+
+logger = logging.getLogger(__name__)
+
+DEMO_SPEC = TinyLlavaSpec(
+    hidden_size=64,
+    intermediate_size=256,
+    num_hidden_layers=8,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    vision_hidden_size=64,
+    vision_layers=3,
+    vision_heads=4,
+    image_size=96,
+    patch_size=8,
+    vocab_size=768,
+    # at 0.02 (LLaMA's value) attention starts uniform over the 144 visual tokens and the
+    # model spends thousands of steps answering from priors; 0.1 finds the object early
+    initializer_range=0.1,
+)
+CONV_MODE = "vicuna_v1"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings.
+
+    Attributes:
+        steps: optimiser steps.
+        batch_size: conversations (images) per step.
+        lr: peak learning rate of AdamW.
+        warmup_steps: linear warm-up steps, then cosine decay to `lr / 10`.
+        weight_decay: AdamW weight decay.
+        seed: torch seed of the initial weights and of the train stream.
+        eval_every: steps between validation runs (0: only at the end).
+        threads: torch CPU threads.
+    """
+
+    steps: int = 5000
+    batch_size: int = 16
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    seed: int = 0
+    eval_every: int = 250
+    threads: int = 2
+
+
+class TrainableLlava(LlavaLlamaForCausalLM):
+    """The LLaVA model with gradients through the vision tower (at inference the tower
+    is frozen and runs under no_grad)."""
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Projected visual features (N, V, D) of images (N, 3, H, W), differentiable."""
+        tower = self.get_model().get_vision_tower()
+        outputs = tower.vision_tower(images.to(tower.dtype), output_hidden_states=True)
+        return self.get_model().mm_projector(tower.feature_select(outputs))
+
+
+def read_checkpoint_weights(checkpoint: Path) -> Tuple[dict, dict, bytes]:
+    """The weights of a checkpoint written by this script, read before anything is written.
+
+    Returns:
+        (state dict of everything but the tower, state dict of the tower, tokenizer.model bytes).
+
+    Raises:
+        FileNotFoundError: naming the first missing file.
+    """
+    from transformers import CLIPVisionModel
+
+    for name in ("pytorch_model.bin", f"{VISION_TOWER_DIR}/config.json", "tokenizer.model"):
+        if not (checkpoint / name).is_file():
+            raise FileNotFoundError(f"{checkpoint / name}: --init-from needs a checkpoint written by this script")
+    language = torch.load(checkpoint / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    tower = CLIPVisionModel.from_pretrained(checkpoint / VISION_TOWER_DIR).state_dict()
+    return language, tower, (checkpoint / "tokenizer.model").read_bytes()
+
+
+def load_initial_weights(model: "TrainableLlava", out_dir: Path, weights: Tuple[dict, dict, bytes]) -> None:
+    """Replaces the random weights of `model` with a checkpoint's (`read_checkpoint_weights`).
+
+    Raises:
+        ValueError: if the checkpoint's tokenizer differs from the one written into `out_dir`
+            (its token ids would mean other pieces) or a weight is missing or extra.
+    """
+    language, tower, tokenizer_bytes = weights
+    if (out_dir / "tokenizer.model").read_bytes() != tokenizer_bytes:
+        raise ValueError("--init-from: the checkpoint's tokenizer.model differs from this task's; "
+                         "its colours and shapes must be the same")
+    missing, unexpected = model.load_state_dict(language, strict=False)
+    missing = [name for name in missing if not name.startswith("model.vision_tower.")]
+    if missing or unexpected:
+        raise ValueError(f"--init-from: weights missing {missing[:3]}, unexpected {unexpected[:3]}")
+    model.get_model().get_vision_tower().vision_tower.load_state_dict(tower)
+
+
+def build_untrained(out_dir: Path, spec: TinyLlavaSpec, task: ShapesTask, seed: int):
+    """Writes the tokenizer and a random tower into `out_dir` and builds the random model.
+
+    Returns:
+        (tokenizer, model, image_processor), the model's every parameter trainable.
+    """
+    from fitprune.lab.tokenizer import train_tiny_tokenizer
+
+    torch.manual_seed(seed)
+    tokenizer = train_tiny_tokenizer(out_dir, vocab_size=spec.vocab_size, extra_sentences=tokenizer_sentences(task))
+    tower_dir = write_vision_tower(out_dir / VISION_TOWER_DIR, spec)
+    config = LlavaConfig(**llava_config_fields(spec, str(tower_dir.resolve()), len(tokenizer)))
+    model = TrainableLlava(config)
+    tower = model.get_model().get_vision_tower()
+    tower.load_model()
+    tower.vision_tower.requires_grad_(True)
+    return tokenizer, model, tower.image_processor
+
+
+def conversation_tokens(tokenizer, questions: Sequence[VisualQuestion]) -> Tuple[List[int], List[int]]:
+    """Token ids and labels of a multi-turn vicuna_v1 conversation about one image.
+
+    The first turn is the single-turn eval prompt with the image placeholder, later turns
+    the questions alone (with the answer-format suffix); each answer is its one token plus </s>, the only
+    labelled positions.
+
+    Returns:
+        (input_ids, labels), same length; labels are IGNORE_INDEX on prompt tokens.
+    """
+    from llava.mm_utils import tokenizer_image_token
+
+    ids, labels = [], []
+    for index, question in enumerate(questions):
+        if index == 0:
+            prompt = tokenizer_image_token(build_question_prompt(question.text, CONV_MODE), tokenizer)
+        else:
+            prompt = tokenizer(f"USER: {question.text} ASSISTANT:", add_special_tokens=False).input_ids
+        answer = [answer_token(tokenizer, question.answer), tokenizer.eos_token_id]
+        ids += prompt + answer
+        labels += [IGNORE_INDEX] * len(prompt) + answer
+    return ids, labels
+
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    """Linear warm-up to `config.lr`, then cosine decay to a tenth of it."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(model, tokenizer, image_processor, task: ShapesTask, config: TrainConfig, validation=None) -> List[dict]:
+    """Trains `model` in place; returns the log (loss and validation accuracy by step).
+
+    Args:
+        validation: encoded batches (`fitprune.lab.answers.encode_questions`) to measure
+            first-token accuracy on every `config.eval_every` steps and at the end.
+    """
+    from llava.mm_utils import process_images
+
+    stream = train_conversations(task, config.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                  betas=(0.9, 0.98))
+    log, running = [], []
+    bar = tqdm(range(config.steps), desc="train", unit="step")
+    for step in bar:
+        scenes, rows, row_labels = [], [], []
+        for _ in range(config.batch_size):
+            scene, questions = next(stream)
+            ids, labels = conversation_tokens(tokenizer, questions)
+            scenes.append(render_scene(task, scene))
+            rows.append(ids)
+            row_labels.append(labels)
+        input_ids = pad_right(rows)
+        labels = pad_right(row_labels, IGNORE_INDEX)
+        attention_mask = pad_right([[1] * len(r) for r in rows])
+        images = process_images(scenes, image_processor, model.config)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config)
+        model.train()
+        loss = model(input_ids=input_ids, attention_mask=attention_mask, images=images, labels=labels,
+                     use_cache=False).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        running.append(loss.item())
+        last = step + 1 == config.steps
+        if validation is not None and ((config.eval_every and (step + 1) % config.eval_every == 0) or last):
+            model.eval()
+            report = answer_accuracy(model, validation)
+            entry = {"step": step + 1, "loss": sum(running) / len(running), "accuracy": report.accuracy,
+                     "per_kind": {k: report.kind_accuracy(k) for k in report.per_kind}}
+            log.append(entry)
+            running = []
+            bar.write(json.dumps(entry))
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+    return log
+
+
+def save_checkpoint(model: TrainableLlava, out_dir: Path) -> None:
+    """Writes the trained tower into `clip-vision-tower/` and the rest as a LLaVA-1.5
+    checkpoint (no tower weights in pytorch_model.bin; `mm_vision_tower` relative)."""
+    tower = model.get_model().get_vision_tower()
+    tower.vision_tower.config._name_or_path = VISION_TOWER_DIR  # not the absolute path it was loaded from
+    tower.vision_tower.save_pretrained(out_dir / VISION_TOWER_DIR, safe_serialization=False)
+    plain = LlavaLlamaForCausalLM(model.config)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("model.vision_tower.")}
+    plain.load_state_dict(state)
+    plain.config.mm_vision_tower = VISION_TOWER_DIR
+    plain.config.architectures = ["LlavaLlamaForCausalLM"]
+    plain.save_pretrained(out_dir, safe_serialization=False)
+    config = plain.config
+    GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
+                     pad_token_id=config.pad_token_id, max_length=config.max_position_embeddings).save_pretrained(out_dir)
+
+
+def _training_record(checkpoint: Path) -> dict:
+    """The training.json of a checkpoint (the stage a run starts from), or a stub naming it."""
+    path = checkpoint / "training.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    return {"checkpoint": str(checkpoint), "wall_time_s": 0.0}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Trains and writes the demo model; returns the exit code."""
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(prog="python -m fitprune.train_demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--output", required=True, help="checkpoint directory to write (its name should hold 'llava')")
+    parser.add_argument("--validation-file", default="playground/shapes/calibration.jsonl",
+                        help="question jsonl with answers, for accuracy during training")
+    parser.add_argument("--validation-folder", default="playground/shapes")
+    parser.add_argument("--objects", type=int, default=None,
+                        help="objects per scene (default: the task's, as in playground/shapes)")
+    parser.add_argument("--init-from", default=None,
+                        help="start from this checkpoint's weights (one written by this script) instead of random ones")
+    for name, value in asdict(defaults).items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    args = parser.parse_args(argv)
+    config = TrainConfig(**{name: getattr(args, name) for name in asdict(defaults)})
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(config.threads)
+    started = time.time()
+    out_dir = Path(args.output)
+    try:
+        task = ShapesTask() if args.objects is None else replace(ShapesTask(), min_objects=args.objects,
+                                                                 max_objects=args.objects)
+        initial = read_checkpoint_weights(Path(args.init_from)) if args.init_from else None
+        previous = _training_record(Path(args.init_from)) if args.init_from else None
+        tokenizer, model, image_processor = build_untrained(out_dir, DEMO_SPEC, task, config.seed)
+        if initial is not None:
+            load_initial_weights(model, out_dir, initial)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
+    validation = encode_questions(load_answered_questions(args.validation_file), tokenizer, image_processor,
+                                  model.config, args.validation_folder)
+    log = train(model, tokenizer, image_processor, task, config, validation)
+    save_checkpoint(model, out_dir)
+    record = {
+        "command": "python -m fitprune.train_demo " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "spec": asdict(DEMO_SPEC),
+        "task": asdict(task),
+        "train": asdict(config),
+        "log": log,
+        "wall_time_s": round(time.time() - started, 1),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+        "init_from": previous,
+    }
+    if previous is not None:
+        record["total_wall_time_s"] = round(record["wall_time_s"] + previous.get("total_wall_time_s",
+                                                                                 previous["wall_time_s"]), 1)
+    (out_dir / "training.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {out_dir} in {record['wall_time_s']:.0f} s; validation accuracy {log[-1]['accuracy']:.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
