@@ -13,6 +13,18 @@ from transformers import PreTrainedTokenizerBase, StoppingCriteria
 from llava.constants import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
 
 
+def uses_anyres(config: Any) -> bool:
+    """Whether a config asks for LLaVA-NeXT image handling.
+
+    Args:
+        config: A LLaVA config (or anything with an ``image_aspect_ratio`` attribute).
+
+    Returns:
+        True when ``image_aspect_ratio`` is ``"anyres"``.
+    """
+    return getattr(config, "image_aspect_ratio", None) == "anyres"
+
+
 def load_image_from_base64(image: Union[str, bytes]) -> Image.Image:
     """Decode a base64-encoded image.
 
@@ -412,8 +424,6 @@ def image_model_inputs(image, image_processor, model_config, aspect_config=None)
     Returns:
         {"images": (1, ...) pixels} plus {"image_sizes": [(width, height)]} for anyres.
     """
-    from llava.model.anyres import uses_anyres
-
     if uses_anyres(model_config):
         return {"images": process_images([image], image_processor, model_config), "image_sizes": [image.size]}
     if aspect_config is not None:

@@ -1,5 +1,5 @@
 """`python -m fitprune.bench` on the shipped demo model: matched schedules and the written section."""
-from fitprune.lab.bench import SECTION_HEADING, baselines_for as schedules_for, main
+from fitprune.lab.bench import SECTION_HEADING, baselines_for, main
 from fitprune.lab.benchmarks_file import write_section
 from fitprune.defaults import DEMO_MODEL_PATH
 from llava.model.pruning.flops import DecoderDims
@@ -14,13 +14,13 @@ def test_peers_remove_at_least_what_fitprune_removes():
     dims = DecoderDims.from_config(config)
     book = RecipeBook.load(RECIPES)
     for ratio in book.ratios():
-        schedules = schedules_for(book, ratio, dims, 144)
+        schedules = baselines_for(book, ratio, dims, 144)
         fitprune = schedules["fitprune"]
         assert schedules["random"].keep_counts == fitprune.keep_counts
         for method in ("fastv", "uniform"):
             if method in schedules:
                 assert schedules[method].reduction_paper >= fitprune.reduction_paper - 1e-9, (ratio, method)
-    assert set(schedules_for(book, 0.0, dims, 144)) == {"fitprune", "fastv", "random", "uniform"}
+    assert set(baselines_for(book, 0.0, dims, 144)) == {"fitprune", "fastv", "random", "uniform"}
 
 
 def test_bench_writes_its_section_and_keeps_the_others(tmp_path, capsys):
@@ -42,7 +42,7 @@ def test_depth_probe_runs_each_policy_on_its_counts():
     from fitprune.lab.bench import PROBE_POLICIES, depth_probe
     from fitprune.defaults import DEFAULT_IMAGE_FOLDER, DEFAULT_TEST_FILE
     from llava.model.pruning.policies import RandomPolicy
-    from fitprune.lab.baselines import clear_pruner as clear_schedule, install_pruner as install_schedule
+    from fitprune.lab.baselines import clear_pruner, install_pruner
     from llava.model.builder import load_pretrained_model
 
     tokenizer, model, processor, _ = load_pretrained_model(DEMO_MODEL_PATH, None, "llava-v1.5-shapes", device="cpu")
@@ -52,9 +52,9 @@ def test_depth_probe_runs_each_policy_on_its_counts():
     probe = depth_probe(model, batches, [1, 99], [0, 3], seed=0)
     assert list(probe) == [(1, 0), (1, 3), (layers, 0), (layers, 3)]
     assert model.get_model().prefill_hook is None
-    install_schedule(model, RandomPolicy(0), (3,) * layers)
+    install_pruner(model, RandomPolicy(0), (3,) * layers)
     direct = answer_accuracy(model, batches).accuracy
-    clear_schedule(model)
+    clear_pruner(model)
     assert probe[(1, 3)]["random"] == direct
     # with nothing kept the policy cannot matter
     assert len({probe[(1, 0)][m] for m in PROBE_POLICIES}) == 1

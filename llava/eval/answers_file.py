@@ -28,6 +28,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Protocol, Sequence, TypeVar
 
+from llava.eval.io_utils import parse_jsonl_lines
 from llava.eval.run_record import append_lines_durably, drop_partial_last_line, sidecar_path
 
 logger = logging.getLogger(__name__)
@@ -76,14 +77,8 @@ class AnswersFile:
         if not self.path.is_file():
             return
         with self.path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise AnswersFileError(f"{self.path}:{number}: invalid JSON ({err.msg}); "
-                                           "fix or delete the line to resume") from None
+            for number, row in parse_jsonl_lines(handle, self.path, AnswersFileError,
+                                                 "; fix or delete the line to resume"):
                 if not isinstance(row, dict) or "question_id" not in row:
                     raise AnswersFileError(f"{self.path}:{number}: field 'question_id' is missing")
                 self.answered[answer_key(row["question_id"], row.get("round_id"))] += 1

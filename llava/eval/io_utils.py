@@ -17,7 +17,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Type, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -31,18 +31,37 @@ class JsonlError(InputError):
     """A JSON-lines file that cannot be read; the message names the file and line."""
 
 
+def parse_jsonl_lines(
+    lines: Iterable[str], where: PathLike, error: Type[Exception] = JsonlError, hint: str = ""
+) -> Iterator[Tuple[int, Any]]:
+    """(line number, parsed value) of each non-blank line of a JSON-lines text; the one JSONL parser
+    of the project (answers, questions, run logs, error logs all read through it).
+
+    Args:
+        lines: the text's lines, first line numbered 1.
+        where: the file, for messages.
+        error: the exception type raised for a line that is not JSON.
+        hint: appended to that message (what the user can do).
+
+    Raises:
+        error: ``"{where}:{line}: invalid JSON ({reason}, column {column}){hint}"``.
+    """
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise error(f"{where}:{number}: invalid JSON ({err.msg}, column {err.colno}){hint}") from None
+        yield number, value
+
+
 def _numbered_records(path: PathLike) -> Iterator[Tuple[int, dict]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file does not exist")
     with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise JsonlError(f"{path}:{number}: invalid JSON ({err.msg}, column {err.colno})") from None
+        for number, row in parse_jsonl_lines(handle, path):
             if not isinstance(row, dict):
                 raise JsonlError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
             yield number, row

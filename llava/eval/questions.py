@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
-from llava.eval.io_utils import InputError
+from llava.eval.io_utils import InputError, parse_jsonl_lines
 
 
 class QuestionFileError(InputError):
@@ -106,13 +106,7 @@ def iter_records(path: Path) -> Iterator[Tuple[int, Any]]:
         for index, item in enumerate(items):
             yield index + 1, item
         return
-    for number, line in enumerate(raw.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield number, json.loads(line)
-        except json.JSONDecodeError as err:
-            raise QuestionFileError(f"{path}:{number}: invalid JSON ({err.msg}, column {err.colno})") from None
+    yield from parse_jsonl_lines(raw.splitlines(), path, QuestionFileError)
 
 
 def _field(path: Path, line: int, record: dict, name: str, kinds: Tuple[type, ...]) -> Any:

@@ -64,13 +64,14 @@ from llava.model.pruning.flops import (
     paper_prefill_flops,
     paper_reduction,
 )
-from llava.eval.io_utils import write_json_atomic, write_text_atomic
+from llava.eval.io_utils import parse_jsonl_lines, write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 RUN_RECORD_SUFFIX = ".run.json"
 RUN_STATS_SUFFIX = ".run-stats.ndjson"
+ERRORS_SUFFIX = ".errors.jsonl"
 ANSWERS_SUFFIX = ".jsonl"
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -134,6 +135,15 @@ def append_lines_durably(path: PathLike, lines: Sequence[str]) -> None:
         os.fsync(handle.fileno())
 
 
+def _is_json(text: str) -> bool:
+    """Whether `text` parses as JSON."""
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
 @dataclass
 class RunLog:
     """The parsed run-stats log of one answers file.
@@ -162,18 +172,11 @@ class RunLog:
         log = cls(Path(path))
         if not log.path.is_file():
             return log
-        text = log.path.read_text(encoding="utf-8")
-        lines = text.split("\n")
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as err:
-                if number == len(lines):
-                    logger.warning("%s:%d: ignoring an unterminated last line", log.path, number)
-                    continue
-                raise RunRecordError(f"{log.path}:{number}: invalid JSON ({err.msg})") from None
+        lines = log.path.read_text(encoding="utf-8").split("\n")
+        if lines[-1].strip() and not _is_json(lines[-1]):
+            logger.warning("%s:%d: ignoring an unterminated last line", log.path, len(lines))
+            lines[-1] = ""
+        for number, entry in parse_jsonl_lines(lines, log.path, RunRecordError):
             if not isinstance(entry, dict) or len(entry) != 1 or next(iter(entry)) not in ("header", "batch", "run"):
                 raise RunRecordError(f"{log.path}:{number}: expected one of header/batch/run entries")
             kind, value = next(iter(entry.items()))
@@ -313,8 +316,6 @@ def count_lines(path: PathLike) -> int:
 
 def errors_file_path(answers_file: PathLike) -> Path:
     """``<answers stem>.errors.jsonl``: the samples a run skipped (see `llava.eval.sample_errors`)."""
-    from llava.eval.sample_errors import ERRORS_SUFFIX  # imported here: sample_errors imports this module
-
     return sidecar_path(answers_file, ERRORS_SUFFIX)
 
 

@@ -23,22 +23,10 @@ from typing import Any, Optional, Sequence, Tuple
 
 import torch
 
-from llava.mm_utils import Resolution, get_anyres_image_grid_shape
+from llava.mm_utils import Resolution, get_anyres_image_grid_shape, uses_anyres  # noqa: F401 (uses_anyres: re-exported)
 
 MERGE_TYPES = ("flat", "spatial", "spatial_unpad")
 """The ``mm_patch_merge_type`` values understood here (``flat`` when the config has none)."""
-
-
-def uses_anyres(config: Any) -> bool:
-    """Whether a config asks for LLaVA-NeXT image handling.
-
-    Args:
-        config: A LLaVA config (or anything with an ``image_aspect_ratio`` attribute).
-
-    Returns:
-        True when ``image_aspect_ratio`` is ``"anyres"``.
-    """
-    return getattr(config, "image_aspect_ratio", None) == "anyres"
 
 
 def merge_type_of(config: Any) -> str:

@@ -1,13 +1,13 @@
-"""Baseline schedules: FastV's and the uniform keep counts, and their FLOPs matching."""
+"""Baselines: FastV's and the uniform keep counts, and their FLOPs matching."""
 import pytest
 import torch
 
 from llava.model.pruning.flops import DecoderDims, paper_reduction
 from llava.model.pruning.policies import FastVPolicy
 from fitprune.lab.baselines import (
-    clear_pruner as clear_schedule,
+    clear_pruner,
     fastv_keep_counts,
-    install_pruner as install_schedule,
+    install_pruner,
     matched_fastv,
     matched_uniform,
     uniform_keep_counts,
@@ -36,11 +36,11 @@ def test_uniform_removes_the_same_share_at_every_layer():
 
 @pytest.mark.parametrize("target", [30.0, 50.0, 60.0, 70.0, 80.0])
 def test_matched_fastv_meets_the_target_with_the_most_tokens(target):
-    schedule = matched_fastv(DIMS, V, target, k=2)
-    kept = schedule.keep_counts[-1]
-    assert schedule.keep_counts[0] == V
-    assert schedule.reduction_paper == pytest.approx(paper_reduction(DIMS, list(schedule.keep_counts), V))
-    assert schedule.reduction_paper >= target
+    baseline = matched_fastv(DIMS, V, target, k=2)
+    kept = baseline.keep_counts[-1]
+    assert baseline.keep_counts[0] == V
+    assert baseline.reduction_paper == pytest.approx(paper_reduction(DIMS, list(baseline.keep_counts), V))
+    assert baseline.reduction_paper >= target
     one_more = fastv_keep_counts(DIMS.num_layers, V, 2, 100 * (1 - (kept + 1) / V))
     assert paper_reduction(DIMS, list(one_more), V) < target
 
@@ -53,12 +53,12 @@ def test_matched_fastv_names_the_reachable_maximum_when_k_is_too_late():
 
 @pytest.mark.parametrize("target", [30.0, 60.0, 90.0])
 def test_matched_uniform_meets_the_target(target):
-    schedule = matched_uniform(DIMS, V, target)
-    counts = schedule.keep_counts
-    assert schedule.reduction_paper >= target
+    baseline = matched_uniform(DIMS, V, target)
+    counts = baseline.keep_counts
+    assert baseline.reduction_paper >= target
     assert all(a >= b for a, b in zip(counts, counts[1:]))
     looser = tuple(c + 1 if c < V else c for c in counts)
-    assert paper_reduction(DIMS, list(looser), V) < schedule.reduction_paper
+    assert paper_reduction(DIMS, list(looser), V) < baseline.reduction_paper
 
 
 def test_installed_schedule_prunes_to_its_counts_and_clears(tiny):
@@ -67,12 +67,12 @@ def test_installed_schedule_prunes_to_its_counts_and_clears(tiny):
     images = sample_images(processor, model.config, len(QUESTIONS))
     num_visual = model.get_model().num_visual_tokens()
     counts = fastv_keep_counts(model.config.num_hidden_layers, num_visual, 2, 75.0)
-    install_schedule(model, FastVPolicy(), counts)
+    install_pruner(model, FastVPolicy(), counts)
     with torch.no_grad():
         model(input_ids=ids, attention_mask=mask, images=images, use_cache=False)
     trace = model.last_pruning_trace.counts()
     assert trace.tolist() == [[c] * len(QUESTIONS) for c in counts]
-    clear_schedule(model)
+    clear_pruner(model)
     with torch.no_grad():
         model(input_ids=ids, attention_mask=mask, images=images, use_cache=False)
     assert model.last_pruning_trace is None
