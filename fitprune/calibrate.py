@@ -59,7 +59,7 @@ from llava.model.pruning.recipe_lookup import RECIPES_DIR
 from llava.model.pruning.ratio import parse_reduction_ratio
 from fitprune.recipe_plot import plot_recipes
 from fitprune.stats import collect_stats
-from llava.eval.eval_common import EvalItem
+from llava.eval.eval_items import EvalItem
 from llava.eval.questions import (
     Question,
     QuestionFileError,

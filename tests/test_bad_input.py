@@ -35,7 +35,8 @@ from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT
 from llava.model.pruning.recipe import Recipe, RecipeBook
 from fitprune.visualize import main as visualize_main
 from llava.eval import eval_common, model_vqa_loader, run_llava
-from llava.eval.eval_common import EvalItem, LoadedModel
+from llava.eval.eval_items import EvalItem
+from llava.eval.eval_model import LoadedModel
 from llava.eval.images import (
     DEFAULT_MAX_PIXELS,
     MAX_SIDE_IN_TOWER_SIDES,

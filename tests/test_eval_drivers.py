@@ -11,9 +11,11 @@ from PIL import Image
 
 from llava.model.pruning.recipe import RecipeBook
 from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT
+from llava.eval.eval_flags import build_parser
 from llava.eval import eval_common, model_vqa, model_vqa_loader, model_vqa_mmbench, model_vqa_science
 from llava.eval.batch_generation import PreparedSample, answer_text, collate, greedy_generate
-from llava.eval.eval_common import EvalItem, LoadedModel, get_chunk, split_list
+from llava.eval.eval_items import EvalItem, get_chunk, split_list
+from llava.eval.eval_model import LoadedModel
 from llava.eval.pruning_flags import apply_pruning_args
 from llava.eval.run_record import RUN_RECORD_SUFFIX, RUN_STATS_SUFFIX, sidecar_path
 from tests.conftest import TINY_KEEP_COUNTS
@@ -322,7 +324,7 @@ def test_model_vqa_preprocesses_without_padding(tiny_checkpoint, vqa_data, prelo
     expected = processor.preprocess(Image.open(folder / "0.png"), return_tensors="pt")["pixel_values"][0]
     assert torch.equal(seen[0][0].image, expected)
     assert [r["question_id"] for r in _rows(answers)] == ["img0", 10]
-    args = eval_common.build_parser(model_vqa.SPEC, "x").parse_args([])
+    args = build_parser(model_vqa.SPEC, "x").parse_args([])
     assert (args.max_new_tokens, args.conv_mode) == (1024, "llava_v1")
 
 

@@ -11,7 +11,10 @@ import pytest
 
 from llava.eval import eval_common, model_vqa_loader
 from llava.eval.answers_file import LOCK_SUFFIX
-from llava.eval.eval_common import EvalItem, ImageLoading, LoadedModel, SamplePreparer
+from llava.eval.eval_items import EvalItem
+from llava.eval.eval_flags import ImageLoading
+from llava.eval.eval_model import LoadedModel
+from llava.eval.eval_samples import SamplePreparer
 from llava.eval.run_record import RUN_RECORD_SUFFIX, RUN_STATS_SUFFIX, sidecar_path
 from llava.eval.sample_errors import ERRORS_SUFFIX
 from tests.test_eval_drivers import _argv, _rows, preloaded, vqa_data  # noqa: F401 (fixtures)

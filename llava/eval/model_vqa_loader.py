@@ -16,14 +16,9 @@ from __future__ import annotations
 import sys
 from typing import Optional, Sequence
 
-from llava.eval.eval_common import (
-    DriverSpec,
-    ImageLoading,
-    build_parser,
-    chunk_items,
-    read_question_jsonl,
-    run_driver,
-)
+from llava.eval.eval_flags import DriverSpec, ImageLoading, build_parser
+from llava.eval.eval_items import chunk_items, read_question_jsonl
+from llava.eval.eval_common import run_driver
 
 SPEC = DriverSpec(
     name="model_vqa_loader",

@@ -18,7 +18,9 @@ import math
 import sys
 from typing import Any, List, Mapping, Optional, Sequence
 
-from llava.eval.eval_common import DriverSpec, EvalItem, ImageLoading, build_parser, get_chunk, run_driver
+from llava.eval.eval_flags import DriverSpec, ImageLoading, build_parser
+from llava.eval.eval_items import EvalItem, get_chunk
+from llava.eval.eval_common import run_driver
 from llava.eval.questions import QuestionFileError
 
 SPEC = DriverSpec(

@@ -18,7 +18,9 @@ import sys
 from typing import List, Optional, Sequence
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
-from llava.eval.eval_common import DriverSpec, EvalItem, ImageLoading, build_parser, chunk_items, run_driver
+from llava.eval.eval_flags import DriverSpec, ImageLoading, build_parser
+from llava.eval.eval_items import EvalItem, chunk_items
+from llava.eval.eval_common import run_driver
 from llava.eval.questions import check_unique_ids, load_questions
 
 SPEC = DriverSpec(
