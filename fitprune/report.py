@@ -35,19 +35,18 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import logging
-import re
 import statistics
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from fitprune.defaults import SHAPES_DIR
-from llava.eval.io_utils import write_json_atomic, write_text_atomic
-from llava.eval.run_record import RUN_RECORD_SUFFIX, SampleCoverage, sample_coverage, sidecar_path
+from llava.eval.io_utils import write_text_atomic
+from llava.eval.run_record import RUN_RECORD_SUFFIX
+from fitprune.metrics_files import parse_metric, record_metric
+from fitprune.run_collection import RowKey, Run, collect_runs
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +54,6 @@ DEFAULT_RUNS_DIR = "playground/data/eval"
 """Where the eval scripts put a named model's runs (their EVAL_DIR default)."""
 DEMO_EVAL_DIR = f"{SHAPES_DIR}/eval"
 """Where they put the demo model's runs (no MODEL_PATH)."""
-METRICS_SUFFIX = ".metrics.json"
-METRICS_SCHEMA_VERSION = 1
-TERA = 1e12
 
 BENCHMARK_COLUMNS = {
     "vqav2": "VQAv2", "gqa": "GQA", "vizwiz": "VizWiz", "sqa": "SQA-IMG", "textvqa": "TextVQA",
@@ -65,215 +61,10 @@ BENCHMARK_COLUMNS = {
     "llavabench": "LLaVA-W", "mmvet": "MM-Vet",
 }
 """Benchmark names of the scripts and their column titles, in LLaVA's table order."""
-
-REDUCERS = {
-    "first": lambda values: values[0],
-    "last": lambda values: values[-1],
-    "mean": statistics.fmean,
-}
+from fitprune.metrics_files import REDUCERS, ReportError
 
 
-class ReportError(ValueError):
-    """A run record or metrics file that cannot be used; the message names the file and field."""
 
-
-# ----------------------------------------------------------------------------- metrics files
-
-
-def metrics_path(answers_file: str) -> Path:
-    """``<name>.metrics.json`` beside ``<name>.jsonl``."""
-    return sidecar_path(answers_file, METRICS_SUFFIX)
-
-
-def parse_metric(log_text: str, pattern: str, reduce: str, scale: float) -> Tuple[float, List[float]]:
-    """The score in a metric command's output.
-
-    Args:
-        log_text: the command's output.
-        pattern: a regular expression (multiline) whose first group is a number.
-        reduce: "first", "last" or "mean" over all matches.
-        scale: multiplies the reduced value (e.g. 100 for a fraction).
-
-    Returns:
-        (score, the matched values).
-
-    Raises:
-        ReportError: no match, or a group that is not a number.
-    """
-    values = []
-    for match in re.finditer(pattern, log_text, flags=re.MULTILINE):
-        try:
-            values.append(float(match.group(1)))
-        except (IndexError, ValueError):
-            raise ReportError(f"pattern {pattern!r} matched {match.group(0)!r} but its first group is not a number")
-    if not values:
-        raise ReportError(f"pattern {pattern!r} matches nothing in the metric output")
-    return REDUCERS[reduce](values) * scale, values
-
-
-def record_metric(answers_file: str, metric: str, value: float, benchmark: Optional[str],
-                  source: dict) -> Tuple[Path, Optional[SampleCoverage]]:
-    """Writes the metrics file of an answers file, with the samples the score covers.
-
-    Args:
-        answers_file: the answers JSONL the score is for.
-        metric: the score's name (e.g. "accuracy").
-        value: the score.
-        benchmark: the benchmark; None takes it from the run record beside the answers.
-        source: how the value was obtained (log and pattern, or manual).
-
-    Returns:
-        The metrics file's path, and the answered and skipped samples (`sample_coverage`;
-        None when the answers file does not exist).
-
-    Raises:
-        ReportError: no benchmark given and no run record to take it from.
-    """
-    if benchmark is None:
-        record_path = sidecar_path(answers_file, RUN_RECORD_SUFFIX)
-        if not record_path.is_file():
-            raise ReportError(f"{record_path} does not exist; pass --benchmark")
-        benchmark = _load_json(record_path).get("benchmark")
-    path = metrics_path(answers_file)
-    coverage = sample_coverage(answers_file) if Path(answers_file).is_file() else None
-    write_json_atomic(path, {
-        "schema_version": METRICS_SCHEMA_VERSION,
-        "benchmark": benchmark,
-        "metric": metric,
-        "value": value,
-        "samples": coverage.to_dict() if coverage else None,
-        "source": source,
-        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }, indent=1)
-    return path, coverage
-
-
-# ----------------------------------------------------------------------------- collecting runs
-
-
-def _load_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ReportError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
-    if not isinstance(data, dict):
-        raise ReportError(f"{path}: expected a JSON object")
-    return data
-
-
-def _field(data: dict, dotted: str, path: Path):
-    value = data
-    for key in dotted.split("."):
-        if not isinstance(value, dict) or key not in value:
-            raise ReportError(f"{path}: field '{dotted}' is missing")
-        value = value[key]
-    return value
-
-
-@dataclass(frozen=True)
-class RowKey:
-    """What makes a table row: the model, the pruning policy, the recipe file and the ratio."""
-
-    model: str
-    policy: str
-    recipe: str
-    ratio: float
-
-
-@dataclass
-class Run:
-    """One benchmark run: its record and its score (None until one is recorded)."""
-
-    record_path: Path
-    benchmark: str
-    key: RowKey
-    written_at: str
-    paper_tflops: Optional[float]
-    full_tflops: Optional[float]
-    paper_reduction: Optional[float]
-    kept_last_layer: Optional[float]
-    score: Optional[float] = None
-    metric: Optional[str] = None
-    samples: Optional[dict] = None
-
-
-def _tera(value: Optional[float]) -> Optional[float]:
-    return None if value is None else value / TERA
-
-
-def merged_chunk_records(record_path: Path, record: dict) -> List[Path]:
-    """The records of the chunks a merged record was made from (beside it), or none."""
-    merged_from = (record.get("chunk") or {}).get("merged_from") or []
-    return [record_path.with_name(sidecar_path(Path(p).name, RUN_RECORD_SUFFIX).name) for p in merged_from]
-
-
-def read_run(record_path: Path, record: dict) -> Optional[Run]:
-    """A run from its record and the metrics file beside it; None for an unmerged chunk's record.
-
-    Args:
-        record_path: the run record's file.
-        record: its content.
-
-    Raises:
-        ReportError: a missing field or invalid metrics JSON, naming the file.
-    """
-    chunk = record.get("chunk") or {}
-    if chunk.get("count", 1) > 1 and "merged_from" not in chunk:
-        return None
-    pruning = _field(record, "pruning", record_path) or {}
-    ratio = float(pruning.get("reduction_ratio") or 0.0)
-    recipe_file = pruning.get("recipe_file")
-    pruned = ratio > 0
-    key = RowKey(
-        model=_field(record, "model.name", record_path),
-        policy=(pruning.get("policy") or "fitprune") if pruned else "none",
-        recipe=Path(recipe_file).name if pruned and recipe_file else "-",
-        ratio=ratio,
-    )
-    kept = (record.get("visual_tokens") or {}).get("kept_per_layer_mean")
-    flops = _field(record, "flops", record_path)
-    run = Run(
-        record_path=record_path,
-        benchmark=_field(record, "benchmark", record_path),
-        key=key,
-        written_at=record.get("written_at") or "",
-        paper_tflops=_tera(flops.get("paper_prefill")),
-        full_tflops=_tera(flops.get("full_prefill")),
-        paper_reduction=flops.get("paper_reduction_pct"),
-        kept_last_layer=kept[-1] if kept else None,
-    )
-    metrics_file = record_path.with_name(record_path.name[: -len(RUN_RECORD_SUFFIX)] + METRICS_SUFFIX)
-    if metrics_file.is_file():
-        metrics = _load_json(metrics_file)
-        run.score = float(_field(metrics, "value", metrics_file))
-        run.metric = metrics.get("metric")
-        run.samples = metrics.get("samples")
-    return run
-
-
-def collect_runs(runs_dir: Path) -> List[Run]:
-    """Every run under `runs_dir`; chunk records give way to their merged record, and of runs
-    with the same row and benchmark the latest record wins.
-
-    Raises:
-        ReportError: an unreadable record or metrics file.
-    """
-    records = {path: _load_json(path) for path in sorted(runs_dir.rglob("*" + RUN_RECORD_SUFFIX))}
-    chunk_parts = {part for path, record in records.items() for part in merged_chunk_records(path, record)}
-    chosen: Dict[Tuple[RowKey, str], Run] = {}
-    for record_path, record in records.items():
-        run = None if record_path in chunk_parts else read_run(record_path, record)
-        if run is None:
-            continue
-        slot = (run.key, run.benchmark)
-        previous = chosen.get(slot)
-        if previous is not None:
-            newer = max(previous, run, key=lambda r: r.written_at)
-            logger.warning("%s and %s are the same run (%s, %s); using the newer %s", previous.record_path,
-                           run.record_path, run.benchmark, run.key, newer.record_path)
-            run = newer
-        chosen[slot] = run
-    return list(chosen.values())
 
 
 # ----------------------------------------------------------------------------- the table

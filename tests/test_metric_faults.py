@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from fitprune import report
+from fitprune.metrics_files import metrics_path
 from llava.eval import eval_pope, eval_textvqa
 from llava.eval.run_record import merge_run_records
 from tests.test_report import VISUAL, _write_run
@@ -127,13 +128,13 @@ def test_metrics_file_printed_line_and_report_give_answered_of_total(tmp_path, c
                         "--value", "50"]) == 0
     assert capsys.readouterr().out.strip().endswith(
         f"; answered 3 of 4 (1 skipped, listed in {errors}; the score is over the answered ones)")
-    metrics = json.loads(report.metrics_path(str(answers)).read_text())
+    metrics = json.loads(metrics_path(str(answers)).read_text())
     assert metrics["samples"] == {"answered": 3, "skipped": 1, "total": 4, "errors_file": str(errors)}
 
     complete = tmp_path / "eval" / "pope" / "answers" / "llava-v1.5-7b-r0.jsonl"
     _write_run(complete, "pope", 0, [VISUAL] * 32, samples=2)
     assert report.main(["record-metric", "--answers-file", str(complete), "--value", "80"]) == 0
-    assert json.loads(report.metrics_path(str(complete)).read_text())["samples"]["skipped"] == 0
+    assert json.loads(metrics_path(str(complete)).read_text())["samples"]["skipped"] == 0
     assert capsys.readouterr().out.strip().endswith("; answered 2 of 2")
 
     assert report.main(["--runs-dir", str(tmp_path / "eval"), "--output-dir", str(tmp_path / "out")]) == 0

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from fitprune.calibrate import main as calibrate_main, merge_provenance
+from fitprune.calibrate import main as calibrate_main
+from fitprune.recipe_merge import merge_provenance
 from fitprune.defaults import DEFAULT_CALIBRATION_FILE, DEMO_MODEL_PATH
 from fitprune.fit import TrialResult, fit_recipe
 from llava.model.pruning.flops import paper_reduction

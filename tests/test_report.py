@@ -6,6 +6,7 @@ import json
 import pytest
 
 from fitprune import report
+from fitprune.metrics_files import metrics_path
 from llava.model.pruning.flops import DecoderDims, full_prefill_flops, paper_prefill_flops, paper_reduction
 from llava.eval.run_record import RUN_RECORD_SUFFIX, RunLog, merge_run_records, sidecar_path, write_run_record
 
@@ -79,7 +80,7 @@ def test_record_metric_without_a_match_fails_naming_the_pattern(tmp_path, capsys
     answers = tmp_path / "a.jsonl"
     assert _record_value(answers, "nothing here\n", "--benchmark", "textvqa", "--pattern", "Accuracy: ([0-9.]+)") == 2
     assert "'Accuracy: ([0-9.]+)' matches nothing" in capsys.readouterr().err
-    assert not report.metrics_path(str(answers)).exists()
+    assert not metrics_path(str(answers)).exists()
 
 
 def test_markdown_and_csv_cells(runs_dir, tmp_path):
