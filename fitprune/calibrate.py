@@ -67,13 +67,7 @@ from fitprune.recipe_merge import calibration_provenance, existing_book, merge_r
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 from fitprune.recipe_merge import FIT_CHOICES
 from fitprune.calibration_set import PROG
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """An argument parser whose usage errors are one line, ``<prog>: error: <message>``, exit 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+from llava.utils import OneLineArgumentParser
 
 
 def positive_int(value: str) -> int:
@@ -89,7 +83,7 @@ def positive_int(value: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The calibration command line (LLaVA flag names; both ratio spellings)."""
-    parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--model-path", default=None, help=f"checkpoint (default: bundled {DEFAULT_MODEL_PATH})")
     parser.add_argument("--model-base", default=None)
     parser.add_argument("--question-file", default=None,
