@@ -2,6 +2,7 @@
 import itertools
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -134,6 +135,13 @@ def test_instruction_data_and_samples_without_image(tiny_checkpoint, tmp_path):
     assert provenance["num_samples"] == 2 and provenance["skipped_without_image"] == 1
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (a fixed port collides with other runs)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_two_ranks_give_the_one_process_recipe(tiny_checkpoint, tmp_path):
     single, double = tmp_path / "one.json", tmp_path / "two.json"
     common = ["--model-path", str(tiny_checkpoint), "--question-file", str(DEMO / "calibration.jsonl"),
@@ -141,11 +149,12 @@ def test_two_ranks_give_the_one_process_recipe(tiny_checkpoint, tmp_path):
               "--num-samples", "8"]
     assert calibrate_main(common + ["--output", str(single)]) == 0
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-         "-m", "fitprune.calibrate", *common, "--output", str(double)],
-        check=True, cwd=REPO, env=env, capture_output=True, timeout=600,
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", str(free_port()), "-m", "fitprune.calibrate", *common, "--output", str(double)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
+    assert run.returncode == 0, run.stderr[-3000:]
     one, two = RecipeBook.load(single), RecipeBook.load(double)
     assert one.recipes == two.recipes
     assert two.provenance["processes"] == 2
