@@ -6,12 +6,12 @@
 Draws the model's input image (as the vision tower saw it) once per chosen layer, with the
 patches dropped up to that layer greyed out, and the recipe's keep-count curve; `--gif`
 writes an animation over the layers instead. With no --model-path it uses the bundled
-default model.
+default model. The drawing of the kept patches is `llava.serve.kept_patches` (shared with the
+web demo).
 """
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from typing import List, Optional, Sequence
 
@@ -26,39 +26,9 @@ from llava.eval.images import ImageError, bound_image_geometry, load_image
 from llava.eval.questions import build_question_prompt
 from llava.model.anyres import uses_anyres
 from llava.model.errors import CheckpointError
+from llava.serve.kept_patches import kept_patch_masks, shade_dropped, tower_view
 
-GREY = np.array([128, 128, 128], dtype=np.float32)
 MAX_PANELS = 6
-
-
-def kept_patch_masks(kept_per_layer: Sequence[torch.Tensor], num_visual: int) -> np.ndarray:
-    """(L, side, side) bool: True where the patch is still alive after each layer.
-
-    Args:
-        kept_per_layer: per layer, the grid indices kept (row-major over a square grid).
-        num_visual: visual tokens of one image; must be a square number.
-
-    Raises:
-        ValueError: if the visual tokens do not form a square grid.
-    """
-    side = math.isqrt(num_visual)
-    if side * side != num_visual:
-        raise ValueError(f"{num_visual} visual tokens do not form a square grid of patches")
-    masks = np.zeros((len(kept_per_layer), side * side), dtype=bool)
-    for layer, kept in enumerate(kept_per_layer):
-        masks[layer, kept.numpy()] = True
-    return masks.reshape(len(kept_per_layer), side, side)
-
-
-def shade_dropped(image: np.ndarray, alive: np.ndarray, strength: float = 0.75) -> np.ndarray:
-    """Blends dropped patches of `image` (H, W, 3) uint8 towards grey; `alive` is (side, side)."""
-    height, width = image.shape[:2]
-    rows = np.arange(height) * alive.shape[0] // height
-    cols = np.arange(width) * alive.shape[1] // width
-    dropped = ~alive[rows][:, cols]
-    out = image.astype(np.float32)
-    out[dropped] = (1 - strength) * out[dropped] + strength * GREY
-    return out.clip(0, 255).astype(np.uint8)
 
 
 def choose_layers(counts: Sequence[int], num_visual: int, limit: int = MAX_PANELS) -> List[int]:
@@ -70,18 +40,6 @@ def choose_layers(counts: Sequence[int], num_visual: int, limit: int = MAX_PANEL
         return changes or [len(counts) - 1]
     picks = np.linspace(0, len(changes) - 1, limit).round().astype(int)
     return [changes[i] for i in sorted(set(picks.tolist()))]
-
-
-def tower_view(image: Image.Image, processor, config) -> np.ndarray:
-    """The image as the vision tower sees its geometry: padded to a square when the model
-    pads, resized to the tower's input size."""
-    from llava.mm_utils import expand2square
-
-    if getattr(config, "image_aspect_ratio", None) == "pad":
-        image = expand2square(image, tuple(int(x * 255) for x in processor.image_mean))
-    crop = processor.crop_size
-    size = (crop["width"], crop["height"]) if isinstance(crop, dict) else (crop, crop)
-    return np.asarray(image.convert("RGB").resize(size, Image.BICUBIC))
 
 
 def render_panels(view: np.ndarray, masks: np.ndarray, layers: List[int], counts: Sequence[int],
