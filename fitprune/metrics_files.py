@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from llava.eval.io_utils import write_json_atomic
-from llava.eval.run_record import RUN_RECORD_SUFFIX, SampleCoverage, sample_coverage, sidecar_path
+from llava.eval.sidecar_files import RUN_RECORD_SUFFIX, SampleCoverage, sample_coverage, sidecar_path
 
 
 

@@ -44,7 +44,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from fitprune.defaults import SHAPES_DIR
 from llava.eval.io_utils import write_text_atomic
-from llava.eval.run_record import RUN_RECORD_SUFFIX
+from llava.eval.sidecar_files import RUN_RECORD_SUFFIX
 from fitprune.metrics_files import parse_metric, record_metric
 from fitprune.run_collection import RowKey, Run, collect_runs
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from llava.eval.run_record import RUN_RECORD_SUFFIX, sidecar_path
+from llava.eval.sidecar_files import RUN_RECORD_SUFFIX, sidecar_path
 from fitprune.metrics_files import METRICS_SUFFIX, ReportError, load_json_file
 
 logger = logging.getLogger(__name__)

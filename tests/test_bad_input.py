@@ -47,7 +47,7 @@ from llava.eval.images import (
 )
 from llava.eval.pruning_flags import apply_pruning_args
 from llava.eval.questions import load_questions
-from llava.eval.run_record import RUN_RECORD_SUFFIX, sidecar_path
+from llava.eval.sidecar_files import RUN_RECORD_SUFFIX, sidecar_path
 from llava.eval.sample_errors import ERRORS_SUFFIX
 from llava.mm_utils import process_images
 from tests.conftest import TINY_KEEP_COUNTS, TINY_RECIPE_RATIO

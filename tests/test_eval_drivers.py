@@ -17,7 +17,7 @@ from llava.eval.batch_generation import PreparedSample, answer_text, collate, gr
 from llava.eval.eval_items import EvalItem, get_chunk, split_list
 from llava.eval.eval_model import LoadedModel
 from llava.eval.pruning_flags import apply_pruning_args
-from llava.eval.run_record import RUN_RECORD_SUFFIX, RUN_STATS_SUFFIX, sidecar_path
+from llava.eval.sidecar_files import RUN_RECORD_SUFFIX, RUN_STATS_SUFFIX, sidecar_path
 from tests.conftest import TINY_KEEP_COUNTS
 from tests.helpers import QUESTIONS, build_prompt, encode_batch, sample_images
 

@@ -15,7 +15,7 @@ from llava.eval.eval_items import EvalItem
 from llava.eval.eval_flags import ImageLoading
 from llava.eval.eval_model import LoadedModel
 from llava.eval.eval_samples import SamplePreparer
-from llava.eval.run_record import RUN_RECORD_SUFFIX, RUN_STATS_SUFFIX, sidecar_path
+from llava.eval.sidecar_files import RUN_RECORD_SUFFIX, RUN_STATS_SUFFIX, sidecar_path
 from llava.eval.sample_errors import ERRORS_SUFFIX
 from tests.test_eval_drivers import _argv, _rows, preloaded, vqa_data  # noqa: F401 (fixtures)
 from tests.test_llava_next import _loaded_next, next_checkpoint, next_model, picture  # noqa: F401 (fixtures)

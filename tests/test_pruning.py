@@ -18,7 +18,7 @@ from llava.model.language_model.sequence_layout import (
     SEGMENT_VISUAL,
     SequenceLayout,
 )
-from llava.eval.run_record import RUN_RECORD_SUFFIX, sidecar_path
+from llava.eval.sidecar_files import RUN_RECORD_SUFFIX, sidecar_path
 from llava.model.pruning.pruner import TokenPruner
 from tests.conftest import TINY_KEEP_COUNTS, TINY_RECIPE_RATIO
 from tests.helpers import QUESTIONS, build_prompt, encode_batch, sample_images

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterator, List, Optional, Protocol, Sequence, TypeVar
 
 from llava.eval.io_utils import parse_jsonl_lines
-from llava.eval.run_record import append_lines_durably, drop_partial_last_line, sidecar_path
+from llava.eval.sidecar_files import append_lines_durably, drop_partial_last_line, sidecar_path
 
 logger = logging.getLogger(__name__)
 

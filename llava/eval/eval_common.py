@@ -55,14 +55,9 @@ from llava.eval.batch_generation import (
 )
 from llava.eval.io_utils import InputError
 from llava.eval.run_llava import UsageError, stop_string
-from llava.eval.run_record import (
-    RUN_STATS_SUFFIX,
-    RunLog,
-    RunRecordError,
-    drop_partial_last_line,
-    sidecar_path,
-    write_run_record,
-)
+from llava.eval.sidecar_files import RUN_STATS_SUFFIX, drop_partial_last_line, sidecar_path
+from llava.eval.run_record import RunLog, write_run_record
+from llava.eval.run_summary import RunRecordError
 from llava.eval.sample_errors import FailedSample, SampleErrorLog
 from llava.mm_utils import get_model_name_from_path
 from llava.model.errors import CheckpointError

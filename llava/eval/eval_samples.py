@@ -13,7 +13,7 @@ from llava.constants import IMAGE_TOKEN_INDEX
 from llava.eval.batch_generation import PreparedSample
 from llava.eval.images import ImageError, bound_image_geometry, decode_base64_image, load_image
 from llava.eval.questions import UnencodableTextError, build_question_prompt, check_encodable
-from llava.eval.run_record import RUN_RECORD_SUFFIX, RUN_STATS_SUFFIX, sidecar_path
+from llava.eval.sidecar_files import RUN_RECORD_SUFFIX, RUN_STATS_SUFFIX, sidecar_path
 from llava.eval.sample_errors import FailedSample, SampleErrorLog
 from llava.mm_utils import parse_grid_pinpoints, process_images, tokenizer_image_token
 from llava.model.anyres import merge_image_features, merge_type_of, uses_anyres

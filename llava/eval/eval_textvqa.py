@@ -20,7 +20,7 @@ from typing import Optional, Sequence, Tuple
 
 from llava.eval.io_utils import read_jsonl
 from llava.eval.m4c_evaluator import TextVQAAccuracyEvaluator
-from llava.eval.run_record import ANSWERS_SUFFIX, sample_coverage
+from llava.eval.sidecar_files import ANSWERS_SUFFIX, sample_coverage
 from llava.eval.sample_errors import ERRORS_SUFFIX
 
 OCR_PROMPT_PREFIX = "OCR tokens: "

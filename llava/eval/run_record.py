@@ -20,7 +20,7 @@ Beside an answers file ``<name>.jsonl`` a driver keeps two files:
 A score over a run with skipped samples covers only the answered ones; `sample_coverage`
 says how many of how many (``answered N of M``), for the metric scripts and metrics files.
 
-Run record schema (``schema_version`` 1); FLOPs are per sample, as in `fitprune.flops`:
+Run record schema (``schema_version`` 1); FLOPs are per sample, as in `llava.model.pruning.flops`:
 
     benchmark, run_name, driver, answers_file, question_file, written_at
     model:      path, name, base, dtype, num_visual_tokens, decoder_dims{...}
@@ -46,93 +46,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import statistics
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Union
+from typing import List, Optional, Sequence
 
-import numpy as np
-
-from llava.model.pruning.flops import (
-    DecoderDims,
-    full_decode_step_flops,
-    full_prefill_flops,
-    full_reduction,
-    paper_prefill_flops,
-    paper_reduction,
+from llava.eval.io_utils import parse_jsonl_lines, write_json_atomic
+from llava.eval.run_summary import RunRecordError, summarize
+from llava.eval.sidecar_files import (
+    RUN_RECORD_SUFFIX,
+    RUN_STATS_SUFFIX,
+    PathLike,
+    append_lines_durably,
+    merge_errors_files,
+    sidecar_path,
 )
-from llava.eval.io_utils import parse_jsonl_lines, write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 1
-RUN_RECORD_SUFFIX = ".run.json"
-RUN_STATS_SUFFIX = ".run-stats.ndjson"
-ERRORS_SUFFIX = ".errors.jsonl"
-ANSWERS_SUFFIX = ".jsonl"
-
-PathLike = Union[str, "os.PathLike[str]"]
-
-
-class RunRecordError(ValueError):
-    """A run-stats log or run record that cannot be used; the message names the file."""
-
-
-def sidecar_path(answers_file: PathLike, suffix: str) -> Path:
-    """The file beside an answers file with ``suffix`` in place of ``.jsonl``.
-
-    Args:
-        answers_file: e.g. ``answers/llava-v1.5-7b-r60.jsonl``.
-        suffix: e.g. `RUN_RECORD_SUFFIX`.
-
-    Returns:
-        e.g. ``answers/llava-v1.5-7b-r60.run.json`` (the suffix is appended when the
-        answers file does not end in ``.jsonl``).
-    """
-    path = Path(answers_file)
-    stem = path.name[: -len(ANSWERS_SUFFIX)] if path.name.endswith(ANSWERS_SUFFIX) else path.name
-    return path.with_name(stem + suffix)
-
-
-def drop_partial_last_line(path: PathLike) -> bool:
-    """Cuts an unterminated last line (a write cut short) off a line-oriented file.
-
-    Args:
-        path: the file; nothing happens when it does not exist or ends with a newline.
-
-    Returns:
-        True if bytes were removed.
-    """
-    path = Path(path)
-    if not path.is_file():
-        return False
-    data = path.read_bytes()
-    if not data or data.endswith(b"\n"):
-        return False
-    keep = data.rfind(b"\n") + 1
-    logger.warning("%s: dropping an unterminated last line (%d bytes) left by an interrupted write",
-                   path, len(data) - keep)
-    with open(path, "r+b") as handle:
-        handle.truncate(keep)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return True
-
-
-def append_lines_durably(path: PathLike, lines: Sequence[str]) -> None:
-    """Appends text lines to a file, then flushes and fsyncs it.
-
-    Args:
-        path: the file (created if missing).
-        lines: lines without their trailing newline.
-    """
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write("".join(line + "\n" for line in lines))
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def _is_json(text: str) -> bool:
@@ -204,229 +134,6 @@ class RunLog:
         """Appends one run entry durably."""
         append_lines_durably(self.path, [json.dumps({"run": run})])
         self.runs.append(run)
-
-
-def _median(values: Iterable[float]) -> Optional[float]:
-    values = list(values)
-    return float(statistics.median(values)) if values else None
-
-
-def _sample_arrays(batches: Sequence[dict], num_layers: int, where: Path):
-    """Per-sample (num_visual (S,), num_other (S,), keep (S, L), new_tokens (S,)) arrays."""
-    num_visual, num_other, keep, new_tokens = [], [], [], []
-    for index, batch in enumerate(batches, start=1):
-        try:
-            num_visual += batch["num_visual"]
-            num_other += batch["num_other_tokens"]
-            keep += batch["keep_counts"]
-            new_tokens += batch["new_tokens"]
-        except KeyError as err:
-            raise RunRecordError(f"{where}: batch entry {index}: field {err.args[0]!r} is missing") from None
-    if not (len(num_visual) == len(num_other) == len(keep) == len(new_tokens)):
-        raise RunRecordError(f"{where}: batch entries have per-sample lists of different lengths")
-    keep_array = np.asarray(keep, dtype=np.float64).reshape(len(keep), num_layers)
-    return (np.asarray(num_visual, dtype=np.float64), np.asarray(num_other, dtype=np.float64),
-            keep_array, np.asarray(new_tokens, dtype=np.int64))
-
-
-def _decode_flops(dims: DecoderDims, num_visual, num_other, keep, new_tokens) -> np.ndarray:
-    """Full-convention FLOPs of every sample's decode steps, shape (S,).
-
-    A sample with n new tokens ran n - 1 decode steps (the first token comes from the
-    prefill); at step t, layer l's cache holds the tokens that entered layer l in the
-    prefill plus t decoded tokens.
-    """
-    flops = np.zeros(len(new_tokens))
-    for s, count in enumerate(new_tokens):
-        steps = int(count) - 1
-        if steps <= 0:
-            continue
-        entering = np.concatenate([[num_visual[s]], keep[s, :-1]]) + num_other[s]  # (L,)
-        cache = entering[None, :] + np.arange(steps)[:, None]  # (steps, L)
-        flops[s] = full_decode_step_flops(dims, cache) * steps
-    return flops
-
-
-def flops_summary(dims: DecoderDims, num_visual, num_other, keep, new_tokens) -> dict:
-    """Per-sample FLOPs means of a set of samples, both conventions.
-
-    Args:
-        dims: decoder dimensions.
-        num_visual: (S,) visual tokens before pruning (0 for text-only samples).
-        num_other: (S,) prefix + text tokens.
-        keep: (S, L) visual tokens left after each layer.
-        new_tokens: (S,) generated tokens.
-
-    Returns:
-        The record's ``flops`` section (values None where no sample qualifies).
-    """
-    summary = dict.fromkeys((
-        "paper_prefill", "paper_prefill_unpruned", "paper_reduction_pct", "full_prefill",
-        "full_prefill_unpruned", "full_prefill_reduction_pct", "full_decode", "full_total",
-    ))
-    if len(num_visual) == 0:
-        return summary
-    unpruned = np.repeat(num_visual[:, None], dims.num_layers, axis=1)
-    image = num_visual > 0
-    if image.any():
-        summary["paper_prefill"] = paper_prefill_flops(dims, keep[image], num_visual[image])
-        summary["paper_prefill_unpruned"] = paper_prefill_flops(dims, unpruned[image], num_visual[image])
-        summary["paper_reduction_pct"] = paper_reduction(dims, keep[image], num_visual[image])
-    summary["full_prefill"] = full_prefill_flops(dims, keep, num_visual, num_other)
-    summary["full_prefill_unpruned"] = full_prefill_flops(dims, unpruned, num_visual, num_other)
-    summary["full_prefill_reduction_pct"] = full_reduction(dims, keep, num_visual, num_other)
-    summary["full_decode"] = float(_decode_flops(dims, num_visual, num_other, keep, new_tokens).mean())
-    summary["full_total"] = summary["full_prefill"] + summary["full_decode"]
-    return summary
-
-
-def _timing_summary(batches: Sequence[dict], runs: Sequence[dict]) -> dict:
-    prefill_ms = [b["prefill_s"] * 1000 for b in batches if b.get("prefill_s") is not None]
-    decode_rates = [
-        b["decode_tokens"] / b["decode_s"]
-        for b in batches
-        if b.get("decode_s") and b.get("decode_tokens")
-    ]
-    return {
-        "prefill_latency_ms_median": _median(prefill_ms),
-        "decode_tokens_per_s_median": _median(decode_rates),
-        "batch_sizes": sorted({len(b["keys"]) for b in batches}),
-        "batches_timed": len(prefill_ms),
-        "wall_time_s": float(sum(r.get("wall_time_s", 0.0) for r in runs)),
-        "generation_time_s": float(sum(r.get("generation_time_s", 0.0) for r in runs)),
-    }
-
-
-def _memory_summary(runs: Sequence[dict]) -> dict:
-    measured = [r for r in runs if r.get("peak_memory_bytes") is not None]
-    if not measured:
-        return {"peak_bytes": None, "measure": None}
-    peak = max(measured, key=lambda r: r["peak_memory_bytes"])
-    return {"peak_bytes": int(peak["peak_memory_bytes"]), "measure": peak.get("peak_memory_measure")}
-
-
-def count_lines(path: PathLike) -> int:
-    """Non-blank lines of a JSONL file such as an answers or errors file (0 when it does not exist)."""
-    path = Path(path)
-    if not path.is_file():
-        return 0
-    with path.open(encoding="utf-8") as handle:
-        return sum(1 for line in handle if line.strip())
-
-
-def errors_file_path(answers_file: PathLike) -> Path:
-    """``<answers stem>.errors.jsonl``: the samples a run skipped (see `llava.eval.sample_errors`)."""
-    return sidecar_path(answers_file, ERRORS_SUFFIX)
-
-
-@dataclass(frozen=True)
-class SampleCoverage:
-    """How many of a run's questions a score covers.
-
-    Attributes:
-        answered: the answers scored.
-        skipped: the questions the run could not answer (lines of its errors file).
-        errors_file: that file, when it lists any.
-    """
-
-    answered: int
-    skipped: int
-    errors_file: Optional[str] = None
-
-    @property
-    def total(self) -> int:
-        """Questions of the run: answered plus skipped."""
-        return self.answered + self.skipped
-
-    def describe(self) -> str:
-        """``answered N of M`` and, when some were skipped, how many and where they are listed."""
-        text = f"answered {self.answered} of {self.total}"
-        if self.skipped:
-            text += f" ({self.skipped} skipped, listed in {self.errors_file}; the score is over the answered ones)"
-        return text
-
-    def to_dict(self) -> dict:
-        """The ``samples`` section of a metrics file."""
-        return {"answered": self.answered, "skipped": self.skipped, "total": self.total,
-                "errors_file": self.errors_file}
-
-
-def sample_coverage(answers_file: PathLike) -> SampleCoverage:
-    """The coverage of an answers file: its lines, and the skipped samples in its errors file."""
-    errors = errors_file_path(answers_file)
-    skipped = count_lines(errors)
-    return SampleCoverage(answered=count_lines(answers_file), skipped=skipped,
-                          errors_file=str(errors) if skipped else None)
-
-
-def merge_errors_files(answers_file: PathLike, chunk_answers: Sequence[PathLike]) -> Optional[Path]:
-    """Concatenates the chunks' errors files, in chunk order, into the merged answers' errors file.
-
-    Returns:
-        The merged errors file, or None (and no such file left) when no chunk skipped a sample.
-    """
-    path = errors_file_path(answers_file)
-    chunk_errors = [errors_file_path(chunk) for chunk in chunk_answers]
-    text = "".join(errors.read_text(encoding="utf-8") for errors in chunk_errors if errors.is_file())
-    if not text.strip():
-        path.unlink(missing_ok=True)
-        return None
-    write_text_atomic(path, text if text.endswith("\n") else text + "\n")
-    return path
-
-
-def summarize(header: dict, batches: Sequence[dict], runs: Sequence[dict], answers_file: PathLike,
-              where: Path) -> dict:
-    """Builds a run record from a log's entries.
-
-    Args:
-        header: the log header (see `llava.eval.eval_common.log_header`).
-        batches: batch entries of one or more logs.
-        runs: run entries of one or more logs.
-        answers_file: the answers file the record describes (its lines are counted).
-        where: the log file, for error messages.
-
-    Returns:
-        The run record (schema in the module docstring).
-
-    Raises:
-        RunRecordError: a header or batch entry lacks a field.
-    """
-    try:
-        dims = DecoderDims(**header["model"]["decoder_dims"])
-    except (KeyError, TypeError) as err:
-        raise RunRecordError(f"{where}: header field model.decoder_dims is missing or invalid ({err})") from None
-    num_visual, num_other, keep, new_tokens = _sample_arrays(batches, dims.num_layers, where)
-    image = num_visual > 0
-    last_run = runs[-1] if runs else {}
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "benchmark": header.get("benchmark"),
-        "run_name": header.get("run_name"),
-        "driver": header.get("driver"),
-        "answers_file": str(answers_file),
-        "question_file": header.get("question_file"),
-        "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "model": header["model"],
-        "pruning": header.get("pruning"),
-        "generation": header.get("generation"),
-        "chunk": header.get("chunk"),
-        "samples": {
-            "answered": count_lines(answers_file),
-            "measured": int(len(num_visual)),
-            "with_image": int(image.sum()),
-        },
-        "visual_tokens": {
-            "initial_mean": float(num_visual[image].mean()) if image.any() else None,
-            "kept_per_layer_mean": keep[image].mean(axis=0).tolist() if image.any() else None,
-        },
-        "flops": flops_summary(dims, num_visual, num_other, keep, new_tokens),
-        "timing": _timing_summary(batches, runs),
-        "memory": _memory_summary(runs),
-        "device": last_run.get("device"),
-        "software": last_run.get("software"),
-        "runs": list(runs),
-    }
 
 
 def write_run_record(answers_file: PathLike) -> Optional[Path]:

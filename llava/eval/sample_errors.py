@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from llava.eval.run_record import ERRORS_SUFFIX, append_lines_durably, sidecar_path
+from llava.eval.sidecar_files import ERRORS_SUFFIX, append_lines_durably, sidecar_path
 ON_ERROR_CHOICES = ("skip", "fail")
 
 
