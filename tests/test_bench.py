@@ -1,4 +1,6 @@
 """`python -m fitprune.bench` on the shipped demo model: matched schedules and the written section."""
+import pytest
+
 from fitprune.lab.bench import SECTION_HEADING, baselines_for, main
 from fitprune.lab.benchmarks_file import write_section
 from fitprune.defaults import DEMO_MODEL_PATH
@@ -84,3 +86,14 @@ def test_score_profile_sums_to_the_calibration_masses(tiny):
     cross_rows, self_rows = profile.by_row(12)
     assert cross_rows.shape == self_rows.shape == (12,)
     assert torch.allclose(self_rows.sum() * 12, profile.self_score.sum())
+
+
+def test_a_question_without_its_answer_is_named_by_file_and_line(tmp_path):
+    from fitprune.lab.answers import load_answered_questions
+    from llava.eval.questions import QuestionFileError
+
+    path = tmp_path / "q.jsonl"
+    good = '{"question_id": 1, "image": "a.png", "text": "Colour?", "answer": "red"}'
+    path.write_text(good + "\n\n" + '{"question_id": 2, "image": "a.png", "text": "Shape?"}\n')
+    with pytest.raises(QuestionFileError, match=rf"^{path}:3: field 'answer' is missing$"):
+        load_answered_questions(path)

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 
-from llava.eval.io_utils import JsonlError, read_jsonl
+from llava.eval.io_utils import JsonlError, numbered_records
 from llava.eval.questions import QuestionFileError, build_question_prompt
 
 
@@ -47,20 +47,20 @@ def load_answered_questions(path: Union[str, Path], limit: Optional[int] = None)
 
     Raises:
         QuestionFileError: a missing file, invalid JSON or a missing field, with file and line
-            (a missing field by its record's number, blank lines not counted).
+            (``file:line: field 'answer' is missing``).
     """
     path = Path(path)
     if not path.is_file():
         raise QuestionFileError(f"{path}: question file does not exist")
     try:
-        records = read_jsonl(path)
+        records = list(numbered_records(path))
     except JsonlError as err:
         raise QuestionFileError(str(err)) from None
     questions = []
-    for number, record in enumerate(records, start=1):
+    for number, record in records:
         for name in ("question_id", "image", "text", "answer"):
             if name not in record:
-                raise QuestionFileError(f"{path}: record {number}: field '{name}' is missing")
+                raise QuestionFileError(f"{path}:{number}: field '{name}' is missing")
         questions.append(AnsweredQuestion(record["question_id"], record["image"], record["text"], record["answer"],
                                           record.get("kind", "")))
     if not questions:

@@ -56,7 +56,13 @@ def parse_jsonl_lines(
         yield number, value
 
 
-def _numbered_records(path: PathLike) -> Iterator[Tuple[int, dict]]:
+def numbered_records(path: PathLike) -> Iterator[Tuple[int, dict]]:
+    """(line number, object) of each non-blank line of a JSON-lines file, first line numbered 1.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        JsonlError: a line is not valid JSON or not a JSON object, naming ``file:line``.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file does not exist")
@@ -80,7 +86,7 @@ def read_jsonl(path: PathLike) -> List[dict]:
         FileNotFoundError: the file does not exist.
         JsonlError: a line is not valid JSON or not a JSON object, naming ``file:line``.
     """
-    return [row for _, row in _numbered_records(path)]
+    return [row for _, row in numbered_records(path)]
 
 
 def read_answer_texts(path: PathLike) -> Dict[Any, str]:
@@ -98,7 +104,7 @@ def read_answer_texts(path: PathLike) -> Dict[Any, str]:
             ``file:line``.
     """
     texts = {}
-    for number, row in _numbered_records(path):
+    for number, row in numbered_records(path):
         for field in ("question_id", "text"):
             if field not in row:
                 raise JsonlError(f"{path}:{number}: field {field!r} is missing")
