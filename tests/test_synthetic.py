@@ -7,29 +7,24 @@ import pytest
 
 from fitprune.lab.synthetic import (
     EVAL_DIR,
-    KINDS,
-    NO,
-    POPE_CATEGORIES,
     POPE_IMAGES,
     POPE_LABELS,
     POPE_QUESTIONS,
-    SUFFIX,
     TEXTVQA_ANNOTATIONS,
     TEXTVQA_IMAGES,
     TEXTVQA_QUESTIONS,
+    main,
+    tokenizer_sentences,
+)
+from fitprune.lab.scenes import KINDS, NO, YES, Scene, ShapeObject, ShapesTask, render_scene, sample_scene
+from fitprune.lab.scene_questions import (
+    POPE_CATEGORIES,
+    SUFFIX,
     YES_NO_KINDS,
-    YES,
-    Scene,
-    ShapeObject,
-    ShapesTask,
     absent_pairs,
     ask_presence,
     conversation_questions,
-    main,
-    render_scene,
-    sample_scene,
     sample_split,
-    tokenizer_sentences,
 )
 from llava.eval.questions import load_questions
 

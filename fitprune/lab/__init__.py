@@ -12,8 +12,10 @@ it but the command-line launchers kept at the README's names (`fitprune/demo.py`
 - `demo`: `python -m fitprune.demo`, the main job: calibrate the demo model, accuracy pruned and unpruned.
 - `prefill_setup`: the prefill benchmark's random LLaVA-shaped decoder, prompt and per-budget keep counts.
 - `prefill_speed`: `python benchmarks/prefill_speed.py`, timing those prefills and writing their table.
+- `scenes`: the shapes task's settings, its scenes (objects on a grid) and their rendering.
+- `scene_questions`: questions about a scene with their one-word answers, and each split's stream.
 - `score_profile`: FitPrune's cross and self scores at one layer, averaged over samples, by image position.
-- `synthetic`: `python -m fitprune.synthetic`, the synthetic shapes visual QA task and its data files.
+- `synthetic`: `python -m fitprune.synthetic`, the shapes task's data files (question jsonl, images, eval tree).
 - `tiny_checkpoint`: writes a tiny random LLaVA-1.5 / LLaVA-NeXT checkpoint in the real layout.
 - `tokenizer`: a tiny LLaMA-style SentencePiece tokenizer trained locally, for offline models.
 - `train_demo`: `python -m fitprune.train_demo`, trains the bundled demo model on the shapes task.

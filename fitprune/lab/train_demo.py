@@ -47,13 +47,9 @@ from tqdm import tqdm
 from transformers import GenerationConfig
 
 from fitprune.lab.answers import answer_accuracy, answer_token, encode_questions, load_answered_questions, pad_right
-from fitprune.lab.synthetic import (
-    ShapesTask,
-    VisualQuestion,
-    render_scene,
-    tokenizer_sentences,
-    train_conversations,
-)
+from fitprune.lab.scenes import ShapesTask, render_scene
+from fitprune.lab.scene_questions import VisualQuestion, train_conversations
+from fitprune.lab.synthetic import tokenizer_sentences
 from llava.constants import IGNORE_INDEX
 from llava.eval.questions import build_question_prompt
 from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
