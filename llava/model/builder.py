@@ -1,5 +1,6 @@
-"""`load_pretrained_model`: LLaVA checkpoints (full, projector-only with a base, LoRA)
-and plain language models, on GPU or CPU, with the upstream v1.1.3 signature."""
+"""`load_pretrained_model`: LLaVA checkpoints (full, projector-only with a base, LoRA) in the
+original layout or the Hugging Face one (``llava-hf/*``, found from config.json), and plain
+language models, on GPU or CPU, with the upstream v1.1.3 signature."""
 from __future__ import annotations
 
 import logging
@@ -11,6 +12,16 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
 from llava.model.errors import CheckpointError
+from llava.model.hf_config import (
+    IMAGE_PROCESSING_CHOICES,
+    IMAGE_PROCESSING_LLAVA,
+    HfCheckpoint,
+    llava_config_from_hf,
+    load_hf_image_processor,
+    load_hf_tokenizer,
+    read_hf_checkpoint,
+)
+from llava.model.hf_weights import load_hf_weights
 from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
 from llava.model.multimodal_encoder.builder import check_vision_tower
 from llava.model.multimodal_encoder.clip_encoder import hub_file_is_cached, hub_unavailable_reason, tower_config_location
@@ -146,8 +157,14 @@ def load_pretrained_model(
     device_map="auto",
     device: Optional[str] = AUTO_DEVICE,
     torch_dtype: Optional[torch.dtype] = None,
+    image_processing: str = IMAGE_PROCESSING_LLAVA,
 ) -> Tuple[object, torch.nn.Module, Optional[object], int]:
     """Loads a LLaVA (or plain causal LM) checkpoint as upstream v1.1.3 does.
+
+    A checkpoint whose config.json is in the Hugging Face layout (``llava-hf/llava-1.5-7b-hf``,
+    ``llava-hf/llava-v1.6-vicuna-7b-hf``: `llava.model.hf_config.is_hf_layout`) is loaded into the
+    same model, whatever its name: the original's vocabulary, tokenizer settings and image rule,
+    so prompts, logits and answers are the original checkpoint's (`llava.model.hf_config`).
 
     Args:
         model_path: local directory or hub name of the checkpoint.
@@ -160,6 +177,9 @@ def load_pretrained_model(
         device: where the vision tower goes ("cuda", "cuda:1", "cpu"); by default ("auto" or
             None) CUDA when it is available, else the CPU (`resolve_device`).
         torch_dtype: weights dtype; float16 on GPU and float32 on CPU by default.
+        image_processing: for Hugging Face-layout LLaVA-1.5 checkpoints, "llava" (default: pad to a
+            square, as the original's ``image_aspect_ratio: pad``) or "checkpoint" (the checkpoint's
+            processor: resize and centre crop); LLaVA-NeXT uses anyres either way.
 
     Returns:
         (tokenizer, model, image_processor or None, context_len).
@@ -169,8 +189,13 @@ def load_pretrained_model(
         FileNotFoundError: `model_path` or `model_base` is a local-looking path that does not
             exist, or a hub name that is not cached while downloads are off.
         CheckpointError: a LLaVA config without `mm_vision_tower`, or whose vision tower is
-            missing or not available offline (names the config file and the field).
+            missing or not available offline (names the config file and the field); a Hugging
+            Face-layout checkpoint with an unsupported field, an unknown or missing weight, a
+            model base, or 8/4-bit loading.
+        ValueError: an unknown `image_processing`.
     """
+    if image_processing not in IMAGE_PROCESSING_CHOICES:
+        raise ValueError(f"image_processing {image_processing!r} is not one of {IMAGE_PROCESSING_CHOICES}")
     device = resolve_device(device)
     on_cpu = str(device).startswith("cpu")
     if torch_dtype is None:
@@ -183,8 +208,12 @@ def load_pretrained_model(
     if not (load_8bit or load_4bit):
         kwargs["torch_dtype"] = torch_dtype
 
-    is_llava = "llava" in model_name.lower()
-    if is_llava and model_base is not None and "lora" in model_name.lower():
+    hf_checkpoint = read_hf_checkpoint(model_path)
+    _refuse_hf_combinations(hf_checkpoint, model_base, load_8bit or load_4bit)
+    is_llava = hf_checkpoint is not None or "llava" in model_name.lower()
+    if hf_checkpoint is not None:
+        model, tokenizer = _load_hf(hf_checkpoint, kwargs["device_map"], torch_dtype, image_processing)
+    elif is_llava and model_base is not None and "lora" in model_name.lower():
         model, tokenizer = _load_lora(model_path, model_base, kwargs)
     elif is_llava and model_base is not None:
         model, tokenizer = _load_llava(model_path, model_base, kwargs)
@@ -219,6 +248,45 @@ def load_pretrained_model(
         image_processor = vision_tower.image_processor
     context_len = getattr(model.config, "max_sequence_length", DEFAULT_CONTEXT_LEN)
     return tokenizer, model, image_processor, context_len
+
+
+def _refuse_hf_combinations(checkpoint: Optional[HfCheckpoint], model_base: Optional[str], quantized: bool) -> None:
+    """Raises `CheckpointError` for what a Hugging Face-layout checkpoint cannot be loaded with: a model
+    base (it is self-contained; a Hugging Face-layout base holds other names), or bitsandbytes."""
+    if model_base is not None and read_hf_checkpoint(model_base) is not None:
+        raise CheckpointError(f"model base {model_base} is in the Hugging Face layout; convert it with "
+                              "`python -m llava.model.convert --to original` to use it as a base")
+    if checkpoint is None:
+        return
+    if model_base is not None:
+        raise CheckpointError(f"{checkpoint.config_file}: a Hugging Face-layout checkpoint holds every weight; "
+                              "load it without a model base")
+    if quantized:
+        raise CheckpointError(f"{checkpoint.config_file}: 8-bit and 4-bit loading are not supported for the Hugging "
+                              "Face layout; convert it with `python -m llava.model.convert --to original` first")
+
+
+def _load_hf(checkpoint: HfCheckpoint, device_map, torch_dtype: torch.dtype, image_processing: str):
+    """Our model and the original tokenizer for a Hugging Face-layout checkpoint: built empty from
+    the config (`llava_config_from_hf`), then filled from the safetensors shards on `device_map`
+    in `torch_dtype` (`load_hf_weights`), with the checkpoint's CLIP processor on the tower.
+
+    Returns:
+        (model, tokenizer), the model in eval mode.
+
+    Raises:
+        CheckpointError: an unsupported config field, or an unknown, missing or misshapen weight.
+    """
+    from accelerate import init_empty_weights
+
+    tokenizer = load_hf_tokenizer(checkpoint)
+    config = llava_config_from_hf(checkpoint, image_processing, pad_token_id=tokenizer.pad_token_id)
+    with init_empty_weights():
+        model = LlavaLlamaForCausalLM(config)
+    load_hf_weights(model, checkpoint.location, torch_dtype, device_map)
+    model.eval()
+    model.get_vision_tower().image_processor = load_hf_image_processor(checkpoint)
+    return model, tokenizer
 
 
 def _load_llava(model_path: str, weights_source: str, kwargs: dict):

@@ -53,6 +53,9 @@ def build_vision_tower(vision_tower_cfg: Any, **kwargs: Any) -> CLIPVisionTower:
     Returns:
         The CLIP vision tower.
 
+    A config holding ``mm_vision_tower_config`` (Hugging Face-layout checkpoints) gets a tower
+    built from it, so its name is not checked.
+
     Raises:
         CheckpointError: If no tower is named, or it cannot be loaded (`check_vision_tower`,
             `llava.model.multimodal_encoder.clip_encoder.load_tower_part`); the message names
@@ -62,5 +65,6 @@ def build_vision_tower(vision_tower_cfg: Any, **kwargs: Any) -> CLIPVisionTower:
     name = getattr(vision_tower_cfg, "mm_vision_tower", getattr(vision_tower_cfg, "vision_tower", None))
     if not name:
         raise CheckpointError(f"{where}: field 'mm_vision_tower' is missing: the config names no vision tower")
-    check_vision_tower(name, where)
+    if not getattr(vision_tower_cfg, "mm_vision_tower_config", None):
+        check_vision_tower(name, where)
     return CLIPVisionTower(name, args=vision_tower_cfg, **kwargs)

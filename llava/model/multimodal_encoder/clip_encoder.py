@@ -147,6 +147,10 @@ class CLIPVisionTower(nn.Module):
             fine-tuned tower weights are part of the LLaVA checkpoint), the tower is
             built from its config instead (:meth:`build_for_checkpoint_weights`), so
             the checkpoint's ``model.vision_tower.vision_tower.*`` weights load into it.
+            A config with ``mm_vision_tower_config`` (a CLIP vision config as a dict: the
+            Hugging Face-layout checkpoints, `llava.model.hf_config`) gets its tower built
+            from that, reading no file; its weights and image processor come with the
+            checkpoint.
 
     Raises:
         ValueError: If ``args`` has no ``mm_vision_select_layer`` or names an unknown
@@ -167,7 +171,11 @@ class CLIPVisionTower(nn.Module):
         self.select_feature = select_feature
         self.config_location = tower_config_location(args)
 
-        if not delay_load:
+        vision_config = getattr(args, "mm_vision_tower_config", None)
+        if vision_config:
+            self.image_processor = None
+            self.build_from_vision_config(CLIPVisionConfig(**vision_config))
+        elif not delay_load:
             self.load_model()
         elif getattr(args, "unfreeze_mm_vision_tower", False):
             self.build_for_checkpoint_weights()
@@ -181,7 +189,12 @@ class CLIPVisionTower(nn.Module):
         """Build the vision model from its config, with weights to be filled by the LLaVA
         checkpoint, and load the image processor; the tower then counts as loaded."""
         self.image_processor = self._load(CLIPImageProcessor.from_pretrained)
-        self.vision_tower = CLIPVisionModel(self._load(CLIPVisionConfig.from_pretrained))
+        self.build_from_vision_config(self._load(CLIPVisionConfig.from_pretrained))
+
+    def build_from_vision_config(self, vision_config: CLIPVisionConfig) -> None:
+        """Build the frozen vision model from `vision_config`, with weights to be filled by the LLaVA
+        checkpoint; the tower then counts as loaded."""
+        self.vision_tower = CLIPVisionModel(vision_config)
         self.vision_tower.requires_grad_(False)
         self.is_loaded = True
 
