@@ -139,11 +139,8 @@ class _DeletionHook:
         self.alpha, self.w_cross, self.w_self, self.mode = alpha, w_cross, w_self, mode
         self.deleted: Optional[torch.Tensor] = None
 
-    def wants_attention(self, layer_idx: int, layout: SequenceLayout) -> bool:
-        return True
-
-    def after_attention(self, layer_idx, hidden, attn_probs, layout):
-        cross, self_score = cross_and_self_scores(attn_probs, layout)
+    def after_attention(self, layer_idx, hidden, attention, layout):
+        cross, self_score = cross_and_self_scores(attention, layout)
         drop = select_deletions(
             cross, self_score, layout.visual_mask, self.w_cross[:, layer_idx], self.w_self[:, layer_idx],
             self.alpha, self.mode,

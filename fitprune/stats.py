@@ -4,7 +4,7 @@ A `StatisticsHook` rides the decoder's prefill hook (the same attention code as 
 nothing dropped) and records, per sample and layer, FitPrune's reference masses:
 W_cross = attention that text queries give to visual keys, per text query; W_self =
 attention that visual queries give to visual keys, per visual query (head-max, as in
-`fitprune.policies.cross_and_self_scores`).
+`llava.model.pruning.policies.cross_and_self_scores`).
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from llava.model.pruning.policies import cross_and_self_scores
+from llava.model.language_model.attention_scores import LayerAttention
 from llava.model.language_model.sequence_layout import SequenceLayout
 
 
@@ -43,15 +44,11 @@ class StatisticsHook:
         self.w_cross: List[Optional[torch.Tensor]] = [None] * num_layers
         self.w_self: List[Optional[torch.Tensor]] = [None] * num_layers
 
-    def wants_attention(self, layer_idx: int, layout: SequenceLayout) -> bool:
-        """Every layer's probabilities are needed."""
-        return True
-
     def after_attention(
-        self, layer_idx: int, hidden: torch.Tensor, attn_probs: Optional[torch.Tensor], layout: SequenceLayout
+        self, layer_idx: int, hidden: torch.Tensor, attention: LayerAttention, layout: SequenceLayout
     ) -> Tuple[torch.Tensor, SequenceLayout]:
         """Records the layer's masses; returns the rows unchanged."""
-        cross, self_score = cross_and_self_scores(attn_probs, layout)
+        cross, self_score = cross_and_self_scores(attention, layout)
         visual = layout.visual_mask
         self.w_cross[layer_idx] = (cross.double() * visual).sum(dim=1).cpu()
         self.w_self[layer_idx] = (self_score.double() * visual).sum(dim=1).cpu()

@@ -156,3 +156,30 @@ def test_text_only_sample_in_a_batch(tiny):
     alone_ids = tokenizer_image_token(prompts[1], tokenizer, return_tensors="pt")[None]
     alone = _answers(model, tokenizer, alone_ids, None, None)[0]
     assert _strip_pad(batched[1]) == _strip_pad(alone)
+
+
+def test_generation_computes_logits_of_the_last_row_only(tiny, monkeypatch):
+    tokenizer, model, processor = tiny
+    ids, mask = encode_batch(tokenizer, [build_prompt(q) for q in QUESTIONS], "left")
+    images = sample_images(processor, model.config, len(QUESTIONS))
+    model.config.reduction_ratio = 0
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask, images=images, use_cache=False)
+        last = model(input_ids=ids, attention_mask=mask, images=images, use_cache=False, num_logits_to_keep=1)
+    assert full.logits.shape[1] > 1 and last.logits.shape[1] == 1
+    assert torch.equal(last.logits[:, 0], full.logits[:, -1])
+    rows_through_head = []
+    head = model.lm_head.forward
+    monkeypatch.setattr(model.lm_head, "forward", lambda x: rows_through_head.append(x.shape[1]) or head(x))
+    steps = 4
+    with torch.inference_mode():
+        model.generate(ids, attention_mask=mask, images=images, do_sample=False, max_new_tokens=steps,
+                       min_new_tokens=steps, use_cache=True)
+    assert rows_through_head == [1] * steps  # the prefill included
+
+
+def test_a_loss_refuses_partial_logits(tiny):
+    tokenizer, model, _ = tiny
+    ids, mask = encode_batch(tokenizer, ["hello there"], "left")
+    with pytest.raises(ValueError, match="a loss needs the logits of every row"):
+        model(input_ids=ids, attention_mask=mask, labels=ids, num_logits_to_keep=1)

@@ -153,7 +153,7 @@ def predict_first_tokens(model, batch: PromptBatch) -> torch.Tensor:
     (batches leave the decoder left-padded, so the last row is each prompt's last token)."""
     device = model.get_model().embed_tokens.weight.device
     out = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-                images=batch.images.to(device, dtype=model.dtype), use_cache=False)
+                images=batch.images.to(device, dtype=model.dtype), use_cache=False, num_logits_to_keep=1)
     return out.logits[:, -1].argmax(dim=-1).cpu()
 
 

@@ -8,11 +8,12 @@ how much, and whether the cross score (from the text) outweighs it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import torch
 
 from llava.model.pruning.policies import cross_and_self_scores
+from llava.model.language_model.attention_scores import LayerAttention
 from llava.model.language_model.sequence_layout import SequenceLayout
 
 
@@ -49,13 +50,10 @@ class _ProfileHook:
         self.self_score = torch.zeros(num_visual, dtype=torch.float64)
         self.samples = 0
 
-    def wants_attention(self, layer_idx: int, layout: SequenceLayout) -> bool:
-        return layer_idx == self.layer
-
-    def after_attention(self, layer_idx: int, hidden: torch.Tensor, attn_probs: Optional[torch.Tensor],
+    def after_attention(self, layer_idx: int, hidden: torch.Tensor, attention: LayerAttention,
                         layout: SequenceLayout):
         if layer_idx == self.layer:
-            cross, self_score = cross_and_self_scores(attn_probs, layout)
+            cross, self_score = cross_and_self_scores(attention, layout)
             visual = layout.visual_mask
             index = layout.visual_index[visual].cpu()
             self.cross.index_add_(0, index, cross[visual].double().cpu())

@@ -195,7 +195,7 @@ def greedy_generate(
         _synchronize(device)
         start = time.perf_counter()
         out = model(input_ids=input_ids, attention_mask=attention_mask, images=images, image_sizes=image_sizes,
-                    use_cache=True)
+                    use_cache=True, num_logits_to_keep=1)
         next_tokens = out.logits[:, -1].argmax(dim=-1)  # (B,): rows are left-padded, the last is the prompt's end
         _synchronize(device)
         prefill_s = time.perf_counter() - start
@@ -215,7 +215,7 @@ def greedy_generate(
             if all(finished) or step == max_new_tokens - 1:
                 break
             feed = torch.tensor([pad if done else t for done, t in zip(finished, tokens)], device=device)
-            out = model(input_ids=feed[:, None], past_key_values=cache, use_cache=True)
+            out = model(input_ids=feed[:, None], past_key_values=cache, use_cache=True, num_logits_to_keep=1)
             cache = out.past_key_values
             next_tokens = out.logits[:, -1].argmax(dim=-1)
         _synchronize(device)

@@ -111,6 +111,7 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
         images=None,
         image_sizes=None,
         return_dict: Optional[bool] = None,
+        num_logits_to_keep: int = 0,
     ) -> CausalLMOutput:
         """Upstream's forward: splices `images` into a prefill, then runs the decoder.
 
@@ -122,6 +123,8 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
                 tensor. Ignored on decode.
             image_sizes: (width, height) of each original image, for anyres images
                 (upstream v1.6 passes it to `generate`); ignored otherwise and on decode.
+            num_logits_to_keep: logits of the last n rows only (0: every row), as in
+                `LlamaForCausalLM.forward`; generation passes 1.
 
         Returns:
             CausalLMOutput whose logits cover the rows that left the decoder
@@ -142,6 +145,7 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             sequence_layout=layout,
+            num_logits_to_keep=num_logits_to_keep,
         )
         if past_key_values is None:
             self.last_pruning_trace = out.pruning_trace

@@ -9,9 +9,10 @@ weights load key for key. Two explicit modes:
 - decode (a `PrunedKVCache` given): new tokens attend to each layer's own cache; nothing
   is ever dropped and positions continue from the unpruned prompt length.
 
-Attention runs through `scaled_dot_product_attention` unless probabilities are needed
-(`output_attentions`, or a hook that asks for them at this layer); then it is computed
-explicitly, with the softmax in float32 as in transformers 4.31.
+Attention always runs through `scaled_dot_product_attention`. A prefill hook gets the
+layer's queries, keys and mask (`LayerAttention`) and computes from them only the
+probabilities it reads, in float32 and in chunks of rows (`output_attentions` builds the
+whole (B, H, T, S) tensor the same way).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from torch import nn
 from transformers import LlamaConfig, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
+from llava.model.language_model.attention_scores import LayerAttention
 from llava.model.language_model.kv_cache import PrunedKVCache
 from llava.model.language_model.sequence_layout import SequenceLayout
 from llava.model.pruning.pruner import PrefillHook, PruningTrace
@@ -143,9 +145,13 @@ class LlamaAttention(nn.Module):
         new_key_mask: torch.Tensor,
         cache: Optional[PrunedKVCache],
         layer_idx: int,
-        need_probs: bool,
-    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        keep_inputs: bool,
+    ) -> Tuple[torch.Tensor, Optional[LayerAttention]]:
         """Attends the rows of `hidden` (B, T, D) to themselves and to the layer's cache.
+
+        The output always comes from `scaled_dot_product_attention`; probabilities, when a
+        scoring policy or `output_attentions` needs them, are computed from the returned
+        `LayerAttention` (a chunk of rows at a time, never the whole matrix unless asked).
 
         Args:
             hidden: (B, T, D) normalised input rows.
@@ -154,10 +160,10 @@ class LlamaAttention(nn.Module):
             new_key_mask: (B, T) bool, True on real new rows.
             cache: the model's cache, appended to in place; None when not caching.
             layer_idx: index of this layer in the cache.
-            need_probs: compute and return the (B, H, T, S) softmax probabilities.
+            keep_inputs: return the layer's queries, keys and mask as a `LayerAttention`.
 
         Returns:
-            (B, T, D) attention output after `o_proj`, and the probabilities or None.
+            (B, T, D) attention output after `o_proj`, and the `LayerAttention` or None.
         """
         q = self._split_heads(self.q_proj(hidden), self.num_heads)
         k = self._split_heads(self.k_proj(hidden), self.num_kv_heads)
@@ -168,20 +174,11 @@ class LlamaAttention(nn.Module):
         if cache is not None:
             k, v, key_mask = cache.append(layer_idx, k, v, new_key_mask)
         mask = query_key_mask_fn(key_mask)  # (B, 1, T, S)
-        probs = None
-        if need_probs:
-            group = self.num_heads // self.num_kv_heads
-            k_full = k.repeat_interleave(group, dim=1)
-            v_full = v.repeat_interleave(group, dim=1)
-            scores = q @ k_full.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, H, T, S)
-            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-            probs = scores.float().softmax(dim=-1).to(q.dtype)
-            out = probs @ v_full
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
         batch, _, length, _ = out.shape
         out = out.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)
-        return self.o_proj(out), probs
+        inputs = LayerAttention(q, k, mask, 1.0 / math.sqrt(self.head_dim)) if keep_inputs else None
+        return self.o_proj(out), inputs
 
 
 class LlamaMLP(nn.Module):
@@ -266,19 +263,19 @@ class LlamaDecoderLayer(nn.Module):
         Returns:
             (B, T', D) rows leaving the layer, their layout, and the probabilities or None.
         """
-        wants = hook is not None and hook.wants_attention(layer_idx, layout)
-        attn_out, probs = self.self_attn(
+        attn_out, inputs = self.self_attn(
             self.input_layernorm(hidden),
             attention.position_ids,
             attention.mask_fn,
             attention.new_key_mask,
             cache,
             layer_idx,
-            need_probs=output_attentions or wants,
+            keep_inputs=output_attentions or hook is not None,
         )
+        probs = inputs.probabilities().to(hidden.dtype) if output_attentions else None
         hidden = hidden + attn_out
         if hook is not None:
-            hidden, layout = hook.after_attention(layer_idx, hidden, probs if wants else None, layout)
+            hidden, layout = hook.after_attention(layer_idx, hidden, inputs, layout)
         hidden = hidden + self.mlp(self.post_attention_layernorm(hidden))
         return hidden, layout, probs
 
@@ -453,13 +450,23 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
         output_hidden_states: Optional[bool] = None,
         return_dict: Optional[bool] = None,
         sequence_layout: Optional[SequenceLayout] = None,
+        num_logits_to_keep: int = 0,
     ) -> CausalLMOutput:
-        """Logits (B, T', vocab) for every row leaving the decoder, and the shifted
+        """Logits (B, T', vocab) for the rows leaving the decoder, and the shifted
         cross-entropy loss when `labels` (B, T) are given (prefill without pruning only).
 
+        Args:
+            num_logits_to_keep: 0 (default) computes the LM head on every row; n > 0 only on
+                the last n rows, which is all that greedy or sampled generation reads (rows
+                leave the decoder left-padded, so the last row is each prompt's last token).
+                Generation passes 1, saving a (B, T', vocab) float32 tensor per prefill.
+
         Raises:
-            ValueError: if labels are given and the prefill dropped rows.
+            ValueError: if labels are given and the prefill dropped rows, or with
+                `num_logits_to_keep` > 0 (a loss needs every row).
         """
+        if labels is not None and num_logits_to_keep:
+            raise ValueError("a loss needs the logits of every row; call with num_logits_to_keep=0")
         out = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -470,7 +477,8 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
             output_hidden_states=output_hidden_states,
             sequence_layout=sequence_layout,
         )
-        logits = self.lm_head(out.last_hidden_state).float()
+        hidden = out.last_hidden_state
+        logits = self.lm_head(hidden[:, -num_logits_to_keep:] if num_logits_to_keep else hidden).float()
         loss = None
         if labels is not None:
             if labels.shape[1] != logits.shape[1]:
@@ -495,7 +503,8 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
     def prepare_inputs_for_generation(
         self, input_ids, past_key_values=None, attention_mask=None, inputs_embeds=None, **kwargs
     ) -> dict:
-        """Step inputs for `generate`: the whole prompt first, then only the newest token."""
+        """Step inputs for `generate`: the whole prompt first, then only the newest token; logits
+        of the last row only (all that `generate` reads)."""
         if past_key_values is not None:
             input_ids = input_ids[:, -1:]
         inputs = {"inputs_embeds": inputs_embeds} if inputs_embeds is not None and past_key_values is None else {
@@ -505,6 +514,7 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
             past_key_values=past_key_values,
             use_cache=kwargs.get("use_cache"),
             attention_mask=attention_mask,
+            num_logits_to_keep=1,
         )
         return inputs
 

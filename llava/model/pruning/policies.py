@@ -1,21 +1,21 @@
 """Scoring policies for the decoder's token pruner: which live visual tokens matter most.
 
-Each policy is a small object with `needs_attention` and `score(layer_idx, attn_probs,
-layout) -> (B, T)`; higher scores are kept. Only the visual rows of the scores are read.
+Each policy is a small object with `score(layer_idx, attention, layout) -> (B, T)`; higher
+scores are kept. Only the visual rows of the scores are read. `attention` is the layer's
+`LayerAttention`: a policy that reads attention computes only the probabilities it needs
+from it (the random and forced policies never touch it).
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 import torch
 
+from llava.model.language_model.attention_scores import LayerAttention
 from llava.model.language_model.sequence_layout import SequenceLayout
 
-SCORE_CHUNK_ELEMENTS = 1 << 20
-"""Most float32 values of the head-max map widened at once by `cross_and_self_scores` (4 MiB)."""
 
-
-def cross_and_self_scores(attn_probs: torch.Tensor, layout: SequenceLayout) -> Tuple[torch.Tensor, torch.Tensor]:
+def cross_and_self_scores(attention: LayerAttention, layout: SequenceLayout) -> Tuple[torch.Tensor, torch.Tensor]:
     """FitPrune's per-token attention scores on the head-max map.
 
     With A[b, i, j] = max over heads of the softmax probabilities:
@@ -23,29 +23,24 @@ def cross_and_self_scores(attn_probs: torch.Tensor, layout: SequenceLayout) -> T
     self[b, j] = sum of A[b, i, j] over visual queries i / number of visual queries.
     Summed over visual keys j they give the layer's W_cross and W_self.
 
+    Only the text and visual query rows and the visual key columns are computed, from the
+    layer's queries and keys, a chunk of rows at a time (`LayerAttention.head_max_sums`).
+
     Args:
-        attn_probs: (B, H, T, T) softmax probabilities.
+        attention: the layer's queries, keys and mask.
         layout: the rows' segments.
 
     Returns:
-        cross, self: (B, T) float32; meaningful on visual rows only.
-
-    The head-max map is taken over chunks of query rows and widened to float32 one chunk at a
-    time (at most `SCORE_CHUNK_ELEMENTS` values), so a half-precision model never gets a float32
-    copy of its (B, T, T) attention.
+        cross, self: (B, T) float32; meaningful on visual rows only (0 elsewhere).
     """
-    batch, _, rows, keys = attn_probs.shape
     text = layout.text_mask.float()
     visual = layout.visual_mask.float()
-    cross = attn_probs.new_zeros(batch, keys, dtype=torch.float32)
-    self_score = attn_probs.new_zeros(batch, keys, dtype=torch.float32)
-    chunk = max(1, SCORE_CHUNK_ELEMENTS // max(1, batch * keys))
-    for start in range(0, rows, chunk):
-        head_max = attn_probs[:, :, start:start + chunk].amax(dim=1).float()  # (B, chunk, T)
-        cross += torch.einsum("bij,bi->bj", head_max, text[:, start:start + chunk])
-        self_score += torch.einsum("bij,bi->bj", head_max, visual[:, start:start + chunk])
-    cross /= text.sum(dim=1, keepdim=True).clamp(min=1)
-    self_score /= visual.sum(dim=1, keepdim=True).clamp(min=1)
+    columns = layout.visual_mask.any(dim=0).nonzero().squeeze(1)
+    sums = attention.head_max_sums(torch.stack([text, visual], dim=1), columns)  # (B, 2, C)
+    scores = sums.new_zeros(2, *text.shape)
+    scores[:, :, columns] = sums.transpose(0, 1)
+    cross = scores[0] / text.sum(dim=1, keepdim=True).clamp(min=1)
+    self_score = scores[1] / visual.sum(dim=1, keepdim=True).clamp(min=1)
     return cross, self_score
 
 
@@ -53,11 +48,10 @@ class FitPrunePolicy:
     """FitPrune's inference ranking: cross score × self score (see `cross_and_self_scores`)."""
 
     name = "fitprune"
-    needs_attention = True
 
-    def score(self, layer_idx: int, attn_probs: Optional[torch.Tensor], layout: SequenceLayout) -> torch.Tensor:
-        """(B, T) cross × self scores from `attn_probs` (B, H, T, T)."""
-        cross, self_score = cross_and_self_scores(attn_probs, layout)
+    def score(self, layer_idx: int, attention: LayerAttention, layout: SequenceLayout) -> torch.Tensor:
+        """(B, T) cross × self scores of the layer's attention."""
+        cross, self_score = cross_and_self_scores(attention, layout)
         return cross * self_score
 
 
@@ -66,11 +60,10 @@ class FastVPolicy:
     prompt token, averaged over heads."""
 
     name = "fastv"
-    needs_attention = True
 
-    def score(self, layer_idx: int, attn_probs: Optional[torch.Tensor], layout: SequenceLayout) -> torch.Tensor:
+    def score(self, layer_idx: int, attention: LayerAttention, layout: SequenceLayout) -> torch.Tensor:
         """(B, T) head-mean attention of the last row (left-padded batches end on a real token)."""
-        return attn_probs[:, :, -1, :].float().mean(dim=1)
+        return attention.head_mean_of_row(attention.shape[2] - 1)
 
 
 class RandomPolicy:
@@ -78,12 +71,11 @@ class RandomPolicy:
     sample gets the same choice alone or in any batch."""
 
     name = "random"
-    needs_attention = False
 
     def __init__(self, seed: int = 0):
         self.seed = seed
 
-    def score(self, layer_idx: int, attn_probs: Optional[torch.Tensor], layout: SequenceLayout) -> torch.Tensor:
+    def score(self, layer_idx: int, attention: LayerAttention, layout: SequenceLayout) -> torch.Tensor:
         """(B, T) pseudo-random scores of the visual rows."""
         grid_size = int(layout.initial_visual.max()) + 1
         generator = torch.Generator().manual_seed(self.seed * 100003 + layer_idx)
@@ -95,7 +87,6 @@ class ForcedPolicy:
     """Keeps exactly the grid indices given per layer (replays a recorded pruning)."""
 
     name = "forced"
-    needs_attention = False
 
     def __init__(self, kept: Dict[int, torch.Tensor]):
         """Args:
@@ -103,7 +94,7 @@ class ForcedPolicy:
         """
         self.kept = kept
 
-    def score(self, layer_idx: int, attn_probs: Optional[torch.Tensor], layout: SequenceLayout) -> torch.Tensor:
+    def score(self, layer_idx: int, attention: LayerAttention, layout: SequenceLayout) -> torch.Tensor:
         """(B, T) 1.0 on rows whose grid index is in the forced set of this layer, else 0."""
         wanted = self.kept[layer_idx].to(layout.visual_index.device)  # (B, K)
         hits = (layout.visual_index[:, :, None] == wanted[:, None, :]).any(dim=-1)

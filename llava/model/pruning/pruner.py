@@ -15,21 +15,18 @@ from typing import Any, List, Optional, Protocol, Tuple
 
 import torch
 
+from llava.model.language_model.attention_scores import LayerAttention
 from llava.model.language_model.sequence_layout import SequenceLayout
 
 
 class ScoringPolicy(Protocol):
     """Ranks live visual tokens; higher scores are kept."""
 
-    needs_attention: bool
-
-    def score(
-        self, layer_idx: int, attn_probs: Optional[torch.Tensor], layout: SequenceLayout
-    ) -> torch.Tensor:
+    def score(self, layer_idx: int, attention: LayerAttention, layout: SequenceLayout) -> torch.Tensor:
         """Returns (B, T) float scores; only rows where `layout.visual_mask` is set are read.
 
-        `attn_probs` is the layer's softmax attention (B, H, T, T) when `needs_attention`
-        is True, else None.
+        `attention` holds the layer's queries, keys and mask; a policy that reads attention
+        computes from it only the probabilities it needs.
         """
 
 
@@ -44,17 +41,18 @@ class KeepSchedule(Protocol):
 class PrefillHook(Protocol):
     """What the decoder calls during prefill, once per layer, after self-attention."""
 
-    def wants_attention(self, layer_idx: int, layout: SequenceLayout) -> bool:
-        """True if `after_attention` needs the layer's attention probabilities."""
-
     def after_attention(
         self,
         layer_idx: int,
         hidden: torch.Tensor,
-        attn_probs: Optional[torch.Tensor],
+        attention: LayerAttention,
         layout: SequenceLayout,
     ) -> Tuple[torch.Tensor, SequenceLayout]:
-        """Returns the hidden states (B, T', D) and layout that continue to the MLP."""
+        """Returns the hidden states (B, T', D) and layout that continue to the MLP.
+
+        `attention` is the layer's `LayerAttention` (queries, keys, mask), from which the hook
+        may compute attention probabilities.
+        """
 
 
 @dataclass
@@ -108,15 +106,11 @@ class TokenPruner:
         target = self.schedule.keep_counts(layer_idx, layout.initial_visual).to(layout.segment.device)
         return (layout.visual_count() - target).clamp(min=0)
 
-    def wants_attention(self, layer_idx: int, layout: SequenceLayout) -> bool:
-        """True only at layers where some sample drops tokens and the policy reads attention."""
-        return self.policy.needs_attention and bool(self._drop_counts(layer_idx, layout).any())
-
     def after_attention(
         self,
         layer_idx: int,
         hidden: torch.Tensor,
-        attn_probs: Optional[torch.Tensor],
+        attention: LayerAttention,
         layout: SequenceLayout,
     ) -> Tuple[torch.Tensor, SequenceLayout]:
         """Removes the dropped rows from `hidden` (B, T, D) and `layout`.
@@ -128,7 +122,7 @@ class TokenPruner:
         drop = self._drop_counts(layer_idx, layout)
         if not bool(drop.any()):
             return hidden, layout
-        scores = self.policy.score(layer_idx, attn_probs, layout).float()
+        scores = self.policy.score(layer_idx, attention, layout).float()
         visual = layout.visual_mask
         scores = scores.masked_fill(~visual, float("inf"))
         order = scores.argsort(dim=1, stable=True)
