@@ -127,7 +127,7 @@ def to_original(src: str, dst: Path, max_shard_bytes: int) -> None:
     tokenizer, model, processor = _load(src)
     dst.mkdir(parents=True, exist_ok=True)
     tower = model.get_vision_tower()
-    tower.vision_tower.save_pretrained(str(dst / TOWER_DIR))
+    tower.vision_tower.save_pretrained(str(dst / TOWER_DIR), safe_serialization=True)
     processor.save_pretrained(str(dst / TOWER_DIR))
     anyres = getattr(model.config, "image_aspect_ratio", None) == "anyres"
     fields = {k: v for k, v in model.config.to_dict().items() if k not in HF_ONLY_FIELDS}

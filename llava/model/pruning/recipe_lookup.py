@@ -1,7 +1,9 @@
 """Where a model's recipe file is: an explicit path, the checkpoint's own file, or a shipped one.
 
 The order: the config's ``fitprune_recipe`` path; ``fitprune_recipes.json`` inside the model
-directory; the book shipped for the model name in ``llava/model/pruning/recipes/``.
+directory; the book shipped for the model name in ``llava/model/pruning/recipes/``; else the shipped
+book fitted for a model of the same signature (`shipped_recipe_for_signature`), so that
+``llava-hf/llava-1.5-7b-hf`` (the same weights under other names) finds ``llava-v1.5-7b``'s recipes.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import os
 from pathlib import Path
 from typing import List, Optional
 
+from llava.model.pruning.flops import DecoderDims
 from llava.model.pruning.recipe import RecipeBook, RecipeError
 
 RECIPE_FILE_IN_CHECKPOINT = "fitprune_recipes.json"
@@ -37,6 +40,32 @@ def shipped_recipe_path(model_name: str) -> Optional[Path]:
     return None
 
 
+def shipped_recipe_for_signature(config) -> Optional[Path]:
+    """The shipped recipe book fitted for a model like `config`'s, whatever its name.
+
+    A book matches when its model has the config's decoder dimensions (`DecoderDims`: layers,
+    widths, heads, vocabulary) and the same kind of images: fractional recipes for anyres
+    (LLaVA-NeXT) models, absolute ones otherwise. The visual-token count is checked against the
+    model when the recipe is used (`RecipeBook.check_model`).
+
+    Returns:
+        The first matching ``llava/model/pruning/recipes/*.json`` (by file name), or None.
+    """
+    from llava.mm_utils import uses_anyres
+
+    try:
+        dims = DecoderDims.from_config(config)
+    except ValueError:
+        return None
+    anyres = uses_anyres(config)
+    for path in sorted(RECIPES_DIR.glob("*.json")):
+        book = RecipeBook.load(path)
+        fractional = any(recipe.is_fractional for recipe in book.recipes)
+        if book.model.dims() == dims and fractional == anyres:
+            return path
+    return None
+
+
 def recipe_search_paths(config) -> List[Path]:
     """Where the recipe file for `config`'s model is looked for, in order."""
     paths = []
@@ -46,7 +75,7 @@ def recipe_search_paths(config) -> List[Path]:
     model_path = getattr(config, "_name_or_path", "") or ""
     if model_path and os.path.isdir(model_path):
         paths.append(Path(model_path) / RECIPE_FILE_IN_CHECKPOINT)
-    shipped = shipped_recipe_path(model_name_of(config))
+    shipped = shipped_recipe_path(model_name_of(config)) or shipped_recipe_for_signature(config)
     if shipped is not None:
         paths.append(shipped)
     return paths
