@@ -37,6 +37,9 @@ SELECT_STRATEGIES = {"default": "patch", "full": "cls_patch"}
 PROJECTOR_TYPES = {"gelu": "mlp2x_gelu"}
 """``projector_hidden_act`` -> our ``mm_projector_type`` (linear_1, act, linear_2)."""
 
+HF_DEFAULTS = {"projector_hidden_act": "gelu", "vision_feature_layer": -2, "vision_feature_select_strategy": "default"}
+"""What transformers' LlavaConfig assumes for these fields when a config.json leaves them out."""
+
 NEXT_MERGE_TYPE = "spatial_unpad"
 """How LLaVA-NeXT merges its tiles (with ``image_newline`` rows), in both layouts."""
 
@@ -183,10 +186,17 @@ class HfCheckpoint:
 
     @property
     def text_vocab_size(self) -> int:
-        """The original model's vocabulary: the rows before ``image_token_index`` (32000 for LLaVA)."""
-        index = self.field("image_token_index")
+        """The original model's vocabulary: the rows before ``image_token_index`` (32000 for LLaVA;
+        configs re-saved by newer transformers may call it ``image_token_id``).
+
+        Raises:
+            CheckpointError: neither field, or not a positive int.
+        """
+        name = "image_token_id" if "image_token_index" not in self.fields and "image_token_id" in self.fields \
+            else "image_token_index"
+        index = self.field(name)
         if isinstance(index, bool) or not isinstance(index, int) or index <= 0:
-            raise CheckpointError(f"{self.config_file}: field 'image_token_index' must be a positive int, got {index!r}")
+            raise CheckpointError(f"{self.config_file}: field '{name}' must be a positive int, got {index!r}")
         return index
 
 
@@ -233,13 +243,13 @@ def _vision_fields(checkpoint: HfCheckpoint) -> dict:
     """
     vision = CLIPVisionConfig(**checkpoint.sub_config("vision_config"))
     where = checkpoint.config_file
-    act = checkpoint.fields.get("projector_hidden_act", "gelu")
+    act = checkpoint.fields.get("projector_hidden_act", HF_DEFAULTS["projector_hidden_act"])
     if act not in PROJECTOR_TYPES:
         raise CheckpointError(f"{where}: field 'projector_hidden_act' is {act!r}; supported: {sorted(PROJECTOR_TYPES)}")
-    layer = checkpoint.fields.get("vision_feature_layer", -2)
+    layer = checkpoint.fields.get("vision_feature_layer", HF_DEFAULTS["vision_feature_layer"])
     if isinstance(layer, bool) or not isinstance(layer, int):
         raise CheckpointError(f"{where}: field 'vision_feature_layer' must be one int, got {layer!r}")
-    strategy = checkpoint.fields.get("vision_feature_select_strategy", "default")
+    strategy = checkpoint.fields.get("vision_feature_select_strategy", HF_DEFAULTS["vision_feature_select_strategy"])
     if strategy not in SELECT_STRATEGIES:
         raise CheckpointError(
             f"{where}: field 'vision_feature_select_strategy' is {strategy!r}; supported: {sorted(SELECT_STRATEGIES)}"

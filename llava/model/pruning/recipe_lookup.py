@@ -7,9 +7,11 @@ book fitted for a model of the same signature (`shipped_recipe_for_signature`), 
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from llava.model.pruning.flops import DecoderDims
 from llava.model.pruning.recipe import RecipeBook, RecipeError
@@ -40,6 +42,23 @@ def shipped_recipe_path(model_name: str) -> Optional[Path]:
     return None
 
 
+def _shipped_book_kind(path: Path) -> Tuple[DecoderDims, bool]:
+    """The decoder dimensions a shipped book was fitted for and whether it holds fractional recipes,
+    read from its JSON (the book itself is loaded, and checked, once it is chosen).
+
+    Raises:
+        RecipeError: the file is not a recipe book (names it).
+    """
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        model = raw["model"]
+        dims = DecoderDims(**{f.name: model[f.name] for f in dataclasses.fields(DecoderDims)})
+        fractional = any("keep_fractions" in recipe for recipe in raw["recipes"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise RecipeError(f"{path}: not a recipe book ({type(err).__name__}: {err})") from None
+    return dims, fractional
+
+
 def shipped_recipe_for_signature(config) -> Optional[Path]:
     """The shipped recipe book fitted for a model like `config`'s, whatever its name.
 
@@ -57,17 +76,13 @@ def shipped_recipe_for_signature(config) -> Optional[Path]:
         dims = DecoderDims.from_config(config)
     except ValueError:
         return None
-    anyres = uses_anyres(config)
-    for path in sorted(RECIPES_DIR.glob("*.json")):
-        book = RecipeBook.load(path)
-        fractional = any(recipe.is_fractional for recipe in book.recipes)
-        if book.model.dims() == dims and fractional == anyres:
-            return path
-    return None
+    kind = (dims, uses_anyres(config))
+    return next((path for path in sorted(RECIPES_DIR.glob("*.json")) if _shipped_book_kind(path) == kind), None)
 
 
 def recipe_search_paths(config) -> List[Path]:
-    """Where the recipe file for `config`'s model is looked for, in order."""
+    """Where the recipe file for `config`'s model is looked for first, in order: the explicit recipe,
+    the checkpoint's own file and the book shipped under the model's name."""
     paths = []
     explicit = getattr(config, "fitprune_recipe", None)
     if explicit:
@@ -75,7 +90,7 @@ def recipe_search_paths(config) -> List[Path]:
     model_path = getattr(config, "_name_or_path", "") or ""
     if model_path and os.path.isdir(model_path):
         paths.append(Path(model_path) / RECIPE_FILE_IN_CHECKPOINT)
-    shipped = shipped_recipe_path(model_name_of(config)) or shipped_recipe_for_signature(config)
+    shipped = shipped_recipe_path(model_name_of(config))
     if shipped is not None:
         paths.append(shipped)
     return paths
@@ -90,7 +105,8 @@ def model_name_of(config) -> str:
 
 
 def find_recipe_file(config) -> Path:
-    """The first recipe file that exists for the model (see `recipe_search_paths`).
+    """The first recipe file that exists for the model (`recipe_search_paths`), else the book shipped
+    for its signature (`shipped_recipe_for_signature`).
 
     Raises:
         RecipeError: if an explicit recipe path does not exist, or none is found.
@@ -98,12 +114,16 @@ def find_recipe_file(config) -> Path:
     explicit = getattr(config, "fitprune_recipe", None)
     if explicit and not Path(explicit).is_file():
         raise RecipeError(f"recipe file {explicit} does not exist")
-    for path in recipe_search_paths(config):
+    searched = recipe_search_paths(config)
+    for path in searched:
         if path.is_file():
             return path
+    by_signature = shipped_recipe_for_signature(config)
+    if by_signature is not None:
+        return by_signature
     name = model_name_of(config) or "this model"
     raise RecipeError(
-        f"no FitPrune recipe for {name}: none of {[str(p) for p in recipe_search_paths(config)] or 'the search paths'} "
+        f"no FitPrune recipe for {name}: none of {[str(p) for p in searched] or 'the search paths'} "
         f"exists; make one with `python -m fitprune.calibrate --model-path "
         f"{getattr(config, '_name_or_path', '') or 'MODEL'} --reduction-ratio "
         f"{getattr(config, 'reduction_ratio', 'R')} --output recipes.json` and pass --recipe recipes.json"
