@@ -28,6 +28,10 @@ setup(
     ],
     extras_require={
         "train": ["deepspeed"],
-        "dev": ["pytest", "matplotlib"],
+        # the web demo (python -m llava.serve.gradio_web_server), tested with gradio 5.50.0 (the last 5.x),
+        # whose huggingface_hub range (>=0.33.5,<2) admits the 0.x releases transformers 4.31 needs
+        "serve": ["gradio==5.50.0"],
+        # selenium drives headless Chromium in tests/test_web_demo.py
+        "dev": ["pytest", "matplotlib", "selenium"],
     },
 )
