@@ -32,7 +32,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 
 from llava.model.pruning.flops import DecoderDims, paper_layer_flops, paper_reduction
-from llava.model.pruning.policies import cross_and_self_scores
+from llava.model.pruning.policies import cross_and_self_scores, fitprune_attention_query
 from llava.model.pruning.recipe import (
     FIT_INTERSECTION,
     LABEL_TOLERANCE,
@@ -139,8 +139,11 @@ class _DeletionHook:
         self.alpha, self.w_cross, self.w_self, self.mode = alpha, w_cross, w_self, mode
         self.deleted: Optional[torch.Tensor] = None
 
-    def after_attention(self, layer_idx, hidden, attention, layout):
-        cross, self_score = cross_and_self_scores(attention, layout)
+    def attention_query(self, layer_idx, layout):
+        return fitprune_attention_query(layout)
+
+    def after_attention(self, layer_idx, hidden, attention_sums, layout):
+        cross, self_score = cross_and_self_scores(attention_sums, layout)
         drop = select_deletions(
             cross, self_score, layout.visual_mask, self.w_cross[:, layer_idx], self.w_self[:, layer_idx],
             self.alpha, self.mode,

@@ -13,8 +13,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-from llava.model.pruning.policies import cross_and_self_scores
-from llava.model.language_model.attention_scores import LayerAttention
+from llava.model.language_model.attention_scores import AttentionQuery
+from llava.model.pruning.policies import cross_and_self_scores, fitprune_attention_query
 from llava.model.language_model.sequence_layout import SequenceLayout
 
 
@@ -44,11 +44,15 @@ class StatisticsHook:
         self.w_cross: List[Optional[torch.Tensor]] = [None] * num_layers
         self.w_self: List[Optional[torch.Tensor]] = [None] * num_layers
 
+    def attention_query(self, layer_idx: int, layout: SequenceLayout) -> AttentionQuery:
+        """FitPrune's statistics at every layer."""
+        return fitprune_attention_query(layout)
+
     def after_attention(
-        self, layer_idx: int, hidden: torch.Tensor, attention: LayerAttention, layout: SequenceLayout
+        self, layer_idx: int, hidden: torch.Tensor, attention_sums: torch.Tensor, layout: SequenceLayout
     ) -> Tuple[torch.Tensor, SequenceLayout]:
         """Records the layer's masses; returns the rows unchanged."""
-        cross, self_score = cross_and_self_scores(attention, layout)
+        cross, self_score = cross_and_self_scores(attention_sums, layout)
         visual = layout.visual_mask
         self.w_cross[layer_idx] = (cross.double() * visual).sum(dim=1).cpu()
         self.w_self[layer_idx] = (self_score.double() * visual).sum(dim=1).cpu()

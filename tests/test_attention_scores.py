@@ -1,16 +1,18 @@
-"""Attention scores computed from a layer's queries and keys, a chunk of rows at a time, against
-an explicit float64 softmax of the whole matrix: same scores, same kept sets, bounded memory."""
-import math
-
+"""A layer's attention with the statistics a scoring policy reads, a chunk of query rows at a
+time, against an explicit float64 softmax of the whole matrix (and transformers' eager attention):
+same statistics, outputs and kept sets, and no chunk larger than its budget."""
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from llava.mm_utils import process_images
-from llava.model.language_model import attention_scores
-from llava.model.language_model.attention_scores import LayerAttention
+import transformers
+
+from llava.model.language_model import attention_scores, modeling_llama
+from llava.model.language_model.attention_scores import AttentionQuery, attend
+from llava.model.language_model.modeling_llama import LlamaModel
 from llava.model.language_model.sequence_layout import SEGMENT_PAD, SEGMENT_PREFIX, SEGMENT_TEXT, SEGMENT_VISUAL, SequenceLayout
-from llava.model.pruning.policies import FastVPolicy, FitPrunePolicy, cross_and_self_scores
+from llava.model.pruning.policies import FastVPolicy, FitPrunePolicy, cross_and_self_scores, fitprune_attention_query
 from llava.model.pruning.pruner import TokenPruner
 from llava.model.pruning.schedules import FractionSchedule
 from tests.helpers import QUESTIONS, build_prompt, encode_batch, sample_images
@@ -53,118 +55,144 @@ def _layout():
     return SequenceLayout.from_segments(segment, visual_index)
 
 
-def _layer_attention(dtype, layout):
+def _qkv(dtype, length):
     generator = torch.Generator().manual_seed(0)
-    length = layout.segment.shape[1]
-    query = (torch.randn(BATCH, HEADS, length, HEAD_DIM, generator=generator) * 1.5).to(dtype)
-    key = (torch.randn(BATCH, KV_HEADS, length, HEAD_DIM, generator=generator) * 1.5).to(dtype)
-    return LayerAttention(query, key, layout.causal_mask(), 1.0 / math.sqrt(HEAD_DIM))
+    shapes = [(BATCH, HEADS, length, HEAD_DIM)] + [(BATCH, KV_HEADS, length, HEAD_DIM)] * 2
+    return [(torch.randn(*shape, generator=generator) * 1.5).to(dtype) for shape in shapes]
 
 
-def explicit_probabilities(attention: LayerAttention) -> torch.Tensor:
-    """(B, H, T, S) float64 softmax of the whole logit matrix; rows that see no key are 0."""
-    group = attention.query.shape[1] // attention.key.shape[1]
-    key = attention.key.double().repeat_interleave(group, dim=1)
-    logits = attention.query.double() @ key.transpose(-1, -2) * attention.scale
-    logits = logits.masked_fill(~attention.allowed, float("-inf"))
-    return logits.softmax(dim=-1).nan_to_num(0.0)
+def explicit_probabilities(query, key, allowed) -> torch.Tensor:
+    """(B, H, T, S) float64 softmax of the whole logit matrix, computed in the model's dtype as
+    transformers' eager attention does (q k^T / sqrt(d), masked keys at the dtype's minimum)."""
+    group = query.shape[1] // key.shape[1]
+    logits = query @ key.repeat_interleave(group, dim=1).transpose(-1, -2) / HEAD_DIM ** 0.5
+    logits = logits.masked_fill(~allowed, torch.finfo(logits.dtype).min)
+    return logits.double().softmax(dim=-1)
 
 
-def explicit_cross_and_self(attention: LayerAttention, layout: SequenceLayout):
-    """FitPrune's cross and self scores in float64 from the whole head-max map at once."""
-    head_max = explicit_probabilities(attention).amax(dim=1)  # (B, T, S)
-    text, visual = layout.text_mask.double(), layout.visual_mask.double()
-    cross = (head_max * text[:, :, None]).sum(1) / text.sum(1, keepdim=True)
-    self_score = (head_max * visual[:, :, None]).sum(1) / visual.sum(1, keepdim=True)
-    return cross, self_score
+def explicit_sums(query, key, allowed, statistics: AttentionQuery) -> torch.Tensor:
+    """(B, W, C) float64: the statistics from the whole probability tensor at once."""
+    probs = explicit_probabilities(query, key, allowed)[..., statistics.columns]
+    combined = probs.amax(dim=1) if statistics.heads == "max" else probs.mean(dim=1)
+    return statistics.row_weights.double() @ combined
 
 
-class ExplicitFitPrune:
-    """FitPrune's ranking from the explicit float64 softmax (the reference policy)."""
+def _tolerance(dtype, query, key):
+    """Relative tolerance of a float32 softmax of logits rounded to `dtype`.
 
-    def score(self, layer_idx, attention, layout):
-        cross, self_score = explicit_cross_and_self(attention, layout)
-        return cross * self_score
-
-
-class ExplicitFastV:
-    """FastV's ranking from the explicit float64 softmax of the last row."""
-
-    def score(self, layer_idx, attention, layout):
-        return explicit_probabilities(attention)[:, :, -1].mean(dim=1)
+    Chunked and whole matrix products may round a logit differently by one unit in the last
+    place (eps x |logit|), which changes its probability by that much relatively; float32 sums
+    of about 10^3 terms add ~1e-5. So rtol = 2 eps max|logit| + 1e-4.
+    """
+    if dtype == torch.float32:
+        return 1e-4
+    largest = (query.float().abs().amax() * key.float().abs().amax() * HEAD_DIM ** 0.5).item()
+    return 2 * torch.finfo(dtype).eps * largest + 1e-4
 
 
 @pytest.fixture()
 def small_chunks(monkeypatch):
-    """A chunk budget of 1/8 of the synthetic layer's logits, so scores take several chunks."""
+    """A chunk budget of 1/8 of the synthetic layer's logits, so attention takes several chunks."""
     length = PREFIX + VISUAL + TEXT
     budget = BATCH * HEADS * length * length // 8
     monkeypatch.setattr(attention_scores, "SCORE_CHUNK_ELEMENTS", budget)
     return budget
 
 
-# float32 logits of 16-term dot products of values below ~8: absolute error below 1e-5, so each
-# probability's relative error is below ~1e-5 and sums of them below 1e-4 relative (rtol 1e-4);
-# the float64 reference sees the same (exactly representable) half-precision inputs
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
-def test_cross_and_self_equal_the_explicit_softmax_within_a_bounded_chunk(dtype, small_chunks):
+def test_fitprune_statistics_and_output_equal_the_explicit_softmax_within_a_bounded_chunk(dtype, small_chunks):
     layout = _layout()
-    attention = _layer_attention(dtype, layout)
+    query, key, value = _qkv(dtype, layout.segment.shape[1])
+    allowed = layout.causal_mask()
+    statistics = fitprune_attention_query(layout)
     with LargestFloat32() as recorded:
-        cross, self_score = cross_and_self_scores(attention, layout)
+        output, sums, probs = attend(query, key, value, allowed, statistics)
+    assert probs is None and sums.dtype == torch.float32
     assert recorded.largest <= small_chunks < BATCH * HEADS * layout.segment.shape[1] ** 2
-    assert cross.dtype == self_score.dtype == torch.float32
-    expected_cross, expected_self = explicit_cross_and_self(attention, layout)
-    visual = layout.visual_mask
-    assert torch.allclose(cross[visual].double(), expected_cross[visual], rtol=1e-4, atol=1e-9)
-    assert torch.allclose(self_score[visual].double(), expected_self[visual], rtol=1e-4, atol=1e-9)
-    assert not cross[~visual].any() and not self_score[~visual].any()
+    rtol = _tolerance(dtype, query, key)
+    assert torch.allclose(sums.double(), explicit_sums(query, key, allowed, statistics), rtol=rtol, atol=1e-9)
+    fused = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=allowed, enable_gqa=True)
+    real = layout.key_mask[:, None, :, None]
+    scale = value.float().abs().max().item()
+    assert ((output.float() - fused.float()).abs() * real).max() <= 4 * rtol * scale
 
 
-def test_the_ranking_is_the_explicit_one_in_float32(small_chunks):
+def test_fitprune_ranking_is_the_explicit_one_in_float32(small_chunks):
     layout = _layout()
-    attention = _layer_attention(torch.float32, layout)
-    scores = FitPrunePolicy().score(0, attention, layout)
-    expected = ExplicitFitPrune().score(0, attention, layout)
+    query, key, value = _qkv(torch.float32, layout.segment.shape[1])
+    statistics = fitprune_attention_query(layout)
+    _, sums, _ = attend(query, key, value, layout.causal_mask(), statistics)
+    expected = explicit_sums(query, key, layout.causal_mask(), statistics).float()
+    scores, reference = FitPrunePolicy().score(0, sums, layout), FitPrunePolicy().score(0, expected, layout)
+    cross, self_score = cross_and_self_scores(sums, layout)
+    assert not cross[~layout.visual_mask].any() and not self_score[~layout.visual_mask].any()
     for b in range(BATCH):
         rows = layout.visual_mask[b].nonzero().squeeze(1)
-        assert torch.equal(scores[b, rows].argsort(stable=True), expected[b, rows].argsort(stable=True))
+        assert torch.equal(scores[b, rows].argsort(stable=True), reference[b, rows].argsort(stable=True))
 
 
-def test_fastv_row_and_whole_probabilities_equal_the_explicit_softmax(small_chunks):
+def test_fastv_statistics_and_whole_probabilities_equal_the_explicit_softmax(small_chunks):
     layout = _layout()
-    attention = _layer_attention(torch.float32, layout)
-    expected = explicit_probabilities(attention)
-    assert torch.allclose(FastVPolicy().score(0, attention, layout).double(), expected[:, :, -1].mean(1),
-                          rtol=1e-4, atol=1e-9)
-    with LargestFloat32() as recorded:
-        whole = attention.probabilities()
-    assert recorded.largest == whole.numel()  # only the result asked for is whole
-    assert torch.allclose(whole.double(), expected, rtol=1e-4, atol=1e-9)
+    query, key, value = _qkv(torch.float32, layout.segment.shape[1])
+    allowed = layout.causal_mask()
+    statistics = FastVPolicy().attention_query(0, layout)
+    _, sums, probs = attend(query, key, value, allowed, statistics, keep_probabilities=True)
+    assert torch.allclose(sums.double(), explicit_sums(query, key, allowed, statistics), rtol=1e-4, atol=1e-9)
+    expected = explicit_probabilities(query, key, allowed)
+    assert torch.allclose(probs.double(), expected, rtol=1e-4, atol=1e-9)
 
 
-def test_rows_outside_the_weights_are_never_computed():
+def test_without_statistics_the_layer_uses_fused_attention(monkeypatch):
     layout = _layout()
-    attention = _layer_attention(torch.float32, layout)
-    computed = []
-    original = LayerAttention._probabilities
+    query, key, value = _qkv(torch.float32, layout.segment.shape[1])
+    monkeypatch.setattr(attention_scores, "_row_chunk_size", lambda *a: pytest.fail("chunked path taken"))
+    output, sums, probs = attend(query, key, value, layout.causal_mask())
+    assert sums is None and probs is None
+    fused = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=layout.causal_mask(),
+                                                            enable_gqa=True)
+    assert torch.equal(output, fused)
 
-    def recording(self, rows, columns):
-        computed.extend(rows.tolist())
-        return original(self, rows, columns)
 
-    LayerAttention._probabilities = recording
-    try:
-        cross_and_self_scores(attention, layout)
-    finally:
-        LayerAttention._probabilities = original
-    real = layout.text_mask | layout.visual_mask
-    assert sorted(computed) == real.any(dim=0).nonzero().squeeze(1).tolist()  # no prefix-only row
+@pytest.mark.parametrize("num_kv_heads", [4, 2])
+def test_output_attentions_equal_transformers_eager_attention(num_kv_heads):
+    config = transformers.LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=num_kv_heads, initializer_range=0.1)
+    torch.manual_seed(0)
+    reference = transformers.LlamaModel(config).eval()
+    ours = LlamaModel(config).eval()
+    ours.load_state_dict(reference.state_dict())
+    embeds = torch.randn(2, 29, config.hidden_size)
+    mask = torch.ones(2, 29, dtype=torch.long)
+    mask[0, :5] = 0  # left padding
+    with torch.no_grad():
+        expected = reference(inputs_embeds=embeds, attention_mask=mask, output_attentions=True).attentions
+        got = ours(inputs_embeds=embeds, attention_mask=mask, output_attentions=True).attentions
+    real = mask.bool()[:, None, :, None]
+    for layer_expected, layer_got in zip(expected, got):
+        assert ((layer_got - layer_expected).abs() * real).max() < 1e-5
 
 
 def _geometric_fractions(num_layers: int, last: float):
     """Keep fractions falling geometrically to `last` after the final layer."""
     return [last ** ((layer + 1) / num_layers) for layer in range(num_layers)]
+
+
+@pytest.fixture()
+def explicit_statistics(monkeypatch):
+    """A switch: while on, every layer's statistics are replaced by the explicit float64 ones
+    computed from the same queries and keys (the reference ranking)."""
+    state = {"on": False}
+    original = modeling_llama.attend
+
+    def attend_with_reference(query, key, value, allowed, statistics=None, keep_probabilities=False):
+        output, sums, probs = original(query, key, value, allowed, statistics, keep_probabilities)
+        if state["on"] and statistics is not None:
+            sums = explicit_sums(query, key, allowed, statistics).float()
+        return output, sums, probs
+
+    monkeypatch.setattr(modeling_llama, "attend", attend_with_reference)
+    monkeypatch.setattr(attention_scores, "SCORE_CHUNK_ELEMENTS", 4096)  # several chunks per layer
+    return state
 
 
 def _pruned_run(model, policy, fractions, **inputs):
@@ -178,10 +206,12 @@ def _pruned_run(model, policy, fractions, **inputs):
     return out
 
 
-def _assert_same_pruning(model, inputs, reference_policy, policy):
+def _assert_same_pruning(model, inputs, policy, explicit_statistics):
     for last in (0.4, 0.1):  # about 60% and 90% of the visual tokens gone by the end
         fractions = _geometric_fractions(model.config.num_hidden_layers, last)
-        expected = _pruned_run(model, reference_policy, fractions, **inputs)
+        explicit_statistics["on"] = True
+        expected = _pruned_run(model, policy, fractions, **inputs)
+        explicit_statistics["on"] = False
         actual = _pruned_run(model, policy, fractions, **inputs)
         assert actual.pruning_trace.counts().tolist() == expected.pruning_trace.counts().tolist()
         for layer in range(model.config.num_hidden_layers):
@@ -191,21 +221,18 @@ def _assert_same_pruning(model, inputs, reference_policy, policy):
         assert torch.equal(actual.logits, expected.logits)
 
 
-@pytest.mark.parametrize("policy, reference", [(FitPrunePolicy, ExplicitFitPrune), (FastVPolicy, ExplicitFastV)],
-                         ids=["fitprune", "fastv"])
-def test_tiny_llava_padded_batch_keeps_what_the_explicit_softmax_keeps(tiny, monkeypatch, policy, reference):
+@pytest.mark.parametrize("policy", [FitPrunePolicy, FastVPolicy], ids=["fitprune", "fastv"])
+def test_tiny_llava_padded_batch_keeps_what_the_explicit_softmax_keeps(tiny, explicit_statistics, policy):
     tokenizer, model, processor = tiny
-    monkeypatch.setattr(attention_scores, "SCORE_CHUNK_ELEMENTS", 4096)  # several chunks per layer
     ids, mask = encode_batch(tokenizer, [build_prompt(q) for q in QUESTIONS], "left")
     images = sample_images(processor, model.config, len(QUESTIONS))
-    _assert_same_pruning(model, dict(input_ids=ids, attention_mask=mask, images=images), reference(), policy())
+    _assert_same_pruning(model, dict(input_ids=ids, attention_mask=mask, images=images), policy(), explicit_statistics)
 
 
-def test_tiny_llava_next_anyres_batch_keeps_what_the_explicit_softmax_keeps(next_model, monkeypatch):
+def test_tiny_llava_next_anyres_batch_keeps_what_the_explicit_softmax_keeps(next_model, explicit_statistics):
     tokenizer, model, processor = next_model
-    monkeypatch.setattr(attention_scores, "SCORE_CHUNK_ELEMENTS", 4096)
     pictures = [picture(size, seed) for seed, size in enumerate(IMAGE_SIZES)]
     ids, mask = encode_batch(tokenizer, [build_prompt(q) for q in QUESTIONS], "left")
     inputs = dict(input_ids=ids, attention_mask=mask, images=process_images(pictures, processor, model.config),
                   image_sizes=[p.size for p in pictures])
-    _assert_same_pruning(model, inputs, ExplicitFitPrune(), FitPrunePolicy())
+    _assert_same_pruning(model, inputs, FitPrunePolicy(), explicit_statistics)

@@ -10,7 +10,6 @@ from llava.model.pruning.schedules import RecipeSchedule
 from llava.model.pruning.recipe import RecipeError
 from llava.mm_utils import tokenizer_image_token
 from llava.model.language_model import modeling_llama
-from llava.model.language_model.attention_scores import LayerAttention
 from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
 from llava.model.language_model.modeling_llama import LlamaForCausalLM
 from llava.model.language_model.sequence_layout import (
@@ -28,23 +27,17 @@ from tests.test_modeling import _answers, _strip_pad
 
 @pytest.fixture()
 def attention_calls(monkeypatch):
-    """A function giving, per attention call so far, whether any probability was computed from
-    that layer's queries and keys (by a scoring policy or for `output_attentions`)."""
-    layers, computed = [], set()
-    forward, probabilities = modeling_llama.LlamaAttention.forward, LayerAttention._probabilities
+    """Per attention call: whether it computed probabilities (statistics for a policy, or
+    `output_attentions`) instead of the fused `scaled_dot_product_attention`."""
+    calls = []
+    original = modeling_llama.LlamaAttention.forward
 
-    def recording_forward(self, *args, **kwargs):
-        out, inputs = forward(self, *args, **kwargs)
-        layers.append(inputs)
-        return out, inputs
+    def recording(self, *args, statistics=None, keep_probabilities=False, **kwargs):
+        calls.append(statistics is not None or keep_probabilities)
+        return original(self, *args, statistics=statistics, keep_probabilities=keep_probabilities, **kwargs)
 
-    def recording_probabilities(self, rows, columns):
-        computed.add(id(self))
-        return probabilities(self, rows, columns)
-
-    monkeypatch.setattr(modeling_llama.LlamaAttention, "forward", recording_forward)
-    monkeypatch.setattr(LayerAttention, "_probabilities", recording_probabilities)
-    return lambda: [inputs is not None and id(inputs) in computed for inputs in layers]
+    monkeypatch.setattr(modeling_llama.LlamaAttention, "forward", recording)
+    return calls
 
 
 def _batch(tiny, padding_side="left"):
@@ -71,7 +64,7 @@ def test_ratio_zero_is_the_unpruned_model_and_computes_no_probabilities(tiny, at
     assert torch.equal(ratio_zero.logits, unpruned)
     assert ratio_zero.pruning_trace is None
     assert torch.equal(keep_everything.logits, unpruned)
-    assert attention_calls() and not any(attention_calls())
+    assert attention_calls and not any(attention_calls)
 
 
 def test_live_counts_follow_the_recipe_and_text_is_never_dropped(tiny, attention_calls):
@@ -94,7 +87,7 @@ def test_live_counts_follow_the_recipe_and_text_is_never_dropped(tiny, attention
                 assert set(kept.tolist()) <= set(out.pruning_trace.kept_indices(layer - 1, b).tolist())
     # probabilities only at the layers that drop tokens (1, 2, 3), never at layer 0
     drops = [TINY_KEEP_COUNTS[0] < 144] + [a > b for a, b in zip(TINY_KEEP_COUNTS, TINY_KEEP_COUNTS[1:])]
-    assert attention_calls() == drops
+    assert attention_calls == drops
 
 
 def _slow_fitprune_drop(probs, segment, visual_index, num_drop):

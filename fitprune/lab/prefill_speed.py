@@ -31,7 +31,7 @@ import transformers
 from fitprune.lab.benchmarks_file import write_section
 from fitprune.lab.prefill_setup import BENCHMARK_SIZES, build_config, build_prompt, fit_keep_counts
 from llava.model.language_model.modeling_llama import LlamaForCausalLM
-from llava.model.language_model.attention_scores import LayerAttention
+from llava.model.language_model.attention_scores import AttentionQuery
 from llava.model.language_model.sequence_layout import SequenceLayout
 from llava.model.pruning.flops import DecoderDims, full_prefill_flops, full_reduction, paper_reduction
 from llava.model.pruning.policies import FitPrunePolicy, RandomPolicy
@@ -201,12 +201,19 @@ class TimedHook:
         self.hook = hook
         self.seconds = 0.0
 
+    def attention_query(self, layer_idx: int, layout: SequenceLayout) -> Optional[AttentionQuery]:
+        """The wrapped hook's statistics request, timed."""
+        start = time.perf_counter()
+        query = self.hook.attention_query(layer_idx, layout)
+        self.seconds += time.perf_counter() - start
+        return query
+
     def after_attention(
-        self, layer_idx: int, hidden: torch.Tensor, attention: LayerAttention, layout: SequenceLayout
+        self, layer_idx: int, hidden: torch.Tensor, attention_sums: Optional[torch.Tensor], layout: SequenceLayout
     ) -> Tuple[torch.Tensor, SequenceLayout]:
         """The wrapped hook's pruning (scoring, ranking, gather), timed."""
         start = time.perf_counter()
-        result = self.hook.after_attention(layer_idx, hidden, attention, layout)
+        result = self.hook.after_attention(layer_idx, hidden, attention_sums, layout)
         self.seconds += time.perf_counter() - start
         return result
 

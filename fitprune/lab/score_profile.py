@@ -8,12 +8,12 @@ how much, and whether the cross score (from the text) outweighs it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 
-from llava.model.pruning.policies import cross_and_self_scores
-from llava.model.language_model.attention_scores import LayerAttention
+from llava.model.language_model.attention_scores import AttentionQuery
+from llava.model.pruning.policies import cross_and_self_scores, fitprune_attention_query
 from llava.model.language_model.sequence_layout import SequenceLayout
 
 
@@ -50,10 +50,13 @@ class _ProfileHook:
         self.self_score = torch.zeros(num_visual, dtype=torch.float64)
         self.samples = 0
 
-    def after_attention(self, layer_idx: int, hidden: torch.Tensor, attention: LayerAttention,
+    def attention_query(self, layer_idx: int, layout: SequenceLayout) -> Optional[AttentionQuery]:
+        return fitprune_attention_query(layout) if layer_idx == self.layer else None
+
+    def after_attention(self, layer_idx: int, hidden: torch.Tensor, attention_sums: Optional[torch.Tensor],
                         layout: SequenceLayout):
         if layer_idx == self.layer:
-            cross, self_score = cross_and_self_scores(attention, layout)
+            cross, self_score = cross_and_self_scores(attention_sums, layout)
             visual = layout.visual_mask
             index = layout.visual_index[visual].cpu()
             self.cross.index_add_(0, index, cross[visual].double().cpu())

@@ -1,108 +1,117 @@
-"""One prefill layer's attention probabilities, computed on demand from its queries and keys.
+"""Softmax attention of one layer, with the attention statistics a scoring policy reads.
 
-The layer's output always comes from `scaled_dot_product_attention`, which never exposes
-its probabilities. A scoring policy that reads attention gets a `LayerAttention` instead:
-the layer's rotated queries and keys and its mask, from which it computes only the
-probabilities it needs, a chunk of query rows at a time. Each row's softmax normaliser
-(its log-sum-exp over every key it may see) is computed from the same chunk, so no
-(heads x T x T) tensor is ever held; at most `SCORE_CHUNK_ELEMENTS` float32 values per
-chunk, whatever the prompt length, batch or model dtype. Logits, normalisers and
-probabilities are float32 whatever the model's dtype.
+Where no probability is needed, a layer's attention is `scaled_dot_product_attention`. At a
+layer where a pruning policy scores tokens, the probabilities are needed too, and they come
+from the same computation as the output: `attend` works through the query rows a chunk at a
+time (at most `SCORE_CHUNK_ELEMENTS` logits per chunk, so memory is O(rows x keys) per chunk
+and never O(heads x T x T)); each chunk's float32 softmax gives both the chunk's output rows
+and its share of the statistics the policy asked for in an `AttentionQuery`: for given key
+columns, the heads' probabilities combined (max or mean) and summed over query rows with
+per-sample row weights. Nothing but those (B, W, C) sums leaves the layer.
+
+Logits are computed in the model's dtype and divided by sqrt(head_dim), the softmax runs in
+float32 and the probabilities are cast back for the product with the values, as in
+transformers 4.31's eager attention; the statistics are read from the float32 probabilities.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Iterator, Optional
+import math
+from dataclasses import dataclass
+from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 
-SCORE_CHUNK_ELEMENTS = 1 << 22
-"""Most float32 logits of one chunk of query rows (16 MiB): batch x heads x rows x keys."""
+SCORE_CHUNK_ELEMENTS = 1 << 21
+"""Most logits of one chunk of query rows: batch x heads x rows x keys (8 MiB of float32)."""
+
+HEAD_REDUCTIONS = ("max", "mean")
 
 
-@dataclass
-class LayerAttention:
-    """The inputs of one layer's softmax attention.
+@dataclass(frozen=True)
+class AttentionQuery:
+    """The attention statistics a scoring policy reads at one layer.
+
+    With R[b, i, j] the probabilities P[b, h, i, j] combined over heads h by `heads`, the
+    layer returns S[b, w, c] = sum over query rows i of row_weights[b, w, i] * R[b, i, columns[c]].
 
     Attributes:
-        query: (B, H, T, Dh) rotated queries, in the model's dtype.
-        key: (B, Hkv, S, Dh) rotated keys; H is a multiple of Hkv (grouped-query attention:
-            query head h reads key head h // (H / Hkv)).
-        allowed: (B, 1, T, S) bool, True where query row i may attend to key j.
-        scale: the logit scale, 1 / sqrt(Dh).
+        row_weights: (B, W, T) float32 weights of the query rows.
+        columns: (C,) long indices of the key columns read.
+        heads: "max" or "mean".
     """
 
-    query: torch.Tensor
-    key: torch.Tensor
-    allowed: torch.Tensor
-    scale: float
-    _key32: Optional[torch.Tensor] = field(default=None, init=False, repr=False)
+    row_weights: torch.Tensor
+    columns: torch.Tensor
+    heads: str
 
-    def _float_key(self) -> torch.Tensor:
-        """(B, Hkv, 1, Dh, S) float32 transposed keys, made once per layer."""
-        if self._key32 is None:
-            self._key32 = self.key.float()[:, :, None].transpose(-1, -2)
-        return self._key32
+    def __post_init__(self):
+        if self.heads not in HEAD_REDUCTIONS:
+            raise ValueError(f"heads must be one of {HEAD_REDUCTIONS}, got {self.heads!r}")
 
-    @property
-    def shape(self) -> tuple:
-        """(B, H, T, S): batch, query heads, query rows, keys."""
-        batch, heads, rows, _ = self.query.shape
-        return batch, heads, rows, self.key.shape[2]
+    def combine_heads(self, probs: torch.Tensor) -> torch.Tensor:
+        """(B, r, C) from (B, H, r, C) probabilities of the queried columns."""
+        return probs.amax(dim=1) if self.heads == "max" else probs.mean(dim=1)
 
-    def _row_chunks(self, rows: torch.Tensor) -> Iterator[torch.Tensor]:
-        """Splits the query-row indices `rows` (R,) into chunks of at most `SCORE_CHUNK_ELEMENTS` logits."""
-        batch, heads, _, keys = self.shape
-        size = max(1, SCORE_CHUNK_ELEMENTS // max(1, batch * heads * keys))
-        for start in range(0, rows.numel(), size):
-            yield rows[start:start + size]
 
-    def _probabilities(self, rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
-        """(B, H, r, C) float32 softmax probabilities of query rows `rows` (r,) on key columns
-        `columns` (C,); the softmax runs over every key each row may see. A row that may see
-        no key (padding) has probability 0 everywhere."""
-        batch, heads, _, keys = self.shape
-        kv_heads, head_dim = self.key.shape[1], self.key.shape[3]
-        group = heads // kv_heads
-        query = self.query[:, :, rows].float().reshape(batch, kv_heads, group, rows.numel(), head_dim)
-        logits = (query @ self._float_key()) * self.scale  # (B, Hkv, g, r, S)
-        allowed = self.allowed[:, :, rows][:, :, None]  # (B, 1, 1, r, S)
-        logits = logits.masked_fill(~allowed, float("-inf"))
-        normaliser = torch.logsumexp(logits, dim=-1, keepdim=True)
-        normaliser = normaliser.masked_fill(torch.isneginf(normaliser), 0.0)
-        probs = (logits[..., columns] - normaliser).exp()
-        return probs.reshape(batch, heads, rows.numel(), columns.numel())
+def _row_chunk_size(batch: int, heads: int, keys: int) -> int:
+    """Query rows per chunk so that a chunk holds at most `SCORE_CHUNK_ELEMENTS` logits."""
+    return max(1, SCORE_CHUNK_ELEMENTS // max(1, batch * heads * keys))
 
-    def head_max_sums(self, weights: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
-        """Weighted sums over query rows of the head-max probabilities on some key columns.
 
-        With A[b, i, j] = max over heads h of P[b, h, i, j] (P: softmax probabilities),
-        returns S[b, w, c] = sum over rows i of weights[b, w, i] * A[b, i, columns[c]].
+def attend(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    allowed: torch.Tensor,
+    statistics: Optional[AttentionQuery] = None,
+    keep_probabilities: bool = False,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """Softmax attention, and the statistics of `statistics` when given.
 
-        Args:
-            weights: (B, W, T) float32 row weights; rows whose weight is 0 in every sample are
-                never computed.
-            columns: (C,) long key indices.
+    Args:
+        query: (B, H, T, Dh) rotated queries.
+        key: (B, Hkv, S, Dh) rotated keys; H is a multiple of Hkv (query head h reads key
+            head h // (H / Hkv)).
+        value: (B, Hkv, S, Dh).
+        allowed: (B, 1, T, S) bool, True where row i may attend to key j.
+        statistics: the sums a scoring policy reads, or None.
+        keep_probabilities: also return the whole (B, H, T, S) probabilities (for
+            `output_attentions`).
 
-        Returns:
-            (B, W, C) float32.
-        """
-        batch, _, _, _ = self.shape
-        sums = weights.new_zeros(batch, weights.shape[1], columns.numel(), dtype=torch.float32)
-        rows = (weights != 0).any(dim=1).any(dim=0).nonzero().squeeze(1)
-        for chunk in self._row_chunks(rows):
-            head_max = self._probabilities(chunk, columns).amax(dim=1)  # (B, r, C)
-            sums += torch.einsum("bwr,brc->bwc", weights[:, :, chunk].float(), head_max)
-        return sums
-
-    def head_mean_of_row(self, row: int) -> torch.Tensor:
-        """(B, S) float32: the probabilities of query row `row` on every key, averaged over heads."""
-        rows = torch.tensor([row], device=self.query.device)
-        columns = torch.arange(self.shape[3], device=self.query.device)
-        return self._probabilities(rows, columns).mean(dim=1)[:, 0]
-
-    def probabilities(self) -> torch.Tensor:
-        """(B, H, T, S) float32: the whole probability tensor (for `output_attentions` only)."""
-        rows = torch.arange(self.shape[2], device=self.query.device)
-        columns = torch.arange(self.shape[3], device=self.query.device)
-        return torch.cat([self._probabilities(chunk, columns) for chunk in self._row_chunks(rows)], dim=2)
+    Returns:
+        output (B, H, T, Dh) in the model's dtype; the (B, W, C) float32 sums or None; the
+        probabilities in the model's dtype or None. Without statistics or kept probabilities
+        the output is `scaled_dot_product_attention`'s.
+    """
+    if statistics is None and not keep_probabilities:
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=allowed, enable_gqa=True), None, None
+    batch, heads, rows, head_dim = query.shape
+    kv_heads, keys = key.shape[1], key.shape[2]
+    group = heads // kv_heads
+    key_t = key[:, :, None].transpose(-1, -2)  # (B, Hkv, 1, Dh, S)
+    value = value[:, :, None]  # (B, Hkv, 1, S, Dh)
+    divisor = math.sqrt(head_dim)
+    output = torch.empty_like(query)
+    sums = None
+    if statistics is not None:
+        weights = statistics.row_weights.float()
+        sums = weights.new_zeros(batch, weights.shape[1], statistics.columns.numel())
+    kept = [] if keep_probabilities else None
+    size = _row_chunk_size(batch, heads, keys)
+    for start in range(0, rows, size):
+        stop = min(rows, start + size)
+        chunk_query = query[:, :, start:stop].reshape(batch, kv_heads, group, stop - start, head_dim)
+        logits = (chunk_query @ key_t).div_(divisor)  # (B, Hkv, g, r, S)
+        logits.masked_fill_(~allowed[:, :, None, start:stop], torch.finfo(logits.dtype).min)
+        probs = logits.float().softmax(dim=-1)
+        del logits
+        cast = probs.to(value.dtype)
+        output[:, :, start:stop] = (cast @ value).reshape(batch, heads, stop - start, head_dim)
+        if kept is not None:
+            kept.append(cast.reshape(batch, heads, stop - start, keys))
+        if statistics is not None:
+            queried = probs.reshape(batch, heads, stop - start, keys)[..., statistics.columns]
+            sums += weights[:, :, start:stop] @ statistics.combine_heads(queried)
+    probabilities = torch.cat(kept, dim=2) if kept is not None else None
+    return output, sums, probabilities

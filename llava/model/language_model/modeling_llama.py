@@ -9,14 +9,14 @@ weights load key for key. Two explicit modes:
 - decode (a `PrunedKVCache` given): new tokens attend to each layer's own cache; nothing
   is ever dropped and positions continue from the unpruned prompt length.
 
-Attention always runs through `scaled_dot_product_attention`. A prefill hook gets the
-layer's queries, keys and mask (`LayerAttention`) and computes from them only the
-probabilities it reads, in float32 and in chunks of rows (`output_attentions` builds the
-whole (B, H, T, S) tensor the same way).
+Attention runs through `scaled_dot_product_attention`, except at a layer where the prefill
+hook asks for attention statistics (`PrefillHook.attention_query`, e.g. FitPrune's scores
+at a layer that drops tokens) or `output_attentions` is set: there the output and the
+statistics come from one float32 softmax computed a chunk of query rows at a time
+(`llava.model.language_model.attention_scores.attend`), never the whole (B, H, T, T) matrix.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
 
@@ -26,7 +26,7 @@ from torch import nn
 from transformers import LlamaConfig, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
-from llava.model.language_model.attention_scores import LayerAttention
+from llava.model.language_model.attention_scores import AttentionQuery, attend
 from llava.model.language_model.kv_cache import PrunedKVCache
 from llava.model.language_model.sequence_layout import SequenceLayout
 from llava.model.pruning.pruner import PrefillHook, PruningTrace
@@ -145,13 +145,10 @@ class LlamaAttention(nn.Module):
         new_key_mask: torch.Tensor,
         cache: Optional[PrunedKVCache],
         layer_idx: int,
-        keep_inputs: bool,
-    ) -> Tuple[torch.Tensor, Optional[LayerAttention]]:
+        statistics: Optional[AttentionQuery] = None,
+        keep_probabilities: bool = False,
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
         """Attends the rows of `hidden` (B, T, D) to themselves and to the layer's cache.
-
-        The output always comes from `scaled_dot_product_attention`; probabilities, when a
-        scoring policy or `output_attentions` needs them, are computed from the returned
-        `LayerAttention` (a chunk of rows at a time, never the whole matrix unless asked).
 
         Args:
             hidden: (B, T, D) normalised input rows.
@@ -160,10 +157,12 @@ class LlamaAttention(nn.Module):
             new_key_mask: (B, T) bool, True on real new rows.
             cache: the model's cache, appended to in place; None when not caching.
             layer_idx: index of this layer in the cache.
-            keep_inputs: return the layer's queries, keys and mask as a `LayerAttention`.
+            statistics: the attention statistics a scoring policy reads here, or None.
+            keep_probabilities: also return the (B, H, T, S) probabilities.
 
         Returns:
-            (B, T, D) attention output after `o_proj`, and the `LayerAttention` or None.
+            (B, T, D) attention output after `o_proj`; the statistics' (B, W, C) sums or None;
+            the probabilities or None (see `llava.model.language_model.attention_scores.attend`).
         """
         q = self._split_heads(self.q_proj(hidden), self.num_heads)
         k = self._split_heads(self.k_proj(hidden), self.num_kv_heads)
@@ -173,12 +172,10 @@ class LlamaAttention(nn.Module):
         key_mask = new_key_mask
         if cache is not None:
             k, v, key_mask = cache.append(layer_idx, k, v, new_key_mask)
-        mask = query_key_mask_fn(key_mask)  # (B, 1, T, S)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        out, sums, probs = attend(q, k, v, query_key_mask_fn(key_mask), statistics, keep_probabilities)
         batch, _, length, _ = out.shape
         out = out.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)
-        inputs = LayerAttention(q, k, mask, 1.0 / math.sqrt(self.head_dim)) if keep_inputs else None
-        return self.o_proj(out), inputs
+        return self.o_proj(out), sums, probs
 
 
 class LlamaMLP(nn.Module):
@@ -263,19 +260,20 @@ class LlamaDecoderLayer(nn.Module):
         Returns:
             (B, T', D) rows leaving the layer, their layout, and the probabilities or None.
         """
-        attn_out, inputs = self.self_attn(
+        statistics = hook.attention_query(layer_idx, layout) if hook is not None else None
+        attn_out, sums, probs = self.self_attn(
             self.input_layernorm(hidden),
             attention.position_ids,
             attention.mask_fn,
             attention.new_key_mask,
             cache,
             layer_idx,
-            keep_inputs=output_attentions or hook is not None,
+            statistics=statistics,
+            keep_probabilities=output_attentions,
         )
-        probs = inputs.probabilities().to(hidden.dtype) if output_attentions else None
         hidden = hidden + attn_out
         if hook is not None:
-            hidden, layout = hook.after_attention(layer_idx, hidden, inputs, layout)
+            hidden, layout = hook.after_attention(layer_idx, hidden, sums, layout)
         hidden = hidden + self.mlp(self.post_attention_layernorm(hidden))
         return hidden, layout, probs
 

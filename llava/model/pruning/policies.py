@@ -1,47 +1,61 @@
 """Scoring policies for the decoder's token pruner: which live visual tokens matter most.
 
-Each policy is a small object with `score(layer_idx, attention, layout) -> (B, T)`; higher
-scores are kept. Only the visual rows of the scores are read. `attention` is the layer's
-`LayerAttention`: a policy that reads attention computes only the probabilities it needs
-from it (the random and forced policies never touch it).
+Each policy is a small object with `attention_query(layer_idx, layout)`: the attention
+statistics it reads at a layer (an `AttentionQuery`, or None), which the layer's attention
+computes alongside its output; and `score(layer_idx, attention_sums, layout) -> (B, T)`,
+higher scores kept. Only the visual rows of the scores are read.
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
-from llava.model.language_model.attention_scores import LayerAttention
+from llava.model.language_model.attention_scores import AttentionQuery
 from llava.model.language_model.sequence_layout import SequenceLayout
 
 
-def cross_and_self_scores(attention: LayerAttention, layout: SequenceLayout) -> Tuple[torch.Tensor, torch.Tensor]:
-    """FitPrune's per-token attention scores on the head-max map.
+def fitprune_attention_query(layout: SequenceLayout) -> AttentionQuery:
+    """The statistics FitPrune's scores need: head-max probabilities on the visual key columns,
+    summed over text query rows and over visual query rows, each divided by its row count."""
+    text = layout.text_mask.float()
+    visual = layout.visual_mask.float()
+    weights = torch.stack([text / text.sum(dim=1, keepdim=True).clamp(min=1),
+                           visual / visual.sum(dim=1, keepdim=True).clamp(min=1)], dim=1)  # (B, 2, T)
+    return AttentionQuery(weights, _visual_columns(layout), heads="max")
+
+
+def cross_and_self_scores(attention_sums: torch.Tensor, layout: SequenceLayout) -> Tuple[torch.Tensor, torch.Tensor]:
+    """FitPrune's per-token attention scores on the head-max map, from the answer to
+    `fitprune_attention_query`.
 
     With A[b, i, j] = max over heads of the softmax probabilities:
     cross[b, j] = sum of A[b, i, j] over text queries i / number of text queries;
     self[b, j] = sum of A[b, i, j] over visual queries i / number of visual queries.
     Summed over visual keys j they give the layer's W_cross and W_self.
 
-    Only the text and visual query rows and the visual key columns are computed, from the
-    layer's queries and keys, a chunk of rows at a time (`LayerAttention.head_max_sums`).
-
     Args:
-        attention: the layer's queries, keys and mask.
+        attention_sums: (B, 2, C) float32 sums on the visual columns.
         layout: the rows' segments.
 
     Returns:
         cross, self: (B, T) float32; meaningful on visual rows only (0 elsewhere).
     """
-    text = layout.text_mask.float()
-    visual = layout.visual_mask.float()
-    columns = layout.visual_mask.any(dim=0).nonzero().squeeze(1)
-    sums = attention.head_max_sums(torch.stack([text, visual], dim=1), columns)  # (B, 2, C)
-    scores = sums.new_zeros(2, *text.shape)
-    scores[:, :, columns] = sums.transpose(0, 1)
-    cross = scores[0] / text.sum(dim=1, keepdim=True).clamp(min=1)
-    self_score = scores[1] / visual.sum(dim=1, keepdim=True).clamp(min=1)
+    cross, self_score = _on_rows(attention_sums, layout).unbind(dim=1)
     return cross, self_score
+
+
+def _visual_columns(layout: SequenceLayout) -> torch.Tensor:
+    """(C,) the rows that are visual in at least one sample: the key columns scores are read on."""
+    return layout.visual_mask.any(dim=0).nonzero().squeeze(1)
+
+
+def _on_rows(attention_sums: torch.Tensor, layout: SequenceLayout) -> torch.Tensor:
+    """(B, W, T) float32: sums on the visual columns (B, W, C) placed on their rows, 0 elsewhere."""
+    batch, width, _ = attention_sums.shape
+    placed = attention_sums.new_zeros(batch, width, layout.segment.shape[1])
+    placed[:, :, _visual_columns(layout)] = attention_sums
+    return placed
 
 
 class FitPrunePolicy:
@@ -49,9 +63,13 @@ class FitPrunePolicy:
 
     name = "fitprune"
 
-    def score(self, layer_idx: int, attention: LayerAttention, layout: SequenceLayout) -> torch.Tensor:
-        """(B, T) cross × self scores of the layer's attention."""
-        cross, self_score = cross_and_self_scores(attention, layout)
+    def attention_query(self, layer_idx: int, layout: SequenceLayout) -> AttentionQuery:
+        """Head-max sums over text and visual queries (`fitprune_attention_query`)."""
+        return fitprune_attention_query(layout)
+
+    def score(self, layer_idx: int, attention_sums: torch.Tensor, layout: SequenceLayout) -> torch.Tensor:
+        """(B, T) cross × self scores."""
+        cross, self_score = cross_and_self_scores(attention_sums, layout)
         return cross * self_score
 
 
@@ -61,12 +79,27 @@ class FastVPolicy:
 
     name = "fastv"
 
-    def score(self, layer_idx: int, attention: LayerAttention, layout: SequenceLayout) -> torch.Tensor:
-        """(B, T) head-mean attention of the last row (left-padded batches end on a real token)."""
-        return attention.head_mean_of_row(attention.shape[2] - 1)
+    def attention_query(self, layer_idx: int, layout: SequenceLayout) -> AttentionQuery:
+        """Head-mean probabilities of the last row (left-padded batches end on a real token)."""
+        batch, length = layout.segment.shape
+        last_row = torch.zeros(batch, 1, length, device=layout.segment.device)
+        last_row[:, :, -1] = 1.0
+        return AttentionQuery(last_row, _visual_columns(layout), heads="mean")
+
+    def score(self, layer_idx: int, attention_sums: torch.Tensor, layout: SequenceLayout) -> torch.Tensor:
+        """(B, T) the last row's head-mean attention on each visual row."""
+        return _on_rows(attention_sums, layout)[:, 0]
 
 
-class RandomPolicy:
+class ReadsNoAttention:
+    """Base of the policies that rank without attention: the layer keeps its fast attention."""
+
+    def attention_query(self, layer_idx: int, layout: SequenceLayout) -> None:
+        """No statistics."""
+        return None
+
+
+class RandomPolicy(ReadsNoAttention):
     """Random ranking for ablations, fixed by a seed, the layer and the grid index, so a
     sample gets the same choice alone or in any batch."""
 
@@ -75,7 +108,7 @@ class RandomPolicy:
     def __init__(self, seed: int = 0):
         self.seed = seed
 
-    def score(self, layer_idx: int, attention: LayerAttention, layout: SequenceLayout) -> torch.Tensor:
+    def score(self, layer_idx: int, attention_sums: Optional[torch.Tensor], layout: SequenceLayout) -> torch.Tensor:
         """(B, T) pseudo-random scores of the visual rows."""
         grid_size = int(layout.initial_visual.max()) + 1
         generator = torch.Generator().manual_seed(self.seed * 100003 + layer_idx)
@@ -83,7 +116,7 @@ class RandomPolicy:
         return table[layout.visual_index.clamp(min=0)]
 
 
-class ForcedPolicy:
+class ForcedPolicy(ReadsNoAttention):
     """Keeps exactly the grid indices given per layer (replays a recorded pruning)."""
 
     name = "forced"
@@ -94,7 +127,7 @@ class ForcedPolicy:
         """
         self.kept = kept
 
-    def score(self, layer_idx: int, attention: LayerAttention, layout: SequenceLayout) -> torch.Tensor:
+    def score(self, layer_idx: int, attention_sums: Optional[torch.Tensor], layout: SequenceLayout) -> torch.Tensor:
         """(B, T) 1.0 on rows whose grid index is in the forced set of this layer, else 0."""
         wanted = self.kept[layer_idx].to(layout.visual_index.device)  # (B, K)
         hits = (layout.visual_index[:, :, None] == wanted[:, None, :]).any(dim=-1)

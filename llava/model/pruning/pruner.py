@@ -15,18 +15,20 @@ from typing import Any, List, Optional, Protocol, Tuple
 
 import torch
 
-from llava.model.language_model.attention_scores import LayerAttention
+from llava.model.language_model.attention_scores import AttentionQuery
 from llava.model.language_model.sequence_layout import SequenceLayout
 
 
 class ScoringPolicy(Protocol):
     """Ranks live visual tokens; higher scores are kept."""
 
-    def score(self, layer_idx: int, attention: LayerAttention, layout: SequenceLayout) -> torch.Tensor:
+    def attention_query(self, layer_idx: int, layout: SequenceLayout) -> Optional[AttentionQuery]:
+        """The attention statistics `score` reads at this layer, or None if it reads none."""
+
+    def score(self, layer_idx: int, attention_sums: Optional[torch.Tensor], layout: SequenceLayout) -> torch.Tensor:
         """Returns (B, T) float scores; only rows where `layout.visual_mask` is set are read.
 
-        `attention` holds the layer's queries, keys and mask; a policy that reads attention
-        computes from it only the probabilities it needs.
+        `attention_sums` is the (B, W, C) answer to `attention_query` (None when it asked none).
         """
 
 
@@ -39,19 +41,22 @@ class KeepSchedule(Protocol):
 
 
 class PrefillHook(Protocol):
-    """What the decoder calls during prefill, once per layer, after self-attention."""
+    """What the decoder calls during prefill, once per layer: which attention statistics it
+    needs (before the layer's attention), then the rows that continue (after it)."""
+
+    def attention_query(self, layer_idx: int, layout: SequenceLayout) -> Optional[AttentionQuery]:
+        """The statistics the layer's attention must return to `after_attention`, or None."""
 
     def after_attention(
         self,
         layer_idx: int,
         hidden: torch.Tensor,
-        attention: LayerAttention,
+        attention_sums: Optional[torch.Tensor],
         layout: SequenceLayout,
     ) -> Tuple[torch.Tensor, SequenceLayout]:
         """Returns the hidden states (B, T', D) and layout that continue to the MLP.
 
-        `attention` is the layer's `LayerAttention` (queries, keys, mask), from which the hook
-        may compute attention probabilities.
+        `attention_sums` answers `attention_query` (None when it returned None).
         """
 
 
@@ -106,11 +111,17 @@ class TokenPruner:
         target = self.schedule.keep_counts(layer_idx, layout.initial_visual).to(layout.segment.device)
         return (layout.visual_count() - target).clamp(min=0)
 
+    def attention_query(self, layer_idx: int, layout: SequenceLayout) -> Optional[AttentionQuery]:
+        """The policy's statistics, only at layers where some sample drops tokens."""
+        if not bool(self._drop_counts(layer_idx, layout).any()):
+            return None
+        return self.policy.attention_query(layer_idx, layout)
+
     def after_attention(
         self,
         layer_idx: int,
         hidden: torch.Tensor,
-        attention: LayerAttention,
+        attention_sums: Optional[torch.Tensor],
         layout: SequenceLayout,
     ) -> Tuple[torch.Tensor, SequenceLayout]:
         """Removes the dropped rows from `hidden` (B, T, D) and `layout`.
@@ -122,7 +133,7 @@ class TokenPruner:
         drop = self._drop_counts(layer_idx, layout)
         if not bool(drop.any()):
             return hidden, layout
-        scores = self.policy.score(layer_idx, attention, layout).float()
+        scores = self.policy.score(layer_idx, attention_sums, layout).float()
         visual = layout.visual_mask
         scores = scores.masked_fill(~visual, float("inf"))
         order = scores.argsort(dim=1, stable=True)
