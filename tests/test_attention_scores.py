@@ -63,9 +63,9 @@ def _qkv(dtype, length):
 
 def explicit_probabilities(query, key, allowed) -> torch.Tensor:
     """(B, H, T, S) float64 softmax of the whole logit matrix, computed in the model's dtype as
-    transformers' eager attention does (q k^T / sqrt(d), masked keys at the dtype's minimum)."""
+    our attention rounds them (q / sqrt(d) k^T, masked keys at the dtype minimum)."""
     group = query.shape[1] // key.shape[1]
-    logits = query @ key.repeat_interleave(group, dim=1).transpose(-1, -2) / HEAD_DIM ** 0.5
+    logits = (query * HEAD_DIM ** -0.5) @ key.repeat_interleave(group, dim=1).transpose(-1, -2)
     logits = logits.masked_fill(~allowed, torch.finfo(logits.dtype).min)
     return logits.double().softmax(dim=-1)
 

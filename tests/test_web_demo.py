@@ -201,6 +201,41 @@ def test_a_client_that_leaves_mid_answer_stops_the_generation_and_leaves_the_mod
     assert len(lengths) == 1 and lengths[0] < 400
 
 
+# --- the command line ------------------------------------------------------------------------
+
+def _server_error(argv, capsys) -> str:
+    """The one ``gradio_web_server: error:`` line the server's main prints before exiting 2."""
+    from llava.serve.gradio_web_server import main
+
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "error: " in line]
+    assert caught.value.code == 2 and "Traceback" not in err and len(lines) == 1, err
+    assert lines[0].startswith("gradio_web_server: error: ")
+    return lines[0].split("error: ", 1)[1]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model-path", "/no/such/model"], "model path /no/such/model does not exist"),
+    (["--load-8bit", "--device", "cpu"], "--load-8bit: quantised weights need CUDA (bitsandbytes); on the CPU the "
+                                         "model runs in float32"),
+    (["--load-8bit", "--load-4bit", "--device", "cpu"], "--load-8bit and --load-4bit: pick one"),
+    (["--recipe", "/no/such/recipes.json", "--device", "cpu"], "--recipe: /no/such/recipes.json does not exist"),
+    (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1, got 0"),
+])
+def test_bad_flags_are_one_line_and_exit_2(argv, message, capsys):
+    pytest.importorskip("gradio", reason="gradio is not installed (pip install -e '.[serve]')")
+    assert _server_error(argv, capsys) == message
+
+
+def test_without_gradio_the_server_says_how_to_install_it(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio raises ImportError
+    monkeypatch.delitem(sys.modules, "llava.serve.web_layout", raising=False)
+    message = _server_error(["--device", "cpu"], capsys)
+    assert message.startswith("the web demo needs gradio (") and message.endswith("pip install -e '.[serve]'")
+
+
 # --- the page, in a real browser -------------------------------------------------------------
 
 def _browser():
@@ -301,9 +336,11 @@ def _screenshot(driver, path: Path) -> None:
 
 def test_the_page_answers_at_two_ratios_as_run_llava_does(server, browser, tmp_path, capsys):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     wait = WebDriverWait(browser, 60)
+    book = RecipeBook.load(DEMO_MODEL / "fitprune_recipes.json")
     status = lambda d: d.find_element(By.ID, "status").text  # noqa: E731
     browser.get(server)
     try:
@@ -324,10 +361,19 @@ def test_the_page_answers_at_two_ratios_as_run_llava_does(server, browser, tmp_p
         pages = [(browser.find_element(By.ID, f"title-{slot}").text,
                   browser.find_element(By.CSS_SELECTOR, f"#answer-{slot} textarea").get_attribute("value"),
                   browser.find_element(By.ID, f"stats-{slot}").text) for slot in range(2)]
+        overlay_label = lambda d: d.find_element(By.CSS_SELECTOR, "#overlay-0 [data-testid=block-label]").text  # noqa: E731
+        assert overlay_label(browser) == f"Kept after layer 7: {book.get(30).keep_counts[7]} of 144 patches"
+        layer = browser.find_element(By.CSS_SELECTOR, "#layer input[type=number]")
+        layer.clear()
+        layer.send_keys("0", Keys.TAB)
+        wait.until(lambda d: "layer 0" in overlay_label(d))
+        assert overlay_label(browser) == f"Kept after layer 0: {book.get(30).keep_counts[0]} of 144 patches"
+        layer.clear()
+        layer.send_keys("7", Keys.TAB)
+        wait.until(lambda d: "layer 7" in overlay_label(d))
     finally:
         _screenshot(browser, tmp_path / "web_demo.png")
 
-    book = RecipeBook.load(DEMO_MODEL / "fitprune_recipes.json")
     for (title, answer, stats), ratio in zip(pages, (30, 60)):
         kept = re.search(r"Visual tokens kept after each layer: ([\d, ]+) \(of 144\)", stats).group(1)
         counts = [int(k) for k in kept.split(", ")]

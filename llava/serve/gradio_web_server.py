@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from llava.eval.questions import QuestionFileError, load_question_jsonl
-from llava.eval.run_llava import BAD_INPUT_ERRORS, select_conv_mode, select_device
+from llava.eval.run_llava import BAD_INPUT_ERRORS, UsageError, select_conv_mode, select_device
 from llava.mm_utils import get_model_name_from_path
 from llava.model.builder import AUTO_DEVICE, check_model_path, describe_device, load_pretrained_model
 from llava.utils import OneLineArgumentParser, disable_torch_init
@@ -81,11 +81,17 @@ def load_demo(args: argparse.Namespace):
         A `llava.serve.demo_requests.DemoModel`.
 
     Raises:
-        The bad-input errors of `llava.eval.run_llava.BAD_INPUT_ERRORS`.
+        The bad-input errors of `llava.eval.run_llava.BAD_INPUT_ERRORS`: a bad device, model path
+        or recipe path, quantisation without CUDA or without bitsandbytes.
     """
     from llava.serve.demo_requests import DemoModel
 
     device = select_device(args.device)
+    quantised = "--load-8bit" if args.load_8bit else "--load-4bit" if args.load_4bit else None
+    if args.load_8bit and args.load_4bit:
+        raise UsageError("--load-8bit and --load-4bit: pick one")
+    if quantised and not device.startswith("cuda"):
+        raise UsageError(f"{quantised}: quantised weights need CUDA (bitsandbytes); on the CPU the model runs in float32")
     model_path = args.model_path or str(DEFAULT_MODEL_PATH)
     check_model_path(model_path)
     if args.model_base is not None:
@@ -95,8 +101,13 @@ def load_demo(args: argparse.Namespace):
     print(describe_device(args.device, device), file=sys.stderr, flush=True)
     disable_torch_init()
     model_name = get_model_name_from_path(model_path)
-    tokenizer, model, processor, _ = load_pretrained_model(model_path, args.model_base, model_name, args.load_8bit,
-                                                           args.load_4bit, device=device)
+    try:
+        tokenizer, model, processor, _ = load_pretrained_model(model_path, args.model_base, model_name,
+                                                               args.load_8bit, args.load_4bit, device=device)
+    except ImportError as err:
+        if quantised is None:
+            raise
+        raise UsageError(f"{quantised}: {err}") from None
     model.eval()
     return DemoModel(tokenizer, model, processor, model_name, recipe_file=args.recipe)
 

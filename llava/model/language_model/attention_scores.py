@@ -9,9 +9,10 @@ and its share of the statistics the policy asked for in an `AttentionQuery`: for
 columns, the heads' probabilities combined (max or mean) and summed over query rows with
 per-sample row weights. Nothing but those (B, W, C) sums leaves the layer.
 
-Logits are computed in the model's dtype and divided by sqrt(head_dim), the softmax runs in
-float32 and the probabilities are cast back for the product with the values, as in
-transformers 4.31's eager attention; the statistics are read from the float32 probabilities.
+Logits are computed in the model's dtype (queries scaled by 1/sqrt(head_dim) first), the
+softmax runs in float32 and the probabilities are cast back for the product with the values,
+as in transformers 4.31's eager attention; the statistics are read from the float32
+probabilities, their heads combined before the queried columns are picked.
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ class AttentionQuery:
             raise ValueError(f"heads must be one of {HEAD_REDUCTIONS}, got {self.heads!r}")
 
     def combine_heads(self, probs: torch.Tensor) -> torch.Tensor:
-        """(B, r, C) from (B, H, r, C) probabilities of the queried columns."""
+        """(B, r, S) from (B, H, r, S) probabilities."""
         return probs.amax(dim=1) if self.heads == "max" else probs.mean(dim=1)
 
 
@@ -91,7 +92,7 @@ def attend(
     group = heads // kv_heads
     key_t = key[:, :, None].transpose(-1, -2)  # (B, Hkv, 1, Dh, S)
     value = value[:, :, None]  # (B, Hkv, 1, S, Dh)
-    divisor = math.sqrt(head_dim)
+    scale = 1.0 / math.sqrt(head_dim)
     output = torch.empty_like(query)
     sums = None
     if statistics is not None:
@@ -101,8 +102,8 @@ def attend(
     size = _row_chunk_size(batch, heads, keys)
     for start in range(0, rows, size):
         stop = min(rows, start + size)
-        chunk_query = query[:, :, start:stop].reshape(batch, kv_heads, group, stop - start, head_dim)
-        logits = (chunk_query @ key_t).div_(divisor)  # (B, Hkv, g, r, S)
+        chunk_query = query[:, :, start:stop].reshape(batch, kv_heads, group, stop - start, head_dim) * scale
+        logits = chunk_query @ key_t  # (B, Hkv, g, r, S)
         logits.masked_fill_(~allowed[:, :, None, start:stop], torch.finfo(logits.dtype).min)
         probs = logits.float().softmax(dim=-1)
         del logits
@@ -111,7 +112,7 @@ def attend(
         if kept is not None:
             kept.append(cast.reshape(batch, heads, stop - start, keys))
         if statistics is not None:
-            queried = probs.reshape(batch, heads, stop - start, keys)[..., statistics.columns]
-            sums += weights[:, :, start:stop] @ statistics.combine_heads(queried)
+            combined = statistics.combine_heads(probs.reshape(batch, heads, stop - start, keys))
+            sums += weights[:, :, start:stop] @ combined[..., statistics.columns]
     probabilities = torch.cat(kept, dim=2) if kept is not None else None
     return output, sums, probabilities
