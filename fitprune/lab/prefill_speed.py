@@ -41,6 +41,8 @@ from llava.model.pruning.schedules import RecipeSchedule
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMAND = "python benchmarks/prefill_speed.py"
 DEFAULT_RATIOS = (0.0, 30.0, 60.0, 90.0)
+ANYRES_VISUAL_TOKENS = 2880  # LLaVA-NeXT at its largest grid: 5 views of 576 (before unpadding)
+ANYRES_RATIOS = (60.0, 90.0)
 SECTION_HEADING = "## Prefill speed (benchmarks/prefill_speed.py)"
 
 
@@ -231,8 +233,9 @@ def format_section(
     parity: float,
     timings: Timings,
     threads: int,
+    anyres_counts: Dict[float, List[int]],
 ) -> str:
-    """The Markdown section: setup, machine, the table and the notes."""
+    """The Markdown section: setup, machine, the tables and the notes."""
     num_visual = args.visual_tokens
     num_other = args.prefix_tokens + args.text_tokens
     times = timings.seconds
@@ -264,6 +267,7 @@ def format_section(
         f"| {1e3 * fastest['transformers']:.0f} | {median['unpruned'] / median['transformers']:.2f} | 1.00 | - | 1.00 |"
     )
 
+    anyres_lines = format_anyres_rows(args, dims, anyres_counts, median) if anyres_counts else []
     notes = []
     if "fitprune 0" in times:
         paired = statistics.median(a / b for a, b in zip(times["fitprune 0"], times["unpruned"]))
@@ -280,8 +284,8 @@ def format_section(
         if (name := f"fitprune {ratio:g}") in timings.inner
     ]
     notes.append(
-        "- Time inside the pruner hook per prefill (FitPrune scoring, ranking, gather; not the eager attention it "
-        "asks for), median over the rounds and its share of the row's median: " + ", ".join(hook_parts) + "."
+        "- Time inside the pruner hook per prefill (ranking and gather; the scores come with the layer's attention), "
+        "median over the rounds and its share of the row's median: " + ", ".join(hook_parts) + "."
     )
     random_parts = [
         f"{ratio:g}: median {1e3 * median[f'random {ratio:g}']:.0f} ms, efficiency "
@@ -291,8 +295,9 @@ def format_section(
     ]
     if random_parts:
         notes.append(
-            "- Same keep counts with `RandomPolicy` (needs no attention probabilities, so SDPA at every layer; the gap "
-            "to the FitPrune rows is the cost of eager attention and scoring): " + "; ".join(random_parts) + "."
+            "- Same keep counts with `RandomPolicy` (reads no attention, so fused SDPA at every layer; the gap to the "
+            "FitPrune rows is the cost of the chunked attention that gives FitPrune its scores): "
+            + "; ".join(random_parts) + "."
         )
     notes.append(f"- Unpruned logits vs transformers: max |diff| = {parity:.1e}.")
 
@@ -327,6 +332,7 @@ def format_section(
         "",
         *lines,
         "",
+        *anyres_lines,
         *notes,
         "",
         "Keep counts after each layer:",
@@ -334,6 +340,35 @@ def format_section(
         *[f"- {ratio:g}: {counts}" for ratio, counts in keep_counts.items()],
         "",
     ])
+
+
+def format_anyres_rows(
+    args: argparse.Namespace, dims: DecoderDims, anyres_counts: Dict[float, List[int]], median: Dict[str, float]
+) -> List[str]:
+    """The LLaVA-NeXT-shaped prompt's table (its own unpruned row and FitPrune rows), then a blank line."""
+    num_visual = args.anyres_visual_tokens
+    num_other = args.prefix_tokens + args.text_tokens
+    unpruned_flops = full_prefill_flops(dims, [num_visual] * dims.num_layers, num_visual, num_other)
+    header = "| ratio | paper % | full % | visual left | median ms | speed-up vs unpruned | ideal | efficiency |"
+    lines = [
+        f"LLaVA-NeXT-shaped prompt: {args.prefix_tokens} prefix + {num_visual} visual + {args.text_tokens} text "
+        f"tokens, the same decoder; keep counts of the same shape fitted to {num_visual} visual tokens.",
+        "",
+        header,
+        "|" + "---|" * (header.count("|") - 1),
+        f"| unpruned (no hook) | 0.00 | 0.00 | {num_visual} | {1e3 * median['anyres unpruned']:.0f} | 1.00 | 1.00 "
+        "| 1.00 |",
+    ]
+    for ratio, counts in anyres_counts.items():
+        achieved = median["anyres unpruned"] / median[f"anyres fitprune {ratio:g}"]
+        ideal = unpruned_flops / full_prefill_flops(dims, counts, num_visual, num_other)
+        lines.append(
+            f"| {ratio:g} | {paper_reduction(dims, counts, num_visual):.2f} "
+            f"| {full_reduction(dims, counts, num_visual, num_other):.2f} | {counts[-1]} "
+            f"| {1e3 * median[f'anyres fitprune {ratio:g}']:.0f} | {achieved:.2f} | {ideal:.2f} "
+            f"| {achieved / ideal:.2f} |"
+        )
+    return lines + [""]
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -361,6 +396,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-random-policy", action="store_true",
                         help="skip the diagnostic rows with RandomPolicy (no attention probabilities needed)")
+    parser.add_argument("--anyres-visual-tokens", type=int, default=ANYRES_VISUAL_TOKENS,
+                        help="visual tokens of the LLaVA-NeXT-shaped prompt timed too (0 skips it)")
+    parser.add_argument("--anyres-ratios", type=float, nargs="+", default=list(ANYRES_RATIOS),
+                        help="budgets timed on the LLaVA-NeXT-shaped prompt")
     parser.add_argument("--output", default=str(REPO_ROOT / "BENCHMARKS.md"),
                         help="Markdown file to write the section into ('-' only prints it)")
     args = parser.parse_args(argv)
@@ -425,6 +464,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             random_pruner = TimedHook(TokenPruner(RandomPolicy(args.seed), RecipeSchedule(counts, num_visual)))
             runs[f"random {ratio:g}"] = lambda hook=random_pruner: timed_prefill(hook)
 
+    anyres_counts: Dict[float, List[int]] = {}
+    if args.anyres_visual_tokens:
+        anyres_embeds, anyres_layout = build_prompt(args.prefix_tokens, args.anyres_visual_tokens, args.text_tokens,
+                                                    args.hidden, args.seed)
+
+        def anyres_prefill(hook: Optional[TokenPruner]) -> None:
+            ours.model.prefill_hook = hook
+            ours(inputs_embeds=anyres_embeds, sequence_layout=anyres_layout, use_cache=False)
+
+        runs["anyres unpruned"] = lambda: anyres_prefill(None)
+        for ratio in args.anyres_ratios:
+            counts = fit_keep_counts(dims, args.shape, ratio, args.anyres_visual_tokens)
+            anyres_counts[ratio] = counts
+            pruner = TokenPruner(FitPrunePolicy(), RecipeSchedule(counts, args.anyres_visual_tokens))
+            runs[f"anyres fitprune {ratio:g}"] = lambda hook=pruner: anyres_prefill(hook)
+
     with torch.inference_mode():
         expected = reference(inputs_embeds=embeds, use_cache=False).logits
         parity = (prefill(None).logits - expected).abs().max().item()
@@ -437,7 +492,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{name:>16}: median {1e3 * statistics.median(values):8.1f} ms  (min {1e3 * min(values):.1f}, "
               f"max {1e3 * max(values):.1f})")
 
-    section = format_section(args, command, config, dims, keep_counts, final_visual, parity, timings, threads)
+    section = format_section(args, command, config, dims, keep_counts, final_visual, parity, timings, threads,
+                             anyres_counts)
     print()
     print(section)
     if args.output == "-":
