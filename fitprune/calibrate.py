@@ -51,6 +51,7 @@ from llava.model.pruning.ratio import parse_reduction_ratio
 from fitprune.recipe_plot import plot_recipes
 from fitprune.stats import collect_stats
 from llava.eval.questions import QuestionFileError, load_questions
+from llava.eval.run_llava import add_image_processing_flag
 from fitprune.calibration_set import (
     split_unencodable,
     log_failed_samples,
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--model-path", default=None, help=f"checkpoint (default: bundled {DEFAULT_MODEL_PATH})")
     parser.add_argument("--model-base", default=None)
+    add_image_processing_flag(parser)
     parser.add_argument("--question-file", default=None,
                         help="question jsonl or LLaVA instruction data (default: bundled calibration set)")
     parser.add_argument("--image-folder", default=None)
@@ -169,7 +171,8 @@ def _calibrate(args, rank, world, all_reduce, started) -> int:
     local = questions[rank::world]
     dtype = DTYPES[args.dtype] if args.dtype else None
     tokenizer, model, image_processor, _ = load_pretrained_model(
-        args.model_path, args.model_base, model_name, device=args.device, torch_dtype=dtype
+        args.model_path, args.model_base, model_name, device=args.device, torch_dtype=dtype,
+        image_processing=args.image_processing,
     )
     model.eval()
     batches = prepare_batches(model, tokenizer, image_processor, local, args.image_folder or "", args.conv_mode,

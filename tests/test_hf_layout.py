@@ -454,3 +454,42 @@ def test_shipped_recipes_are_found_by_signature(name, shipped):
     book = RecipeBook.load(path)
     book.check_model(ModelSignature.from_config(config, 576))
     assert book.get(60.0).keep_counts[0] <= 576
+
+
+def test_image_processing_flag_reaches_the_loader_of_every_entry_point(checkpoints, tmp_path, monkeypatch):
+    from fitprune import calibrate
+    from llava.eval import model_vqa_loader, run_llava
+    from llava.model import builder
+
+    _, hf = checkpoints["v1.5"]
+    asked = []
+
+    def recording(real):
+        def load(*args, **kwargs):
+            asked.append(kwargs.get("image_processing"))
+            return real(*args, **kwargs)
+        return load
+
+    for module in (builder, run_llava):  # the driver and calibrate import the builder's at run time
+        monkeypatch.setattr(module, "load_pretrained_model", recording(module.load_pretrained_model))
+    folder = tmp_path / "images"
+    folder.mkdir()
+    picture((40, 30)).save(folder / "0.png")
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text(json.dumps({"question_id": 0, "image": "0.png", "text": QUESTIONS[0]}) + "\n")
+    common = ["--model-path", str(hf), "--device", "cpu", "--image-processing", "checkpoint"]
+    assert model_vqa_loader.main(common + ["--question-file", str(questions), "--image-folder", str(folder),
+                                           "--answers-file", str(tmp_path / "a.jsonl"), "--temperature", "0",
+                                           "--max-new-tokens", "2"]) in (0, None)
+    run_llava.main(common + ["--image-file", str(folder / "0.png"), "--query", "What?", "--temperature", "0",
+                             "--max-new-tokens", "2"])
+    assert calibrate.main(common + ["--question-file", str(questions), "--image-folder", str(folder),
+                                    "--reduction-ratio", "30", "--output", str(tmp_path / "r.json")]) == 0
+    assert asked == ["checkpoint"] * 3
+
+
+@pytest.mark.parametrize("name", ["llava-1.5-7b-hf", "llava-1.5-13b-hf", "llava-v1.6-vicuna-7b-hf"])
+def test_hf_checkpoint_names_pick_the_vicuna_v1_template(name):
+    from llava.eval.run_llava import auto_conv_mode
+
+    assert auto_conv_mode(name) == "llava_v1"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from llava.eval.pruning_flags import add_pruning_args
-from llava.eval.run_llava import UsageError
+from llava.eval.run_llava import UsageError, add_image_processing_flag
 from llava.eval.sample_errors import ON_ERROR_CHOICES
 from llava.model.builder import DeviceError, check_model_path, resolve_device
 
@@ -76,6 +76,7 @@ def build_parser(spec: DriverSpec, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"python -m llava.eval.{spec.name}", description=description)
     parser.add_argument("--model-path", type=str, default="facebook/opt-350m")
     parser.add_argument("--model-base", type=str, default=None)
+    add_image_processing_flag(parser)
     parser.add_argument("--image-folder", type=str, default="")
     parser.add_argument("--question-file", type=str, default=spec.question_file_default)
     parser.add_argument("--answers-file", type=str, default="answer.jsonl",

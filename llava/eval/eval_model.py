@@ -39,7 +39,7 @@ def load_model(args: argparse.Namespace) -> LoadedModel:
     device_map = {"": args.device} if ":" in str(args.device) else "auto"
     tokenizer, model, image_processor, _ = load_pretrained_model(
         model_path, args.model_base, model_name, device_map=device_map, device=args.device,
-        torch_dtype=resolve_dtype(args),
+        torch_dtype=resolve_dtype(args), image_processing=args.image_processing,
     )
     model.eval()
     apply_pruning_args(model, args)

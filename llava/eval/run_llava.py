@@ -11,6 +11,7 @@ exit status 2. `eval_model(args)` does the same from Python and returns the answ
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, TypeVar
@@ -32,6 +33,7 @@ from llava.mm_utils import (
     tokenizer_image_token,
 )
 from llava.model.anyres import uses_anyres
+from llava.model.hf_config import IMAGE_PROCESSING_CHOICES, IMAGE_PROCESSING_LLAVA
 from llava.model.builder import (
     AUTO_DEVICE,
     DeviceError,
@@ -67,13 +69,15 @@ def auto_conv_mode(model_name: str) -> str:
         model_name: e.g. ``llava-v1.5-7b``.
 
     Returns:
-        ``llava_llama_2`` if the name has ``llama-2``, else ``llava_v1`` if it has ``v1``,
-        else ``mpt`` if it has ``mpt``, else ``llava_v0`` (case-insensitive).
+        ``llava_llama_2`` if the name has ``llama-2``, else ``llava_v1`` if it has ``v1`` or
+        is a Hugging Face conversion of LLaVA-1.5/1.6 (``llava-1.5-7b-hf``: no ``v1`` in the
+        name, vicuna_v1 prompts), else ``mpt`` if it has ``mpt``, else ``llava_v0``
+        (case-insensitive).
     """
     name = model_name.lower()
     if "llama-2" in name:
         return "llava_llama_2"
-    if "v1" in name:
+    if "v1" in name or re.search(r"llava-1\.[56]", name):
         return "llava_v1"
     if "mpt" in name:
         return "mpt"
@@ -211,7 +215,7 @@ def start_run(args: argparse.Namespace, default_max_new_tokens: int) -> LoadedRu
     model_name = get_model_name_from_path(args.model_path)
     tokenizer, model, image_processor, _ = load_pretrained_model(
         args.model_path, model_base, model_name, getattr(args, "load_8bit", False), getattr(args, "load_4bit", False),
-        device=device,
+        device=device, image_processing=getattr(args, "image_processing", IMAGE_PROCESSING_LLAVA),
     )
     apply_pruning_args(model, args)
     return LoadedRun(model_name, tokenizer, model, image_processor, image, generation)
@@ -264,10 +268,22 @@ def eval_model(args: argparse.Namespace) -> str:
     return answer
 
 
+def add_image_processing_flag(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Adds ``--image-processing {llava,checkpoint}``: how a Hugging Face-layout checkpoint's images
+    are prepared (default llava: LLaVA's own rule, pad to square for 1.5, anyres for NeXT, so
+    answers equal the original checkpoint's; checkpoint: its processor's resize and centre crop).
+    Original-layout checkpoints always follow LLaVA's rule."""
+    parser.add_argument("--image-processing", choices=IMAGE_PROCESSING_CHOICES, default=IMAGE_PROCESSING_LLAVA,
+                        help="Hugging Face-layout checkpoints: llava (default) pads to square as LLaVA's evaluation "
+                             "does; checkpoint uses the checkpoint's processor (resize, centre crop)")
+    return parser
+
+
 def add_model_args(parser: argparse.ArgumentParser, max_new_tokens: int) -> argparse.ArgumentParser:
     """Adds the flags `start_run` reads: model, image, device, conversation and decoding."""
     parser.add_argument("--model-path", type=str, required=True, help="checkpoint directory or hub name")
     parser.add_argument("--model-base", type=str, default=None)
+    add_image_processing_flag(parser)
     parser.add_argument("--image-file", type=str, required=True, help="image path or http(s) URL")
     parser.add_argument("--device", type=str, default=AUTO_DEVICE,
                         help="cuda, cuda:N, cpu, or auto (default): CUDA when it is available, else the CPU")
