@@ -262,7 +262,7 @@ class Page:
                 updates.update({slot.column: gr.update(visible=shown), slot.title: title,
                                 slot.answer: gr.update(value="", visible=True),
                                 slot.overlay: gr.update(value=None, label="Kept patches", visible=True),
-                                slot.curve: gr.update(value=None, visible=True),
+                                slot.curve: gr.update(visible=False),
                                 slot.stats: "waiting…" if shown else ""})
             return updates
         if isinstance(event, PartialAnswer):
@@ -273,7 +273,9 @@ class Page:
             overlay = (gr.update(value=enlarge(result.overlay(state.view, layer)), label=overlay_caption(result, layer))
                        if result.masks is not None else gr.update(value=None, label="Kept patches: not drawn for "
                                                                                   "anyres (LLaVA-NeXT) models"))
-            return {slot.answer: result.answer, slot.overlay: overlay, slot.curve: curve_frame(result),
+            curve = curve_frame(result)
+            return {slot.answer: result.answer, slot.overlay: overlay,
+                    slot.curve: gr.update(value=curve, visible=curve is not None),
                     slot.stats: stats_markdown(result), self.state: state}
         if isinstance(event, BudgetFailed):
             slot = self.slots[event.slot]
