@@ -155,4 +155,4 @@ def render_scene(task: ShapesTask, scene: Scene) -> Image.Image:
         top, left = obj.row * cell, obj.col * cell
         patch = canvas[top:top + cell, left:left + cell]
         canvas[top:top + cell, left:left + cell] = patch * (1 - coverage) + np.asarray(task.colours[obj.colour]) * coverage
-    return Image.fromarray(np.rint(canvas).astype(np.uint8), mode="RGB")
+    return Image.fromarray(np.rint(canvas).astype(np.uint8))  # (H, W, 3) uint8: RGB
