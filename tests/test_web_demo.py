@@ -113,6 +113,21 @@ def test_answers_and_kept_counts_equal_run_llava(demo, image, tiny_checkpoint, c
     assert _is_unpruned(demo.model)
 
 
+def test_an_anyres_model_answers_without_patches_or_flops(tmp_path, capsys):
+    from fitprune.lab.tiny_checkpoint import TinyLlavaSpec, write_tiny_llava
+    from llava.model.builder import load_pretrained_model
+
+    path = write_tiny_llava(tmp_path / "llava-v1.6-tiny", TinyLlavaSpec(version="v1.6"))
+    tokenizer, model, processor, _ = load_pretrained_model(str(path), None, "llava-v1.6-tiny", device="cpu")
+    image = tmp_path / "wide.png"
+    Image.new("RGB", (90, 40), (20, 120, 200)).save(image)
+    events = list(run_request(DemoModel(tokenizer, model, processor, "llava-v1.6-tiny"), _request(image)))
+    result = events[-2].result
+    assert (result.answer, None) == _run_llava(path, image, QUESTION, 0, capsys)
+    assert (result.keep_counts, result.masks, result.flops, events[0].view) == (None, None, None, None)
+    assert [line.split(":")[0] for line in result.summary_lines()] == ["Prefill latency"]
+
+
 def _text_file(tmp_path) -> Path:
     path = tmp_path / "notes.png"
     path.write_text("just text")
