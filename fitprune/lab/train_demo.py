@@ -40,7 +40,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from tqdm import tqdm
@@ -49,6 +49,7 @@ from transformers import GenerationConfig
 from fitprune.lab.answers import answer_accuracy, answer_token, encode_questions, load_answered_questions, pad_right
 from fitprune.lab.scenes import ShapesTask, render_scene
 from fitprune.lab.scene_questions import VisualQuestion, train_conversations
+from fitprune.lab import relational_questions, relational_scenes
 from fitprune.lab.synthetic import tokenizer_sentences
 from llava.constants import IGNORE_INDEX
 from llava.eval.questions import build_question_prompt
@@ -73,7 +74,55 @@ DEMO_SPEC = TinyLlavaSpec(
     # model spends thousands of steps answering from priors; 0.1 finds the object early
     initializer_range=0.1,
 )
+SCENES_SPEC = replace(
+    DEMO_SPEC,
+    hidden_size=96,
+    intermediate_size=256,
+    # 128 px images in 8 px patches: 256 visual tokens, one per cell of the relational grid
+    image_size=128,
+)
 CONV_MODE = "vicuna_v1"
+
+
+@dataclass(frozen=True)
+class DemoTask:
+    """A task a demo model is trained on, with the model's sizes.
+
+    Attributes:
+        spec: the model's sizes.
+        make_task: objects per scene (None: the task's default) -> the task's settings.
+        conversations: (task, seed) -> endless stream of (scene, questions).
+        render: (task, scene) -> the scene's image.
+        sentences: task -> extra tokenizer sentences holding every question and answer.
+        validation_file, validation_folder: default validation questions and their image folder.
+    """
+
+    spec: TinyLlavaSpec
+    make_task: Callable[[Optional[int]], object]
+    conversations: Callable
+    render: Callable
+    sentences: Callable
+    validation_file: str
+    validation_folder: str
+
+
+def _with_objects(default_task):
+    """make_task of a task dataclass: its defaults, or exactly `objects` objects per scene."""
+    def make(objects: Optional[int]):
+        task = default_task()
+        return task if objects is None else replace(task, min_objects=objects, max_objects=objects)
+    return make
+
+
+DEMO_TASKS: Dict[str, DemoTask] = {
+    "shapes": DemoTask(DEMO_SPEC, _with_objects(ShapesTask), train_conversations, render_scene, tokenizer_sentences,
+                       "playground/shapes/calibration.jsonl", "playground/shapes"),
+    "scenes": DemoTask(SCENES_SPEC, _with_objects(relational_scenes.RelationalTask),
+                       relational_questions.train_conversations, relational_scenes.render_scene,
+                       relational_questions.tokenizer_sentences, "playground/scenes/calibration.jsonl",
+                       "playground/scenes"),
+}
+"""Tasks `--task` can name: the bundled shapes demo (the default) and the relational scenes."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +138,7 @@ class TrainConfig:
         seed: torch seed of the initial weights and of the train stream.
         eval_every: steps between validation runs (0: only at the end).
         threads: torch CPU threads.
+        max_minutes: stop after the first step past this wall time (0: no limit).
     """
 
     steps: int = 5000
@@ -99,6 +149,7 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 250
     threads: int = 2
+    max_minutes: float = 0.0
 
 
 class TrainableLlava(LlavaLlamaForCausalLM):
@@ -149,8 +200,10 @@ def load_initial_weights(model: "TrainableLlava", out_dir: Path, weights: Tuple[
     model.get_model().get_vision_tower().vision_tower.load_state_dict(tower)
 
 
-def build_untrained(out_dir: Path, spec: TinyLlavaSpec, task: ShapesTask, seed: int):
-    """Writes the tokenizer and a random tower into `out_dir` and builds the random model.
+def build_untrained(out_dir: Path, spec: TinyLlavaSpec, task: ShapesTask, seed: int,
+                    sentences: Callable = tokenizer_sentences):
+    """Writes the tokenizer (trained with `sentences(task)`) and a random tower into `out_dir`
+    and builds the random model.
 
     Returns:
         (tokenizer, model, image_processor), the model's every parameter trainable.
@@ -158,7 +211,7 @@ def build_untrained(out_dir: Path, spec: TinyLlavaSpec, task: ShapesTask, seed: 
     from fitprune.lab.tokenizer import train_tiny_tokenizer
 
     torch.manual_seed(seed)
-    tokenizer = train_tiny_tokenizer(out_dir, vocab_size=spec.vocab_size, extra_sentences=tokenizer_sentences(task))
+    tokenizer = train_tiny_tokenizer(out_dir, vocab_size=spec.vocab_size, extra_sentences=sentences(task))
     tower_dir = write_vision_tower(out_dir / VISION_TOWER_DIR, spec)
     config = LlavaConfig(**llava_config_fields(spec, str(tower_dir.resolve()), len(tokenizer)))
     model = TrainableLlava(config)
@@ -200,16 +253,19 @@ def learning_rate(step: int, config: TrainConfig) -> float:
     return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train(model, tokenizer, image_processor, task: ShapesTask, config: TrainConfig, validation=None) -> List[dict]:
+def train(model, tokenizer, image_processor, task: ShapesTask, config: TrainConfig, validation=None,
+          demo: DemoTask = DEMO_TASKS["shapes"]) -> List[dict]:
     """Trains `model` in place; returns the log (loss and validation accuracy by step).
 
     Args:
         validation: encoded batches (`fitprune.lab.answers.encode_questions`) to measure
             first-token accuracy on every `config.eval_every` steps and at the end.
+        demo: the task's train stream and renderer.
     """
     from llava.mm_utils import process_images
 
-    stream = train_conversations(task, config.seed)
+    started = time.time()
+    stream = demo.conversations(task, config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                   betas=(0.9, 0.98))
     log, running = [], []
@@ -219,7 +275,7 @@ def train(model, tokenizer, image_processor, task: ShapesTask, config: TrainConf
         for _ in range(config.batch_size):
             scene, questions = next(stream)
             ids, labels = conversation_tokens(tokenizer, questions)
-            scenes.append(render_scene(task, scene))
+            scenes.append(demo.render(task, scene))
             rows.append(ids)
             row_labels.append(labels)
         input_ids = pad_right(rows)
@@ -236,7 +292,8 @@ def train(model, tokenizer, image_processor, task: ShapesTask, config: TrainConf
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         running.append(loss.item())
-        last = step + 1 == config.steps
+        out_of_time = bool(config.max_minutes) and time.time() - started > 60 * config.max_minutes
+        last = step + 1 == config.steps or out_of_time
         if validation is not None and ((config.eval_every and (step + 1) % config.eval_every == 0) or last):
             model.eval()
             report = answer_accuracy(model, validation)
@@ -246,6 +303,9 @@ def train(model, tokenizer, image_processor, task: ShapesTask, config: TrainConf
             running = []
             bar.write(json.dumps(entry))
         bar.set_postfix(loss=f"{loss.item():.3f}")
+        if out_of_time:
+            bar.write(f"stopped after {step + 1} steps: --max-minutes {config.max_minutes} reached")
+            break
     model.eval()
     return log
 
@@ -280,11 +340,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(prog="python -m fitprune.train_demo", description=__doc__.splitlines()[0])
     parser.add_argument("--output", required=True, help="checkpoint directory to write (its name should hold 'llava')")
-    parser.add_argument("--validation-file", default="playground/shapes/calibration.jsonl",
-                        help="question jsonl with answers, for accuracy during training")
-    parser.add_argument("--validation-folder", default="playground/shapes")
+    parser.add_argument("--task", choices=sorted(DEMO_TASKS), default="shapes",
+                        help="shapes: the bundled demo (playground/shapes); scenes: the relational scenes "
+                             "(playground/scenes, fitprune.lab.relational_questions)")
+    parser.add_argument("--validation-file", default=None,
+                        help="question jsonl with answers, for accuracy during training "
+                             "(default: the task's calibration split)")
+    parser.add_argument("--validation-folder", default=None, help="its image folder (default: the task's)")
     parser.add_argument("--objects", type=int, default=None,
-                        help="objects per scene (default: the task's, as in playground/shapes)")
+                        help="objects per scene (default: the task's, as in its playground folder)")
     parser.add_argument("--init-from", default=None,
                         help="start from this checkpoint's weights (one written by this script) instead of random ones")
     for name, value in asdict(defaults).items():
@@ -296,23 +360,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     started = time.time()
     out_dir = Path(args.output)
     try:
-        task = ShapesTask() if args.objects is None else replace(ShapesTask(), min_objects=args.objects,
-                                                                 max_objects=args.objects)
+        demo = DEMO_TASKS[args.task]
+        task = demo.make_task(args.objects)
         initial = read_checkpoint_weights(Path(args.init_from)) if args.init_from else None
         previous = _training_record(Path(args.init_from)) if args.init_from else None
-        tokenizer, model, image_processor = build_untrained(out_dir, DEMO_SPEC, task, config.seed)
+        tokenizer, model, image_processor = build_untrained(out_dir, demo.spec, task, config.seed, demo.sentences)
         if initial is not None:
             load_initial_weights(model, out_dir, initial)
     except (FileNotFoundError, ValueError) as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2
-    validation = encode_questions(load_answered_questions(args.validation_file), tokenizer, image_processor,
-                                  model.config, args.validation_folder)
-    log = train(model, tokenizer, image_processor, task, config, validation)
+    validation = encode_questions(load_answered_questions(args.validation_file or demo.validation_file), tokenizer,
+                                  image_processor, model.config, args.validation_folder or demo.validation_folder)
+    log = train(model, tokenizer, image_processor, task, config, validation, demo)
     save_checkpoint(model, out_dir)
     record = {
         "command": "python -m fitprune.train_demo " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
-        "spec": asdict(DEMO_SPEC),
+        "spec": asdict(demo.spec),
         "task": asdict(task),
         "train": asdict(config),
         "log": log,
