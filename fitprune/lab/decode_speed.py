@@ -1,0 +1,308 @@
+"""Decode speed and KV-cache size of FitPrune pruning on a LLaVA-shaped random decoder, on CPU
+(`python benchmarks/decode_speed.py`).
+
+The prompt of the prefill benchmark (`fitprune.lab.prefill_setup`: the same random decoder,
+prefix + visual + text rows as random embeddings) is prefilled once at batch 1 per budget,
+unpruned and with FitPrune at each ratio; the `PrunedKVCache` it leaves is repeated B times
+(`PrunedKVCache.reorder`, as a prefill of the prompt repeated B times would leave it), and
+`--steps` greedy decode steps run from it through our `LlamaForCausalLM`, the new tokens fed
+as ids through `embed_tokens`. Reports decode tokens/s per batch size and budget, the speed-up
+against the unpruned cache, the cache's bytes and the FLOPs-ideal speed-up, and writes the
+table into BENCHMARKS.md.
+
+Run: ``python benchmarks/decode_speed.py [--steps 16] [--repeats 3] [--output BENCHMARKS.md]``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import transformers
+
+from fitprune.lab.benchmarks_file import write_section
+from fitprune.lab.prefill_setup import BENCHMARK_SIZES, build_config, build_prompt, fit_keep_counts
+from fitprune.lab.prefill_speed import Timings, available_cores, cpu_model, time_rounds
+from llava.model.language_model.kv_cache import PrunedKVCache
+from llava.model.language_model.modeling_llama import LlamaForCausalLM
+from llava.model.language_model.sequence_layout import SequenceLayout
+from llava.model.pruning.flops import DecoderDims, full_decode_step_flops
+from llava.model.pruning.policies import FitPrunePolicy
+from llava.model.pruning.pruner import TokenPruner
+from llava.model.pruning.schedules import RecipeSchedule
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COMMAND = "python benchmarks/decode_speed.py"
+DEFAULT_BATCH_SIZES = (1, 8, 32)
+DEFAULT_RATIOS = (60.0, 90.0)
+SECTION_HEADING = "## Decode speed (benchmarks/decode_speed.py)"
+UNPRUNED = 0.0  # the budget key of the unpruned prefill (no hook)
+
+
+@dataclass
+class PrefilledPrompt:
+    """The batch-1 prefill of one budget, the start of every decode of that budget.
+
+    Attributes:
+        cache: the cache the prefill left, (1, H_kv, S_l, D) per layer.
+        first_token: (1,) the greedy token after the prompt.
+        keep_counts: visual tokens left after each layer (all of them when unpruned).
+    """
+
+    cache: PrunedKVCache
+    first_token: torch.Tensor
+    keep_counts: List[int]
+
+
+def cache_bytes(cache: PrunedKVCache) -> int:
+    """Bytes of every layer's keys, values and key mask."""
+    return sum(t.nbytes for tensors in (cache.keys, cache.values, cache.key_masks) for t in tensors if t is not None)
+
+
+def repeat_cache(cache: PrunedKVCache, batch: int) -> PrunedKVCache:
+    """A new cache holding batch row 0 of `cache` `batch` times (copied, contiguous)."""
+    return cache.reorder(torch.zeros(batch, dtype=torch.long))
+
+
+def shallow_copy(cache: PrunedKVCache) -> PrunedKVCache:
+    """A cache sharing `cache`'s tensors: decoding into it (which concatenates, never writes in
+    place) leaves `cache` as it was."""
+    copy = PrunedKVCache(len(cache), cache.next_position)
+    copy.keys, copy.values, copy.key_masks = list(cache.keys), list(cache.values), list(cache.key_masks)
+    return copy
+
+
+def decode_steps(model: LlamaForCausalLM, cache: PrunedKVCache, first_tokens: torch.Tensor, steps: int) -> torch.Tensor:
+    """Greedy decoding of `steps` tokens per sample from a copy of `cache` (left unchanged).
+
+    Args:
+        model: the decoder.
+        cache: the cache after the prompt, batch B.
+        first_tokens: (B,) the tokens fed at the first step.
+        steps: decode steps (forwards of one token per sample).
+
+    Returns:
+        (B, steps) the tokens fed, the first one included.
+    """
+    cache = shallow_copy(cache)
+    tokens, fed = first_tokens, []
+    for _ in range(steps):
+        fed.append(tokens)
+        out = model(input_ids=tokens[:, None], past_key_values=cache, use_cache=True, num_logits_to_keep=1)
+        cache = out.past_key_values
+        tokens = out.logits[:, -1].argmax(dim=-1)  # (B,)
+    return torch.stack(fed, dim=1)
+
+
+def prefill_prompt(model: LlamaForCausalLM, embeds: torch.Tensor, layout: SequenceLayout, num_visual: int,
+                   keep_counts: Optional[List[int]]) -> PrefilledPrompt:
+    """Prefills the batch-1 prompt (`embeds` (1, T, D) with its `layout`, `num_visual` visual rows),
+    FitPrune-pruned to `keep_counts` (None: unpruned, no hook)."""
+    model.model.prefill_hook = (
+        None if keep_counts is None else TokenPruner(FitPrunePolicy(), RecipeSchedule(keep_counts, num_visual))
+    )
+    out = model(inputs_embeds=embeds, sequence_layout=layout, use_cache=True, num_logits_to_keep=1)
+    model.model.prefill_hook = None
+    counts = ([num_visual] * len(model.model.layers) if keep_counts is None
+              else out.pruning_trace.counts()[:, 0].tolist())
+    return PrefilledPrompt(out.past_key_values, out.logits[:, -1].argmax(dim=-1), counts)
+
+
+def decode_run(model: LlamaForCausalLM, cache: PrunedKVCache, first_tokens: torch.Tensor, steps: int
+               ) -> Callable[[], None]:
+    """A timed run of `time_rounds`: `decode_steps` from `cache`, returning nothing."""
+    def run() -> None:
+        decode_steps(model, cache, first_tokens, steps)
+
+    return run
+
+
+def ideal_speedup(dims: DecoderDims, unpruned: PrunedKVCache, pruned: PrunedKVCache, steps: int) -> float:
+    """Unpruned over pruned full-convention FLOPs of `steps` decode steps from the two caches."""
+    def flops(cache: PrunedKVCache) -> float:
+        lengths = cache.layer_lengths()
+        return sum(full_decode_step_flops(dims, [length + step for length in lengths]) for step in range(steps))
+
+    return flops(unpruned) / flops(pruned)
+
+
+def run_name(batch: int, ratio: float) -> str:
+    """The timed run of one batch size and budget."""
+    return f"B{batch} " + ("unpruned" if ratio == UNPRUNED else f"fitprune {ratio:g}")
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def contention_text(args: argparse.Namespace, timings: Timings) -> str:
+    """How busy the other processes kept the cores over the kept rounds."""
+    if timings.others_cores is None:
+        return "the CPU use of other processes is unknown (no /proc/stat)"
+    return (
+        f"other processes kept {timings.others_cores:.2f} of the {available_cores()} cores busy on average over "
+        f"the rounds kept ({timings.contended_kept} of {args.repeats} rounds contended, i.e. above "
+        f"{args.quiet_cores:g} cores; {timings.contended_dropped} more contended rounds set aside)"
+    )
+
+
+def format_table(args: argparse.Namespace, dims: DecoderDims, prompts: Dict[float, PrefilledPrompt],
+                 caches: Dict[Tuple[int, float], PrunedKVCache], timings: Timings) -> List[str]:
+    """The table: one row per batch size and budget, unpruned first."""
+    median = {name: statistics.median(values) for name, values in timings.seconds.items()}
+    header = ("| batch | ratio | visual left | KV cache MiB | cache vs unpruned | ms / step | tokens/s "
+              "| speed-up vs unpruned | ideal |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for batch in args.batch_sizes:
+        base_seconds = median[run_name(batch, UNPRUNED)]
+        base_bytes = cache_bytes(caches[batch, UNPRUNED])
+        for ratio, prompt in prompts.items():
+            seconds = median[run_name(batch, ratio)]
+            size = cache_bytes(caches[batch, ratio])
+            ideal = ideal_speedup(dims, caches[batch, UNPRUNED], caches[batch, ratio], args.steps)
+            lines.append(
+                f"| {batch} | {'unpruned' if ratio == UNPRUNED else f'{ratio:g}'} | {prompt.keep_counts[-1]} "
+                f"| {size / 2**20:.1f} | {size / base_bytes:.2f} | {1e3 * seconds / args.steps:.1f} "
+                f"| {batch * args.steps / seconds:.0f} | {base_seconds / seconds:.2f} | {ideal:.2f} |"
+            )
+    return lines
+
+
+def format_section(args: argparse.Namespace, command: str, config: transformers.LlamaConfig, dims: DecoderDims,
+                   prompts: Dict[float, PrefilledPrompt], caches: Dict[Tuple[int, float], PrunedKVCache],
+                   timings: Timings, threads: int) -> str:
+    """The Markdown section: setup, machine, the table and the cache lengths."""
+    clock = "wall clock" if args.clock == "wall" else "process CPU time"
+    lengths = [
+        f"- {'unpruned' if ratio == UNPRUNED else f'{ratio:g}'}: {prompt.cache.layer_lengths()}"
+        for ratio, prompt in prompts.items()
+    ]
+    return "\n".join([
+        SECTION_HEADING,
+        "",
+        f"Greedy decode steps of a random LLaMA decoder: {config.num_hidden_layers} layers, hidden "
+        f"{config.hidden_size}, FFN {config.intermediate_size}, {config.num_attention_heads} heads "
+        f"({config.num_key_value_heads} KV), vocab {config.vocab_size}, fp32; our `LlamaForCausalLM` with the "
+        f"`PrunedKVCache` of the prefill benchmark's prompt ({args.prefix_tokens} prefix + {args.visual_tokens} "
+        f"visual + {args.text_tokens} text tokens as random embeddings), one new token per sample per step fed as "
+        "an id, LM head on it alone (`num_logits_to_keep=1`). Each budget's prompt is prefilled once at batch 1 "
+        f"(FitPrune policy, keep counts of the `{args.shape}` shape fitted by bisection to the budget); batch B "
+        "decodes from that cache repeated B times (`PrunedKVCache.reorder`), the cache a prefill of the prompt "
+        "repeated B times leaves.",
+        "",
+        f"- Machine: {cpu_model()}, {available_cores()} cores, {threads} torch threads; torch {torch.__version__}, "
+        f"transformers {transformers.__version__}, Python {platform.python_version()}.",
+        f"- Date: {datetime.date.today().isoformat()}. Command: `{command}`.",
+        f"- Timing: {args.warmup} warm-up + {args.repeats} timed rounds of {args.steps} steps from the same cache, "
+        f"each row once per round (alternating), {clock}; took {timings.wall:.0f} s; {contention_text(args, timings)}.",
+        f"- tokens/s = batch × {args.steps} steps / the row's median time; speed-up = unpruned median / the row's, "
+        "same batch; KV cache = bytes of every layer's keys, values and key mask right after the prefill; "
+        f"ideal = unpruned / pruned full-convention FLOPs of the {args.steps} steps "
+        "(`full_decode_step_flops`; per sample, so the same at every batch). Each step concatenates the new "
+        "keys and values onto every layer's cache, copying it.",
+        "",
+        *format_table(args, dims, prompts, caches, timings),
+        "",
+        "Cache tokens per layer after the prefill:",
+        "",
+        *lengths,
+        "",
+    ])
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=16, help="decode steps timed per row and round")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (median reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(DEFAULT_BATCH_SIZES))
+    for key, value in BENCHMARK_SIZES.items():
+        parser.add_argument("--" + key.replace("_", "-"), type=int, default=value, dest=key)
+    parser.add_argument("--ratios", type=float, nargs="+", default=list(DEFAULT_RATIOS),
+                        help="pruned budgets, percent of paper-convention FLOPs removed (unpruned always runs)")
+    parser.add_argument("--shape", choices=("geometric", "published"), default="published",
+                        help="one-parameter keep-count shape fitted to each budget")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all available cores)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall: time.perf_counter; cpu: this process's CPU time (with --threads 1, a "
+                             "fallback for a machine whose cores other processes share)")
+    parser.add_argument("--quiet-cores", type=float, default=None,
+                        help="a round during which other processes used more cores than this is set aside and "
+                             "re-run (default: the cores --threads leaves free, plus 0.25)")
+    parser.add_argument("--max-seconds", type=float, default=120.0,
+                        help="how long to wait for quiet rounds before keeping the least contended ones")
+    parser.add_argument("--allow-contended", action="store_true",
+                        help="write the section even when most kept rounds were contended")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default=str(REPO_ROOT / "BENCHMARKS.md"),
+                        help="Markdown file to write the section into ('-' only prints it)")
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.repeats < 1 or args.warmup < 0:
+        parser.error(f"--steps and --repeats must be >= 1 and --warmup >= 0, got {args.steps}, {args.repeats} "
+                     f"and {args.warmup}")
+    if min(args.batch_sizes) < 1:
+        parser.error(f"--batch-sizes must be >= 1, got {args.batch_sizes}")
+    if UNPRUNED in args.ratios:
+        parser.error("--ratios: 0 is the unpruned row, which always runs; give pruned budgets only")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Prefills each budget, times the decode steps of every batch size, prints the section and
+    writes it into `--output`.
+
+    Returns:
+        0, or 3 when most rounds were contended and nothing was written.
+    """
+    args = parse_args(argv)
+    command = " ".join([COMMAND, *(sys.argv[1:] if argv is None else argv)])
+    threads = args.threads or available_cores()
+    if args.quiet_cores is None:
+        args.quiet_cores = max(0, available_cores() - threads) + 0.25
+    torch.set_num_threads(threads)
+    torch.manual_seed(args.seed)
+
+    config = build_config(args)
+    dims = DecoderDims.from_config(config)
+    model = LlamaForCausalLM(config).eval()
+    embeds, layout = build_prompt(args.prefix_tokens, args.visual_tokens, args.text_tokens, args.hidden, args.seed)
+    budgets = {UNPRUNED: None, **{ratio: fit_keep_counts(dims, args.shape, ratio, args.visual_tokens)
+                                  for ratio in args.ratios}}
+    with torch.inference_mode():
+        prompts = {ratio: prefill_prompt(model, embeds, layout, args.visual_tokens, counts)
+                   for ratio, counts in budgets.items()}
+        caches = {(batch, ratio): repeat_cache(prompt.cache, batch)
+                  for batch in args.batch_sizes for ratio, prompt in prompts.items()}
+        runs = {run_name(batch, ratio): decode_run(model, cache, prompts[ratio].first_token.repeat(batch), args.steps)
+                for (batch, ratio), cache in caches.items()}
+        for ratio, prompt in prompts.items():
+            print(f"{'unpruned' if ratio == UNPRUNED else f'ratio {ratio:g}'}: keep {prompt.keep_counts}, cache "
+                  f"{prompt.cache.layer_lengths()} tokens per layer")
+        clock = time.perf_counter if args.clock == "wall" else time.process_time
+        timings = time_rounds(runs, args.warmup, args.repeats, args.quiet_cores, args.max_seconds, clock)
+    for name, values in timings.seconds.items():
+        print(f"{name:>16}: median {1e3 * statistics.median(values):8.1f} ms for {args.steps} steps "
+              f"(min {1e3 * min(values):.1f}, max {1e3 * max(values):.1f})")
+
+    section = format_section(args, command, config, dims, prompts, caches, timings, threads)
+    print()
+    print(section)
+    if args.output == "-":
+        return 0
+    if 2 * timings.contended_kept > args.repeats and not args.allow_contended:
+        print(f"NOT writing {args.output}: {timings.contended_kept} of {args.repeats} rounds ran while other processes "
+              f"used more than {args.quiet_cores:g} cores; re-run on a quieter machine, with --threads 1 (cores left "
+              "to the others), or pass --allow-contended", file=sys.stderr)
+        return 3
+    write_section(Path(args.output), SECTION_HEADING, section)
+    print(f"wrote {args.output}")
+    return 0
