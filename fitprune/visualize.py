@@ -81,10 +81,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs one pruned prefill and draws what it kept; returns the exit code (2, after a one-line
     message, for an unusable image, model or recipe)."""
     from llava.eval.pruning_flags import add_pruning_args
+    from llava.eval.run_llava import add_image_processing_flag
 
     parser = argparse.ArgumentParser(prog="python -m fitprune.visualize", description=__doc__.splitlines()[0])
     parser.add_argument("--model-path", default=None)
     parser.add_argument("--model-base", default=None)
+    add_image_processing_flag(parser)
     parser.add_argument("--image", required=True)
     parser.add_argument("--question", required=True)
     parser.add_argument("--conv-mode", default="vicuna_v1")
@@ -119,7 +121,8 @@ def _draw(args: argparse.Namespace) -> int:
         raise ImageError(f"--image: {err}") from None
     model_path = args.model_path or ensure_default_model()
     tokenizer, model, processor, _ = load_pretrained_model(
-        model_path, args.model_base, get_model_name_from_path(model_path), device=args.device
+        model_path, args.model_base, get_model_name_from_path(model_path), device=args.device,
+        image_processing=args.image_processing,
     )
     model.eval()
     if uses_anyres(model.config):

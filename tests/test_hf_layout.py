@@ -457,7 +457,7 @@ def test_shipped_recipes_are_found_by_signature(name, shipped):
 
 
 def test_image_processing_flag_reaches_the_loader_of_every_entry_point(checkpoints, tmp_path, monkeypatch):
-    from fitprune import calibrate
+    from fitprune import calibrate, visualize
     from llava.eval import model_vqa_loader, run_llava
     from llava.model import builder
 
@@ -485,7 +485,10 @@ def test_image_processing_flag_reaches_the_loader_of_every_entry_point(checkpoin
                              "--max-new-tokens", "2"])
     assert calibrate.main(common + ["--question-file", str(questions), "--image-folder", str(folder),
                                     "--reduction-ratio", "30", "--output", str(tmp_path / "r.json")]) == 0
-    assert asked == ["checkpoint"] * 3
+    assert visualize.main(common + ["--image", str(folder / "0.png"), "--question", "What?",
+                                    "--reduction-ratio", "30", "--recipe", str(tmp_path / "r.json"),
+                                    "--out", str(tmp_path / "kept.png")]) == 0
+    assert asked == ["checkpoint"] * 4
 
 
 @pytest.mark.parametrize("name", ["llava-1.5-7b-hf", "llava-1.5-13b-hf", "llava-v1.6-vicuna-7b-hf"])
