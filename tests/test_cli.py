@@ -1,5 +1,6 @@
 """The command-line drivers on the tiny checkpoint: run_llava, serve/cli and the pruning flags."""
 import builtins
+import importlib.util
 import re
 from io import BytesIO
 
@@ -176,3 +177,14 @@ def test_serve_cli_one_turn_then_eof(tiny_checkpoint, image_file, monkeypatch, c
     assert out.startswith("ASSISTANT: ")
     assert reply.removesuffix("</s>").strip() in out
     assert out.rstrip().endswith("exit...")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is not None, reason="bitsandbytes is installed")
+def test_cli_load_8bit_without_bitsandbytes_is_one_line_exit_2(tiny_checkpoint, image_file, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--model-path", str(tiny_checkpoint), "--image-file", str(image_file), "--device", "cpu",
+                  "--load-8bit"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith(": error: load_8bit/load_4bit need the bitsandbytes package: pip install bitsandbytes")
+    assert not any("Traceback" in line for line in err)

@@ -42,7 +42,7 @@ from llava.model.builder import (
     load_pretrained_model,
     resolve_device,
 )
-from llava.model.errors import CheckpointError, ContextLengthError
+from llava.model.errors import CheckpointError, ContextLengthError, MissingDependencyError
 from llava.utils import OneLineArgumentParser, disable_torch_init
 
 URL_TIMEOUT_S = 30
@@ -56,10 +56,11 @@ class UsageError(ValueError):
     message starts with the flag."""
 
 
-BAD_INPUT_ERRORS = (InputError, CheckpointError, ContextLengthError, FileNotFoundError, RecipeError, UsageError)
+BAD_INPUT_ERRORS = (InputError, CheckpointError, ContextLengthError, FileNotFoundError, MissingDependencyError,
+                    RecipeError, UsageError)
 """What the command lines report in one line with exit status 2: an unusable image or data
 file, a model path or checkpoint that cannot be loaded, a prompt longer than the model's
-context, no fitting recipe, a bad flag value."""
+context, an optional package a flag needs, no fitting recipe, a bad flag value."""
 
 
 def auto_conv_mode(model_name: str) -> str:

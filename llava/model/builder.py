@@ -11,7 +11,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
-from llava.model.errors import CheckpointError
+from llava.model.errors import CheckpointError, MissingDependencyError
 from llava.model.hf_config import (
     IMAGE_PROCESSING_CHOICES,
     IMAGE_PROCESSING_LLAVA,
@@ -134,7 +134,9 @@ def _quantization_kwargs(load_8bit: bool, load_4bit: bool) -> dict:
         from transformers import BitsAndBytesConfig
         import bitsandbytes  # noqa: F401
     except ImportError as err:
-        raise ImportError("load_8bit/load_4bit need the bitsandbytes package: pip install bitsandbytes") from err
+        raise MissingDependencyError(
+            "load_8bit/load_4bit need the bitsandbytes package: pip install bitsandbytes"
+        ) from err
     if load_8bit:
         return {"load_in_8bit": True}
     return {

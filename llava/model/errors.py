@@ -6,6 +6,11 @@ class CheckpointError(ValueError):
     or names a vision tower that is not available; the message names the file and the field."""
 
 
+class MissingDependencyError(ImportError):
+    """An optional package a requested feature needs is not installed (bitsandbytes for
+    --load-8bit/--load-4bit); the message names it and its pip command."""
+
+
 class ContextLengthError(ValueError):
     """A prompt longer than the model's context (`max_position_embeddings`): past it the
     model's positions are untrained and its answers meaningless. The message gives the
