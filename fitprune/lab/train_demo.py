@@ -200,6 +200,24 @@ def load_initial_weights(model: "TrainableLlava", out_dir: Path, weights: Tuple[
     model.get_model().get_vision_tower().vision_tower.load_state_dict(tower)
 
 
+def reuse_tokenizer(out_dir: Path, checkpoint: Path, task):
+    """Replaces the tokenizer files in `out_dir` with `checkpoint`'s and loads them.
+
+    Raises:
+        ValueError: if an answer of `task` is not one of its pieces.
+    """
+    import shutil
+
+    from transformers import LlamaTokenizer
+
+    for name in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copyfile(checkpoint / name, out_dir / name)
+    tokenizer = LlamaTokenizer.from_pretrained(str(out_dir))
+    for answer in task.answers:
+        answer_token(tokenizer, answer)
+    return tokenizer
+
+
 def build_untrained(out_dir: Path, spec: TinyLlavaSpec, task: ShapesTask, seed: int,
                     sentences: Callable = tokenizer_sentences):
     """Writes the tokenizer (trained with `sentences(task)`) and a random tower into `out_dir`
@@ -351,6 +369,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="objects per scene (default: the task's, as in its playground folder)")
     parser.add_argument("--init-from", default=None,
                         help="start from this checkpoint's weights (one written by this script) instead of random ones")
+    parser.add_argument("--reuse-tokenizer", action="store_true",
+                        help="with --init-from: keep that checkpoint's tokenizer (for a stage whose task has other "
+                             "answers, e.g. more count words); each answer must be one of its pieces")
     for name, value in asdict(defaults).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     args = parser.parse_args(argv)
@@ -365,6 +386,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         initial = read_checkpoint_weights(Path(args.init_from)) if args.init_from else None
         previous = _training_record(Path(args.init_from)) if args.init_from else None
         tokenizer, model, image_processor = build_untrained(out_dir, demo.spec, task, config.seed, demo.sentences)
+        if args.reuse_tokenizer and initial is not None:
+            tokenizer = reuse_tokenizer(out_dir, Path(args.init_from), task)
         if initial is not None:
             load_initial_weights(model, out_dir, initial)
     except (FileNotFoundError, ValueError) as err:
