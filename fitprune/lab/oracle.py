@@ -27,6 +27,7 @@ import torch
 
 from fitprune.lab.answers import AccuracyReport, PromptBatch, answer_accuracy, encode_questions, load_answered_questions
 from fitprune.lab.baselines import clear_pruner, install_pruner, matched_uniform
+from fitprune.lab.relational_scenes import RelationalTask
 from llava.model.language_model.sequence_layout import SequenceLayout
 from llava.model.pruning.flops import DecoderDims
 from llava.model.pruning.policies import FastVPolicy, FitPrunePolicy, RandomPolicy, ReadsNoAttention
@@ -143,8 +144,6 @@ def measure(model, tokenizer, processor, question_file: Path, image_folder: str,
     cells = [[r["cells"] for r in records[i:i + BATCH_SIZE]] for i in range(0, len(records), BATCH_SIZE)]
     dims = DecoderDims.from_config(model.config)
     num_visual = model.get_model().num_visual_tokens()
-    from fitprune.lab.relational_scenes import RelationalTask
-
     task = RelationalTask()
     result = {
         "questions": len(questions),
