@@ -2,7 +2,7 @@
 
 The benchmark lives in `fitprune.lab.decode_speed` (timing and table; model, prompt and keep
 counts from `fitprune.lab.prefill_setup`); this launcher keeps the command
-``python benchmarks/decode_speed.py [--steps 16] [--repeats 3] [--output BENCHMARKS.md]``.
+``python benchmarks/decode_speed.py [--steps 12] [--repeats 3] [--output BENCHMARKS.md]``.
 """
 import sys
 
