@@ -66,3 +66,11 @@ def test_chance_is_the_best_constant_answer_per_kind_and_answer_type():
 def test_merged_reports_add_their_counts():
     merged = merge_reports([AccuracyReport(1, 2, {"a": (1, 2)}), AccuracyReport(3, 4, {"a": (1, 1), "b": (2, 3)})])
     assert merged == AccuracyReport(4, 6, {"a": (2, 3), "b": (2, 3)})
+
+
+def test_a_missing_question_file_is_a_one_line_error(tmp_path, capsys):
+    from fitprune.lab.oracle import main
+
+    assert main(["--question-file", str(tmp_path / "none.jsonl")]) == 2
+    assert capsys.readouterr().err == (f"python -m fitprune.lab.oracle: error: --question-file: "
+                                       f"{tmp_path}/none.jsonl does not exist\n")
