@@ -12,6 +12,7 @@ it but the command-line launchers kept at the README's names (`fitprune/demo.py`
 - `decode_speed`: `python benchmarks/decode_speed.py`, decode tokens/s and KV-cache bytes by batch size and budget.
 - `demo`: `python -m fitprune.demo`, the main job: calibrate the demo model, accuracy pruned and unpruned.
 - `long_prompt_memory`: `python benchmarks/long_prompt_memory.py`, a long prompt's peak memory, pruned and not.
+- `bench_timing`: timing on a shared CPU for the speed benchmarks: machine, contended rounds set aside, their flags.
 - `prefill_setup`: the prefill benchmark's random LLaVA-shaped decoder, prompt and per-budget keep counts.
 - `prefill_speed`: `python benchmarks/prefill_speed.py`, timing those prefills and writing their table.
 - `scenes`: the shapes task's settings, its scenes (objects on a grid) and their rendering.

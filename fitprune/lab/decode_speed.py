@@ -19,7 +19,6 @@ import datetime
 import platform
 import statistics
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -29,7 +28,17 @@ import transformers
 
 from fitprune.lab.benchmarks_file import write_section
 from fitprune.lab.prefill_setup import BENCHMARK_SIZES, build_config, build_prompt, fit_keep_counts
-from fitprune.lab.prefill_speed import Timings, available_cores, cpu_model, time_rounds
+from fitprune.lab.bench_timing import (
+    Timings,
+    add_timing_flags,
+    apply_timing_flags,
+    available_cores,
+    clock_of,
+    contention_text,
+    cpu_model,
+    time_rounds,
+    too_contended,
+)
 from llava.model.language_model.kv_cache import PrunedKVCache
 from llava.model.language_model.modeling_llama import LlamaForCausalLM
 from llava.model.language_model.sequence_layout import SequenceLayout
@@ -141,17 +150,6 @@ def run_name(batch: int, ratio: float) -> str:
 # ----------------------------------------------------------------------------- report
 
 
-def contention_text(args: argparse.Namespace, timings: Timings) -> str:
-    """How busy the other processes kept the cores over the kept rounds."""
-    if timings.others_cores is None:
-        return "the CPU use of other processes is unknown (no /proc/stat)"
-    return (
-        f"other processes kept {timings.others_cores:.2f} of the {available_cores()} cores busy on average over "
-        f"the rounds kept ({timings.contended_kept} of {args.repeats} rounds contended, i.e. above "
-        f"{args.quiet_cores:g} cores; {timings.contended_dropped} more contended rounds set aside)"
-    )
-
-
 def format_table(args: argparse.Namespace, dims: DecoderDims, prompts: Dict[float, PrefilledPrompt],
                  caches: Dict[Tuple[int, float], PrunedKVCache], timings: Timings) -> List[str]:
     """The table: one row per batch size and budget, unpruned first."""
@@ -230,17 +228,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="pruned budgets, percent of paper-convention FLOPs removed (unpruned always runs)")
     parser.add_argument("--shape", choices=("geometric", "published"), default="published",
                         help="one-parameter keep-count shape fitted to each budget")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all available cores)")
-    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                        help="wall: time.perf_counter; cpu: this process's CPU time (with --threads 1, a "
-                             "fallback for a machine whose cores other processes share)")
-    parser.add_argument("--quiet-cores", type=float, default=None,
-                        help="a round during which other processes used more cores than this is set aside and "
-                             "re-run (default: the cores --threads leaves free, plus 0.25)")
-    parser.add_argument("--max-seconds", type=float, default=120.0,
-                        help="how long to wait for quiet rounds before keeping the least contended ones")
-    parser.add_argument("--allow-contended", action="store_true",
-                        help="write the section even when most kept rounds were contended")
+    add_timing_flags(parser, max_seconds=120.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=str(REPO_ROOT / "BENCHMARKS.md"),
                         help="Markdown file to write the section into ('-' only prints it)")
@@ -252,8 +240,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error(f"--batch-sizes must be >= 1, got {args.batch_sizes}")
     if UNPRUNED in args.ratios:
         parser.error("--ratios: 0 is the unpruned row, which always runs; give pruned budgets only")
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads must be >= 1, got {args.threads}")
+    args.threads_used = apply_timing_flags(parser, args)
     return args
 
 
@@ -266,10 +253,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """
     args = parse_args(argv)
     command = " ".join([COMMAND, *(sys.argv[1:] if argv is None else argv)])
-    threads = args.threads or available_cores()
-    if args.quiet_cores is None:
-        args.quiet_cores = max(0, available_cores() - threads) + 0.25
-    torch.set_num_threads(threads)
+    threads = args.threads_used
     torch.manual_seed(args.seed)
 
     config = build_config(args)
@@ -288,8 +272,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for ratio, prompt in prompts.items():
             print(f"{'unpruned' if ratio == UNPRUNED else f'ratio {ratio:g}'}: keep {prompt.keep_counts}, cache "
                   f"{prompt.cache.layer_lengths()} tokens per layer")
-        clock = time.perf_counter if args.clock == "wall" else time.process_time
-        timings = time_rounds(runs, args.warmup, args.repeats, args.quiet_cores, args.max_seconds, clock)
+        timings = time_rounds(runs, args.warmup, args.repeats, args.quiet_cores, args.max_seconds, clock_of(args))
     for name, values in timings.seconds.items():
         print(f"{name:>16}: median {1e3 * statistics.median(values):8.1f} ms for {args.steps} steps "
               f"(min {1e3 * min(values):.1f}, max {1e3 * max(values):.1f})")
@@ -299,10 +282,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(section)
     if args.output == "-":
         return 0
-    if 2 * timings.contended_kept > args.repeats and not args.allow_contended:
-        print(f"NOT writing {args.output}: {timings.contended_kept} of {args.repeats} rounds ran while other processes "
-              f"used more than {args.quiet_cores:g} cores; re-run on a quieter machine, with --threads 1 (cores left "
-              "to the others), or pass --allow-contended", file=sys.stderr)
+    if too_contended(args, timings):
         return 3
     write_section(Path(args.output), SECTION_HEADING, section)
     print(f"wrote {args.output}")

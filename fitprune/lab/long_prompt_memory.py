@@ -133,7 +133,7 @@ def probe_prefill(driver_flags: Sequence[str]) -> dict:
     import torch
     import transformers
 
-    from fitprune.lab.prefill_speed import available_cores, cpu_model
+    from fitprune.lab.bench_timing import available_cores, cpu_model
     from llava.eval.batch_generation import PreparedSample, collate
     from llava.eval.eval_flags import build_parser, check_args
     from llava.eval.eval_items import read_question_jsonl, resolve_conv_mode
