@@ -2,7 +2,7 @@
 in `fitprune.lab.synthetic`."""
 import sys
 
-from fitprune.lab.synthetic import main
+from fitprune.lab.synthetic_cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -23,7 +23,7 @@ from fitprune.lab.relational_scenes import (
     render_scene,
     sample_scene,
 )
-from fitprune.lab.synthetic import main as synthetic_main
+from fitprune.lab.synthetic_cli import main as synthetic_main
 
 TASK = RelationalTask()
 SPLIT = sample_split(TASK, "test", 24, seed=0)

@@ -13,9 +13,9 @@ from fitprune.lab.synthetic import (
     TEXTVQA_ANNOTATIONS,
     TEXTVQA_IMAGES,
     TEXTVQA_QUESTIONS,
-    main,
     tokenizer_sentences,
 )
+from fitprune.lab.synthetic_cli import main
 from fitprune.lab.scenes import KINDS, NO, YES, Scene, ShapeObject, ShapesTask, render_scene, sample_scene
 from fitprune.lab.scene_questions import (
     POPE_CATEGORIES,

@@ -18,6 +18,7 @@ it but the command-line launchers kept at the README's names (`fitprune/demo.py`
 - `scenes`: the shapes task's settings, its scenes (objects on a grid) and their rendering.
 - `scene_questions`: questions about a scene with their one-word answers, and each split's stream.
 - `score_profile`: FitPrune's cross and self scores at one layer, averaged over samples, by image position.
+- `synthetic_cli`: `python -m fitprune.synthetic --task shapes|scenes`.
 - `synthetic`: `python -m fitprune.synthetic`, the shapes task's data files (question jsonl, images, eval tree).
 - `tiny_checkpoint`: writes a tiny random LLaVA-1.5 / LLaVA-NeXT checkpoint in the real layout.
 - `tokenizer`: a tiny LLaMA-style SentencePiece tokenizer trained locally, for offline models.
