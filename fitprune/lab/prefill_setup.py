@@ -31,8 +31,8 @@ BENCHMARK_SIZES = {
     "heads": 16,
     "kv_heads": None,  # None: one key/value head per query head (no grouped-query attention)
     "vocab": 32000,
-    "prefix_tokens": 35,
-    "visual_tokens": 576,
+    "prefix_tokens": 35,  # ok: benchmark preset, vicuna_v1 system prompt length
+    "visual_tokens": 576,  # ok: benchmark preset, LLaVA-1.5 grid (24 x 24)
     "text_tokens": 29,
 }
 PUBLISHED_SHAPE_MODEL = "llava-v1.5-7b"

@@ -49,7 +49,7 @@ from llava.model.pruning.schedules import RecipeSchedule
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMAND = "python benchmarks/prefill_speed.py"
 DEFAULT_RATIOS = (0.0, 30.0, 60.0, 90.0)
-ANYRES_VISUAL_TOKENS = 2880  # LLaVA-NeXT at its largest grid: 5 views of 576 (before unpadding)
+ANYRES_VISUAL_TOKENS = 2880  # ok: benchmark preset, LLaVA-NeXT at its largest grid (5 views of 576)
 ANYRES_RATIOS = (60.0, 90.0)
 SECTION_HEADING = "## Prefill speed (benchmarks/prefill_speed.py)"
 

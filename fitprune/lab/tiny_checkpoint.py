@@ -27,6 +27,7 @@ from fitprune.lab.tokenizer import train_tiny_tokenizer
 VISION_TOWER_DIR = "clip-vision-tower"
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+CONTEXT_LENGTH = 4096  # ok: LLaVA-1.5's context (max_position_embeddings), as the real configs
 
 
 VERSIONS = ("v1.5", "v1.6")
@@ -82,7 +83,7 @@ def llava_next_config_fields(spec: TinyLlavaSpec) -> dict:
         "mm_projector_lr": None,
         "mm_vision_tower_lr": 2e-06,
         "unfreeze_mm_vision_tower": True,
-        "tokenizer_model_max_length": 4096,
+        "tokenizer_model_max_length": CONTEXT_LENGTH,
         "tokenizer_padding_side": "right",
         "attention_bias": False,
         "attention_dropout": 0.0,
@@ -112,8 +113,8 @@ def _llava_v15_config_fields(spec: TinyLlavaSpec, vision_tower: str, vocab_size:
         "num_hidden_layers": spec.num_hidden_layers,
         "num_attention_heads": spec.num_attention_heads,
         "num_key_value_heads": spec.num_key_value_heads,
-        "max_position_embeddings": 4096,
-        "max_length": 4096,
+        "max_position_embeddings": CONTEXT_LENGTH,
+        "max_length": CONTEXT_LENGTH,
         "rms_norm_eps": 1e-05,
         "initializer_range": spec.initializer_range,
         "pretraining_tp": 1,
@@ -187,7 +188,8 @@ def write_tiny_llava(
         _fill_llava_next_weights(model, tower_dir)
     model.config.mm_vision_tower = tower_ref
     model.save_pretrained(out_dir, safe_serialization=False)
-    GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=0, max_length=4096).save_pretrained(out_dir)
+    generation = GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=0, max_length=CONTEXT_LENGTH)
+    generation.save_pretrained(out_dir)
     (out_dir / "tiny_spec.json").write_text(json.dumps(asdict(spec), indent=1) + "\n")
     return out_dir
 

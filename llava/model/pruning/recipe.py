@@ -6,8 +6,8 @@ after each decoder layer (its *keep counts*), and what it removes under both FLO
 with their provenance; it is saved atomically as JSON with a schema version, and read back with every
 field validated and the keep counts checked against their labels.
 
-Models whose samples differ in visual token count (LLaVA-NeXT's anyres images: 576 to about 2,900
-tokens for llava-v1.6-7b) use *fractional* recipes: ``keep_fractions`` gives, per layer, the share of
+Models whose samples differ in visual token count (LLaVA-NeXT's anyres images: from one view to
+about five views' worth of tokens, by aspect ratio) use *fractional* recipes: ``keep_fractions`` gives, per layer, the share of
 each sample's initial visual tokens left after the layer; a sample that starts with ``n`` tokens keeps
 ``floor(fraction * n + 0.5)`` (`keep_counts_for_fractions`). Such a recipe also carries the
 ``keep_counts`` its fractions give for ``num_visual_tokens`` (the model's tokens per tower image), and
