@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
+from fitprune.lab import synthetic
 from fitprune.lab.relational_scenes import RelationalScene, RelationalTask, SceneObject, render_scene, sample_scene
 from fitprune.lab.scene_questions import POPE_CATEGORIES, SPLITS, SUFFIX, absent_pairs
 
@@ -262,33 +263,6 @@ def _write_jsonl(path: Path, records: Sequence[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
-def _write_eval_tree(root: Path, task: RelationalTask, items: Sequence[SplitItem]) -> Dict[str, Path]:
-    """The test split as LLaVA's TextVQA (open questions) and POPE (presence) files and image
-    folders, in the layout and formats of `fitprune.lab.synthetic`."""
-    from fitprune.lab import synthetic
-
-    written = {}
-    text_questions, text_annotations = synthetic.textvqa_files(items)
-    pope_questions, labels = synthetic.pope_files(items)
-    scenes = {item.image: item.scene for item in items}
-    for folder, questions in ((synthetic.TEXTVQA_IMAGES, text_questions), (synthetic.POPE_IMAGES, pope_questions)):
-        for image in sorted({q["image"] for q in questions}):
-            path = root / folder / image
-            path.parent.mkdir(parents=True, exist_ok=True)
-            render_scene(task, scenes[image]).save(path)
-    text_annotations["dataset_name"] = "scenes"
-    written["textvqa_questions"] = root / synthetic.TEXTVQA_QUESTIONS
-    _write_jsonl(written["textvqa_questions"], text_questions)
-    written["textvqa_annotations"] = root / synthetic.TEXTVQA_ANNOTATIONS
-    written["textvqa_annotations"].write_text(json.dumps(text_annotations) + "\n")
-    written["pope_questions"] = root / synthetic.POPE_QUESTIONS
-    _write_jsonl(written["pope_questions"], pope_questions)
-    for category, lines in labels.items():
-        written[f"pope_{category}"] = root / synthetic.POPE_LABELS / f"coco_pope_{category}.json"
-        _write_jsonl(written[f"pope_{category}"], lines)
-    return written
-
-
 def write_dataset(output: Path, task: RelationalTask, seed: int, calibration_images: int,
                   test_images: int) -> Dict[str, Path]:
     """Writes the calibration and test splits under `output`: question jsonl (with answers,
@@ -312,7 +286,8 @@ def write_dataset(output: Path, task: RelationalTask, seed: int, calibration_ima
         _write_jsonl(written[f"{split}_scenes"], [{"image": i.image, "objects": i.scene.metadata(task)}
                                                  for i in firsts])
         if split == "test":
-            written.update(_write_eval_tree(output / "eval", task, items))
+            written.update(synthetic.write_benchmark_layout(
+                output / synthetic.EVAL_DIR, lambda scene: render_scene(task, scene), items, dataset_name="scenes"))
     return written
 
 

@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+
+from PIL import Image
 
 from fitprune.lab.scenes import ShapesTask, render_scene
 from fitprune.lab.scene_questions import (
@@ -114,22 +116,31 @@ POPE_LABELS = "pope/coco"
 POPE_IMAGES = "pope/val2014"
 
 
-def write_benchmark_layout(root: Path, task: ShapesTask, items: Sequence[SplitItem]) -> Dict[str, Path]:
+def write_benchmark_layout(root: Path, render: Callable[[Any], Image.Image], items: Sequence[Any],
+                           dataset_name: Optional[str] = None) -> Dict[str, Path]:
     """Writes `items` under `root` as the TextVQA (open questions) and POPE (presence)
     benchmark files and image folders that LLaVA's eval scripts read.
+
+    Args:
+        root: the eval tree's root.
+        render: draws an item's scene.
+        items: the split's items (`image`, `scene`, `question`), of any synthetic task.
+        dataset_name: the TextVQA annotations' ``dataset_name``, when not the default.
 
     Returns:
         Name -> path of every question and annotation file written.
     """
     written = {}
     text_questions, text_annotations = textvqa_files(items)
+    if dataset_name is not None:
+        text_annotations["dataset_name"] = dataset_name
     pope_questions, labels = pope_files(items)
+    scenes = {item.image: item.scene for item in items}
     for folder, questions in ((TEXTVQA_IMAGES, text_questions), (POPE_IMAGES, pope_questions)):
-        scenes = {item.image: item.scene for item in items}
         for image in sorted({q["image"] for q in questions}):
             path = root / folder / image
             path.parent.mkdir(parents=True, exist_ok=True)
-            render_scene(task, scenes[image]).save(path)
+            render(scenes[image]).save(path)
     written["textvqa_questions"] = root / TEXTVQA_QUESTIONS
     _write_jsonl(written["textvqa_questions"], text_questions)
     written["textvqa_annotations"] = root / TEXTVQA_ANNOTATIONS
@@ -166,7 +177,7 @@ def write_dataset(output: Path, task: ShapesTask, seed: int, calibration_images:
         written[split] = output / f"{split}.jsonl"
         _write_jsonl(written[split], [question_record(i) for i in items])
         if split == "test":
-            written.update(write_benchmark_layout(output / EVAL_DIR, task, items))
+            written.update(write_benchmark_layout(output / EVAL_DIR, lambda scene: render_scene(task, scene), items))
     stream = train_conversations(task, seed)
     records = []
     for index in range(train_images):
