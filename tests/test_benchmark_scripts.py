@@ -63,7 +63,7 @@ def test_repeated_cache_decodes_like_the_prompt_prefilled_twice(tiny_decoder):
     assert single.keep_counts == counts
     assert torch.equal(tokens, expected)
     # keys and values: (B, H_kv, S_l, D) float32 per layer; key masks (B, S_l) bool
-    assert decode_speed.cache_bytes(repeated) == sum(2 * (2 * 4 * n * 16 * 4) + 2 * n for n in lengths)
+    assert repeated.nbytes() == sum(2 * (2 * 4 * n * 16 * 4) + 2 * n for n in lengths)
 
 
 def test_long_prompt_benchmark_writes_its_rows(tmp_path):

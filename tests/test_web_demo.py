@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from llava.eval.run_llava import main as run_llava_main
@@ -113,7 +114,7 @@ def test_answers_and_kept_counts_equal_run_llava(demo, image, tiny_checkpoint, c
     assert _is_unpruned(demo.model)
 
 
-def test_an_anyres_model_answers_without_patches_or_flops(tmp_path, capsys):
+def test_an_anyres_model_answers_with_keep_counts_and_flops_but_no_patches(tmp_path, capsys):
     from fitprune.lab.tiny_checkpoint import TinyLlavaSpec, write_tiny_llava
     from llava.model.builder import load_pretrained_model
 
@@ -121,11 +122,20 @@ def test_an_anyres_model_answers_without_patches_or_flops(tmp_path, capsys):
     tokenizer, model, processor, _ = load_pretrained_model(str(path), None, "llava-v1.6-tiny", device="cpu")
     image = tmp_path / "wide.png"
     Image.new("RGB", (90, 40), (20, 120, 200)).save(image)
-    events = list(run_request(DemoModel(tokenizer, model, processor, "llava-v1.6-tiny"), _request(image)))
+    demo = DemoModel(tokenizer, model, processor, "llava-v1.6-tiny")
+    events = list(run_request(demo, _request(image)))
     result = events[-2].result
     assert (result.answer, None) == _run_llava(path, image, QUESTION, 0, capsys)
-    assert (result.keep_counts, result.masks, result.flops, events[0].view) == (None, None, None, None)
-    assert [line.split(":")[0] for line in result.summary_lines()] == ["Prefill latency"]
+    prepared = demo.prepare(_request(image))
+    with torch.inference_mode():  # the prefill's rows: the prompt's tokens with the image's in place of one
+        rows = model(prepared.input_ids, **prepared.image_inputs).logits.shape[1]
+    visual = rows - (prepared.input_ids.shape[1] - 1)
+    assert visual > model.get_model().get_vision_tower().num_patches  # more than the base image alone: tiles too
+    assert (result.num_visual, result.keep_counts) == (visual, [visual] * model.config.num_hidden_layers)
+    assert result.flops["paper_reduction_pct"] == 0.0 and result.flops["full_prefill_unpruned"] > 0
+    assert (result.masks, events[0].view) == (None, None)
+    assert [line.split(":")[0] for line in result.summary_lines()] == [
+        "Visual tokens kept after each layer", "FLOPs removed", "Prefill latency"]
 
 
 def _text_file(tmp_path) -> Path:
@@ -397,3 +407,59 @@ def test_the_page_answers_at_two_ratios_as_run_llava_does(server, browser, tmp_p
         assert counts == list(book.get(ratio).keep_counts)
         assert re.search(r"FLOPs removed: [\d.]+% paper .* [\d.]+% full", stats), stats
         assert re.search(r"Prefill latency: [\d.]+ ms", stats), stats
+
+
+def test_a_gradio_client_that_disconnects_mid_answer_frees_the_model_for_the_next(demo, image, tiny_checkpoint,
+                                                                                  monkeypatch, capsys):
+    """The page served in-process; a real gradio client starts a long pruned answer and cancels
+    it: the generation stops, the model is reset, and the next client's answer is run_llava's."""
+    pytest.importorskip("gradio")
+    from gradio_client import Client, handle_file
+
+    from llava.serve.web_layout import PageDefaults, build_page
+
+    lengths = []
+    generate = demo.model.generate
+
+    def recording_generate(input_ids, **kwargs):
+        output = generate(input_ids, **kwargs)
+        lengths.append(output.shape[1] - input_ids.shape[1])
+        return output
+
+    monkeypatch.setattr(demo.model, "generate", recording_generate)
+    page = build_page(demo, PageDefaults(conv_mode="llava_v1", ratios=(0.0,), max_new_tokens=MAX_NEW, examples=()))
+    page.queue(default_concurrency_limit=1)
+    _, url, _ = page.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True,
+                            quiet=True)
+    try:
+        client = Client(url, verbose=False)
+        ratio = f"{TINY_RECIPE_RATIO:g}"
+        long_answer = 1024  # the slider's maximum
+        job = client.submit(handle_file(str(image)), QUESTION, "llava_v1", "fitprune", [ratio], "", 0,
+                            long_answer, 0, api_name="/answer")
+        deadline = time.monotonic() + 60
+        while not demo.lock.locked():  # the pruned generation is running
+            assert time.monotonic() < deadline and not job.done(), "the request never reached the model"
+            time.sleep(0.02)
+        time.sleep(0.1)
+        job.cancel()
+        deadline = time.monotonic() + 60
+        while not lengths:
+            assert time.monotonic() < deadline, "the cancelled generation did not stop"
+            time.sleep(0.05)
+        assert lengths[0] < long_answer
+        with demo.lock:
+            assert _is_unpruned(demo.model)
+        next_job = client.submit(handle_file(str(image)), QUESTION, "llava_v1", "fitprune", ["0"], "", 0, MAX_NEW,
+                                 0, api_name="/answer")
+        next_job.result(timeout=60)
+        streamed = next_job.outputs()
+    finally:
+        page.close()
+    # each streamed output: status, preview, then each column's title, answer, overlay, curve, stats
+    # (the state and the columns themselves are not sent to a client)
+    answers = [output[2 + 1] for output in streamed if isinstance(output[2 + 1], str)]
+    stats = [output[2 + 4] for output in streamed if isinstance(output[2 + 4], str) and output[2 + 4]]
+    assert (answers[-1], None) == _run_llava(tiny_checkpoint, image, QUESTION, 0, capsys)
+    assert stats[-1].startswith("Visual tokens kept after each layer: 144, 144, 144, 144 (of 144)")
+    assert len(lengths) == 2 and _is_unpruned(demo.model)

@@ -70,22 +70,9 @@ class PrefilledPrompt:
     keep_counts: List[int]
 
 
-def cache_bytes(cache: PrunedKVCache) -> int:
-    """Bytes of every layer's keys, values and key mask."""
-    return sum(t.nbytes for tensors in (cache.keys, cache.values, cache.key_masks) for t in tensors if t is not None)
-
-
 def repeat_cache(cache: PrunedKVCache, batch: int) -> PrunedKVCache:
     """A new cache holding batch row 0 of `cache` `batch` times (copied, contiguous)."""
     return cache.reorder(torch.zeros(batch, dtype=torch.long))
-
-
-def shallow_copy(cache: PrunedKVCache) -> PrunedKVCache:
-    """A cache sharing `cache`'s tensors: decoding into it (which concatenates, never writes in
-    place) leaves `cache` as it was."""
-    copy = PrunedKVCache(len(cache), cache.next_position)
-    copy.keys, copy.values, copy.key_masks = list(cache.keys), list(cache.values), list(cache.key_masks)
-    return copy
 
 
 def decode_steps(model: LlamaForCausalLM, cache: PrunedKVCache, first_tokens: torch.Tensor, steps: int) -> torch.Tensor:
@@ -100,7 +87,7 @@ def decode_steps(model: LlamaForCausalLM, cache: PrunedKVCache, first_tokens: to
     Returns:
         (B, steps) the tokens fed, the first one included.
     """
-    cache = shallow_copy(cache)
+    cache = cache.fork()
     tokens, fed = first_tokens, []
     for _ in range(steps):
         fed.append(tokens)
@@ -159,10 +146,10 @@ def format_table(args: argparse.Namespace, dims: DecoderDims, prompts: Dict[floa
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for batch in args.batch_sizes:
         base_seconds = median[run_name(batch, UNPRUNED)]
-        base_bytes = cache_bytes(caches[batch, UNPRUNED])
+        base_bytes = caches[batch, UNPRUNED].nbytes()
         for ratio, prompt in prompts.items():
             seconds = median[run_name(batch, ratio)]
-            size = cache_bytes(caches[batch, ratio])
+            size = caches[batch, ratio].nbytes()
             ideal = ideal_speedup(dims, caches[batch, UNPRUNED], caches[batch, ratio], args.steps)
             lines.append(
                 f"| {batch} | {'unpruned' if ratio == UNPRUNED else f'{ratio:g}'} | {prompt.keep_counts[-1]} "

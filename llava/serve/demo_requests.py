@@ -140,11 +140,13 @@ class PreparedInput:
 
 @dataclass
 class _Generated:
-    """What a generation thread hands back: new token ids, timing and the prefill's trace."""
+    """What a generation thread hands back: new token ids, timing, the prefill's trace (None
+    unpruned) and its visual token count before pruning."""
 
     new_tokens: List[int]
     timing: GenerationTiming
     trace: object = None
+    initial_visual: Optional[int] = None
 
 
 @dataclass
@@ -275,23 +277,31 @@ class DemoModel:
                                                      **generation)
                 timing = GenerationTiming.from_arrivals(start, streamer.arrivals)
                 new_tokens = output_ids[0, prepared.input_ids.shape[1]:].tolist()
-                return _Generated(new_tokens, timing, self.model.last_pruning_trace)
+                visual = self.model.last_visual_counts
+                return _Generated(new_tokens, timing, self.model.last_pruning_trace,
+                                  int(visual[0]) if visual is not None else None)
             finally:
                 inner.configure_pruning(UNPRUNED)
 
     def _result(self, prepared: PreparedInput, settings: PruningSettings, generated: _Generated) -> BudgetResult:
-        """The budget's answer, kept patches and FLOPs from what its generation handed back."""
-        trace, num_visual = generated.trace, prepared.num_visual
+        """The budget's answer, kept patches and FLOPs from what its generation handed back.
+
+        Keep counts and FLOPs come from the prefill (anyres images included); the kept
+        patches only for square-grid (non-anyres) models, whose grid the view shows.
+        """
+        trace = generated.trace
+        num_visual = prepared.num_visual if prepared.num_visual is not None else generated.initial_visual
         layers = self.model.config.num_hidden_layers
         keep_counts = masks = flops = None
         if trace is not None:
             keep_counts = trace.counts()[:, 0].tolist()
         elif num_visual is not None:
             keep_counts = [num_visual] * layers
-        if num_visual is not None:
+        if prepared.num_visual is not None:
             kept = ([trace.kept_indices(layer, 0) for layer in range(layers)] if trace is not None
                     else [torch.arange(num_visual)] * layers)
             masks = kept_patch_masks(kept, num_visual)
+        if num_visual is not None:
             flops = flops_summary(DecoderDims.from_config(self.model.config), np.array([num_visual]),
                                   np.array([prepared.num_other_tokens]), np.array([keep_counts]),
                                   np.array([len(generated.new_tokens)]))

@@ -26,10 +26,11 @@ class BudgetResult:
         policy: the pruning policy.
         answer: the answer, post-processed as `llava.eval.run_llava` does.
         new_tokens: tokens generated (stop string included).
-        keep_counts: visual tokens left after each layer, or None where unknown (anyres, unpruned).
-        num_visual: visual tokens entering layer 0, or None for anyres models.
+        keep_counts: visual tokens left after each layer, or None when the prefill saw no image.
+        num_visual: visual tokens entering layer 0 (for anyres models, of this image), or None
+            when the prefill saw no image.
         masks: (L, side, side) bool, the patches alive after each layer, or None for anyres models.
-        flops: `llava.eval.run_summary.flops_summary` of this answer, or None for anyres models.
+        flops: `llava.eval.run_summary.flops_summary` of this answer, or None without keep counts.
         timing: prefill latency and decode speed.
     """
 

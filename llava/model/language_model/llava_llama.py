@@ -84,7 +84,14 @@ class LlavaLlamaModel(LlavaMetaModel, LlamaModel):
 
 
 class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
-    """LLaVA-1.5 causal LM. `last_pruning_trace` holds what the latest prefill kept."""
+    """LLaVA-1.5 causal LM.
+
+    Attributes:
+        last_pruning_trace: what the latest prefill kept (None when it ran unpruned).
+        last_visual_counts: (B,) long on the CPU, visual tokens each sample of the latest
+            prefill had before any pruning (None when it came as `inputs_embeds`), so callers can size
+            an anyres (LLaVA-NeXT) image's tokens without a pruner.
+    """
 
     config_class = LlavaConfig
 
@@ -93,6 +100,7 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
         self.model = LlavaLlamaModel(config)
         self.lm_head = torch.nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.last_pruning_trace: Optional[PruningTrace] = None
+        self.last_visual_counts: Optional[torch.Tensor] = None
         self.post_init()
 
     def get_model(self) -> LlavaLlamaModel:
@@ -149,6 +157,7 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
         )
         if past_key_values is None:
             self.last_pruning_trace = out.pruning_trace
+            self.last_visual_counts = layout.initial_visual.cpu() if layout is not None else None
         return out
 
     def prepare_inputs_for_generation(
