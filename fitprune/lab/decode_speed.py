@@ -189,8 +189,9 @@ def format_section(args: argparse.Namespace, command: str, config: transformers.
         f"- tokens/s = batch × {args.steps} steps / the row's median time; speed-up = unpruned median / the row's, "
         "same batch; KV cache = bytes of every layer's keys, values and key mask right after the prefill; "
         f"ideal = unpruned / pruned full-convention FLOPs of the {args.steps} steps "
-        "(`full_decode_step_flops`; per sample, so the same at every batch). Each step concatenates the new "
-        "keys and values onto every layer's cache, copying it.",
+        "(`full_decode_step_flops`; per sample, so the same at every batch). Each step writes its keys and "
+        "values into room past the cached tokens (`PrunedKVCache`); a timed run's first step copies each layer "
+        "once (the prefill's tensors have no room, and the runs share the prefill's cache).",
         "",
         *format_table(args, dims, prompts, caches, timings),
         "",
