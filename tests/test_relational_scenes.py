@@ -188,3 +188,14 @@ def test_bad_task_settings_are_refused():
         RelationalTask(kinds=("relation", "size"))
     with pytest.raises(ValueError, match="max_objects"):
         RelationalTask(max_objects=11)
+
+
+def test_the_bundled_scene_images_render_again_byte_for_byte():
+    from PIL import Image
+
+    from fitprune.lab.relational_questions import sample_split
+
+    task = RelationalTask()
+    for item in sample_split(task, "test", 6, 0):
+        shipped = np.asarray(Image.open(f"playground/scenes/{item.image}").convert("RGB"))
+        assert np.array_equal(np.asarray(render_scene(task, item.scene)), shipped), item.image

@@ -149,3 +149,14 @@ def test_training_conversations_never_ask_yes_no_after_an_open_question():
         firsts.append(kinds[0])
     # a Yes / No kind opens twice as often as an open kind
     assert 1.5 < firsts.count("presence") / firsts.count("colour") < 2.7
+
+
+def test_the_bundled_test_images_render_again_byte_for_byte():
+    from PIL import Image
+
+    from fitprune.lab.scene_questions import sample_split
+
+    task = ShapesTask()
+    for item in sample_split(task, "test", 6, 0):
+        shipped = np.asarray(Image.open(f"playground/shapes/{item.image}").convert("RGB"))
+        assert np.array_equal(np.asarray(render_scene(task, item.scene)), shipped), item.image

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from PIL import Image
 
-from fitprune.lab.scenes import _SUPERSAMPLE, SHAPE_MASKS, ShapesTask
+from fitprune.lab.scenes import SHAPE_MASKS, ShapesTask, blank_canvas, paint_shape
 
 KINDS = ("attribute", "small", "relation", "count", "presence")  # every kind there is
 SIZES = {"small": 1, "large": 2}  # size name -> cells per side of the object's box
@@ -187,15 +187,8 @@ def sample_scene(task: RelationalTask, rng: random.Random) -> RelationalScene:
 
 def render_scene(task: RelationalTask, scene: RelationalScene) -> Image.Image:
     """The scene as an RGB image, each shape filling its box, anti-aliased by supersampling."""
-    size, cell = task.image_size, task.cell_size
-    canvas = np.tile(np.asarray(task.background, dtype=np.float64), (size, size, 1))
+    canvas = blank_canvas(task.image_size, task.background)
     for obj in scene.objects:
-        side = obj.span * cell
-        offsets = (np.arange(side * _SUPERSAMPLE) + 0.5) / (side * _SUPERSAMPLE) * 2 - 1  # box coords in (-1, 1)
-        x, y = np.meshgrid(offsets, offsets)
-        inside = SHAPE_MASKS[obj.shape](x, y).astype(np.float64)
-        coverage = inside.reshape(side, _SUPERSAMPLE, side, _SUPERSAMPLE).mean(axis=(1, 3))[..., None]
-        left, top, right, bottom = obj.box(cell)
-        patch = canvas[top:bottom, left:right]
-        canvas[top:bottom, left:right] = patch * (1 - coverage) + np.asarray(task.colours[obj.colour]) * coverage
+        left, top, right, _ = obj.box(task.cell_size)
+        paint_shape(canvas, obj.shape, task.colours[obj.colour], left, top, right - left)
     return Image.fromarray(np.rint(canvas).astype(np.uint8))

@@ -143,16 +143,27 @@ def sample_scene(task: ShapesTask, rng: random.Random) -> Scene:
     return Scene(tuple(ShapeObject(s, c, cell // task.grid, cell % task.grid) for s, c, cell in zip(shapes, colours, cells)))
 
 
+def paint_shape(canvas: np.ndarray, shape: str, rgb: Tuple[int, int, int], left: int, top: int, side: int) -> None:
+    """Paints `shape` filling the `side` x `side` pixel box at (`left`, `top`) of `canvas`
+    (H, W, 3) float64, in place, anti-aliased: each pixel moves toward `rgb` by the share of its
+    `_SUPERSAMPLE`² sub-pixels inside the shape."""
+    offsets = (np.arange(side * _SUPERSAMPLE) + 0.5) / (side * _SUPERSAMPLE) * 2 - 1  # box coords in (-1, 1)
+    x, y = np.meshgrid(offsets, offsets)
+    inside = SHAPE_MASKS[shape](x, y).astype(np.float64)
+    coverage = inside.reshape(side, _SUPERSAMPLE, side, _SUPERSAMPLE).mean(axis=(1, 3))[..., None]  # (s, s, 1)
+    box = canvas[top:top + side, left:left + side]
+    canvas[top:top + side, left:left + side] = box * (1 - coverage) + np.asarray(rgb) * coverage
+
+
+def blank_canvas(size: int, background: Tuple[int, int, int]) -> np.ndarray:
+    """(size, size, 3) float64 canvas of the background colour."""
+    return np.tile(np.asarray(background, dtype=np.float64), (size, size, 1))
+
+
 def render_scene(task: ShapesTask, scene: Scene) -> Image.Image:
     """The scene as an RGB image, shapes anti-aliased by supersampling."""
-    size, cell = task.image_size, task.cell_size
-    canvas = np.tile(np.asarray(task.background, dtype=np.float64), (size, size, 1))
-    offsets = (np.arange(cell * _SUPERSAMPLE) + 0.5) / (cell * _SUPERSAMPLE) * 2 - 1  # cell coords in (-1, 1)
-    x, y = np.meshgrid(offsets, offsets)
+    canvas = blank_canvas(task.image_size, task.background)
     for obj in scene.objects:
-        inside = SHAPE_MASKS[obj.shape](x, y).astype(np.float64)
-        coverage = inside.reshape(cell, _SUPERSAMPLE, cell, _SUPERSAMPLE).mean(axis=(1, 3))[..., None]  # (c, c, 1)
-        top, left = obj.row * cell, obj.col * cell
-        patch = canvas[top:top + cell, left:left + cell]
-        canvas[top:top + cell, left:left + cell] = patch * (1 - coverage) + np.asarray(task.colours[obj.colour]) * coverage
+        paint_shape(canvas, obj.shape, task.colours[obj.colour], obj.col * task.cell_size, obj.row * task.cell_size,
+                    task.cell_size)
     return Image.fromarray(np.rint(canvas).astype(np.uint8))  # (H, W, 3) uint8: RGB

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -89,6 +89,32 @@ def llava_next_config_fields(spec: TinyLlavaSpec) -> dict:
         "attention_dropout": 0.0,
         "rope_theta": 10000.0,
     }
+
+
+# the sizes of the lab's trained demo models (`fitprune.lab.train_demo`)
+DEMO_SPEC = TinyLlavaSpec(
+    hidden_size=64,
+    intermediate_size=256,
+    num_hidden_layers=8,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    vision_hidden_size=64,
+    vision_layers=3,
+    vision_heads=4,
+    image_size=96,
+    patch_size=8,
+    vocab_size=768,
+    # at 0.02 (LLaMA's value) attention starts uniform over the 144 visual tokens and the
+    # model spends thousands of steps answering from priors; 0.1 finds the object early
+    initializer_range=0.1,
+)
+SCENES_SPEC = replace(
+    DEMO_SPEC,
+    hidden_size=96,
+    intermediate_size=256,
+    # 128 px images in 8 px patches: 256 visual tokens, one per cell of the relational grid
+    image_size=128,
+)
 
 
 def llava_config_fields(spec: TinyLlavaSpec, vision_tower: str, vocab_size: int) -> dict:

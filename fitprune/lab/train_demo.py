@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import platform
 import shlex
 import sys
@@ -50,37 +49,22 @@ from fitprune.lab.answers import answer_accuracy, answer_token, encode_questions
 from fitprune.lab.scenes import ShapesTask, render_scene
 from fitprune.lab.scene_questions import VisualQuestion, train_conversations
 from fitprune.lab import relational_questions, relational_scenes
+from fitprune.lab.lr_schedule import warmup_cosine
 from fitprune.lab.synthetic import tokenizer_sentences
 from llava.constants import IGNORE_INDEX
 from llava.eval.questions import build_question_prompt
 from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
-from fitprune.lab.tiny_checkpoint import VISION_TOWER_DIR, TinyLlavaSpec, llava_config_fields, write_vision_tower
+from fitprune.lab.tiny_checkpoint import (
+    DEMO_SPEC,
+    SCENES_SPEC,
+    VISION_TOWER_DIR,
+    TinyLlavaSpec,
+    llava_config_fields,
+    write_vision_tower,
+)
 
 logger = logging.getLogger(__name__)
 
-DEMO_SPEC = TinyLlavaSpec(
-    hidden_size=64,
-    intermediate_size=256,
-    num_hidden_layers=8,
-    num_attention_heads=4,
-    num_key_value_heads=4,
-    vision_hidden_size=64,
-    vision_layers=3,
-    vision_heads=4,
-    image_size=96,
-    patch_size=8,
-    vocab_size=768,
-    # at 0.02 (LLaMA's value) attention starts uniform over the 144 visual tokens and the
-    # model spends thousands of steps answering from priors; 0.1 finds the object early
-    initializer_range=0.1,
-)
-SCENES_SPEC = replace(
-    DEMO_SPEC,
-    hidden_size=96,
-    intermediate_size=256,
-    # 128 px images in 8 px patches: 256 visual tokens, one per cell of the relational grid
-    image_size=128,
-)
 CONV_MODE = "vicuna_v1"
 
 
@@ -200,6 +184,24 @@ def load_initial_weights(model: "TrainableLlava", out_dir: Path, weights: Tuple[
     model.get_model().get_vision_tower().vision_tower.load_state_dict(tower)
 
 
+def load_tower(model: "TrainableLlava", directory: Path) -> dict:
+    """Puts a pretrained tower (`fitprune.lab.patch_pretraining`) into `model`; returns its record.
+
+    Raises:
+        FileNotFoundError: the directory lacks the tower or its record.
+        ValueError: its sizes are not the model's tower's.
+    """
+    from fitprune.lab.patch_pretraining import read_pretrained_tower
+
+    state, record = read_pretrained_tower(directory)
+    tower = model.get_model().get_vision_tower().vision_tower
+    try:
+        tower.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"--init-tower {directory}: not this task's tower ({str(err).splitlines()[-1].strip()})") from None
+    return record
+
+
 def reuse_tokenizer(out_dir: Path, checkpoint: Path, task):
     """Replaces the tokenizer files in `out_dir` with `checkpoint`'s and loads them.
 
@@ -265,10 +267,7 @@ def conversation_tokens(tokenizer, questions: Sequence[VisualQuestion]) -> Tuple
 
 def learning_rate(step: int, config: TrainConfig) -> float:
     """Linear warm-up to `config.lr`, then cosine decay to a tenth of it."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+    return warmup_cosine(step, config.steps, config.warmup_steps, config.lr)
 
 
 def train(model, tokenizer, image_processor, task: ShapesTask, config: TrainConfig, validation=None,
@@ -369,6 +368,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="objects per scene (default: the task's, as in its playground folder)")
     parser.add_argument("--init-from", default=None,
                         help="start from this checkpoint's weights (one written by this script) instead of random ones")
+    parser.add_argument("--init-tower", default=None,
+                        help="start the vision tower from this pretrained one (written by python -m "
+                             "fitprune.lab.patch_pretraining); its record joins training.json")
+    parser.add_argument("--freeze-tower", action="store_true",
+                        help="keep the vision tower's weights as they start (as LLaVA keeps CLIP's)")
     parser.add_argument("--reuse-tokenizer", action="store_true",
                         help="with --init-from: keep that checkpoint's tokenizer (for a stage whose task has other "
                              "answers, e.g. more count words); each answer must be one of its pieces")
@@ -390,6 +394,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             tokenizer = reuse_tokenizer(out_dir, Path(args.init_from), task)
         if initial is not None:
             load_initial_weights(model, out_dir, initial)
+        tower_record = load_tower(model, Path(args.init_tower)) if args.init_tower else None
+        model.get_model().get_vision_tower().vision_tower.requires_grad_(not args.freeze_tower)
     except (FileNotFoundError, ValueError) as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2
@@ -406,10 +412,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "wall_time_s": round(time.time() - started, 1),
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
         "init_from": previous,
+        "init_tower": tower_record,
     }
-    if previous is not None:
-        record["total_wall_time_s"] = round(record["wall_time_s"] + previous.get("total_wall_time_s",
-                                                                                 previous["wall_time_s"]), 1)
+    earlier = [r.get("total_wall_time_s", r["wall_time_s"]) for r in (previous, tower_record) if r is not None]
+    if earlier:
+        record["total_wall_time_s"] = round(record["wall_time_s"] + sum(earlier), 1)
     (out_dir / "training.json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {out_dir} in {record['wall_time_s']:.0f} s; validation accuracy {log[-1]['accuracy']:.1f}%")
     return 0
