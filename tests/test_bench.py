@@ -1,7 +1,10 @@
 """`python -m fitprune.bench` on the shipped demo model: matched schedules and the written section."""
 import pytest
 
-from fitprune.lab.bench import SECTION_HEADING, baselines_for, main
+import json
+
+from fitprune.lab.answers import wilson_interval
+from fitprune.lab.bench import baselines_for, main, section_heading
 from fitprune.lab.benchmarks_file import write_section
 from fitprune.defaults import DEMO_MODEL_PATH
 from llava.model.pruning.flops import DecoderDims
@@ -9,6 +12,8 @@ from llava.model.pruning.recipe import RecipeBook
 from llava.model.language_model.llava_llama import LlavaConfig
 
 RECIPES = f"{DEMO_MODEL_PATH}/fitprune_recipes.json"
+SECTION_HEADING = section_heading("llava-v1.5-shapes")
+SCENES_MODEL = "playground/models/llava-v1.5-scenes"
 
 
 def test_peers_remove_at_least_what_fitprune_removes():
@@ -28,15 +33,47 @@ def test_peers_remove_at_least_what_fitprune_removes():
 def test_bench_writes_its_section_and_keeps_the_others(tmp_path, capsys):
     output = tmp_path / "BENCHMARKS.md"
     output.write_text("# Benchmarks\n\n## Prefill speed\n\nkept\n")
-    assert main(["--recipes", RECIPES, "--ratios", "0", "60", "--limit", "30", "--repeats", "1",
-                 "--output", str(output), "--plot", str(tmp_path / "quality.png")]) == 0
+    assert main(["--recipes", RECIPES, "--ratios", "0", "60", "--limit", "30", "--repeats", "1", "--probe-depths",
+                 "--output", str(output), "--plot", str(tmp_path / "quality.png"), "--json", ""]) == 0
     text = output.read_text()
     assert "## Prefill speed\n\nkept\n" in text and text.count(SECTION_HEADING) == 1
-    rows = [line for line in text.splitlines() if line.startswith("| 0 |") or line.startswith("| 60 |")]
-    assert len(rows) == 4  # accuracy and latency tables, two budgets each
-    assert (tmp_path / "quality.png").stat().st_size > 0
+    accuracy_rows = [line for line in text.splitlines() if line.startswith(("| 0 | 0.0 |", "| 60 | 60."))]
+    assert len(accuracy_rows) == 2 and "oracle" not in text  # the shapes questions name no cells
+    assert [line.split(" | ")[1] for line in text.splitlines() if line.startswith("| 60 | ")][1:5] == [
+        "fitprune", "fastv", "random", "uniform"]  # the per-kind table
+    assert (tmp_path / "quality.png").stat().st_size > 0 and not (tmp_path / "pruning_quality.json").exists()
     write_section(output, SECTION_HEADING, f"{SECTION_HEADING}\n\nreplaced\n")
     assert output.read_text().count(SECTION_HEADING) == 1 and "replaced" in output.read_text()
+
+
+def test_wilson_interval_matches_known_values():
+    assert [round(v, 2) for v in wilson_interval(0, 10)] == [0.0, 27.75]
+    assert [round(v, 2) for v in wilson_interval(8, 10)] == [49.02, 94.33]
+    low, high = wilson_interval(540, 640)
+    assert low < 100 * 540 / 640 < high and round(high - low, 1) == 5.6
+
+
+def test_bench_on_the_scenes_adds_the_oracle_and_writes_the_json(tmp_path):
+    quality = tmp_path / "pruning_quality.json"
+    assert main(["--model-path", SCENES_MODEL, "--recipes", f"{SCENES_MODEL}/fitprune_recipes.json",
+                 "--question-file", "playground/scenes/test.jsonl", "--calibration-file",
+                 "playground/scenes/calibration.jsonl", "--image-folder", "playground/scenes", "--ratios", "0", "90",
+                 "--limit", "40", "--repeats", "1", "--probe-depths", "1", "--probe-keeps", "0",
+                 "--output", str(tmp_path / "B.md"), "--plot", "", "--json", str(quality)]) == 0
+    data = json.loads(quality.read_text())
+    assert data["schema_version"] == 1 and data["questions"] == 40
+    assert set(data["policies"]) == {"fitprune", "fastv", "random", "uniform", "oracle"}
+    assert data["policies"]["oracle"]["90"]["keep_counts"] == data["policies"]["fitprune"]["90"]["keep_counts"]
+    assert data["policies"]["random"]["0"]["accuracy"] == data["unpruned"]["accuracy"]
+    for entry in [data["unpruned"], *(p["90"] for p in data["policies"].values())]:
+        low, high = entry["ci95"]
+        assert low <= entry["accuracy"] <= high and entry["total"] == 40
+        assert set(entry["per_kind"]) == {"attribute", "count", "presence", "relation", "small"}
+    # no visual token after layer 0: the depth probe's (d=1, k=0) row is the same run by another path
+    text = (tmp_path / "B.md").read_text()
+    probe_row = next(line for line in text.splitlines() if line.startswith("| 1 | 0 |"))
+    assert float(probe_row.split(" | ")[2]) == round(data["no_visual_after_layer_0"]["accuracy"], 1)
+    assert section_heading("llava-v1.5-scenes") in text and "| oracle |" in text
 
 
 def test_depth_probe_runs_each_policy_on_its_counts():

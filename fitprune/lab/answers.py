@@ -8,10 +8,11 @@ first token, at the cost of one forward per batch.
 """
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -29,6 +30,8 @@ class AnsweredQuestion:
         text: the question (with its answer-format suffix).
         answer: the reference answer.
         kind: the question kind (e.g. "colour"), "" when the file has none.
+        cells: grid indices of the objects the question refers to (the relational scenes'
+            `cells`, what an oracle keeps), None when the file has none.
     """
 
     question_id: Union[int, str]
@@ -36,6 +39,7 @@ class AnsweredQuestion:
     text: str
     answer: str
     kind: str = ""
+    cells: Optional[Tuple[int, ...]] = None
 
 
 def load_answered_questions(path: Union[str, Path], limit: Optional[int] = None) -> List[AnsweredQuestion]:
@@ -62,7 +66,8 @@ def load_answered_questions(path: Union[str, Path], limit: Optional[int] = None)
             if name not in record:
                 raise QuestionFileError(f"{path}:{number}: field '{name}' is missing")
         questions.append(AnsweredQuestion(record["question_id"], record["image"], record["text"], record["answer"],
-                                          record.get("kind", "")))
+                                          record.get("kind", ""),
+                                          tuple(record["cells"]) if "cells" in record else None))
     if not questions:
         raise QuestionFileError(f"{path}: no questions in the file")
     return questions[:limit] if limit is not None else questions
@@ -78,6 +83,7 @@ class PromptBatch:
         images: (B, 3, H, W) processed pixels.
         answer_ids: (B,) first token of each reference answer.
         kinds: question kind per sample.
+        cells: referred grid cells per sample (`AnsweredQuestion.cells`).
     """
 
     input_ids: torch.Tensor
@@ -85,6 +91,7 @@ class PromptBatch:
     images: torch.Tensor
     answer_ids: torch.Tensor
     kinds: List[str]
+    cells: List[Optional[Tuple[int, ...]]] = field(default_factory=list)
 
 
 def answer_token(tokenizer, answer: str) -> int:
@@ -143,6 +150,7 @@ def encode_questions(questions: Sequence[AnsweredQuestion], tokenizer, image_pro
             images=process_images(images, image_processor, config),
             answer_ids=torch.tensor([answer_token(tokenizer, q.answer) for q in chunk]),
             kinds=[q.kind for q in chunk],
+            cells=[q.cells for q in chunk],
         ))
     return batches
 
@@ -180,6 +188,27 @@ class AccuracyReport:
         """Share of correct answers among questions of `kind`, in percent."""
         correct, total = self.per_kind[kind]
         return 100.0 * correct / total
+
+    def interval(self, kind: Optional[str] = None) -> Tuple[float, float]:
+        """95% confidence interval of the accuracy (overall, or of `kind`), in percent."""
+        correct, total = (self.correct, self.total) if kind is None else self.per_kind[kind]
+        return wilson_interval(correct, total)
+
+
+WILSON_Z = 1.959964
+"""Standard normal quantile of a two-sided 95% interval."""
+
+
+def wilson_interval(correct: int, total: int, z: float = WILSON_Z) -> Tuple[float, float]:
+    """Wilson score interval of a binomial proportion `correct / total`, in percent (stays
+    inside [0, 100] and is not empty at 0% or 100%, unlike the normal approximation)."""
+    if total <= 0:
+        raise ValueError(f"wilson_interval: total must be positive, got {total}")
+    share = correct / total
+    denominator = 1 + z * z / total
+    centre = (share + z * z / (2 * total)) / denominator
+    half = z * math.sqrt(share * (1 - share) / total + z * z / (4 * total * total)) / denominator
+    return 100.0 * max(0.0, centre - half), 100.0 * min(1.0, centre + half)
 
 
 def answer_accuracy(model, batches: Sequence[PromptBatch]) -> AccuracyReport:

@@ -14,10 +14,16 @@ the calibration split (timed), then every method answers the test split:
   (K = 2 as in its paper; K = 1 where K = 2 cannot reach the budget; "—" where no K can,
   since layer 0 always runs on every token);
 - uniform: the same share of tokens removed at every layer, matched the same way, ranked
-  by FitPrune's score.
+  by FitPrune's score;
+- oracle (question files whose lines name the referred `cells`, as the relational scenes'):
+  FitPrune's keep counts, the referred objects' patches kept first, the rest in random's
+  order (`fitprune.lab.oracle`): the yardstick of what choosing tokens can gain.
 
-Accuracy is first-token exact match on one-token answers (`fitprune.lab.answers`); latency is
-the median wall time of a one-sample prefill. A depth probe follows: every visual token
+Accuracy is first-token exact match on one-token answers (`fitprune.lab.answers`), with a
+95% Wilson interval, overall and per question kind; latency is the median wall time of a
+one-sample prefill. The accuracies are also written as JSON (`--json`, default
+`benchmarks/pruning_quality.json`): policy -> budget -> accuracy, with the unpruned accuracy
+and the accuracy with no visual token after layer 0. A depth probe follows: every visual token
 through layer d−1, then only k of them (ranked by each policy) for the rest, which tells
 whether the model still reads the image after its first layers and whether it matters
 which tokens it reads. Last, the score profile: FitPrune's cross and self scores at layer 0
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import math
 import platform
 import statistics
@@ -41,7 +48,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from tqdm import tqdm
 
-from fitprune.lab.answers import PromptBatch, answer_accuracy, encode_questions, load_answered_questions
+from fitprune.lab.answers import AccuracyReport, PromptBatch, answer_accuracy, encode_questions, load_answered_questions
 from fitprune.calibrate import main as calibrate_main
 from fitprune.defaults import (
     DEFAULT_CALIBRATION_FILE,
@@ -55,10 +62,11 @@ from llava.model.pruning.policies import FastVPolicy, FitPrunePolicy, RandomPoli
 from llava.model.pruning.recipe import RecipeBook
 from fitprune.lab.score_profile import ScoreProfile, score_profile
 from fitprune.lab.baselines import FASTV_K, Baseline, clear_pruner, install_pruner, matched_fastv, matched_uniform
+from fitprune.lab.oracle import has_cells, oracle_accuracy
 
-SECTION_HEADING = "## Pruning quality on the demo model (python -m fitprune.bench)"
 BENCH_RATIOS = (0.0, 30.0, 50.0, 60.0, 70.0, 80.0, 90.0)
-METHODS = ("fitprune", "fastv", "random", "uniform")
+METHODS = ("fitprune", "fastv", "random", "uniform", "oracle")
+QUALITY_SCHEMA_VERSION = 1
 # the depth probe: layers that see every visual token, and the tokens kept after them
 PROBE_DEPTHS = (1, 2, 4)
 PROBE_KEEPS = (0, 2, 5, 10)
@@ -72,14 +80,24 @@ class MethodResult:
     Attributes:
         method: one of METHODS.
         baseline: the keep counts it followed and what they remove.
-        accuracy: percent correct on the test questions.
+        report: its answers on the test questions, overall and per kind.
         latency_ms: median one-sample prefill time, milliseconds.
     """
 
     method: str
     baseline: Baseline
-    accuracy: float
+    report: AccuracyReport
     latency_ms: float
+
+    @property
+    def accuracy(self) -> float:
+        """Percent correct on the test questions."""
+        return self.report.accuracy
+
+
+def section_heading(model_name: str) -> str:
+    """The BENCHMARKS.md heading of one model's section."""
+    return f"## Pruning quality on {model_name} (python -m fitprune.bench)"
 
 
 def prefill_latency_ms(model, batch: PromptBatch, repeats: int) -> float:
@@ -96,18 +114,22 @@ def prefill_latency_ms(model, batch: PromptBatch, repeats: int) -> float:
     return statistics.median(times)
 
 
-def baselines_for(book: RecipeBook, ratio: float, dims: DecoderDims, num_visual: int) -> Dict[str, Baseline]:
+def baselines_for(book: RecipeBook, ratio: float, dims: DecoderDims, num_visual: int,
+                  with_oracle: bool = False) -> Dict[str, Baseline]:
     """The keep counts of every method at one budget, matched to FitPrune's achieved FLOPs;
-    a method that cannot remove that much is left out."""
+    a method that cannot remove that much is left out, and the oracle unless `with_oracle`."""
+    methods = [m for m in METHODS if with_oracle or m != "oracle"]
     unpruned = Baseline("none", (num_visual,) * dims.num_layers, 0.0, "")
     if ratio == 0:
-        return {method: unpruned for method in METHODS}
+        return {method: unpruned for method in methods}
     recipe = book.get(ratio)
     fitted = Baseline("fitprune", recipe.keep_counts, recipe.achieved_paper, f"alpha={recipe.alpha}")
     baselines = {
         "fitprune": fitted,
         "random": Baseline("random", recipe.keep_counts, recipe.achieved_paper, "FitPrune's counts"),
     }
+    if with_oracle:
+        baselines["oracle"] = Baseline("oracle", recipe.keep_counts, recipe.achieved_paper, "FitPrune's counts")
     for k in (FASTV_K, 1):
         try:
             baselines["fastv"] = matched_fastv(dims, num_visual, recipe.achieved_paper, k)
@@ -118,7 +140,7 @@ def baselines_for(book: RecipeBook, ratio: float, dims: DecoderDims, num_visual:
         baselines["uniform"] = matched_uniform(dims, num_visual, recipe.achieved_paper)
     except ValueError:
         pass
-    return baselines
+    return {method: baselines[method] for method in methods if method in baselines}
 
 
 def policy_for(method: str, seed: int):
@@ -132,20 +154,66 @@ def policy_for(method: str, seed: int):
 
 def run_methods(model, book: RecipeBook, ratios: Sequence[float], batches: Sequence[PromptBatch], repeats: int,
                 seed: int) -> Dict[float, List[MethodResult]]:
-    """Accuracy and latency of every method at every budget."""
+    """Accuracy and latency of every method at every budget (the oracle where the questions
+    know their referred cells; its latency is random's, whose order it follows)."""
     dims = DecoderDims.from_config(model.config)
     num_visual = model.get_model().num_visual_tokens()
+    with_oracle = has_cells(batches)
     results = {}
     for ratio in tqdm(ratios, desc="budgets", unit="budget"):
         rows = []
-        for method, baseline in baselines_for(book, ratio, dims, num_visual).items():
-            install_pruner(model, policy_for(method, seed), baseline.keep_counts)
-            report = answer_accuracy(model, batches)
+        for method, baseline in baselines_for(book, ratio, dims, num_visual, with_oracle).items():
+            if method == "oracle":
+                report = oracle_accuracy(model, batches, baseline.keep_counts, seed)
+                install_pruner(model, RandomPolicy(seed), baseline.keep_counts)
+            else:
+                install_pruner(model, policy_for(method, seed), baseline.keep_counts)
+                report = answer_accuracy(model, batches)
             latency = prefill_latency_ms(model, batches[0], repeats)
-            rows.append(MethodResult(method, baseline, report.accuracy, latency))
+            rows.append(MethodResult(method, baseline, report, latency))
         clear_pruner(model)
         results[ratio] = rows
     return results
+
+
+def no_visual_after_layer_0(model, batches: Sequence[PromptBatch]) -> AccuracyReport:
+    """Answers with every visual token dropped after layer 0 (layer 0 sees them all): what
+    the model reads of the image in its first layer alone."""
+    install_pruner(model, RandomPolicy(0), (0,) * model.config.num_hidden_layers)
+    try:
+        return answer_accuracy(model, batches)
+    finally:
+        clear_pruner(model)
+
+
+def _with_interval(report: AccuracyReport, kind: Optional[str] = None) -> str:
+    accuracy = report.accuracy if kind is None else report.kind_accuracy(kind)
+    low, high = report.interval(kind)
+    return f"{accuracy:.1f} [{low:.1f}, {high:.1f}]"
+
+
+def _report_json(report: AccuracyReport) -> dict:
+    low, high = report.interval()
+    return {"accuracy": round(report.accuracy, 2), "ci95": [round(low, 2), round(high, 2)],
+            "correct": report.correct, "total": report.total,
+            "per_kind": {kind: round(report.kind_accuracy(kind), 2) for kind in report.per_kind}}
+
+
+def quality_json(results: Dict[float, List[MethodResult]], reference: Dict[str, AccuracyReport],
+                 context: dict) -> dict:
+    """The pruning-quality numbers as JSON: policy -> budget -> accuracy (and its interval,
+    FLOPs removed, keep counts), plus `reference` ("unpruned", "no_visual_after_layer_0")."""
+    policies: Dict[str, Dict[str, dict]] = {}
+    for ratio, rows in results.items():
+        for row in rows:
+            entry = _report_json(row.report)
+            entry.update(flops_removed_paper=round(row.baseline.reduction_paper, 2),
+                         keep_counts=list(row.baseline.keep_counts), setting=row.baseline.setting)
+            policies.setdefault(row.method, {})[f"{ratio:g}"] = entry
+    return {"schema_version": QUALITY_SCHEMA_VERSION,
+            **{k: context[k] for k in ("model", "question_file", "questions", "date", "command")},
+            **{name: _report_json(report) for name, report in reference.items()},
+            "policies": policies}
 
 
 def depth_probe(model, batches: Sequence[PromptBatch], depths: Sequence[int], keeps: Sequence[int],
@@ -191,10 +259,13 @@ def format_profile(profile: ScoreProfile) -> List[str]:
 
 
 def format_section(results: Dict[float, List[MethodResult]], context: dict,
+                   reference: Dict[str, AccuracyReport],
                    probe: Optional[Dict[Tuple[int, int], Dict[str, float]]] = None,
                    profile: Optional[ScoreProfile] = None) -> str:
-    """The BENCHMARKS.md section: setup, accuracy table, latency table, depth probe, score profile."""
-    lines = [SECTION_HEADING, ""]
+    """The BENCHMARKS.md section: setup, accuracy table (95% intervals), per-kind table,
+    latency table, depth probe, score profile."""
+    methods = [m for m in METHODS if any(r.method == m for rows in results.values() for r in rows)]
+    lines = [section_heading(context["model_name"]), ""]
     lines.append(
         f"Model `{context['model']}`, {context['questions']} test questions of `{context['question_file']}` "
         f"(first-token exact match), recipes fitted on `{context['calibration_file']}` "
@@ -203,35 +274,57 @@ def format_section(results: Dict[float, List[MethodResult]], context: dict,
     )
     lines.append("")
     lines.append("FLOPs are the paper's convention (visual tokens only). FastV and uniform are matched to remove at "
-                 "least what FitPrune's recipe removes; random follows FitPrune's keep counts.")
+                 "least what FitPrune's recipe removes; random" + (" and the oracle follow" if "oracle" in methods
+                                                                      else " follows") +
+                 " FitPrune's keep counts. Accuracy % with its 95% Wilson interval in brackets.")
     lines.append("")
-    lines.append("| budget % | FLOPs removed % (FitPrune) | visual tokens after last layer | FitPrune acc % | "
-                 "FastV acc % (setting, FLOPs removed %) | random acc % | uniform acc % (FLOPs removed %) |")
-    lines.append("|---|---|---|---|---|---|---|")
+    unpruned, blind = reference["unpruned"], reference["no_visual_after_layer_0"]
+    lines.append(f"Unpruned: {_with_interval(unpruned)}; every visual token dropped after layer 0: "
+                 f"{_with_interval(blind)}.")
+    lines.append("")
+    header = {"fitprune": "FitPrune", "fastv": "FastV (setting, FLOPs removed %)", "random": "random",
+              "uniform": "uniform (FLOPs removed %)", "oracle": "oracle"}
+    lines.append("| budget % | FLOPs removed % (FitPrune) | visual tokens after last layer | "
+                 + " | ".join(header[m] for m in methods) + " |")
+    lines.append("|---|---|---|" + "---|" * len(methods))
     for ratio, rows in results.items():
         by = {r.method: r for r in rows}
 
-        def matched(method: str) -> str:
+        def cell(method: str) -> str:
             if method not in by:
                 return "—"
             result = by[method]
-            if not ratio:
-                return f"{result.accuracy:.1f}"
-            setting = f"{result.baseline.setting}, " if method == "fastv" else ""
-            return f"{result.accuracy:.1f} ({setting}{result.baseline.reduction_paper:.1f})"
+            text = _with_interval(result.report)
+            if ratio and method in ("fastv", "uniform"):
+                setting = f"{result.baseline.setting}, " if method == "fastv" else ""
+                text += f" ({setting}{result.baseline.reduction_paper:.1f})"
+            return text
 
-        lines.append(
-            f"| {ratio:g} | {by['fitprune'].baseline.reduction_paper:.1f} | {by['fitprune'].baseline.keep_counts[-1]} | "
-            f"{by['fitprune'].accuracy:.1f} | {matched('fastv')} | {by['random'].accuracy:.1f} | {matched('uniform')} |"
-        )
+        lines.append(f"| {ratio:g} | {by['fitprune'].baseline.reduction_paper:.1f} | "
+                     f"{by['fitprune'].baseline.keep_counts[-1]} | " + " | ".join(cell(m) for m in methods) + " |")
     lines.append("")
+    kinds = list(unpruned.per_kind)
+    if len(kinds) > 1:
+        lines.append("Per question kind (accuracy %; questions per kind: "
+                     + ", ".join(f"{k} {unpruned.per_kind[k][1]}" for k in kinds) + "):")
+        lines.append("")
+        lines.append("| budget % | method | " + " | ".join(kinds) + " |")
+        lines.append("|---|---|" + "---|" * len(kinds))
+        lines.append("| — | no visual after layer 0 | " + " | ".join(f"{blind.kind_accuracy(k):.1f}" for k in kinds)
+                     + " |")
+        for ratio, rows in results.items():
+            for row in rows if ratio else rows[:1]:
+                name = row.method if ratio else "unpruned"
+                lines.append(f"| {ratio:g} | {name} | "
+                             + " | ".join(f"{row.report.kind_accuracy(k):.1f}" for k in kinds) + " |")
+        lines.append("")
     lines.append("Median one-sample prefill latency, ms (CPU, shared machine: read as rough):")
     lines.append("")
-    lines.append("| budget % | " + " | ".join(METHODS) + " |")
-    lines.append("|---|" + "---|" * len(METHODS))
+    lines.append("| budget % | " + " | ".join(methods) + " |")
+    lines.append("|---|" + "---|" * len(methods))
     for ratio, rows in results.items():
         by = {r.method: r for r in rows}
-        lines.append(f"| {ratio:g} | " + " | ".join(f"{by[m].latency_ms:.1f}" if m in by else "—" for m in METHODS)
+        lines.append(f"| {ratio:g} | " + " | ".join(f"{by[m].latency_ms:.1f}" if m in by else "—" for m in methods)
                      + " |")
     lines.append("")
     if probe:
@@ -255,7 +348,8 @@ def plot_results(results: Dict[float, List[MethodResult]], path: Path, title: st
     for method in METHODS:
         points = [(r.baseline.reduction_paper, r.accuracy) for rows in results.values() for r in rows
                   if r.method == method]
-        ax.plot(*zip(*points), marker="o", label=method)
+        if points:
+            ax.plot(*zip(*points), marker="o", label=method)
     ax.set_xlabel("FLOPs removed, % (paper convention)")
     ax.set_ylabel("test accuracy, %")
     ax.set_title(title)
@@ -303,6 +397,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="depth probe: visual tokens kept after them")
     parser.add_argument("--output", default="BENCHMARKS.md", help="Markdown file to write the section into")
     parser.add_argument("--plot", default="benchmarks/pruning_quality.png")
+    parser.add_argument("--json", default="benchmarks/pruning_quality.json",
+                        help="where to write the accuracies as JSON (empty: not written)")
     args = parser.parse_args(argv)
 
     from llava.mm_utils import get_model_name_from_path
@@ -326,10 +422,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     questions = load_answered_questions(args.question_file, args.limit)
     batches = encode_questions(questions, tokenizer, processor, model.config, args.image_folder)
     results = run_methods(model, book, args.ratios, batches, args.repeats, args.seed)
+    reference = {"unpruned": answer_accuracy(model, batches), "no_visual_after_layer_0": no_visual_after_layer_0(model, batches)}
     probe = depth_probe(model, batches, args.probe_depths, args.probe_keeps, args.seed) if args.probe_depths else None
     profile = score_profile(model, batches, layer=0)
     context = {
         "model": model_path,
+        "model_name": model_name,
         "questions": len(questions),
         "question_file": args.question_file,
         "calibration_file": args.calibration_file,
@@ -342,8 +440,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     }
     if args.plot:
         plot_results(results, Path(args.plot), f"{model_name}: accuracy vs FLOPs removed")
-    section = format_section(results, context, probe, profile)
-    write_section(Path(args.output), SECTION_HEADING, section)
+    section = format_section(results, context, reference, probe, profile)
+    write_section(Path(args.output), section_heading(model_name), section)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(quality_json(results, reference, context), indent=1) + "\n")
     print(section)
     return 0
 

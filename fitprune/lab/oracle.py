@@ -82,16 +82,26 @@ def merge_reports(reports: Sequence[AccuracyReport]) -> AccuracyReport:
                           {k: tuple(v) for k, v in sorted(counts.items())})
 
 
-def oracle_accuracy(model, batches: Sequence[PromptBatch], cells: Sequence[Sequence[Sequence[int]]],
-                    keep_counts: Sequence[int], seed: int = 0) -> AccuracyReport:
-    """First-token accuracy with the oracle pruning to `keep_counts`; `cells[i]` holds the
-    referred cells of batch i's samples."""
+def has_cells(batches: Sequence[PromptBatch]) -> bool:
+    """Whether every question of `batches` knows its referred cells (the oracle can run)."""
+    return all(len(b.cells) == len(b.kinds) and all(c is not None for c in b.cells) for b in batches)
+
+
+def oracle_accuracy(model, batches: Sequence[PromptBatch], keep_counts: Sequence[int], seed: int = 0) -> AccuracyReport:
+    """First-token accuracy with the oracle pruning to `keep_counts`, each batch's samples
+    keeping their referred cells (`PromptBatch.cells`) first.
+
+    Raises:
+        ValueError: a batch whose questions carry no cells (the question file has no `cells`).
+    """
+    if not has_cells(batches):
+        raise ValueError("the oracle needs each question's referred cells ('cells' in the question file)")
     policy = OraclePolicy(seed)
     install_pruner(model, policy, keep_counts)
     try:
         reports = []
-        for batch, batch_cells in zip(batches, cells):
-            policy.set_cells(batch_cells)
+        for batch in batches:
+            policy.set_cells(batch.cells)
             reports.append(answer_accuracy(model, [batch]))
     finally:
         clear_pruner(model)
@@ -141,7 +151,6 @@ def measure(model, tokenizer, processor, question_file: Path, image_folder: str,
     records = [json.loads(line) for line in question_file.read_text().splitlines() if line.strip()]
     questions = load_answered_questions(question_file)
     batches = encode_questions(questions, tokenizer, processor, model.config, image_folder, batch_size=BATCH_SIZE)
-    cells = [[r["cells"] for r in records[i:i + BATCH_SIZE]] for i in range(0, len(records), BATCH_SIZE)]
     dims = DecoderDims.from_config(model.config)
     num_visual = model.get_model().num_visual_tokens()
     task = RelationalTask()
@@ -166,7 +175,7 @@ def measure(model, tokenizer, processor, question_file: Path, image_folder: str,
             baseline = matched_uniform(dims, num_visual, ratio)
             counts, removed, source = baseline.keep_counts, baseline.reduction_paper, "uniform baseline"
         row = {"keep_counts": list(counts), "flops_removed_paper": round(removed, 1), "counts_from": source,
-               "oracle": _summary(oracle_accuracy(model, batches, cells, counts, seed))}
+               "oracle": _summary(oracle_accuracy(model, batches, counts, seed))}
         for name, policy in (("random", RandomPolicy(seed)), ("fitprune", FitPrunePolicy()), ("fastv", FastVPolicy())):
             row[name] = _summary(policy_accuracy(model, batches, policy, counts))
         result["budgets"][f"{ratio:g}"] = row
