@@ -13,10 +13,21 @@ task of `playground/shapes`:
     python -m fitprune.train_demo --init-from /tmp/llava-shapes-3 --objects 2 --steps 2000 \
         --output playground/models/llava-v1.5-shapes
 
-Trained from random weights on two-object scenes alone, the model stays at chance for
+Trained from random weights on two-object scenes alone, the shapes model stays at chance for
 thousands of steps. Runs are deterministic on a given machine: the last two commands, rerun
 on 2026-12-01 from the first run's checkpoint, gave bitwise the shipped weights. The checkpoint's `training.json` holds each run's command, settings,
 validation log and wall time (`init_from` nests the previous run's record).
+
+The relational scenes model (`--task scenes`, `playground/scenes`: 5-8 objects on a 16x16
+grid, 256 visual tokens) starts from a vision tower pretrained on per-patch targets
+(`fitprune.lab.patch_pretraining`, as LLaVA starts from a pretrained CLIP), kept frozen while
+the projector and the decoder learn the questions; later stages continue with `--init-from`:
+
+    python -m fitprune.lab.patch_pretraining --steps 1000 --output /tmp/scenes-tower
+    python -m fitprune.train_demo --task scenes --init-tower /tmp/scenes-tower --freeze-tower \
+        --steps 3200 --eval-every 400 --max-minutes 55 --output /tmp/llava-v1.5-scenes
+    python -m fitprune.train_demo --task scenes --init-from /tmp/llava-v1.5-scenes --reuse-tokenizer \
+        --freeze-tower --steps 2800 --eval-every 400 --max-minutes 42 --seed 1 --output OUT
 
 The model is LLaVA-1.5's architecture at toy size (`DEMO_SPEC`): a CLIP vision tower
 (8 px patches on 96 px images: 144 visual tokens, one per cell of the shapes grid), the
