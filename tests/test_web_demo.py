@@ -206,8 +206,8 @@ def test_the_pruner_is_cleared_after_a_request_that_raised(demo, image, monkeypa
     assert _is_unpruned(demo.model)
 
 
-def test_a_client_that_leaves_mid_answer_stops_the_generation_and_leaves_the_model_unpruned(demo, image,
-                                                                                           monkeypatch):
+def _record_answer_lengths(demo, monkeypatch) -> list:
+    """The list each `generate` of the demo's model appends its count of new tokens to."""
     lengths = []
     generate = demo.model.generate
 
@@ -217,6 +217,12 @@ def test_a_client_that_leaves_mid_answer_stops_the_generation_and_leaves_the_mod
         return output
 
     monkeypatch.setattr(demo.model, "generate", recording_generate)
+    return lengths
+
+
+def test_a_client_that_leaves_mid_answer_stops_the_generation_and_leaves_the_model_unpruned(demo, image,
+                                                                                           monkeypatch):
+    lengths = _record_answer_lengths(demo, monkeypatch)
     request = DemoRequest(str(image), QUESTION, "llava_v1", (TINY_RECIPE_RATIO,), max_new_tokens=400)
     events = run_request(demo, request)
     assert next(e for e in events if isinstance(e, PartialAnswer))
@@ -418,15 +424,7 @@ def test_a_gradio_client_that_disconnects_mid_answer_frees_the_model_for_the_nex
 
     from llava.serve.web_layout import PageDefaults, build_page
 
-    lengths = []
-    generate = demo.model.generate
-
-    def recording_generate(input_ids, **kwargs):
-        output = generate(input_ids, **kwargs)
-        lengths.append(output.shape[1] - input_ids.shape[1])
-        return output
-
-    monkeypatch.setattr(demo.model, "generate", recording_generate)
+    lengths = _record_answer_lengths(demo, monkeypatch)
     page = build_page(demo, PageDefaults(conv_mode="llava_v1", ratios=(0.0,), max_new_tokens=MAX_NEW, examples=()))
     page.queue(default_concurrency_limit=1)
     _, url, _ = page.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True,
