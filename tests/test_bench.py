@@ -74,6 +74,13 @@ def test_bench_on_the_scenes_adds_the_oracle_and_writes_the_json(tmp_path):
     probe_row = next(line for line in text.splitlines() if line.startswith("| 1 | 0 |"))
     assert float(probe_row.split(" | ")[2]) == round(data["no_visual_after_layer_0"]["accuracy"], 1)
     assert section_heading("llava-v1.5-scenes") in text and "| oracle |" in text
+    # the oracle keeps the referred cells first, random keeps about its keep share of them, and
+    # everything is kept unpruned
+    oracle, randomly = data["policies"]["oracle"]["90"], data["policies"]["random"]["90"]
+    share_kept = 100 * oracle["keep_counts"][-1] / 256
+    assert oracle["referred_cells_kept_pct"][-1] > 3 * share_kept > randomly["referred_cells_kept_pct"][-1] / 3
+    assert all(o >= r for o, r in zip(oracle["referred_cells_kept_pct"], randomly["referred_cells_kept_pct"]))
+    assert data["policies"]["fitprune"]["0"]["referred_cells_kept_pct"] == [100.0] * len(oracle["keep_counts"])
 
 
 def test_depth_probe_runs_each_policy_on_its_counts():

@@ -12,7 +12,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -211,11 +211,16 @@ def wilson_interval(correct: int, total: int, z: float = WILSON_Z) -> Tuple[floa
     return 100.0 * max(0.0, centre - half), 100.0 * min(1.0, centre + half)
 
 
-def answer_accuracy(model, batches: Sequence[PromptBatch]) -> AccuracyReport:
-    """First-token accuracy of `model` (as configured, pruned or not) on `batches`."""
+def answer_accuracy(model, batches: Sequence[PromptBatch],
+                    after_batch: Optional[Callable[[PromptBatch], None]] = None) -> AccuracyReport:
+    """First-token accuracy of `model` (as configured, pruned or not) on `batches`;
+    `after_batch(batch)`, when given, runs after each batch's prefill (to read the model's
+    `last_pruning_trace`, say)."""
     counts = defaultdict(lambda: [0, 0])
     for batch in batches:
         hits = predict_first_tokens(model, batch) == batch.answer_ids
+        if after_batch is not None:
+            after_batch(batch)
         for kind, hit in zip(batch.kinds, hits.tolist()):
             counts[kind][0] += int(hit)
             counts[kind][1] += 1

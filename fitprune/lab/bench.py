@@ -62,7 +62,7 @@ from llava.model.pruning.policies import FastVPolicy, FitPrunePolicy, RandomPoli
 from llava.model.pruning.recipe import RecipeBook
 from fitprune.lab.score_profile import ScoreProfile, score_profile
 from fitprune.lab.baselines import FASTV_K, Baseline, clear_pruner, install_pruner, matched_fastv, matched_uniform
-from fitprune.lab.oracle import has_cells, oracle_accuracy
+from fitprune.lab.oracle import ReferredCellsKept, has_cells, oracle_accuracy
 
 BENCH_RATIOS = (0.0, 30.0, 50.0, 60.0, 70.0, 80.0, 90.0)
 METHODS = ("fitprune", "fastv", "random", "uniform", "oracle")
@@ -82,12 +82,15 @@ class MethodResult:
         baseline: the keep counts it followed and what they remove.
         report: its answers on the test questions, overall and per kind.
         latency_ms: median one-sample prefill time, milliseconds.
+        referred_kept: percent of the questions' referred cells alive after each layer, or
+            None where the questions name no cells.
     """
 
     method: str
     baseline: Baseline
     report: AccuracyReport
     latency_ms: float
+    referred_kept: Optional[List[float]] = None
 
     @property
     def accuracy(self) -> float:
@@ -163,14 +166,16 @@ def run_methods(model, book: RecipeBook, ratios: Sequence[float], batches: Seque
     for ratio in tqdm(ratios, desc="budgets", unit="budget"):
         rows = []
         for method, baseline in baselines_for(book, ratio, dims, num_visual, with_oracle).items():
+            referred = ReferredCellsKept(model) if with_oracle else None
             if method == "oracle":
-                report = oracle_accuracy(model, batches, baseline.keep_counts, seed)
+                report = oracle_accuracy(model, batches, baseline.keep_counts, seed, referred)
                 install_pruner(model, RandomPolicy(seed), baseline.keep_counts)
             else:
                 install_pruner(model, policy_for(method, seed), baseline.keep_counts)
-                report = answer_accuracy(model, batches)
+                report = answer_accuracy(model, batches, referred)
             latency = prefill_latency_ms(model, batches[0], repeats)
-            rows.append(MethodResult(method, baseline, report, latency))
+            rows.append(MethodResult(method, baseline, report, latency,
+                                     referred.shares() if referred is not None else None))
         clear_pruner(model)
         results[ratio] = rows
     return results
@@ -209,6 +214,8 @@ def quality_json(results: Dict[float, List[MethodResult]], reference: Dict[str, 
             entry = _report_json(row.report)
             entry.update(flops_removed_paper=round(row.baseline.reduction_paper, 2),
                          keep_counts=list(row.baseline.keep_counts), setting=row.baseline.setting)
+            if row.referred_kept is not None:
+                entry["referred_cells_kept_pct"] = [round(share, 2) for share in row.referred_kept]
             policies.setdefault(row.method, {})[f"{ratio:g}"] = entry
     return {"schema_version": QUALITY_SCHEMA_VERSION,
             **{k: context[k] for k in ("model", "question_file", "questions", "date", "command")},
@@ -234,6 +241,20 @@ def depth_probe(model, batches: Sequence[PromptBatch], depths: Sequence[int], ke
             clear_pruner(model)
             results[(depth, keep)] = row
     return results
+
+
+def format_referred(results: Dict[float, List[MethodResult]], methods: Sequence[str]) -> List[str]:
+    """Which patches each method keeps against the oracle's: the share of the questions'
+    referred cells alive after layer 1 and after the last layer, as Markdown lines."""
+    lines = ["Referred patches kept (% of the cells of the objects each question names, alive after layer 1 / "
+             "after the last layer):", "", "| budget % | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for ratio, rows in results.items():
+        if not ratio:
+            continue
+        by = {r.method: r for r in rows}
+        cells = [f"{by[m].referred_kept[1]:.0f} / {by[m].referred_kept[-1]:.0f}" if m in by else "—" for m in methods]
+        lines.append(f"| {ratio:g} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def format_probe(probe: Dict[Tuple[int, int], Dict[str, float]]) -> List[str]:
@@ -317,6 +338,9 @@ def format_section(results: Dict[float, List[MethodResult]], context: dict,
                 name = row.method if ratio else "unpruned"
                 lines.append(f"| {ratio:g} | {name} | "
                              + " | ".join(f"{row.report.kind_accuracy(k):.1f}" for k in kinds) + " |")
+        lines.append("")
+    if any(r.referred_kept is not None for rows in results.values() for r in rows):
+        lines.extend(format_referred(results, methods))
         lines.append("")
     lines.append("Median one-sample prefill latency, ms (CPU, shared machine: read as rough):")
     lines.append("")

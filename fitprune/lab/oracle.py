@@ -87,9 +87,37 @@ def has_cells(batches: Sequence[PromptBatch]) -> bool:
     return all(len(b.cells) == len(b.kinds) and all(c is not None for c in b.cells) for b in batches)
 
 
-def oracle_accuracy(model, batches: Sequence[PromptBatch], keep_counts: Sequence[int], seed: int = 0) -> AccuracyReport:
+class ReferredCellsKept:
+    """Counts, over the prefills it is called after (`answer_accuracy`'s `after_batch`), how
+    many of the questions' referred cells are still among the visual tokens after each layer."""
+
+    def __init__(self, model):
+        self.model = model
+        self.kept = [0] * model.config.num_hidden_layers
+        self.referred = 0
+
+    def __call__(self, batch: PromptBatch) -> None:
+        """Adds the latest prefill (of `batch`); an unpruned prefill keeps every cell."""
+        trace = self.model.last_pruning_trace
+        for sample, cells in enumerate(batch.cells):
+            self.referred += len(cells)
+            for layer in range(len(self.kept)):
+                if trace is None:
+                    self.kept[layer] += len(cells)
+                else:
+                    alive = trace.kept_indices(layer, sample)
+                    self.kept[layer] += int(torch.isin(torch.as_tensor(cells, dtype=alive.dtype), alive).sum())
+
+    def shares(self) -> List[float]:
+        """Percent of the referred cells alive after each layer."""
+        return [100.0 * k / max(1, self.referred) for k in self.kept]
+
+
+def oracle_accuracy(model, batches: Sequence[PromptBatch], keep_counts: Sequence[int], seed: int = 0,
+                    after_batch=None) -> AccuracyReport:
     """First-token accuracy with the oracle pruning to `keep_counts`, each batch's samples
-    keeping their referred cells (`PromptBatch.cells`) first.
+    keeping their referred cells (`PromptBatch.cells`) first (`after_batch` as in
+    `answer_accuracy`).
 
     Raises:
         ValueError: a batch whose questions carry no cells (the question file has no `cells`).
@@ -102,7 +130,7 @@ def oracle_accuracy(model, batches: Sequence[PromptBatch], keep_counts: Sequence
         reports = []
         for batch in batches:
             policy.set_cells(batch.cells)
-            reports.append(answer_accuracy(model, [batch]))
+            reports.append(answer_accuracy(model, [batch], after_batch))
     finally:
         clear_pruner(model)
     return merge_reports(reports)
