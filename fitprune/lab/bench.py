@@ -37,6 +37,7 @@ import datetime
 import json
 import math
 import platform
+import shlex
 import statistics
 import sys
 import tempfile
@@ -459,7 +460,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
                    f"torch {torch.__version__}",
         "date": datetime.date.today().isoformat(),
-        "command": "python -m fitprune.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m fitprune.bench " + shlex.join(argv if argv is not None else sys.argv[1:]),
         "plot": args.plot,
     }
     if args.plot:
