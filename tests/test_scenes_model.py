@@ -4,8 +4,7 @@ objects a question names beats keeping random ones at the same keep counts."""
 import pytest
 
 from fitprune.lab.answers import answer_accuracy, encode_questions, load_answered_questions
-from fitprune.lab.bench import no_visual_after_layer_0
-from fitprune.lab.oracle import oracle_accuracy, policy_accuracy
+from fitprune.lab.oracle import no_visual_after_layer_0, oracle_accuracy, policy_accuracy
 from llava.model.builder import load_pretrained_model
 from llava.model.pruning.policies import RandomPolicy
 from llava.model.pruning.recipe import RecipeBook

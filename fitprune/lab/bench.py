@@ -63,7 +63,7 @@ from llava.model.pruning.policies import FastVPolicy, FitPrunePolicy, RandomPoli
 from llava.model.pruning.recipe import RecipeBook
 from fitprune.lab.score_profile import ScoreProfile, score_profile
 from fitprune.lab.baselines import FASTV_K, Baseline, clear_pruner, install_pruner, matched_fastv, matched_uniform
-from fitprune.lab.oracle import ReferredCellsKept, has_cells, oracle_accuracy
+from fitprune.lab.oracle import ReferredCellsKept, has_cells, no_visual_after_layer_0, oracle_accuracy
 
 BENCH_RATIOS = (0.0, 30.0, 50.0, 60.0, 70.0, 80.0, 90.0)
 METHODS = ("fitprune", "fastv", "random", "uniform", "oracle")
@@ -180,16 +180,6 @@ def run_methods(model, book: RecipeBook, ratios: Sequence[float], batches: Seque
         clear_pruner(model)
         results[ratio] = rows
     return results
-
-
-def no_visual_after_layer_0(model, batches: Sequence[PromptBatch]) -> AccuracyReport:
-    """Answers with every visual token dropped after layer 0 (layer 0 sees them all): what
-    the model reads of the image in its first layer alone."""
-    install_pruner(model, RandomPolicy(0), (0,) * model.config.num_hidden_layers)
-    try:
-        return answer_accuracy(model, batches)
-    finally:
-        clear_pruner(model)
 
 
 def _with_interval(report: AccuracyReport, kind: Optional[str] = None) -> str:
@@ -447,7 +437,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     questions = load_answered_questions(args.question_file, args.limit)
     batches = encode_questions(questions, tokenizer, processor, model.config, args.image_folder)
     results = run_methods(model, book, args.ratios, batches, args.repeats, args.seed)
-    reference = {"unpruned": answer_accuracy(model, batches), "no_visual_after_layer_0": no_visual_after_layer_0(model, batches)}
+    unpruned = results[0.0][0].report if 0.0 in results else answer_accuracy(model, batches)
+    reference = {"unpruned": unpruned, "no_visual_after_layer_0": no_visual_after_layer_0(model, batches, args.seed)}
     probe = depth_probe(model, batches, args.probe_depths, args.probe_keeps, args.seed) if args.probe_depths else None
     profile = score_profile(model, batches, layer=0)
     context = {

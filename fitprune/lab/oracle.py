@@ -21,7 +21,7 @@ import json
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -114,7 +114,7 @@ class ReferredCellsKept:
 
 
 def oracle_accuracy(model, batches: Sequence[PromptBatch], keep_counts: Sequence[int], seed: int = 0,
-                    after_batch=None) -> AccuracyReport:
+                    after_batch: Optional[Callable[[PromptBatch], None]] = None) -> AccuracyReport:
     """First-token accuracy with the oracle pruning to `keep_counts`, each batch's samples
     keeping their referred cells (`PromptBatch.cells`) first (`after_batch` as in
     `answer_accuracy`).
@@ -143,6 +143,12 @@ def policy_accuracy(model, batches: Sequence[PromptBatch], policy, keep_counts: 
         return answer_accuracy(model, batches)
     finally:
         clear_pruner(model)
+
+
+def no_visual_after_layer_0(model, batches: Sequence[PromptBatch], seed: int = 0) -> AccuracyReport:
+    """First-token accuracy with every visual token dropped after layer 0 (layer 0 sees them
+    all): what the model reads of the image in its first layer alone."""
+    return policy_accuracy(model, batches, RandomPolicy(seed), (0,) * model.config.num_hidden_layers)
 
 
 def answer_type(record: dict, colours: Sequence[str], shapes: Sequence[str]) -> str:
@@ -185,8 +191,7 @@ def measure(model, tokenizer, processor, question_file: Path, image_folder: str,
     result = {
         "questions": len(questions),
         "unpruned": _summary(answer_accuracy(model, batches)),
-        "no_visual_after_layer_0": _summary(policy_accuracy(model, batches, RandomPolicy(seed),
-                                                            (0,) * dims.num_layers)),
+        "no_visual_after_layer_0": _summary(no_visual_after_layer_0(model, batches, seed)),
         "chance": {k: round(v, 1) for k, v in chance_accuracy(records, list(task.colours), task.shapes).items()},
         "budgets": {},
     }
