@@ -108,7 +108,12 @@ def test_fitprune_statistics_and_output_equal_the_explicit_softmax_within_a_boun
     with LargestFloat32() as recorded:
         output, sums, probs = attend(query, key, value, allowed, statistics)
     assert probs is None and sums.dtype == torch.float32
-    assert recorded.largest <= small_chunks < BATCH * HEADS * layout.segment.shape[1] ** 2
+    length = layout.segment.shape[1]
+    # the statistics stay within a chunk; fused attention makes one float copy of the (B, 1, T, T) mask
+    assert recorded.largest <= max(small_chunks, BATCH * length**2) < BATCH * HEADS * length**2
+    with LargestFloat32() as statistics_only:
+        attention_scores.attention_statistics(query, key, allowed, statistics)
+    assert statistics_only.largest <= small_chunks
     rtol = _tolerance(dtype, query, key)
     assert torch.allclose(sums.double(), explicit_sums(query, key, allowed, statistics), rtol=rtol, atol=1e-9)
     fused = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=allowed, enable_gqa=True)
@@ -236,3 +241,9 @@ def test_tiny_llava_next_anyres_batch_keeps_what_the_explicit_softmax_keeps(next
     inputs = dict(input_ids=ids, attention_mask=mask, images=process_images(pictures, processor, model.config),
                   image_sizes=[p.size for p in pictures])
     _assert_same_pruning(model, inputs, FitPrunePolicy(), explicit_statistics)
+
+
+def test_statistics_columns_must_increase():
+    weights = torch.ones(1, 1, 4)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        AttentionQuery(weights, torch.tensor([2, 1]), heads="max")

@@ -58,8 +58,9 @@ def paper_hand_count(dims: DecoderDims, keep_counts: list, num_visual: int) -> i
     return macs
 
 
-def full_hand_count(dims: DecoderDims, keep_counts: list, num_visual: int, other: int) -> int:
-    """Full convention by explicit enumeration: every token, per-head attention, GQA K/V, LM head, 2 FLOPs/MAC."""
+def full_hand_count(dims: DecoderDims, keep_counts: list, num_visual: int, other: int, logit_rows=None) -> int:
+    """Full convention by explicit enumeration: every token, per-head attention, GQA K/V, LM head (on every row
+    left, or on the last `logit_rows`), 2 FLOPs/MAC."""
     d, m, heads = dims.hidden_size, dims.intermediate_size, dims.num_attention_heads
     head_dim = d // heads
     kv_width = dims.num_key_value_heads * head_dim
@@ -72,7 +73,8 @@ def full_hand_count(dims: DecoderDims, keep_counts: list, num_visual: int, other
         macs += count(n_out, d, d)  # output projection
         macs += 2 * count(n_out, m, d) + count(n_out, d, m)  # gated MLP
         n_in = n_out
-    macs += count(n_in, dims.vocab_size, d)  # LM head over every position leaving the last layer
+    head_rows = n_in if logit_rows is None else min(n_in, logit_rows)
+    macs += count(head_rows, dims.vocab_size, d)  # LM head over the positions whose logits are computed
     return 2 * macs
 
 
@@ -109,6 +111,17 @@ def test_full_prefill_matches_hand_count() -> None:
     assert full_prefill_flops(TINY, keep, 7, 5) == full_hand_count(TINY, keep, 7, 5)
     expected = 100 * (1 - full_hand_count(TINY, keep, 7, 5) / full_hand_count(TINY, [7, 7, 7], 7, 5))
     assert full_reduction(TINY, keep, 7, 5) == pytest.approx(expected, abs=1e-12)
+
+
+def test_full_prefill_with_the_last_row_logits_only() -> None:
+    keep = [6, 4, 4]
+    assert full_prefill_flops(TINY, keep, 7, 5, logit_rows=1) == full_hand_count(TINY, keep, 7, 5, logit_rows=1)
+    saved = 2 * count(4 + 5 - 1, TINY.vocab_size, TINY.hidden_size)  # LM head rows not computed
+    assert full_prefill_flops(TINY, keep, 7, 5) - full_prefill_flops(TINY, keep, 7, 5, logit_rows=1) == saved
+    expected = 100 * (1 - full_hand_count(TINY, keep, 7, 5, 1) / full_hand_count(TINY, [7, 7, 7], 7, 5, 1))
+    assert full_reduction(TINY, keep, 7, 5, logit_rows=1) == pytest.approx(expected, abs=1e-12)
+    with pytest.raises(ValueError, match="logit_rows must be None"):
+        full_prefill_flops(TINY, keep, 7, 5, logit_rows=0)
 
 
 def test_decode_step_matches_hand_count() -> None:

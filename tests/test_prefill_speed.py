@@ -1,5 +1,5 @@
 """`python benchmarks/prefill_speed.py` at toy sizes: its section, rows and the anyres table."""
-from fitprune.lab.prefill_speed import SECTION_HEADING, main
+from fitprune.lab.prefill_speed import SECTION_HEADING, main, section_heading
 
 TOY = ["--hidden", "64", "--intermediate", "128", "--layers", "4", "--heads", "4", "--vocab", "100",
        "--visual-tokens", "144", "--repeats", "1", "--warmup", "0", "--shape", "published", "--max-seconds", "1",
@@ -24,3 +24,32 @@ def test_the_section_has_every_row_and_the_anyres_table(tmp_path):
 def test_no_anyres_table_when_skipped(capsys):
     assert main(TOY + ["--ratios", "60", "--anyres-visual-tokens", "0", "--no-random-policy", "--output", "-"]) == 0
     assert "LLaVA-NeXT-shaped" not in capsys.readouterr().out
+
+
+def test_batch_and_logit_rows_change_the_ideal(capsys):
+    assert main(TOY + ["--ratios", "60", "--anyres-visual-tokens", "0", "--no-random-policy", "--output", "-",
+                       "--batch", "2", "--logits", "all"]) == 0
+    every_row = capsys.readouterr().out
+    assert "batch 2 (the same prompt in every sample)" in every_row and "logits of every row left" in every_row
+    assert main(TOY + ["--ratios", "60", "--anyres-visual-tokens", "0", "--no-random-policy", "--output", "-"]) == 0
+    last_row = capsys.readouterr().out
+    assert "batch 1 (" in last_row and "`num_logits_to_keep=1`" in last_row
+
+    def ideal_of_60(section: str) -> float:
+        row = next(line for line in section.splitlines() if line.startswith("| 60 |"))
+        return float(row.split(" | ")[7])
+
+    # With a 100-word vocabulary and 208 rows, the LM head on every row is a visible share of the FLOPs,
+    # and pruning removes LM head rows too, so the ideal speed-up is larger with every row's logits.
+    assert ideal_of_60(every_row) > ideal_of_60(last_row) > 1.0
+
+
+def test_another_batch_size_writes_its_own_section(tmp_path):
+    output = tmp_path / "BENCHMARKS.md"
+    base = TOY + ["--ratios", "60", "--anyres-visual-tokens", "0", "--no-random-policy", "--output", str(output)]
+    assert main(base) == 0
+    assert main(base + ["--batch", "2"]) == 0
+    assert main(base + ["--batch", "2"]) == 0  # rewrites its section, leaves batch 1's
+    text = output.read_text()
+    assert text.count(SECTION_HEADING) == 1 and text.count(section_heading(2)) == 1
+    assert text.index(SECTION_HEADING) < text.index(section_heading(2))

@@ -131,8 +131,11 @@ def build_config(args: argparse.Namespace) -> transformers.LlamaConfig:
     )
 
 
-def build_prompt(prefix: int, visual: int, text: int, hidden: int, seed: int) -> Tuple[torch.Tensor, SequenceLayout]:
-    """Random embeddings (1, T, D) and the matching layout: prefix, visual, then text rows."""
+def build_prompt(
+    prefix: int, visual: int, text: int, hidden: int, seed: int, batch: int = 1
+) -> Tuple[torch.Tensor, SequenceLayout]:
+    """Random embeddings (batch, T, D) and the matching layout: prefix, visual, then text rows;
+    every sample of a batch is the same prompt."""
     segment = torch.cat(
         [
             torch.full((prefix,), SEGMENT_PREFIX),
@@ -143,5 +146,5 @@ def build_prompt(prefix: int, visual: int, text: int, hidden: int, seed: int) ->
     visual_index = torch.full_like(segment, -1)
     visual_index[0, prefix : prefix + visual] = torch.arange(visual)
     generator = torch.Generator().manual_seed(seed)
-    embeds = torch.randn(1, segment.shape[1], hidden, generator=generator)  # (1, T, D)
-    return embeds, SequenceLayout.from_segments(segment, visual_index)
+    embeds = torch.randn(1, segment.shape[1], hidden, generator=generator).repeat(batch, 1, 1)  # (B, T, D)
+    return embeds, SequenceLayout.from_segments(segment.repeat(batch, 1), visual_index.repeat(batch, 1))

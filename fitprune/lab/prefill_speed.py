@@ -1,15 +1,17 @@
 """Prefill speed of FitPrune pruning on a LLaVA-shaped random decoder, on CPU
 (`python benchmarks/prefill_speed.py`).
 
-Measures the full prefill forward (logits included) of our `LlamaForCausalLM` with no
-pruner (the unpruned path, what `reduction_ratio=0` resolves to), with a pruner whose
-recipe keeps every token (ratio 0), and with pruners at the other budgets; and of
-`transformers.LlamaForCausalLM` (eager attention) with the same weights on the same
-embeddings. Reports the achieved speed-up against the FLOPs-ideal one (full convention)
-and writes the table into BENCHMARKS.md. The model, prompt and keep counts are
+Measures the prefill forward of our `LlamaForCausalLM` with no pruner (the unpruned path,
+what `reduction_ratio=0` resolves to), with a pruner whose recipe keeps every token
+(ratio 0), and with pruners at the other budgets; and of `transformers.LlamaForCausalLM`
+(eager attention) with the same weights on the same embeddings. The LM head runs on the last
+row per sample, as a prefill that starts generation does (`--logits last`, the default), or on
+every row (`--logits all`, as a scoring pass). Reports the achieved speed-up against the
+FLOPs-ideal one (full convention, counting the LM head rows actually computed) and writes the
+table into BENCHMARKS.md. The model, prompt and keep counts are
 `fitprune.lab.prefill_setup`'s.
 
-Run: ``python benchmarks/prefill_speed.py [--repeats 7] [--output BENCHMARKS.md]``.
+Run: ``python benchmarks/prefill_speed.py [--repeats 7] [--batch 1] [--logits last] [--output BENCHMARKS.md]``.
 """
 from __future__ import annotations
 
@@ -52,6 +54,20 @@ DEFAULT_RATIOS = (0.0, 30.0, 60.0, 90.0)
 ANYRES_VISUAL_TOKENS = 2880  # ok: benchmark preset, LLaVA-NeXT at its largest grid (5 views of 576)
 ANYRES_RATIOS = (60.0, 90.0)
 SECTION_HEADING = "## Prefill speed (benchmarks/prefill_speed.py)"
+
+
+def section_heading(batch: int) -> str:
+    """The BENCHMARKS.md heading a run writes under: one section for batch 1, one per other batch size."""
+    return SECTION_HEADING if batch == 1 else f"## Prefill speed at batch {batch} (benchmarks/prefill_speed.py)"
+LOGITS_TEXT = {
+    "last": "logits of the last row per sample only (`num_logits_to_keep=1`, as a prefill that starts generation)",
+    "all": "logits of every row left after the last layer (as a scoring pass)",
+}
+
+
+def logit_rows_of(args: argparse.Namespace) -> Optional[int]:
+    """LM head rows per sample that `--logits` computes, in `full_prefill_flops`' terms (None: every row)."""
+    return 1 if args.logits == "last" else None
 
 
 class TimedHook:
@@ -99,10 +115,11 @@ def format_section(
     times = timings.seconds
     median = {name: statistics.median(values) for name, values in times.items()}
     fastest = {name: min(values) for name, values in times.items()}
-    unpruned_flops = full_prefill_flops(dims, [num_visual] * dims.num_layers, num_visual, num_other)
+    logit_rows = logit_rows_of(args)
+    unpruned_flops = full_prefill_flops(dims, [num_visual] * dims.num_layers, num_visual, num_other, logit_rows)
 
     def ideal(counts: List[int]) -> float:
-        return unpruned_flops / full_prefill_flops(dims, counts, num_visual, num_other)
+        return unpruned_flops / full_prefill_flops(dims, counts, num_visual, num_other, logit_rows)
 
     header = ("| ratio | paper % | full % | visual left | median ms | min ms | speed-up vs unpruned | ideal "
               "| efficiency | speed-up vs transformers |")
@@ -116,7 +133,7 @@ def format_section(
         achieved = median["unpruned"] / median[name]
         lines.append(
             f"| {ratio:g} | {paper_reduction(dims, counts, num_visual):.2f} "
-            f"| {full_reduction(dims, counts, num_visual, num_other):.2f} | {final_visual[ratio]} "
+            f"| {full_reduction(dims, counts, num_visual, num_other, logit_rows):.2f} | {final_visual[ratio]} "
             f"| {1e3 * median[name]:.0f} | {1e3 * fastest[name]:.0f} | {achieved:.2f} | {ideal(counts):.2f} "
             f"| {achieved / ideal(counts):.2f} | {median['transformers'] / median[name]:.2f} |"
         )
@@ -157,17 +174,19 @@ def format_section(
             "FitPrune rows is the cost of the chunked attention that gives FitPrune its scores): "
             + "; ".join(random_parts) + "."
         )
-    notes.append(f"- Unpruned logits vs transformers: max |diff| = {parity:.1e}.")
+    notes.append(f"- Unpruned logits of every row vs transformers': max |diff| = {parity:.1e} (the transformers row "
+                 "times its decoder and its LM head on the same rows as ours).")
 
     contention = contention_text(args, timings)
     clock = "wall clock" if args.clock == "wall" else "process CPU time"
     return "\n".join([
-        SECTION_HEADING,
+        section_heading(args.batch),
         "",
-        f"Prefill forward (logits included) of a random LLaMA decoder: {config.num_hidden_layers} layers, hidden "
+        f"Prefill forward of a random LLaMA decoder: {config.num_hidden_layers} layers, hidden "
         f"{config.hidden_size}, FFN {config.intermediate_size}, {config.num_attention_heads} heads "
-        f"({config.num_key_value_heads} KV), vocab {config.vocab_size}, fp32, batch 1; prompt "
-        f"{args.prefix_tokens} prefix + {num_visual} visual + {args.text_tokens} text tokens as random embeddings. "
+        f"({config.num_key_value_heads} KV), vocab {config.vocab_size}, fp32, batch {args.batch} (the same prompt "
+        f"in every sample); prompt {args.prefix_tokens} prefix + {num_visual} visual + {args.text_tokens} text "
+        f"tokens as random embeddings; {LOGITS_TEXT[args.logits]}. "
         f"Keep counts: the `{args.shape}` shape fitted by bisection to each budget (no calibration on a random "
         "model); policy FitPrune (cross × self on head-max attention).",
         "",
@@ -177,7 +196,7 @@ def format_section(
         f"- Timing: {args.warmup} warm-up + {args.repeats} timed rounds, each row once per round (alternating), "
         f"{clock}; took {timings.wall:.0f} s; {contention}.",
         "- paper % / full %: FLOPs removed under the paper convention (visual tokens only) and the full one "
-        f"(all {num_visual + num_other} tokens, LM head). Ideal = unpruned / pruned full-convention FLOPs; "
+        f"(all {num_visual + num_other} tokens, the LM head on the rows it runs on). Ideal = unpruned / pruned full-convention FLOPs; "
         "speed-up = median unpruned time / median time of the row; efficiency = speed-up / ideal; "
         "speed-up vs transformers = transformers' median / the row's.",
         "",
@@ -199,7 +218,8 @@ def format_anyres_rows(
     """The LLaVA-NeXT-shaped prompt's table (its own unpruned row and FitPrune rows), then a blank line."""
     num_visual = args.anyres_visual_tokens
     num_other = args.prefix_tokens + args.text_tokens
-    unpruned_flops = full_prefill_flops(dims, [num_visual] * dims.num_layers, num_visual, num_other)
+    logit_rows = logit_rows_of(args)
+    unpruned_flops = full_prefill_flops(dims, [num_visual] * dims.num_layers, num_visual, num_other, logit_rows)
     header = "| ratio | paper % | full % | visual left | median ms | speed-up vs unpruned | ideal | efficiency |"
     lines = [
         f"LLaVA-NeXT-shaped prompt: {args.prefix_tokens} prefix + {num_visual} visual + {args.text_tokens} text "
@@ -212,10 +232,10 @@ def format_anyres_rows(
     ]
     for ratio, counts in anyres_counts.items():
         achieved = median["anyres unpruned"] / median[f"anyres fitprune {ratio:g}"]
-        ideal = unpruned_flops / full_prefill_flops(dims, counts, num_visual, num_other)
+        ideal = unpruned_flops / full_prefill_flops(dims, counts, num_visual, num_other, logit_rows)
         lines.append(
             f"| {ratio:g} | {paper_reduction(dims, counts, num_visual):.2f} "
-            f"| {full_reduction(dims, counts, num_visual, num_other):.2f} | {counts[-1]} "
+            f"| {full_reduction(dims, counts, num_visual, num_other, logit_rows):.2f} | {counts[-1]} "
             f"| {1e3 * median[f'anyres fitprune {ratio:g}']:.0f} | {achieved:.2f} | {ideal:.2f} "
             f"| {achieved / ideal:.2f} |"
         )
@@ -235,6 +255,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="one-parameter keep-count shape fitted to each budget")
     add_timing_flags(parser, max_seconds=600.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch", type=int, default=1, help="samples per prefill (copies of the one prompt)")
+    parser.add_argument("--logits", choices=tuple(LOGITS_TEXT), default="last",
+                        help="LM head on the last row per sample (generation) or on every row left")
     parser.add_argument("--no-random-policy", action="store_true",
                         help="skip the diagnostic rows with RandomPolicy (no attention probabilities needed)")
     parser.add_argument("--anyres-visual-tokens", type=int, default=ANYRES_VISUAL_TOKENS,
@@ -244,8 +267,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--output", default=str(REPO_ROOT / "BENCHMARKS.md"),
                         help="Markdown file to write the section into ('-' only prints it)")
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.warmup < 0:
-        parser.error(f"--repeats must be >= 1 and --warmup >= 0, got {args.repeats} and {args.warmup}")
+    if args.repeats < 1 or args.warmup < 0 or args.batch < 1:
+        parser.error(f"--repeats and --batch must be >= 1 and --warmup >= 0, got {args.repeats}, {args.batch} "
+                     f"and {args.warmup}")
     args.threads_used = apply_timing_flags(parser, args)
     return args
 
@@ -268,19 +292,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ours = LlamaForCausalLM(config).eval()
     reference = transformers.LlamaForCausalLM(config).eval()
     reference.load_state_dict(ours.state_dict(), strict=True)
-    embeds, layout = build_prompt(args.prefix_tokens, num_visual, args.text_tokens, args.hidden, args.seed)
+    embeds, layout = build_prompt(args.prefix_tokens, num_visual, args.text_tokens, args.hidden, args.seed,
+                                  args.batch)
+    logits_to_keep = 1 if args.logits == "last" else 0
     print(f"model: {config.num_hidden_layers} layers, hidden {config.hidden_size}, FFN {config.intermediate_size}, "
           f"{config.num_attention_heads} heads, vocab {config.vocab_size}, fp32; prompt {args.prefix_tokens} prefix + "
-          f"{num_visual} visual + {args.text_tokens} text = {embeds.shape[1]} rows; {threads} threads")
+          f"{num_visual} visual + {args.text_tokens} text = {embeds.shape[1]} rows, batch {args.batch}, logits "
+          f"{args.logits}; {threads} threads")
 
     keep_counts = {ratio: fit_keep_counts(dims, args.shape, ratio, num_visual) for ratio in args.ratios}
     for ratio, counts in keep_counts.items():
         print(f"ratio {ratio:g}: keep {counts}  paper {paper_reduction(dims, counts, num_visual):.2f}%  "
               f"full {full_reduction(dims, counts, num_visual, num_other):.2f}%")
 
-    def prefill(hook: Optional[TimedHook]):
+    def prefill(hook: Optional[TimedHook], logits: int = logits_to_keep):
         ours.model.prefill_hook = hook
-        return ours(inputs_embeds=embeds, sequence_layout=layout, use_cache=False)
+        return ours(inputs_embeds=embeds, sequence_layout=layout, use_cache=False, num_logits_to_keep=logits)
+
+    def reference_prefill() -> None:
+        """transformers' decoder, its LM head on the rows ours computes logits for."""
+        hidden = reference.model(inputs_embeds=embeds, use_cache=False).last_hidden_state
+        reference.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
 
     def timed_prefill(hook: Optional[TimedHook]) -> Optional[float]:
         """One prefill; returns the seconds spent inside the pruner, if any."""
@@ -292,7 +324,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     pruners = {ratio: TimedHook(TokenPruner(FitPrunePolicy(), RecipeSchedule(counts, num_visual)))
                for ratio, counts in keep_counts.items()}
     runs: Dict[str, Callable[[], Optional[float]]] = {
-        "transformers": lambda: reference(inputs_embeds=embeds, use_cache=False) and None,  # returns None
+        "transformers": reference_prefill,
         "unpruned": lambda: timed_prefill(None),
     }
     for ratio, counts in keep_counts.items():
@@ -304,11 +336,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     anyres_counts: Dict[float, List[int]] = {}
     if args.anyres_visual_tokens:
         anyres_embeds, anyres_layout = build_prompt(args.prefix_tokens, args.anyres_visual_tokens, args.text_tokens,
-                                                    args.hidden, args.seed)
+                                                    args.hidden, args.seed, args.batch)
 
         def anyres_prefill(hook: Optional[TokenPruner]) -> None:
             ours.model.prefill_hook = hook
-            ours(inputs_embeds=anyres_embeds, sequence_layout=anyres_layout, use_cache=False)
+            ours(inputs_embeds=anyres_embeds, sequence_layout=anyres_layout, use_cache=False,
+                 num_logits_to_keep=logits_to_keep)
 
         runs["anyres unpruned"] = lambda: anyres_prefill(None)
         for ratio in args.anyres_ratios:
@@ -319,7 +352,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     with torch.inference_mode():
         expected = reference(inputs_embeds=embeds, use_cache=False).logits
-        parity = (prefill(None).logits - expected).abs().max().item()
+        parity = (prefill(None, logits=0).logits - expected).abs().max().item()
         print(f"unpruned logits vs transformers: max |diff| = {parity:.2e}")
         final_visual = {ratio: int(prefill(hook).pruning_trace.counts()[-1, 0]) for ratio, hook in pruners.items()}
         timings = time_rounds(runs, args.warmup, args.repeats, args.quiet_cores, args.max_seconds, clock_of(args))
@@ -336,6 +369,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if too_contended(args, timings):
         return 3
-    write_section(Path(args.output), SECTION_HEADING, section)
+    write_section(Path(args.output), section_heading(args.batch), section)
     print(f"wrote {args.output}")
     return 0

@@ -1,18 +1,20 @@
 """Softmax attention of one layer, with the attention statistics a scoring policy reads.
 
-Where no probability is needed, a layer's attention is `scaled_dot_product_attention`. At a
-layer where a pruning policy scores tokens, the probabilities are needed too, and they come
-from the same computation as the output: `attend` works through the query rows a chunk at a
-time (at most `SCORE_CHUNK_ELEMENTS` logits per chunk, so memory is O(rows x keys) per chunk
-and never O(heads x T x T)); each chunk's float32 softmax gives both the chunk's output rows
-and its share of the statistics the policy asked for in an `AttentionQuery`: for given key
-columns, the heads' probabilities combined (max or mean) and summed over query rows with
-per-sample row weights. Nothing but those (B, W, C) sums leaves the layer.
+A layer's output is always `scaled_dot_product_attention`'s. At a layer where a pruning policy
+scores tokens, `attend` also computes the statistics the policy asked for in an
+`AttentionQuery` (for given key columns, the heads' probabilities combined, max or mean, and
+summed over query rows with per-sample row weights), without the probability matrix: only the
+query rows some weight reads are visited, a chunk of them at a time (at most
+`SCORE_CHUNK_ELEMENTS` logits per chunk, so memory is O(rows x keys) per chunk and never
+O(heads x T x T)); each row's softmax runs in float32 over the keys up to the last one the
+chunk may see (causal attention: about half the logits of a full matrix), and only the queried
+columns of the head-combined probabilities are kept. Nothing but the (B, W, C) sums leaves the
+layer.
 
-Logits are computed in the model's dtype (queries scaled by 1/sqrt(head_dim) first), the
-softmax runs in float32 and the probabilities are cast back for the product with the values,
-as in transformers 4.31's eager attention; the statistics are read from the float32
-probabilities, their heads combined before the queried columns are picked.
+Logits are computed in the model's dtype (queries scaled by 1/sqrt(head_dim) first) and
+normalised in float32, as transformers 4.31's eager attention does before it casts the
+probabilities back. Only `output_attentions` (`keep_probabilities`) takes the explicit path
+that forms every probability and multiplies them with the values, as eager attention does.
 """
 from __future__ import annotations
 
@@ -23,8 +25,9 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-SCORE_CHUNK_ELEMENTS = 1 << 21
-"""Most logits of one chunk of query rows: batch x heads x rows x keys (8 MiB of float32)."""
+SCORE_CHUNK_ELEMENTS = 1 << 20
+"""Most logits of one chunk of query rows: batch x heads x rows x keys (4 MiB of float32; smaller
+chunks follow the causal triangle more closely, see `_reach`, and stay in cache)."""
 
 HEAD_REDUCTIONS = ("max", "mean")
 
@@ -38,7 +41,7 @@ class AttentionQuery:
 
     Attributes:
         row_weights: (B, W, T) float32 weights of the query rows.
-        columns: (C,) long indices of the key columns read.
+        columns: (C,) long indices of the key columns read, increasing.
         heads: "max" or "mean".
     """
 
@@ -49,6 +52,8 @@ class AttentionQuery:
     def __post_init__(self):
         if self.heads not in HEAD_REDUCTIONS:
             raise ValueError(f"heads must be one of {HEAD_REDUCTIONS}, got {self.heads!r}")
+        if self.columns.numel() > 1 and not bool((self.columns.diff() > 0).all()):
+            raise ValueError("columns must be strictly increasing key indices")
 
     def combine_heads(self, probs: torch.Tensor) -> torch.Tensor:
         """(B, r, S) from (B, H, r, S) probabilities."""
@@ -58,6 +63,108 @@ class AttentionQuery:
 def _row_chunk_size(batch: int, heads: int, keys: int) -> int:
     """Query rows per chunk so that a chunk holds at most `SCORE_CHUNK_ELEMENTS` logits."""
     return max(1, SCORE_CHUNK_ELEMENTS // max(1, batch * heads * keys))
+
+
+def _needed_rows(weights: torch.Tensor) -> torch.Tensor:
+    """(R,) indices of the query rows that some sample's weight row reads (non-zero anywhere)."""
+    return (weights != 0).any(dim=1).any(dim=0).nonzero().squeeze(1)
+
+
+def _as_slice(index: torch.Tensor):
+    """`index` (1-D, long) as a slice when it is a run of consecutive integers (a view, not a
+    copy, when used to index), else unchanged."""
+    if index.numel() and int(index[-1] - index[0]) == index.numel() - 1 and bool((index.diff() == 1).all()):
+        return slice(int(index[0]), int(index[-1]) + 1)
+    return index
+
+
+def _reach(hidden: torch.Tensor) -> int:
+    """One past the last key that some row of a chunk may attend to; `hidden` (B, 1, r, S) is True
+    where a row may not. Under a causal mask a chunk of query rows sees no key after its last row,
+    so its logits and softmax need only the keys before `_reach`: those after have probability 0."""
+    visible = ~hidden.all(dim=2).all(dim=1).all(dim=0)  # (S,)
+    return int(visible.nonzero().max()) + 1 if visible.any() else hidden.shape[-1]
+
+
+def _scaled_grouped_query(query: torch.Tensor, rows, kv_heads: int) -> torch.Tensor:
+    """(B, Hkv, g, R, Dh) contiguous copy of the query rows `rows` (a slice or indices) of `query`
+    (B, H, T, Dh), times 1/sqrt(Dh), in the model's dtype; query head h = k * g + j is [:, k, j]."""
+    batch, heads, _, head_dim = query.shape
+    picked = query[:, :, rows] * (1.0 / math.sqrt(head_dim))
+    return picked.contiguous().view(batch, kv_heads, heads // kv_heads, picked.shape[2], head_dim)
+
+
+def _masked_logits(grouped_query: torch.Tensor, key_t: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """(B, Hkv, g, r, S) logits of grouped, scaled query rows (B, Hkv, g, r, Dh) against `key_t`
+    (B, Hkv, 1, Dh, S), in the model's dtype, keys `hidden` (B, 1, r, S) at the dtype's minimum."""
+    logits = grouped_query @ key_t
+    return logits.masked_fill_(hidden[:, :, None], torch.finfo(logits.dtype).min)
+
+
+def attention_statistics(
+    query: torch.Tensor, key: torch.Tensor, allowed: torch.Tensor, statistics: AttentionQuery
+) -> torch.Tensor:
+    """The (B, W, C) float32 sums of `statistics` over the softmax probabilities of `query` on `key`.
+
+    Args:
+        query: (B, H, T, Dh) rotated queries.
+        key: (B, Hkv, S, Dh) rotated keys; query head h reads key head h // (H / Hkv).
+        allowed: (B, 1, T, S) bool, True where row i may attend to key j.
+        statistics: the key columns, head reduction and row weights to sum.
+
+    Returns:
+        S[b, w, c] = sum_i row_weights[b, w, i] * combine_h P[b, h, i, columns[c]], float32.
+    """
+    batch, heads = query.shape[:2]
+    keys = key.shape[2]
+    weights = statistics.row_weights.float()
+    columns = statistics.columns
+    sums = weights.new_zeros(batch, weights.shape[1], columns.numel())
+    rows = _as_slice(_needed_rows(weights))
+    grouped_query = _scaled_grouped_query(query, rows, key.shape[1])  # (B, Hkv, g, R, Dh)
+    hidden = ~allowed[:, :, rows]  # (B, 1, R, S)
+    row_weights = weights[:, :, rows]  # (B, W, R)
+    key_t = key.transpose(-1, -2).contiguous()[:, :, None]  # (B, Hkv, 1, Dh, S)
+    size = _row_chunk_size(batch, heads, keys)
+    for start in range(0, grouped_query.shape[3], size):
+        chunk = slice(start, start + size)
+        reach = _reach(hidden[:, :, chunk])  # keys past it are hidden from every row of the chunk
+        logits = _masked_logits(grouped_query[:, :, :, chunk], key_t[..., :reach], hidden[:, :, chunk, :reach])
+        probs = logits.float().softmax(dim=-1).flatten(1, 2)  # (B, H, r, reach)
+        del logits
+        combined = statistics.combine_heads(probs)  # (B, r, reach)
+        seen = int(torch.searchsorted(columns, reach))  # columns before `reach`: a prefix, as they increase
+        sums[..., :seen] += row_weights[:, :, chunk] @ combined[..., _as_slice(columns[:seen])]
+    return sums
+
+
+def _explicit_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    allowed: torch.Tensor,
+    statistics: Optional[AttentionQuery],
+) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+    """Attention through every probability, a chunk of query rows at a time (eager attention's
+    rounding); returns the output, the statistics' sums or None, and the (B, H, T, S) probabilities."""
+    batch, heads, rows, head_dim = query.shape
+    keys = key.shape[2]
+    grouped_query = _scaled_grouped_query(query, slice(None), key.shape[1])  # (B, Hkv, g, T, Dh)
+    hidden = ~allowed
+    key_t = key[:, :, None].transpose(-1, -2)  # (B, Hkv, 1, Dh, S)
+    value = value[:, :, None]  # (B, Hkv, 1, S, Dh)
+    output = torch.empty_like(query)
+    kept = []
+    size = _row_chunk_size(batch, heads, keys)
+    for start in range(0, rows, size):
+        stop = min(rows, start + size)
+        logits = _masked_logits(grouped_query[:, :, :, start:stop], key_t, hidden[:, :, start:stop])
+        cast = logits.float().softmax(dim=-1).to(value.dtype)
+        del logits
+        output[:, :, start:stop] = (cast @ value).reshape(batch, heads, stop - start, head_dim)
+        kept.append(cast.reshape(batch, heads, stop - start, keys))
+    sums = None if statistics is None else attention_statistics(query, key, allowed, statistics)
+    return output, sums, torch.cat(kept, dim=2)
 
 
 def attend(
@@ -78,41 +185,15 @@ def attend(
         allowed: (B, 1, T, S) bool, True where row i may attend to key j.
         statistics: the sums a scoring policy reads, or None.
         keep_probabilities: also return the whole (B, H, T, S) probabilities (for
-            `output_attentions`).
+            `output_attentions`); the output is then computed from them, as eager attention does.
 
     Returns:
         output (B, H, T, Dh) in the model's dtype; the (B, W, C) float32 sums or None; the
-        probabilities in the model's dtype or None. Without statistics or kept probabilities
-        the output is `scaled_dot_product_attention`'s.
+        probabilities in the model's dtype or None. Without kept probabilities the output is
+        `scaled_dot_product_attention`'s.
     """
-    if statistics is None and not keep_probabilities:
-        return F.scaled_dot_product_attention(query, key, value, attn_mask=allowed, enable_gqa=True), None, None
-    batch, heads, rows, head_dim = query.shape
-    kv_heads, keys = key.shape[1], key.shape[2]
-    group = heads // kv_heads
-    key_t = key[:, :, None].transpose(-1, -2)  # (B, Hkv, 1, Dh, S)
-    value = value[:, :, None]  # (B, Hkv, 1, S, Dh)
-    scale = 1.0 / math.sqrt(head_dim)
-    output = torch.empty_like(query)
-    sums = None
-    if statistics is not None:
-        weights = statistics.row_weights.float()
-        sums = weights.new_zeros(batch, weights.shape[1], statistics.columns.numel())
-    kept = [] if keep_probabilities else None
-    size = _row_chunk_size(batch, heads, keys)
-    for start in range(0, rows, size):
-        stop = min(rows, start + size)
-        chunk_query = query[:, :, start:stop].reshape(batch, kv_heads, group, stop - start, head_dim) * scale
-        logits = chunk_query @ key_t  # (B, Hkv, g, r, S)
-        logits.masked_fill_(~allowed[:, :, None, start:stop], torch.finfo(logits.dtype).min)
-        probs = logits.float().softmax(dim=-1)
-        del logits
-        cast = probs.to(value.dtype)
-        output[:, :, start:stop] = (cast @ value).reshape(batch, heads, stop - start, head_dim)
-        if kept is not None:
-            kept.append(cast.reshape(batch, heads, stop - start, keys))
-        if statistics is not None:
-            combined = statistics.combine_heads(probs.reshape(batch, heads, stop - start, keys))
-            sums += weights[:, :, start:stop] @ combined[..., statistics.columns]
-    probabilities = torch.cat(kept, dim=2) if kept is not None else None
-    return output, sums, probabilities
+    if keep_probabilities:
+        return _explicit_attention(query, key, value, allowed, statistics)
+    output = F.scaled_dot_product_attention(query, key, value, attn_mask=allowed, enable_gqa=True)
+    sums = None if statistics is None else attention_statistics(query, key, allowed, statistics)
+    return output, sums, None

@@ -13,7 +13,9 @@ Two conventions, and every figure printed elsewhere names the one it uses:
   two FLOPs per multiply-add, Q and O projections d×d, K and V projections d×(kv_heads·head_dim)
   (grouped-query attention), attention scores and weighted sum over the real key length (no causal
   halving), gated MLP 3·d·m per token, and the LM head (vocab·d) for every position that leaves the
-  last layer in prefill, once per decode step. The final norm and the softmax are ignored.
+  last layer in prefill (or for the last ``logit_rows`` positions per sample where a caller says so:
+  generation needs only the last one), once per decode step. The final norm and the softmax are
+  ignored.
 
 Keep counts: ``keep_counts[l]`` is the number of visual tokens left after layer ``l``; layer ``l`` is
 entered by ``keep_counts[l-1]`` and layer 0 by ``num_visual``. A 1-D sequence is one sample; a 2-D
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -276,22 +278,36 @@ def full_layer_flops(
 
 
 def _full_prefill_per_sample(
-    dims: DecoderDims, keep_counts: CountsLike, num_visual: CountsLike, num_other_tokens: CountsLike
+    dims: DecoderDims,
+    keep_counts: CountsLike,
+    num_visual: CountsLike,
+    num_other_tokens: CountsLike,
+    logit_rows: Optional[int],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Full-convention prefill FLOPs per sample, pruned and unpruned, each of shape (samples,)."""
+    if logit_rows is not None and logit_rows < 1:
+        raise ValueError(f"logit_rows must be None (every row) or >= 1, got {logit_rows}")
     n_in, n_out = _visual_in_out(dims, keep_counts, num_visual)
     other = _per_sample(num_other_tokens, n_in.shape[0], "num_other_tokens")[:, None]  # (S, 1)
     lm_head = 2.0 * dims.vocab_size * dims.hidden_size
-    pruned = full_layer_flops(dims, n_in + other, n_out + other).sum(axis=1) + lm_head * (
+
+    def head_rows(rows_left: np.ndarray) -> np.ndarray:
+        return rows_left if logit_rows is None else np.minimum(rows_left, logit_rows)
+
+    pruned = full_layer_flops(dims, n_in + other, n_out + other).sum(axis=1) + lm_head * head_rows(
         n_out[:, -1] + other[:, 0]
     )
     total = n_in[:, :1] + other  # (S, 1): every token, no pruning
-    unpruned = full_layer_flops(dims, total, total)[:, 0] * dims.num_layers + lm_head * total[:, 0]
+    unpruned = full_layer_flops(dims, total, total)[:, 0] * dims.num_layers + lm_head * head_rows(total[:, 0])
     return pruned, unpruned
 
 
 def full_prefill_flops(
-    dims: DecoderDims, keep_counts: CountsLike, num_visual: CountsLike, num_other_tokens: CountsLike
+    dims: DecoderDims,
+    keep_counts: CountsLike,
+    num_visual: CountsLike,
+    num_other_tokens: CountsLike,
+    logit_rows: Optional[int] = None,
 ) -> float:
     """Prefill FLOPs of the whole sequence under the full convention, LM head included.
 
@@ -300,19 +316,26 @@ def full_prefill_flops(
         keep_counts: visual tokens left after each layer, shape (layers,) or (samples, layers).
         num_visual: visual tokens entering layer 0 (scalar, or one per sample).
         num_other_tokens: prefix + text tokens, never pruned (scalar, or one per sample).
+        logit_rows: LM head rows per sample: None for every row leaving the last layer (the
+            convention), 1 for a prefill that starts generation (`num_logits_to_keep=1`).
 
     Returns:
         FLOPs (two per multiply-add), mean over samples.
 
     Raises:
-        ValueError: wrong shape, negative or rising counts, or a per-sample length mismatch.
+        ValueError: wrong shape, negative or rising counts, a per-sample length mismatch, or
+            `logit_rows` below 1.
     """
-    pruned, _ = _full_prefill_per_sample(dims, keep_counts, num_visual, num_other_tokens)
+    pruned, _ = _full_prefill_per_sample(dims, keep_counts, num_visual, num_other_tokens, logit_rows)
     return float(pruned.mean())
 
 
 def full_reduction(
-    dims: DecoderDims, keep_counts: CountsLike, num_visual: CountsLike, num_other_tokens: CountsLike
+    dims: DecoderDims,
+    keep_counts: CountsLike,
+    num_visual: CountsLike,
+    num_other_tokens: CountsLike,
+    logit_rows: Optional[int] = None,
 ) -> float:
     """Share of the whole prefill's FLOPs removed by pruning, full convention.
 
@@ -321,14 +344,16 @@ def full_reduction(
         keep_counts: visual tokens left after each layer, shape (layers,) or (samples, layers).
         num_visual: visual tokens entering layer 0 (scalar, or one per sample).
         num_other_tokens: prefix + text tokens, never pruned (scalar, or one per sample).
+        logit_rows: LM head rows per sample, as in `full_prefill_flops`.
 
     Returns:
         Reduction in percent: 100 · (1 − mean pruned FLOPs / mean unpruned FLOPs) over samples.
 
     Raises:
-        ValueError: wrong shape, negative or rising counts, or a per-sample length mismatch.
+        ValueError: wrong shape, negative or rising counts, a per-sample length mismatch, or
+            `logit_rows` below 1.
     """
-    pruned, unpruned = _full_prefill_per_sample(dims, keep_counts, num_visual, num_other_tokens)
+    pruned, unpruned = _full_prefill_per_sample(dims, keep_counts, num_visual, num_other_tokens, logit_rows)
     return float(100.0 * (1.0 - pruned.mean() / unpruned.mean()))
 
 
