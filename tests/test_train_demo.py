@@ -73,3 +73,22 @@ def test_an_impossible_object_count_is_a_one_line_error(tmp_path, validation_fil
     error = capsys.readouterr().err.strip()
     assert error.startswith("python -m fitprune.train_demo: error: ShapesTask: need 1 <= min_objects <= max_objects <= 4")
     assert "\n" not in error
+
+
+def test_decoder_sizes_from_the_command_line(first_stage, tmp_path, validation_file, capsys):
+    wide = tmp_path / "llava-shapes-wide"
+    assert _run(wide, validation_file, "--objects", "1", "--hidden-size", "96", "--num-attention-heads", "6",
+                "--intermediate-size", "160") == 0
+    config = json.loads((wide / "config.json").read_text())
+    assert (config["hidden_size"], config["num_attention_heads"], config["num_key_value_heads"],
+            config["intermediate_size"]) == (96, 6, 6, 160)
+    assert json.loads((wide / "training.json").read_text())["spec"]["hidden_size"] == 96
+    capsys.readouterr()
+    # continuing the default-sized first stage at another width is a one-line error, not a traceback
+    assert _run(tmp_path / "llava-out", validation_file, "--init-from", str(first_stage), "--hidden-size", "96",
+                "--num-attention-heads", "6") == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("python -m fitprune.train_demo: error: --init-from: the checkpoint's decoder has other "
+                            "sizes") and "\n" not in error
+    assert _run(tmp_path / "llava-out2", validation_file, "--hidden-size", "100", "--num-attention-heads", "6") == 2
+    assert "--hidden-size 100 is not a multiple of --num-attention-heads 6" in capsys.readouterr().err

@@ -159,7 +159,7 @@ def format_section(
         if (name := f"fitprune {ratio:g}") in timings.inner
     ]
     notes.append(
-        "- Time inside the pruner hook per prefill (ranking and gather; the scores come with the layer's attention), "
+        "- Time inside the pruner hook per prefill (ranking and gather; the statistics are computed in the layer's attention), "
         "median over the rounds and its share of the row's median: " + ", ".join(hook_parts) + "."
     )
     random_parts = [
@@ -171,7 +171,7 @@ def format_section(
     if random_parts:
         notes.append(
             "- Same keep counts with `RandomPolicy` (reads no attention, so fused SDPA at every layer; the gap to the "
-            "FitPrune rows is the cost of the chunked attention that gives FitPrune its scores): "
+            "FitPrune rows is the cost of the statistics pass that gives FitPrune its scores): "
             + "; ".join(random_parts) + "."
         )
     notes.append(f"- Unpruned logits of every row vs transformers': max |diff| = {parity:.1e} (the transformers row "
@@ -303,7 +303,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     keep_counts = {ratio: fit_keep_counts(dims, args.shape, ratio, num_visual) for ratio in args.ratios}
     for ratio, counts in keep_counts.items():
         print(f"ratio {ratio:g}: keep {counts}  paper {paper_reduction(dims, counts, num_visual):.2f}%  "
-              f"full {full_reduction(dims, counts, num_visual, num_other):.2f}%")
+              f"full {full_reduction(dims, counts, num_visual, num_other, logit_rows_of(args)):.2f}%")
 
     def prefill(hook: Optional[TimedHook], logits: int = logits_to_keep):
         ours.model.prefill_hook = hook

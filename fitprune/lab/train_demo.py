@@ -120,6 +120,27 @@ DEMO_TASKS: Dict[str, DemoTask] = {
 """Tasks `--task` can name: the bundled shapes demo (the default) and the relational scenes."""
 
 
+DECODER_SIZE_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+"""The decoder sizes `--hidden-size` etc. override in a task's model spec."""
+
+
+def decoder_sized(spec: TinyLlavaSpec, sizes: Dict[str, Optional[int]]) -> TinyLlavaSpec:
+    """`spec` with the given decoder sizes (None keeps the spec's); new attention heads bring as many
+    key/value heads.
+
+    Raises:
+        ValueError: the hidden size is not a multiple of the attention heads.
+    """
+    chosen = {name: value for name, value in sizes.items() if value is not None}
+    if "num_attention_heads" in chosen:
+        chosen["num_key_value_heads"] = chosen["num_attention_heads"]
+    sized = replace(spec, **chosen)
+    if sized.hidden_size % sized.num_attention_heads:
+        raise ValueError(f"--hidden-size {sized.hidden_size} is not a multiple of --num-attention-heads "
+                         f"{sized.num_attention_heads}")
+    return sized
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings.
@@ -182,13 +203,17 @@ def load_initial_weights(model: "TrainableLlava", out_dir: Path, weights: Tuple[
 
     Raises:
         ValueError: if the checkpoint's tokenizer differs from the one written into `out_dir`
-            (its token ids would mean other pieces) or a weight is missing or extra.
+            (its token ids would mean other pieces), a weight is missing or extra, or has another size.
     """
     language, tower, tokenizer_bytes = weights
     if (out_dir / "tokenizer.model").read_bytes() != tokenizer_bytes:
         raise ValueError("--init-from: the checkpoint's tokenizer.model differs from this task's; "
                          "its colours and shapes must be the same")
-    missing, unexpected = model.load_state_dict(language, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(language, strict=False)
+    except RuntimeError as err:
+        raise ValueError(f"--init-from: the checkpoint's decoder has other sizes (pass the --hidden-size etc. of "
+                         f"its training.json spec): {str(err).splitlines()[1].strip()}") from None
     missing = [name for name in missing if not name.startswith("model.vision_tower.")]
     if missing or unexpected:
         raise ValueError(f"--init-from: weights missing {missing[:3]}, unexpected {unexpected[:3]}")
@@ -387,6 +412,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--reuse-tokenizer", action="store_true",
                         help="with --init-from: keep that checkpoint's tokenizer (for a stage whose task has other "
                              "answers, e.g. more count words); each answer must be one of its pieces")
+    for name in DECODER_SIZE_FIELDS:
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=None,
+                            help=f"decoder {name} (default: the task's model spec); key/value heads follow "
+                                 "the attention heads")
     for name, value in asdict(defaults).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     args = parser.parse_args(argv)
@@ -397,10 +426,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out_dir = Path(args.output)
     try:
         demo = DEMO_TASKS[args.task]
+        spec = decoder_sized(demo.spec, {name: getattr(args, name) for name in DECODER_SIZE_FIELDS})
         task = demo.make_task(args.objects)
         initial = read_checkpoint_weights(Path(args.init_from)) if args.init_from else None
         previous = _training_record(Path(args.init_from)) if args.init_from else None
-        tokenizer, model, image_processor = build_untrained(out_dir, demo.spec, task, config.seed, demo.sentences)
+        tokenizer, model, image_processor = build_untrained(out_dir, spec, task, config.seed, demo.sentences)
         if args.reuse_tokenizer and initial is not None:
             tokenizer = reuse_tokenizer(out_dir, Path(args.init_from), task)
         if initial is not None:
@@ -416,7 +446,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     save_checkpoint(model, out_dir)
     record = {
         "command": "python -m fitprune.train_demo " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
-        "spec": asdict(demo.spec),
+        "spec": asdict(spec),
         "task": asdict(task),
         "train": asdict(config),
         "log": log,
