@@ -90,5 +90,9 @@ def test_decoder_sizes_from_the_command_line(first_stage, tmp_path, validation_f
     error = capsys.readouterr().err.strip()
     assert error.startswith("python -m fitprune.train_demo: error: --init-from: the checkpoint's decoder has other "
                             "sizes") and "\n" not in error
+    # a later stage keeps the wide checkpoint's sizes without repeating them
+    assert _run(tmp_path / "llava-wide-2", validation_file, "--init-from", str(wide), "--objects", "2") == 0
+    assert json.loads((tmp_path / "llava-wide-2" / "config.json").read_text())["hidden_size"] == 96
+    capsys.readouterr()
     assert _run(tmp_path / "llava-out2", validation_file, "--hidden-size", "100", "--num-attention-heads", "6") == 2
     assert "--hidden-size 100 is not a multiple of --num-attention-heads 6" in capsys.readouterr().err

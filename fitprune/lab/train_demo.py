@@ -29,6 +29,10 @@ the projector and the decoder learn the questions; later stages continue with `-
     python -m fitprune.train_demo --task scenes --init-from /tmp/llava-v1.5-scenes --reuse-tokenizer \
         --freeze-tower --steps 2800 --eval-every 400 --max-minutes 42 --seed 1 --output OUT
 
+`--hidden-size`, `--intermediate-size`, `--num-hidden-layers` and `--num-attention-heads` change the
+decoder's sizes from the task's spec; `training.json` records them, and an `--init-from` stage keeps
+its checkpoint's sizes unless told otherwise.
+
 The model is LLaVA-1.5's architecture at toy size (`DEMO_SPEC`): a CLIP vision tower
 (8 px patches on 96 px images: 144 visual tokens, one per cell of the shapes grid), the
 mlp2x_gelu projector and a LLaMA decoder, with a SentencePiece tokenizer trained here that
@@ -414,8 +418,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "answers, e.g. more count words); each answer must be one of its pieces")
     for name in DECODER_SIZE_FIELDS:
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=None,
-                            help=f"decoder {name} (default: the task's model spec); key/value heads follow "
-                                 "the attention heads")
+                            help=f"decoder {name} (default: the --init-from checkpoint's, else the task's model "
+                                 "spec); key/value heads follow the attention heads")
     for name, value in asdict(defaults).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     args = parser.parse_args(argv)
@@ -426,10 +430,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out_dir = Path(args.output)
     try:
         demo = DEMO_TASKS[args.task]
-        spec = decoder_sized(demo.spec, {name: getattr(args, name) for name in DECODER_SIZE_FIELDS})
         task = demo.make_task(args.objects)
         initial = read_checkpoint_weights(Path(args.init_from)) if args.init_from else None
         previous = _training_record(Path(args.init_from)) if args.init_from else None
+        inherited = (previous or {}).get("spec", {})  # a later stage keeps its checkpoint's decoder sizes
+        base = replace(demo.spec, **{name: inherited[name] for name in (*DECODER_SIZE_FIELDS, "num_key_value_heads")
+                                     if name in inherited})
+        spec = decoder_sized(base, {name: getattr(args, name) for name in DECODER_SIZE_FIELDS})
         tokenizer, model, image_processor = build_untrained(out_dir, spec, task, config.seed, demo.sentences)
         if args.reuse_tokenizer and initial is not None:
             tokenizer = reuse_tokenizer(out_dir, Path(args.init_from), task)

@@ -9,11 +9,12 @@ weights load key for key. Two explicit modes:
 - decode (a `PrunedKVCache` given): new tokens attend to each layer's own cache; nothing
   is ever dropped and positions continue from the unpruned prompt length.
 
-Attention runs through `scaled_dot_product_attention`, except at a layer where the prefill
-hook asks for attention statistics (`PrefillHook.attention_query`, e.g. FitPrune's scores
-at a layer that drops tokens) or `output_attentions` is set: there the output and the
-statistics come from one float32 softmax computed a chunk of query rows at a time
-(`llava.model.language_model.attention_scores.attend`), never the whole (B, H, T, T) matrix.
+Attention output comes from `scaled_dot_product_attention` (except with `output_attentions`,
+which forms every probability as eager attention does). Where the prefill hook asks for
+attention statistics (`PrefillHook.attention_query`, e.g. FitPrune's scores at a layer that
+drops tokens) a separate pass computes just those, a chunk of query rows at a time
+(`llava.model.language_model.attention_scores.attention_statistics`), never the whole
+(B, H, T, T) matrix.
 """
 from __future__ import annotations
 
