@@ -19,6 +19,7 @@ def test_the_section_has_every_row_and_the_anyres_table(tmp_path):
                     "| ratio", "| unpruned (no hook)", "| 60"]
     assert "35 prefix + 720 visual + 29 text tokens" in section
     assert "- 60: [" in section and "max |diff| = " in section
+    assert "FitPrune / random " in section and "(median of per-round ratios)" in section
 
 
 def test_no_anyres_table_when_skipped(capsys):

@@ -143,14 +143,17 @@ def format_section(
     )
 
     anyres_lines = format_anyres_rows(args, dims, anyres_counts, median) if anyres_counts else []
+    def paired(row: str, baseline: str) -> float:
+        """Median over rounds of the row's time / the baseline's in the same round (drifts cancel)."""
+        return statistics.median(a / b for a, b in zip(times[row], times[baseline]))
+
     notes = []
     if "fitprune 0" in times:
-        paired = statistics.median(a / b for a, b in zip(times["fitprune 0"], times["unpruned"]))
         gap = 100.0 * (median["fitprune 0"] / median["unpruned"] - 1.0)
         notes.append(
             f"- Ratio 0 (pruner installed, recipe keeps all {num_visual}) vs the unpruned path (`prefill_hook` None, "
             f"what `reduction_ratio=0` resolves to): {gap:+.1f}% time from the medians, "
-            f"{100.0 * (paired - 1.0):+.1f}% as the median of the per-round ratios."
+            f"{100.0 * (paired('fitprune 0', 'unpruned') - 1.0):+.1f}% as the median of the per-round ratios."
         )
     hook_parts = [
         f"{ratio:g}: {1e3 * statistics.median(timings.inner[name]):.1f} ms "
@@ -159,12 +162,13 @@ def format_section(
         if (name := f"fitprune {ratio:g}") in timings.inner
     ]
     notes.append(
-        "- Time inside the pruner hook per prefill (ranking and gather; the statistics are computed in the layer's attention), "
-        "median over the rounds and its share of the row's median: " + ", ".join(hook_parts) + "."
+        "- Time inside the pruner hook per prefill (ranking and gather; the statistics are computed in the layer's "
+        "attention), median over the rounds and its share of the row's median: " + ", ".join(hook_parts) + "."
     )
     random_parts = [
         f"{ratio:g}: median {1e3 * median[f'random {ratio:g}']:.0f} ms, efficiency "
-        f"{median['unpruned'] / median[f'random {ratio:g}'] / ideal(counts):.2f}"
+        f"{median['unpruned'] / median[f'random {ratio:g}'] / ideal(counts):.2f}, FitPrune / random "
+        f"{paired(f'fitprune {ratio:g}', f'random {ratio:g}'):.3f} (median of per-round ratios)"
         for ratio, counts in keep_counts.items()
         if f"random {ratio:g}" in times
     ]
