@@ -200,7 +200,8 @@ def format_section(
         f"- Timing: {args.warmup} warm-up + {args.repeats} timed rounds, each row once per round (alternating), "
         f"{clock}; took {timings.wall:.0f} s; {contention}.",
         "- paper % / full %: FLOPs removed under the paper convention (visual tokens only) and the full one "
-        f"(all {num_visual + num_other} tokens, the LM head on the rows it runs on). Ideal = unpruned / pruned full-convention FLOPs; "
+        f"(all {num_visual + num_other} tokens, the LM head on the rows it runs on). Ideal = unpruned / pruned "
+        "full-convention FLOPs; "
         "speed-up = median unpruned time / median time of the row; efficiency = speed-up / ideal; "
         "speed-up vs transformers = transformers' median / the row's.",
         "",
@@ -298,7 +299,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     reference.load_state_dict(ours.state_dict(), strict=True)
     embeds, layout = build_prompt(args.prefix_tokens, num_visual, args.text_tokens, args.hidden, args.seed,
                                   args.batch)
-    logits_to_keep = 1 if args.logits == "last" else 0
+    logits_to_keep = logit_rows_of(args) or 0  # num_logits_to_keep: 0 is every row
     print(f"model: {config.num_hidden_layers} layers, hidden {config.hidden_size}, FFN {config.intermediate_size}, "
           f"{config.num_attention_heads} heads, vocab {config.vocab_size}, fp32; prompt {args.prefix_tokens} prefix + "
           f"{num_visual} visual + {args.text_tokens} text = {embeds.shape[1]} rows, batch {args.batch}, logits "

@@ -217,7 +217,7 @@ def load_initial_weights(model: "TrainableLlava", out_dir: Path, weights: Tuple[
         missing, unexpected = model.load_state_dict(language, strict=False)
     except RuntimeError as err:
         raise ValueError(f"--init-from: the checkpoint's decoder has other sizes (pass the --hidden-size etc. of "
-                         f"its training.json spec): {str(err).splitlines()[1].strip()}") from None
+                         f"its training.json spec): {str(err).splitlines()[-1].strip()}") from None
     missing = [name for name in missing if not name.startswith("model.vision_tower.")]
     if missing or unexpected:
         raise ValueError(f"--init-from: weights missing {missing[:3]}, unexpected {unexpected[:3]}")

@@ -94,6 +94,12 @@ def _scaled_grouped_query(query: torch.Tensor, rows, kv_heads: int) -> torch.Ten
     return picked.contiguous().view(batch, kv_heads, heads // kv_heads, picked.shape[2], head_dim)
 
 
+def _transposed_keys(key: torch.Tensor) -> torch.Tensor:
+    """(B, Hkv, 1, Dh, S) contiguous keys for the grouped product with (B, Hkv, g, r, Dh) queries;
+    a prefix of keys [..., :n] is then a plain strided view."""
+    return key.transpose(-1, -2).contiguous()[:, :, None]
+
+
 def _masked_logits(grouped_query: torch.Tensor, key_t: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
     """(B, Hkv, g, r, S) logits of grouped, scaled query rows (B, Hkv, g, r, Dh) against `key_t`
     (B, Hkv, 1, Dh, S), in the model's dtype, keys `hidden` (B, 1, r, S) at the dtype's minimum."""
@@ -124,7 +130,7 @@ def attention_statistics(
     grouped_query = _scaled_grouped_query(query, rows, key.shape[1])  # (B, Hkv, g, R, Dh)
     hidden = ~allowed[:, :, rows]  # (B, 1, R, S)
     row_weights = weights[:, :, rows]  # (B, W, R)
-    key_t = key.transpose(-1, -2).contiguous()[:, :, None]  # (B, Hkv, 1, Dh, S)
+    key_t = _transposed_keys(key)
     size = _row_chunk_size(batch, heads, keys)
     for start in range(0, grouped_query.shape[3], size):
         chunk = slice(start, start + size)
@@ -151,7 +157,7 @@ def _explicit_attention(
     keys = key.shape[2]
     grouped_query = _scaled_grouped_query(query, slice(None), key.shape[1])  # (B, Hkv, g, T, Dh)
     hidden = ~allowed
-    key_t = key[:, :, None].transpose(-1, -2)  # (B, Hkv, 1, Dh, S)
+    key_t = _transposed_keys(key)
     value = value[:, :, None]  # (B, Hkv, 1, S, Dh)
     output = torch.empty_like(query)
     kept = []
