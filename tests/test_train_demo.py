@@ -96,3 +96,9 @@ def test_decoder_sizes_from_the_command_line(first_stage, tmp_path, validation_f
     capsys.readouterr()
     assert _run(tmp_path / "llava-out2", validation_file, "--hidden-size", "100", "--num-attention-heads", "6") == 2
     assert "--hidden-size 100 is not a multiple of --num-attention-heads 6" in capsys.readouterr().err
+
+
+def test_a_missing_validation_file_is_a_one_line_error(tmp_path, capsys):
+    assert _run(tmp_path / "llava-out", tmp_path / "absent.jsonl") == 2
+    error = capsys.readouterr().err.strip()
+    assert error == f"python -m fitprune.train_demo: error: {tmp_path}/absent.jsonl: question file does not exist"

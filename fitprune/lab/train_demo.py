@@ -444,11 +444,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             load_initial_weights(model, out_dir, initial)
         tower_record = load_tower(model, Path(args.init_tower)) if args.init_tower else None
         model.get_model().get_vision_tower().vision_tower.requires_grad_(not args.freeze_tower)
-    except (FileNotFoundError, ValueError) as err:
+        validation = encode_questions(load_answered_questions(args.validation_file or demo.validation_file),
+                                      tokenizer, image_processor, model.config,
+                                      args.validation_folder or demo.validation_folder)
+    except (FileNotFoundError, ValueError) as err:  # a QuestionFileError is a ValueError
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2
-    validation = encode_questions(load_answered_questions(args.validation_file or demo.validation_file), tokenizer,
-                                  image_processor, model.config, args.validation_folder or demo.validation_folder)
     log = train(model, tokenizer, image_processor, task, config, validation, demo)
     save_checkpoint(model, out_dir)
     record = {

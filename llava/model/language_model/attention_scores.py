@@ -1,15 +1,18 @@
 """Softmax attention of one layer, with the attention statistics a scoring policy reads.
 
-A layer's output is always `scaled_dot_product_attention`'s. At a layer where a pruning policy
-scores tokens, `attend` also computes the statistics the policy asked for in an
-`AttentionQuery` (for given key columns, the heads' probabilities combined, max or mean, and
-summed over query rows with per-sample row weights), without the probability matrix: only the
-query rows some weight reads are visited, a chunk of them at a time (at most
+A layer's output is always fused attention's (`scaled_dot_product_attention`'s kernel). At a
+layer where a pruning policy scores tokens, `attend` also computes the statistics the policy
+asked for in an `AttentionQuery` (for given key columns, the heads' probabilities combined, max
+or mean, and summed over query rows with per-sample row weights), without the probability
+matrix: only the query rows some weight reads are visited, a chunk of them at a time (at most
 `SCORE_CHUNK_ELEMENTS` logits per chunk, so memory is O(rows x keys) per chunk and never
-O(heads x T x T)); each row's softmax runs in float32 over the keys up to the last one the
-chunk may see (causal attention: about half the logits of a full matrix), and only the queried
-columns of the head-combined probabilities are kept. Nothing but the (B, W, C) sums leaves the
-layer.
+O(heads x T x T)), and only the queried columns of the head-combined probabilities are kept.
+Nothing but the (B, W, C) sums leaves the layer.
+
+A probability needs its row's softmax normaliser. On the CPU the fused kernel returns each
+row's log-sum-exp beside the output, so the statistics need the logits of the queried columns
+only (exp(logit - log-sum-exp)). Elsewhere each row's softmax runs in float32 over the keys up
+to the last one its chunk may see (causal attention: about half the logits of a full matrix).
 
 Logits are computed in the model's dtype (queries scaled by 1/sqrt(head_dim) first) and
 normalised in float32, as transformers 4.31's eager attention does before it casts the
@@ -30,6 +33,9 @@ SCORE_CHUNK_ELEMENTS = 1 << 20
 chunks follow the causal triangle more closely, see `_reach`, and stay in cache)."""
 
 HEAD_REDUCTIONS = ("max", "mean")
+
+_CPU_FUSED_ATTENTION = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+"""The kernel `scaled_dot_product_attention` runs on the CPU; it also returns each row's log-sum-exp."""
 
 
 @dataclass(frozen=True)
@@ -107,8 +113,27 @@ def _masked_logits(grouped_query: torch.Tensor, key_t: torch.Tensor, hidden: tor
     return logits.masked_fill_(hidden[:, :, None], torch.finfo(logits.dtype).min)
 
 
+def _softmax_columns(grouped_query, key_t, hidden, columns) -> torch.Tensor:
+    """(B, H, r, C) float32 probabilities of the key `columns` (all before the chunk's reach):
+    each row's softmax over the keys of `key_t` (B, Hkv, 1, Dh, reach), `hidden` (B, 1, r, reach)."""
+    logits = _masked_logits(grouped_query, key_t, hidden)
+    return logits.float().softmax(dim=-1).flatten(1, 2)[..., _as_slice(columns)]
+
+
+def _normalised_columns(grouped_query, column_key_t, hidden, log_normalisers) -> torch.Tensor:
+    """(B, H, r, C) float32 probabilities exp(logit - log-sum-exp) of the keys of `column_key_t`
+    (B, Hkv, 1, Dh, C), `hidden` (B, 1, r, C) at 0, from the rows' (B, H, r) log-sum-exps."""
+    logits = (grouped_query @ column_key_t).flatten(1, 2).float()
+    probs = logits.sub_(log_normalisers[..., None]).exp_()
+    return probs.masked_fill_(hidden, 0.0)
+
+
 def attention_statistics(
-    query: torch.Tensor, key: torch.Tensor, allowed: torch.Tensor, statistics: AttentionQuery
+    query: torch.Tensor,
+    key: torch.Tensor,
+    allowed: torch.Tensor,
+    statistics: AttentionQuery,
+    log_normalisers: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """The (B, W, C) float32 sums of `statistics` over the softmax probabilities of `query` on `key`.
 
@@ -117,12 +142,13 @@ def attention_statistics(
         key: (B, Hkv, S, Dh) rotated keys; query head h reads key head h // (H / Hkv).
         allowed: (B, 1, T, S) bool, True where row i may attend to key j.
         statistics: the key columns, head reduction and row weights to sum.
+        log_normalisers: (B, H, T) float32 log-sum-exp of each row's scaled, masked logits (natural
+            log), or None to take each row's softmax here.
 
     Returns:
         S[b, w, c] = sum_i row_weights[b, w, i] * combine_h P[b, h, i, columns[c]], float32.
     """
     batch, heads = query.shape[:2]
-    keys = key.shape[2]
     weights = statistics.row_weights.float()
     columns = statistics.columns
     sums = weights.new_zeros(batch, weights.shape[1], columns.numel())
@@ -131,16 +157,23 @@ def attention_statistics(
     hidden = ~allowed[:, :, rows]  # (B, 1, R, S)
     row_weights = weights[:, :, rows]  # (B, W, R)
     key_t = _transposed_keys(key)
-    size = _row_chunk_size(batch, heads, keys)
+    if log_normalisers is None:
+        size = _row_chunk_size(batch, heads, key.shape[2])
+    else:
+        size = _row_chunk_size(batch, heads, columns.numel())
+        column_key_t, column_hidden = key_t[..., _as_slice(columns)], hidden[..., _as_slice(columns)]
+        log_normalisers = log_normalisers[:, :, rows]  # (B, H, R)
     for start in range(0, grouped_query.shape[3], size):
         chunk = slice(start, start + size)
         reach = _reach(hidden[:, :, chunk])  # keys past it are hidden from every row of the chunk
-        logits = _masked_logits(grouped_query[:, :, :, chunk], key_t[..., :reach], hidden[:, :, chunk, :reach])
-        probs = logits.float().softmax(dim=-1).flatten(1, 2)  # (B, H, r, reach)
-        del logits
-        combined = statistics.combine_heads(probs)  # (B, r, reach)
         seen = int(torch.searchsorted(columns, reach))  # columns before `reach`: a prefix, as they increase
-        sums[..., :seen] += row_weights[:, :, chunk] @ combined[..., _as_slice(columns[:seen])]
+        if log_normalisers is None:
+            probs = _softmax_columns(grouped_query[:, :, :, chunk], key_t[..., :reach],
+                                     hidden[:, :, chunk, :reach], columns[:seen])
+        else:
+            probs = _normalised_columns(grouped_query[:, :, :, chunk], column_key_t[..., :seen],
+                                        column_hidden[:, :, chunk, :seen], log_normalisers[:, :, chunk])
+        sums[..., :seen] += row_weights[:, :, chunk] @ statistics.combine_heads(probs)
     return sums
 
 
@@ -200,6 +233,12 @@ def attend(
     """
     if keep_probabilities:
         return _explicit_attention(query, key, value, allowed, statistics)
-    output = F.scaled_dot_product_attention(query, key, value, attn_mask=allowed, enable_gqa=True)
-    sums = None if statistics is None else attention_statistics(query, key, allowed, statistics)
-    return output, sums, None
+    if statistics is None:
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=allowed, enable_gqa=True), None, None
+    if _CPU_FUSED_ATTENTION is not None and query.device.type == "cpu":
+        bias = torch.zeros(allowed.shape, dtype=query.dtype).masked_fill_(~allowed, float("-inf"))
+        output, log_normalisers = _CPU_FUSED_ATTENTION(query, key, value, attn_mask=bias)
+    else:
+        output = F.scaled_dot_product_attention(query, key, value, attn_mask=allowed, enable_gqa=True)
+        log_normalisers = None
+    return output, attention_statistics(query, key, allowed, statistics, log_normalisers), None
