@@ -47,9 +47,9 @@ class LargestFloat32:
         self.mode.__exit__(*exc)
 
 
-def _layout():
+def _layout(padded: bool = True):
     segments = [SEGMENT_PREFIX] * PREFIX + [SEGMENT_VISUAL] * VISUAL + [SEGMENT_TEXT] * TEXT
-    rows = [[SEGMENT_PAD] * PAD + segments[PAD:], segments]  # sample 0 left-padded
+    rows = [[SEGMENT_PAD] * PAD + segments[PAD:] if padded else segments, segments]  # sample 0 left-padded
     segment = torch.tensor(rows)
     visual_index = torch.where(segment == SEGMENT_VISUAL, (segment == SEGMENT_VISUAL).cumsum(1) - 1, -1)
     return SequenceLayout.from_segments(segment, visual_index)
@@ -138,8 +138,9 @@ def test_fitprune_statistics_and_output_equal_the_explicit_softmax_within_a_boun
     assert torch.equal(output, fused)
 
 
-def test_fitprune_ranking_is_the_explicit_one_in_float32(small_chunks, normalisers):
-    layout = _layout()
+@pytest.mark.parametrize("padded", [True, False], ids=["padded", "unpadded"])
+def test_fitprune_ranking_is_the_explicit_one_in_float32(small_chunks, normalisers, padded):
+    layout = _layout(padded)
     query, key, value = _qkv(torch.float32, layout.segment.shape[1])
     statistics = fitprune_attention_query(layout)
     _, sums, _ = attend(query, key, value, layout.causal_mask(), statistics)

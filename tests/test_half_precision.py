@@ -3,15 +3,19 @@ float16 and bfloat16 by our loader and by transformers' own `LlamaForCausalLM` (
 LLaVA v1.1.3 runs its decoder with) from the same weights, and the rotary tables of a model
 loaded in half precision against exact ones.
 
-Tolerances, on prefill logits whose magnitude is below 4 on this model: float32 1e-4 (SDPA and
-explicit attention differ only by float32 rounding). In half precision both models round every
-layer's activations to the dtype, in different places (our SDPA against transformers' explicit
-matmul-softmax-matmul), so logits may differ by a few units in the last place (ulp) at |logit| in
-[2, 4): measured at most 4 ulp; we allow 5, i.e. 5 * 2**-9 for float16 and 5 * 2**-6 for bfloat16.
-Greedy answers must be equal, except where the reference's top two tokens are within the
-tolerance (a tie at this precision: in bfloat16 this random model has such ties on 2 of 6 prompts).
-With the rotary frequencies rounded to float16 (the fault this guards) float16 logits on the long
-prompt below differ by 6.5 ulp.
+Tolerances. In float32 our logits equal transformers' within 1e-4 (|logit| < 4 on this model;
+SDPA and explicit attention differ only by float32 rounding: measured below 3e-6). In half
+precision both models round every layer's activations to the dtype, in different places (our
+SDPA against transformers' explicit matmul-softmax-matmul), and how far each lands from the exact
+result depends on the CPU's half-precision kernels: each model 4 to 6 units in the last place (ulp)
+from float32 at |logit| in [2, 4), and the two up to 5.2 ulp apart on one machine where a fixed
+5-ulp bound had held on another. So the yardstick is transformers' own error: against
+transformers' LLaMA in float32 on the same inputs, our half-precision logits may be at most 1.3
+times as far off as transformers' half-precision logits are (measured: at most 1.16 times; with
+the rotary frequencies rounded to float16, the fault the rotary test below guards, 1.61 times on
+the float16 text prompt). Greedy answers must be equal, except where the reference's top two
+tokens are within both models' errors added (a tie at this precision: in bfloat16 this random
+model has such ties on 2 of 6 prompts).
 """
 import pytest
 import torch
@@ -20,7 +24,8 @@ import transformers
 from llava.model.builder import load_pretrained_model
 from tests.helpers import QUESTIONS, build_prompt, encode_batch, sample_images
 
-LOGIT_TOLERANCE = {torch.float32: 1e-4, torch.float16: 5 * 2**-9, torch.bfloat16: 5 * 2**-6}
+FLOAT32_TOLERANCE = 1e-4
+ERROR_RATIO = 1.3  # most our half-precision error may be, in units of transformers' (both against float32)
 ANSWER_TOKENS = 10
 # the question repeated this many times puts prompt positions past 800, where rounded rotary
 # frequencies move the angles most
@@ -36,6 +41,12 @@ def pair(request, tiny_checkpoint):
     )
     reference = transformers.LlamaForCausalLM.from_pretrained(str(tiny_checkpoint), torch_dtype=dtype).eval()
     return dtype, tokenizer, ours, processor, reference
+
+
+@pytest.fixture(scope="module")
+def exact_reference(tiny_checkpoint):
+    """transformers' LlamaForCausalLM in float32: the result half precision is measured against."""
+    return transformers.LlamaForCausalLM.from_pretrained(str(tiny_checkpoint), torch_dtype=torch.float32).eval()
 
 
 def _inputs(pair, batch, image):
@@ -79,7 +90,7 @@ def _check_same_greedy_answer(got, expected, expected_logits, tolerance):
 
 @pytest.mark.parametrize("batch", [1, 3], ids=["batch1", "padded_batch3"])
 @pytest.mark.parametrize("image", [False, True], ids=["text", "image"])
-def test_prefill_logits_and_greedy_answer_match_transformers_llama(pair, batch, image):
+def test_prefill_logits_and_greedy_answer_match_transformers_llama(pair, exact_reference, batch, image):
     dtype, _, ours, _, reference = pair
     ids, mask, images = _inputs(pair, batch, image)
     with torch.inference_mode():
@@ -89,10 +100,20 @@ def test_prefill_logits_and_greedy_answer_match_transformers_llama(pair, batch, 
         logits = ours(input_ids=ids, attention_mask=mask, images=images).logits
         generated = ours.generate(ids, attention_mask=mask, images=images, do_sample=False,
                                   max_new_tokens=ANSWER_TOKENS, min_new_tokens=ANSWER_TOKENS, use_cache=True)
+        positions = (spliced.attention_mask.cumsum(-1) - 1).clamp(min=0)
+        exact = exact_reference(inputs_embeds=spliced.inputs_embeds.float(), attention_mask=spliced.attention_mask,
+                                position_ids=positions).logits
     real = spliced.attention_mask.bool()
     assert ours.lm_head.weight.dtype == ours.get_model().layers[0].self_attn.q_proj.weight.dtype == dtype
-    assert (logits.float() - expected_logits.float()).abs()[real].max().item() <= LOGIT_TOLERANCE[dtype]
-    _check_same_greedy_answer(generated[:, ids.shape[1]:], expected_tokens, step_logits, LOGIT_TOLERANCE[dtype])
+    if dtype == torch.float32:
+        tolerance = FLOAT32_TOLERANCE
+        assert (logits - expected_logits).abs()[real].max().item() <= tolerance
+    else:
+        our_error = (logits.float() - exact).abs()[real].max().item()
+        their_error = (expected_logits.float() - exact).abs()[real].max().item()
+        assert our_error <= ERROR_RATIO * their_error
+        tolerance = our_error + their_error
+    _check_same_greedy_answer(generated[:, ids.shape[1]:], expected_tokens, step_logits, tolerance)
     if dtype != torch.bfloat16:  # measured: no near-tie on these prompts above bfloat16
         assert generated[:, ids.shape[1]:].tolist() == expected_tokens.tolist()
 

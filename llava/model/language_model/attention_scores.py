@@ -125,7 +125,7 @@ def _normalised_columns(grouped_query, column_key_t, hidden, log_normalisers) ->
     (B, Hkv, 1, Dh, C), `hidden` (B, 1, r, C) at 0, from the rows' (B, H, r) log-sum-exps."""
     logits = (grouped_query @ column_key_t).flatten(1, 2).float()
     probs = logits.sub_(log_normalisers[..., None]).exp_()
-    return probs.masked_fill_(hidden, 0.0)
+    return probs.masked_fill_(hidden, 0.0) if bool(hidden.any()) else probs  # rows past the image hide none
 
 
 def attention_statistics(
