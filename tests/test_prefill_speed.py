@@ -54,3 +54,16 @@ def test_another_batch_size_writes_its_own_section(tmp_path):
     text = output.read_text()
     assert text.count(SECTION_HEADING) == 1 and text.count(section_heading(2)) == 1
     assert text.index(SECTION_HEADING) < text.index(section_heading(2))
+
+
+def test_a_label_gives_its_own_section():
+    assert section_heading(1, "at LLaVA-7B layer width") == \
+        "## Prefill speed at LLaVA-7B layer width (benchmarks/prefill_speed.py)"
+    assert section_heading(4, "hidden 4096") == "## Prefill speed at batch 4, hidden 4096 (benchmarks/prefill_speed.py)"
+    assert section_heading(1) == SECTION_HEADING
+
+
+def test_the_recorded_command_quotes_its_arguments():
+    from fitprune.lab.benchmarks_file import command_line
+    assert command_line("python benchmarks/prefill_speed.py", ["--label", "at LLaVA-7B layer width", "--batch", "4"]) \
+        == "python benchmarks/prefill_speed.py --label 'at LLaVA-7B layer width' --batch 4"

@@ -2,7 +2,15 @@
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
+from typing import Sequence
+
+
+def command_line(command: str, argv: Sequence[str]) -> str:
+    """The shell command that reran a benchmark: `command` and its arguments, each quoted as the
+    shell needs (a BENCHMARKS.md section quotes it to be pasted)."""
+    return " ".join([command, *map(shlex.quote, argv)])
 
 
 def write_section(path: Path, heading: str, section: str) -> None:

@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 import transformers
 
-from fitprune.lab.benchmarks_file import write_section
+from fitprune.lab.benchmarks_file import command_line, write_section
 from fitprune.lab.prefill_setup import BENCHMARK_SIZES, build_config, build_prompt, fit_keep_counts
 from fitprune.lab.bench_timing import (
     Timings,
@@ -240,7 +240,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         0, or 3 when most rounds were contended and nothing was written.
     """
     args = parse_args(argv)
-    command = " ".join([COMMAND, *(sys.argv[1:] if argv is None else argv)])
+    command = command_line(COMMAND, sys.argv[1:] if argv is None else argv)
     threads = args.threads_used
     torch.manual_seed(args.seed)
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from fitprune.defaults import DEMO_MODEL_PATH, SHAPES_DIR
-from fitprune.lab.benchmarks_file import write_section
+from fitprune.lab.benchmarks_file import command_line, write_section
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMAND = "python benchmarks/long_prompt_memory.py"
@@ -384,7 +384,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if argv[:1] == [PROBE_FLAG]:
         return probe_main(argv[1:])
     args = parse_args(argv)
-    command = " ".join([COMMAND, *argv])
+    command = command_line(COMMAND, argv)
     start = time.perf_counter()
     try:
         if args.work_dir is None:

@@ -38,7 +38,7 @@ from fitprune.lab.bench_timing import (
     time_rounds,
     too_contended,
 )
-from fitprune.lab.benchmarks_file import write_section
+from fitprune.lab.benchmarks_file import command_line, write_section
 from fitprune.lab.prefill_setup import BENCHMARK_SIZES, build_config, build_prompt, fit_keep_counts
 from llava.model.language_model.modeling_llama import LlamaForCausalLM
 from llava.model.language_model.attention_scores import AttentionQuery
@@ -56,9 +56,11 @@ ANYRES_RATIOS = (60.0, 90.0)
 SECTION_HEADING = "## Prefill speed (benchmarks/prefill_speed.py)"
 
 
-def section_heading(batch: int) -> str:
-    """The BENCHMARKS.md heading a run writes under: one section for batch 1, one per other batch size."""
-    return SECTION_HEADING if batch == 1 else f"## Prefill speed at batch {batch} (benchmarks/prefill_speed.py)"
+def section_heading(batch: int, label: str = "") -> str:
+    """The BENCHMARKS.md heading a run writes under: one section per batch size and `--label`
+    (batch 1 without a label: the main section)."""
+    qualifiers = ([f"at batch {batch}"] if batch != 1 else []) + ([label] if label else [])
+    return SECTION_HEADING.replace(" (", " " + ", ".join(qualifiers) + " (", 1) if qualifiers else SECTION_HEADING
 LOGITS_TEXT = {
     "last": "logits of the last row per sample only (`num_logits_to_keep=1`, as a prefill that starts generation)",
     "all": "logits of every row left after the last layer (as a scoring pass)",
@@ -184,7 +186,7 @@ def format_section(
     contention = contention_text(args, timings)
     clock = "wall clock" if args.clock == "wall" else "process CPU time"
     return "\n".join([
-        section_heading(args.batch),
+        section_heading(args.batch, args.label),
         "",
         f"Prefill forward of a random LLaMA decoder: {config.num_hidden_layers} layers, hidden "
         f"{config.hidden_size}, FFN {config.intermediate_size}, {config.num_attention_heads} heads "
@@ -269,6 +271,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="visual tokens of the LLaVA-NeXT-shaped prompt timed too (0 skips it)")
     parser.add_argument("--anyres-ratios", type=float, nargs="+", default=list(ANYRES_RATIOS),
                         help="budgets timed on the LLaVA-NeXT-shaped prompt")
+    parser.add_argument("--label", default="",
+                        help="words the section heading adds, so that a run at other sizes keeps its own section "
+                             "(e.g. 'at LLaVA-7B layer width')")
     parser.add_argument("--output", default=str(REPO_ROOT / "BENCHMARKS.md"),
                         help="Markdown file to write the section into ('-' only prints it)")
     args = parser.parse_args(argv)
@@ -286,7 +291,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         0, or 3 when most rounds were contended and nothing was written.
     """
     args = parse_args(argv)
-    command = " ".join([COMMAND, *(sys.argv[1:] if argv is None else argv)])
+    command = command_line(COMMAND, sys.argv[1:] if argv is None else argv)
     threads = args.threads_used
     torch.manual_seed(args.seed)
 
@@ -374,6 +379,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if too_contended(args, timings):
         return 3
-    write_section(Path(args.output), section_heading(args.batch), section)
+    write_section(Path(args.output), section_heading(args.batch, args.label), section)
     print(f"wrote {args.output}")
     return 0
