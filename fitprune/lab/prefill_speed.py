@@ -61,6 +61,8 @@ def section_heading(batch: int, label: str = "") -> str:
     (batch 1 without a label: the main section)."""
     qualifiers = ([f"at batch {batch}"] if batch != 1 else []) + ([label] if label else [])
     return SECTION_HEADING.replace(" (", " " + ", ".join(qualifiers) + " (", 1) if qualifiers else SECTION_HEADING
+
+
 LOGITS_TEXT = {
     "last": "logits of the last row per sample only (`num_logits_to_keep=1`, as a prefill that starts generation)",
     "all": "logits of every row left after the last layer (as a scoring pass)",
