@@ -1,4 +1,8 @@
 """`python benchmarks/prefill_speed.py` at toy sizes: its section, rows and the anyres table."""
+import pytest
+import torch
+
+from fitprune.lab.benchmarks_file import command_line
 from fitprune.lab.prefill_speed import SECTION_HEADING, main, section_heading
 
 TOY = ["--hidden", "64", "--intermediate", "128", "--layers", "4", "--heads", "4", "--vocab", "100",
@@ -64,6 +68,22 @@ def test_a_label_gives_its_own_section():
 
 
 def test_the_recorded_command_quotes_its_arguments():
-    from fitprune.lab.benchmarks_file import command_line
     assert command_line("python benchmarks/prefill_speed.py", ["--label", "at LLaVA-7B layer width", "--batch", "4"]) \
         == "python benchmarks/prefill_speed.py --label 'at LLaVA-7B layer width' --batch 4"
+
+
+def test_a_half_precision_run_says_its_dtype(capsys):
+    assert main(TOY + ["--ratios", "60", "--anyres-visual-tokens", "0", "--output", "-", "--dtype", "bfloat16"]) == 0
+    out = capsys.readouterr().out
+    assert "vocab 100, bfloat16, batch 1" in out and "| 60 | " in out and "FitPrune / random " in out
+    assert "max |diff| = " in out
+
+
+def test_a_missing_gpu_is_a_one_line_error(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    with pytest.raises(SystemExit) as exit_info:
+        main(TOY + ["--device", "cuda", "--output", "-"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        f"error: --device cuda: no CUDA device here (torch {torch.__version__})")

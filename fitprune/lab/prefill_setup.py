@@ -132,10 +132,12 @@ def build_config(args: argparse.Namespace) -> transformers.LlamaConfig:
 
 
 def build_prompt(
-    prefix: int, visual: int, text: int, hidden: int, seed: int, batch: int = 1
+    prefix: int, visual: int, text: int, hidden: int, seed: int, batch: int = 1,
+    device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32,
 ) -> Tuple[torch.Tensor, SequenceLayout]:
-    """Random embeddings (batch, T, D) and the matching layout: prefix, visual, then text rows;
-    every sample of a batch is the same prompt."""
+    """Random embeddings (batch, T, D) in `dtype` and the matching layout, both on `device`:
+    prefix, visual, then text rows; every sample of a batch is the same prompt (the same
+    embeddings whatever the device or dtype)."""
     segment = torch.cat(
         [
             torch.full((prefix,), SEGMENT_PREFIX),
@@ -147,4 +149,5 @@ def build_prompt(
     visual_index[0, prefix : prefix + visual] = torch.arange(visual)
     generator = torch.Generator().manual_seed(seed)
     embeds = torch.randn(1, segment.shape[1], hidden, generator=generator).repeat(batch, 1, 1)  # (B, T, D)
-    return embeds, SequenceLayout.from_segments(segment.repeat(batch, 1), visual_index.repeat(batch, 1))
+    layout = SequenceLayout.from_segments(segment.repeat(batch, 1).to(device), visual_index.repeat(batch, 1).to(device))
+    return embeds.to(device=device, dtype=dtype), layout

@@ -56,6 +56,16 @@ ANYRES_RATIOS = (60.0, 90.0)
 SECTION_HEADING = "## Prefill speed (benchmarks/prefill_speed.py)"
 
 
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def machine_text(device: str, threads: int) -> str:
+    """The machine a run timed: the CPU, and the GPU when the models ran on one."""
+    cpu = f"{cpu_model()}, {available_cores()} cores, {threads} torch threads"
+    where = torch.device(device)
+    return cpu if where.type != "cuda" else f"{torch.cuda.get_device_name(where)} (host: {cpu})"
+
+
 def section_heading(batch: int, label: str = "") -> str:
     """The BENCHMARKS.md heading a run writes under: one section per batch size and `--label`
     (batch 1 without a label: the main section)."""
@@ -91,11 +101,20 @@ class TimedHook:
     def after_attention(
         self, layer_idx: int, hidden: torch.Tensor, attention_sums: Optional[torch.Tensor], layout: SequenceLayout
     ) -> Tuple[torch.Tensor, SequenceLayout]:
-        """The wrapped hook's pruning (scoring, ranking, gather), timed."""
+        """The wrapped hook's pruning (scoring, ranking, gather), timed (on a GPU from the layer's
+        finished attention to the hook's finished work)."""
+        _wait_for(hidden.device)
         start = time.perf_counter()
         result = self.hook.after_attention(layer_idx, hidden, attention_sums, layout)
+        _wait_for(hidden.device)
         self.seconds += time.perf_counter() - start
         return result
+
+
+def _wait_for(device: torch.device) -> None:
+    """Waits until the GPU `device` has finished its queued work (nothing to wait for on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 # ----------------------------------------------------------------------------- report
@@ -192,13 +211,13 @@ def format_section(
         "",
         f"Prefill forward of a random LLaMA decoder: {config.num_hidden_layers} layers, hidden "
         f"{config.hidden_size}, FFN {config.intermediate_size}, {config.num_attention_heads} heads "
-        f"({config.num_key_value_heads} KV), vocab {config.vocab_size}, fp32, batch {args.batch} (the same prompt "
+        f"({config.num_key_value_heads} KV), vocab {config.vocab_size}, {args.dtype}, batch {args.batch} (the same prompt "
         f"in every sample); prompt {args.prefix_tokens} prefix + {num_visual} visual + {args.text_tokens} text "
         f"tokens as random embeddings; {LOGITS_TEXT[args.logits]}. "
         f"Keep counts: the `{args.shape}` shape fitted by bisection to each budget (no calibration on a random "
         "model); policy FitPrune (cross × self on head-max attention).",
         "",
-        f"- Machine: {cpu_model()}, {available_cores()} cores, {threads} torch threads; torch {torch.__version__}, "
+        f"- Machine: {machine_text(args.device, threads)}; torch {torch.__version__}, "
         f"transformers {transformers.__version__}, Python {platform.python_version()}.",
         f"- Date: {datetime.date.today().isoformat()}. Command: `{command}`.",
         f"- Timing: {args.warmup} warm-up + {args.repeats} timed rounds, each row once per round (alternating), "
@@ -273,6 +292,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="visual tokens of the LLaVA-NeXT-shaped prompt timed too (0 skips it)")
     parser.add_argument("--anyres-ratios", type=float, nargs="+", default=list(ANYRES_RATIOS),
                         help="budgets timed on the LLaVA-NeXT-shaped prompt")
+    parser.add_argument("--device", default="cpu", help="where the models run (cpu, cuda, cuda:1, ...)")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
+                        help="the models' dtype (RoPE tables stay float32, as in generation)")
     parser.add_argument("--label", default="",
                         help="words the section heading adds, so that a run at other sizes keeps its own section "
                              "(e.g. 'at LLaVA-7B layer width')")
@@ -282,6 +304,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if args.repeats < 1 or args.warmup < 0 or args.batch < 1:
         parser.error(f"--repeats and --batch must be >= 1 and --warmup >= 0, got {args.repeats}, {args.batch} "
                      f"and {args.warmup}")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as err:
+        parser.error(f"--device {args.device}: {err}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA device here (torch {torch.__version__})")
     args.threads_used = apply_timing_flags(parser, args)
     return args
 
@@ -301,14 +329,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     dims = DecoderDims.from_config(config)
     num_visual = args.visual_tokens
     num_other = args.prefix_tokens + args.text_tokens
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
     ours = LlamaForCausalLM(config).eval()
     reference = transformers.LlamaForCausalLM(config).eval()
     reference.load_state_dict(ours.state_dict(), strict=True)
+    ours.to(device=device, dtype=dtype)
+    reference.to(device=device, dtype=dtype)
     embeds, layout = build_prompt(args.prefix_tokens, num_visual, args.text_tokens, args.hidden, args.seed,
-                                  args.batch)
+                                  args.batch, device, dtype)
     logits_to_keep = logit_rows_of(args) or 0  # num_logits_to_keep: 0 is every row
     print(f"model: {config.num_hidden_layers} layers, hidden {config.hidden_size}, FFN {config.intermediate_size}, "
-          f"{config.num_attention_heads} heads, vocab {config.vocab_size}, fp32; prompt {args.prefix_tokens} prefix + "
+          f"{config.num_attention_heads} heads, vocab {config.vocab_size}, {args.dtype} on {device}; prompt {args.prefix_tokens} prefix + "
           f"{num_visual} visual + {args.text_tokens} text = {embeds.shape[1]} rows, batch {args.batch}, logits "
           f"{args.logits}; {threads} threads")
 
@@ -319,12 +350,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     def prefill(hook: Optional[TimedHook], logits: int = logits_to_keep):
         ours.model.prefill_hook = hook
-        return ours(inputs_embeds=embeds, sequence_layout=layout, use_cache=False, num_logits_to_keep=logits)
+        out = ours(inputs_embeds=embeds, sequence_layout=layout, use_cache=False, num_logits_to_keep=logits)
+        _wait_for(device)
+        return out
 
     def reference_prefill() -> None:
         """transformers' decoder, its LM head on the rows ours computes logits for."""
         hidden = reference.model(inputs_embeds=embeds, use_cache=False).last_hidden_state
         reference.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+        _wait_for(device)
 
     def timed_prefill(hook: Optional[TimedHook]) -> Optional[float]:
         """One prefill; returns the seconds spent inside the pruner, if any."""
@@ -348,12 +382,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     anyres_counts: Dict[float, List[int]] = {}
     if args.anyres_visual_tokens:
         anyres_embeds, anyres_layout = build_prompt(args.prefix_tokens, args.anyres_visual_tokens, args.text_tokens,
-                                                    args.hidden, args.seed, args.batch)
+                                                    args.hidden, args.seed, args.batch, device, dtype)
 
         def anyres_prefill(hook: Optional[TokenPruner]) -> None:
             ours.model.prefill_hook = hook
             ours(inputs_embeds=anyres_embeds, sequence_layout=anyres_layout, use_cache=False,
                  num_logits_to_keep=logits_to_keep)
+            _wait_for(device)
 
         runs["anyres unpruned"] = lambda: anyres_prefill(None)
         for ratio in args.anyres_ratios:
