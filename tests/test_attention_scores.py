@@ -49,7 +49,7 @@ class LargestFloat32:
 
 def _layout(padded: bool = True):
     segments = [SEGMENT_PREFIX] * PREFIX + [SEGMENT_VISUAL] * VISUAL + [SEGMENT_TEXT] * TEXT
-    rows = [[SEGMENT_PAD] * PAD + segments[PAD:] if padded else segments, segments]  # sample 0 left-padded
+    rows = [[SEGMENT_PAD] * PAD + segments[PAD:] if padded else segments, segments]  # sample 0 left-padded if `padded`
     segment = torch.tensor(rows)
     visual_index = torch.where(segment == SEGMENT_VISUAL, (segment == SEGMENT_VISUAL).cumsum(1) - 1, -1)
     return SequenceLayout.from_segments(segment, visual_index)
@@ -81,8 +81,10 @@ def _tolerance(dtype, query, key):
     """Relative tolerance of a float32 softmax of logits rounded to `dtype`.
 
     Chunked and whole matrix products may round a logit differently by one unit in the last
-    place (eps x |logit|), which changes its probability by that much relatively; float32 sums
-    of about 10^3 terms add ~1e-5. So rtol = 2 eps max|logit| + 1e-4.
+    place (eps x |logit|), which changes its probability by that much relatively; the fused
+    kernel's log-sum-exp comes from unrounded float32 logits, so a probability from it differs
+    from the rounded logits' softmax by the same order; float32 sums of about 10^3 terms add
+    ~1e-5. So rtol = 2 eps max|logit| + 1e-4.
     """
     if dtype == torch.float32:
         return 1e-4
