@@ -59,11 +59,10 @@ SECTION_HEADING = "## Prefill speed (benchmarks/prefill_speed.py)"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def machine_text(device: str, threads: int) -> str:
+def machine_text(device: torch.device, threads: int) -> str:
     """The machine a run timed: the CPU, and the GPU when the models ran on one."""
     cpu = f"{cpu_model()}, {available_cores()} cores, {threads} torch threads"
-    where = torch.device(device)
-    return cpu if where.type != "cuda" else f"{torch.cuda.get_device_name(where)} (host: {cpu})"
+    return cpu if device.type != "cuda" else f"{torch.cuda.get_device_name(device)} (host: {cpu})"
 
 
 def section_heading(batch: int, label: str = "") -> str:
@@ -310,6 +309,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error(f"--device {args.device}: {err}")
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: no CUDA device here (torch {torch.__version__})")
+    args.device = device
     args.threads_used = apply_timing_flags(parser, args)
     return args
 
@@ -329,7 +329,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     dims = DecoderDims.from_config(config)
     num_visual = args.visual_tokens
     num_other = args.prefix_tokens + args.text_tokens
-    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    device, dtype = args.device, DTYPES[args.dtype]
     ours = LlamaForCausalLM(config).eval()
     reference = transformers.LlamaForCausalLM(config).eval()
     reference.load_state_dict(ours.state_dict(), strict=True)
