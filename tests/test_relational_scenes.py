@@ -3,6 +3,7 @@ question kinds, distractors, oracle cells, the written files."""
 import json
 import random
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -161,6 +162,26 @@ def test_train_stream_starts_conversations_with_any_kind_and_never_asks_presence
         firsts[questions[0].kind] += 1
         assert all(q.kind != "presence" for q in questions[1:])
     assert set(firsts) == set(KINDS)
+
+
+def test_presence_follow_ups_bring_presence_to_a_fifth_without_naming_it_earlier():
+    stream = train_conversations(replace(TASK, presence_follow_up=True), seed=0)
+    kinds, firsts, follow_up_answers = Counter(), Counter(), Counter()
+    for _ in range(400):
+        _, questions = next(stream)
+        kinds.update(q.kind for q in questions)
+        firsts[questions[0].kind] += 1
+        assert all(q.kind != "presence" for q in questions[2:])
+        if questions[0].kind != "presence" and questions[1].kind == "presence":
+            first, presence = questions[0], questions[1]
+            named = f"{first.question} {first.answer}".replace("?", "").split()
+            colour, shape = [w for w in presence.question.rstrip("?").split() if w in TASK.colours or w in TASK.shapes]
+            assert colour not in named and shape not in named and shape + "s" not in named
+            follow_up_answers[presence.answer] += 1
+    assert set(firsts) == set(KINDS)
+    assert 0.17 < kinds["presence"] / sum(kinds.values()) < 0.23
+    assert set(follow_up_answers) == {"Yes", "No"}
+    assert abs(follow_up_answers["Yes"] - follow_up_answers["No"]) < 0.15 * sum(follow_up_answers.values())
 
 
 def test_tokenizer_sentences_hold_every_answer():

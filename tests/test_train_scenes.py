@@ -12,15 +12,23 @@ def test_a_scenes_run_stops_at_its_time_cap_and_writes_the_scenes_model(tmp_path
     output = tmp_path / "llava-scenes"
     assert train_main(["--task", "scenes", "--output", str(output), "--validation-file", str(validation),
                        "--batch-size", "2", "--steps", "50", "--eval-every", "0", "--threads", "1",
-                       "--max-minutes", "0.00001"]) == 0
+                       "--max-minutes", "0.00001", "--presence-follow-up"]) == 0
     record = json.loads((output / "training.json").read_text())
     assert [entry["step"] for entry in record["log"]] == [1]
+    assert record["task"]["presence_follow_up"] is True
     assert record["task"]["min_objects"] == 5 and record["task"]["max_objects"] == 8
     _, model, processor, _ = load_pretrained_model(str(output), None, output.name, device="cpu")
     assert model.get_model().num_visual_tokens() == 256
     assert model.config.num_hidden_layers == SCENES_SPEC.num_hidden_layers == 8
     assert model.config.mm_projector_type == "mlp2x_gelu"
     assert processor.crop_size["height"] == 128
+
+
+def test_presence_follow_ups_outside_the_scenes_task_are_a_one_line_error(tmp_path, capsys):
+    assert train_main(["--output", str(tmp_path / "llava-shapes"), "--presence-follow-up"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("python -m fitprune.train_demo: error: --presence-follow-up applies to --task scenes "
+                           "only, not shapes")
 
 
 def _scenes_run(output, validation, *extra):

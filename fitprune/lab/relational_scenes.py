@@ -41,6 +41,9 @@ class RelationalTask:
         gap: empty cells kept between two objects' boxes.
         background: RGB of the empty canvas.
         kinds: the question kinds asked (of `KINDS`).
+        presence_follow_up: training conversations whose first question is not a presence one
+            also ask one second, about a colour and a shape no earlier turn names
+            (`relational_questions.conversation_questions`); written splits are unaffected.
     """
 
     image_size: int = 128
@@ -54,6 +57,7 @@ class RelationalTask:
     gap: int = 1
     background: Tuple[int, int, int] = (0, 0, 0)
     kinds: Tuple[str, ...] = KINDS
+    presence_follow_up: bool = False
 
     def __post_init__(self) -> None:
         if self.image_size % self.cell_size:

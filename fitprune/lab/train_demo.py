@@ -27,7 +27,14 @@ the projector and the decoder learn the questions; later stages continue with `-
     python -m fitprune.train_demo --task scenes --init-tower /tmp/scenes-tower --freeze-tower \
         --steps 3200 --eval-every 400 --max-minutes 55 --output /tmp/llava-v1.5-scenes
     python -m fitprune.train_demo --task scenes --init-from /tmp/llava-v1.5-scenes --reuse-tokenizer \
-        --freeze-tower --steps 2800 --eval-every 400 --max-minutes 42 --seed 1 --output OUT
+        --freeze-tower --steps 2800 --eval-every 400 --max-minutes 42 --seed 1 --output /tmp/llava-v1.5-scenes-2
+    python -m fitprune.train_demo --task scenes --init-from /tmp/llava-v1.5-scenes-2 --reuse-tokenizer \
+        --freeze-tower --presence-follow-up --steps 950 --lr 5e-4 --warmup-steps 20 --eval-every 400 \
+        --max-minutes 18.5 --seed 2 --output OUT
+
+The third stage also asks presence questions second in a conversation (`--presence-follow-up`;
+a training conversation otherwise asks one only first, so presence was 5 % of the training
+questions against 20 % of the splits): test accuracy 57.5 -> 64.7 %, presence 55.5 -> 70.3 %.
 
 `--hidden-size`, `--intermediate-size`, `--num-hidden-layers` and `--num-attention-heads` change the
 decoder's sizes from the task's spec; `training.json` records them, and an `--init-from` stage keeps
@@ -406,6 +413,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--validation-folder", default=None, help="its image folder (default: the task's)")
     parser.add_argument("--objects", type=int, default=None,
                         help="objects per scene (default: the task's, as in its playground folder)")
+    parser.add_argument("--presence-follow-up", action="store_true",
+                        help="scenes: conversations that start with another kind also ask a presence question "
+                             "second, about a colour and a shape the first turn does not name (presence is then "
+                             "about 20%% of the training questions, as in the splits, instead of 5%%)")
     parser.add_argument("--init-from", default=None,
                         help="start from this checkpoint's weights (one written by this script) instead of random ones")
     parser.add_argument("--init-tower", default=None,
@@ -431,6 +442,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         demo = DEMO_TASKS[args.task]
         task = demo.make_task(args.objects)
+        if args.presence_follow_up:
+            if not hasattr(task, "presence_follow_up"):
+                raise ValueError(f"--presence-follow-up applies to --task scenes only, not {args.task}")
+            task = replace(task, presence_follow_up=True)
         initial = read_checkpoint_weights(Path(args.init_from)) if args.init_from else None
         previous = _training_record(Path(args.init_from)) if args.init_from else None
         inherited = (previous or {}).get("spec", {})  # a later stage keeps its checkpoint's decoder sizes
