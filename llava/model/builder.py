@@ -24,6 +24,7 @@ from llava.model.hf_config import (
 from llava.model.hf_weights import load_hf_weights
 from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
 from llava.model.multimodal_encoder.builder import check_vision_tower
+from llava.model.multimodal_encoder.multipath_encoder import is_multipath
 from llava.model.multimodal_encoder.clip_encoder import hub_file_is_cached, hub_unavailable_reason, tower_config_location
 from llava.utils import read_weights_file, safe_weights_loading
 
@@ -95,7 +96,8 @@ def _prepare_vision_tower(config, model_path: str) -> None:
         local = os.path.join(model_path, tower)
         if os.path.isdir(local) and not os.path.isdir(tower):
             config.mm_vision_tower = tower = local
-    check_vision_tower(tower, where)
+    if not is_multipath(config):  # LLaVA-HR's tower is built from the config (its fields checked there)
+        check_vision_tower(tower, where)
 
 
 def check_model_path(model_path: str, flag: str = "model path") -> None:

@@ -11,6 +11,7 @@ from llava.model.multimodal_encoder.clip_encoder import (
     tower_config_location,
     tower_unavailable_error,
 )
+from llava.model.multimodal_encoder.multipath_encoder import MultiPathVisionTower, is_multipath
 
 _HUB_PREFIXES = ("openai", "laion")
 
@@ -54,7 +55,8 @@ def build_vision_tower(vision_tower_cfg: Any, **kwargs: Any) -> CLIPVisionTower:
         The CLIP vision tower.
 
     A config holding ``mm_vision_tower_config`` (Hugging Face-layout checkpoints) gets a tower
-    built from it, so its name is not checked.
+    built from it, so its name is not checked. A config with ``is_multipath_encoder`` true gets
+    LLaVA-HR's tower (`MultiPathVisionTower`), built from the config alone.
 
     Raises:
         CheckpointError: If no tower is named, or it cannot be loaded (`check_vision_tower`,
@@ -65,6 +67,8 @@ def build_vision_tower(vision_tower_cfg: Any, **kwargs: Any) -> CLIPVisionTower:
     name = getattr(vision_tower_cfg, "mm_vision_tower", getattr(vision_tower_cfg, "vision_tower", None))
     if not name:
         raise CheckpointError(f"{where}: field 'mm_vision_tower' is missing: the config names no vision tower")
+    if is_multipath(vision_tower_cfg):
+        return MultiPathVisionTower(vision_tower_cfg, name)
     if not getattr(vision_tower_cfg, "mm_vision_tower_config", None):
         check_vision_tower(name, where)
     return CLIPVisionTower(name, args=vision_tower_cfg, **kwargs)
