@@ -28,6 +28,7 @@ count, the recipes are fractional: keep fractions of each sample's visual tokens
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -50,7 +51,10 @@ from llava.model.pruning.recipe_lookup import RECIPES_DIR
 from llava.model.pruning.ratio import parse_reduction_ratio
 from fitprune.recipe_plot import plot_recipes
 from fitprune.stats import collect_stats
+from llava.eval.file_lock import LOCK_SUFFIX, hold_lock_file
+from llava.eval.output_paths import check_output_file, writing_to
 from llava.eval.questions import QuestionFileError, load_questions
+from llava.eval.sidecar_files import sidecar_path
 from llava.eval.run_llava import add_image_processing_flag
 from fitprune.calibration_set import (
     split_unencodable,
@@ -129,6 +133,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cannot encode is skipped and listed (see the module notes). The recipe file is written
     once, at the end, through a temporary file (`RecipeBook.save`): a run killed before then
     leaves any previous file as it was.
+
+    The output paths (--output, --plot) are checked before the model loads (not a directory,
+    not an input file, a writable folder); a filesystem fault while writing (a full disk, a
+    read-only folder) is one line naming the file. A run holds ``<recipe file>.lock`` from
+    before it reads the recipe file until it has written it: a second run on the same file
+    while the first is alive is refused with one line naming the first run's pid, and the lock
+    of a killed run is taken over.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -147,9 +158,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _leave_distributed(world)
 
 
+class RecipeFileLockedError(ValueError):
+    """Another live calibration writes the recipe file; the message names it and that run's pid."""
+
+
 def _calibrate(args, rank, world, all_reduce, started) -> int:
+    """Checks the output paths, locks the recipe file, and calibrates; returns the exit code.
+
+    Raises:
+        OutputPathError: an output path that cannot be written (checked before the model loads),
+            or a filesystem fault (a full disk, a read-only folder) while writing it.
+        RecipeFileLockedError: another live run writes the same recipe file.
+    """
     from llava.mm_utils import get_model_name_from_path
-    from llava.model.builder import load_pretrained_model
 
     if args.model_path is None:
         args.model_path = ensure_default_model()
@@ -159,6 +180,47 @@ def _calibrate(args, rank, world, all_reduce, started) -> int:
         raise ValueError("--question-file is required with --model-path")
     model_name = get_model_name_from_path(args.model_path)
     output = Path(args.output) if args.output else default_output(args.model_path, model_name)
+    inputs = {"--question-file": args.question_file}
+    check_output_file(output, "--output", inputs)
+    if args.plot:
+        check_output_file(args.plot, "--plot", {**inputs, "--output": output})
+    with contextlib.ExitStack() as lock:
+        if not _lock_recipe_file(output, rank, world, all_reduce, lock):
+            return 2
+        with writing_to(output, "any previous recipe file is left as it was; rerun once it can be written"):
+            return _calibrate_locked(args, rank, world, all_reduce, started, model_name, output)
+
+
+def _lock_recipe_file(output: Path, rank: int, world: int, all_reduce, stack: contextlib.ExitStack) -> bool:
+    """Rank 0 holds the recipe file's lock (`llava.eval.file_lock`) on `stack`; every rank learns
+    whether it did.
+
+    Returns:
+        False on the other ranks when rank 0 was refused (they stop with status 2, rank 0 says why).
+
+    Raises:
+        RecipeFileLockedError: on rank 0, another live run writes `output` (the message names its pid).
+    """
+    refusal = None
+    if rank == 0:
+        try:
+            stack.enter_context(hold_lock_file(sidecar_path(output, LOCK_SUFFIX), output,
+                                               "calibration is writing this recipe file", "--output",
+                                               RecipeFileLockedError))
+        except RecipeFileLockedError as err:
+            refusal = err
+    refused = refusal is not None
+    if world > 1:
+        refused = bool(all_reduce(torch.tensor([float(refused)], dtype=torch.float64)).item())
+    if refusal is not None:
+        raise refusal
+    return not refused
+
+
+def _calibrate_locked(args, rank, world, all_reduce, started, model_name: str, output: Path) -> int:
+    """Calibration once the recipe file's lock is held: samples, statistics, fits, the file written."""
+    from llava.model.builder import load_pretrained_model
+
     usable, unencodable = split_unencodable(load_questions(args.question_file), args.question_file)
     questions, skipped = draw_samples(usable, args.num_samples, args.seed)
     if not questions:
@@ -224,7 +286,8 @@ def _calibrate(args, rank, world, all_reduce, started) -> int:
         output.parent.mkdir(parents=True, exist_ok=True)
         book.save(output)
     if args.plot:
-        plot_recipes(book, args.plot)
+        with writing_to(args.plot):
+            plot_recipes(book, args.plot)
     _print_table(fitted, timings, time.time() - started)
     if unchanged:
         print(f"recipes in {output} left as they were: this calibration gave the recipes the file holds "

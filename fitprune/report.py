@@ -36,6 +36,7 @@ import argparse
 import csv
 import io
 import logging
+import math
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -44,9 +45,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from fitprune.defaults import SHAPES_DIR
 from llava.eval.io_utils import write_text_atomic
+from llava.eval.output_paths import OutputPathError, check_output_folder, writing_to
 from llava.eval.sidecar_files import RUN_RECORD_SUFFIX
 from fitprune.metrics_files import parse_metric, record_metric
 from fitprune.run_collection import RowKey, Run, collect_runs
+from llava.utils import OneLineArgumentParser
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +90,11 @@ class Row:
         run = self.runs.get(benchmark)
         return run.score if run is not None else None
 
+    def stale(self, benchmarks: Sequence[str]) -> Optional[str]:
+        """``TextVQA; POPE``: the scored benchmarks whose metrics file is older than their answers, or None."""
+        return "; ".join(BENCHMARK_COLUMNS.get(b, b) for b in benchmarks
+                         if b in self.runs and self.runs[b].stale_metrics is not None) or None
+
     def skipped(self, benchmarks: Sequence[str]) -> Optional[str]:
         """``POPE: answered 65 of 66; ...`` for the scored runs that skipped samples, or None."""
         parts = []
@@ -122,32 +130,50 @@ def relative_score(row: Row, baseline: Optional[Row], benchmarks: Sequence[str])
     return statistics.fmean(ratios) if ratios else None
 
 
+STALE_MARK = "†"
+"""Follows a Markdown score recorded before its answers file last changed."""
+
+
 @dataclass
 class Table:
-    """The report's cells: one header and one list of values per row (None for missing)."""
+    """The report's cells: one header and one list of values per row (None for missing).
+
+    Attributes:
+        stale: (row, column) of the scores recorded before their answers file last changed.
+        notes: footnote lines (stale metrics files, files left out).
+    """
 
     header: List[str]
     rows: List[List[object]]
+    stale: List[Tuple[int, int]] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
 
 
-def build_table(runs: Sequence[Run]) -> Table:
-    """The paper-style table of `runs`."""
+def build_table(runs: Sequence[Run], left_out: Sequence[str] = ()) -> Table:
+    """The paper-style table of `runs`; `left_out` (unusable files, one line each) become footnotes."""
     benchmarks = benchmark_order([r.benchmark for r in runs])
     rows = build_rows(runs)
     baselines = {row.key.model: row for row in rows if row.key.ratio == 0}
     header = ["Model", "Policy", "Recipe", "Ratio (%)", "FLOPs reduction, paper (%)", "TFLOPs (paper)",
               "TFLOPs (full prefill)", "Visual tokens after last layer"]
-    header += [BENCHMARK_COLUMNS.get(b, b) for b in benchmarks] + ["Skipped samples", "Rel. (%)"]
-    cells = []
+    header += [BENCHMARK_COLUMNS.get(b, b) for b in benchmarks] + ["Skipped samples", "Stale scores", "Rel. (%)"]
+    table = Table(header, [])
     for row in rows:
         values: List[object] = [row.key.model, row.key.policy, row.key.recipe, row.key.ratio,
                                 row.mean("paper_reduction"), row.mean("paper_tflops"), row.mean("full_tflops"),
                                 row.mean("kept_last_layer")]
-        values += [row.score(b) for b in benchmarks]
-        values.append(row.skipped(benchmarks))
+        for benchmark in benchmarks:
+            run = row.runs.get(benchmark)
+            if run is not None and run.stale_metrics is not None:
+                table.stale.append((len(table.rows), len(values)))
+                table.notes.append(f"{STALE_MARK} {run.stale_metrics}: recorded before its answers file last "
+                                   "changed; rerun the metric step")
+            values.append(row.score(benchmark))
+        values += [row.skipped(benchmarks), row.stale(benchmarks)]
         values.append(relative_score(row, baselines.get(row.key.model), benchmarks))
-        cells.append(values)
-    return Table(header, cells)
+        table.rows.append(values)
+    table.notes += [f"Left out: {line}" for line in left_out]
+    return table
 
 
 MARKDOWN_FORMATS = {"Ratio (%)": "{:g}", "FLOPs reduction, paper (%)": "{:.1f}", "TFLOPs (paper)": "{:.3f}",
@@ -166,17 +192,20 @@ def _markdown_cell(column: str, value: object) -> str:
 def to_markdown(table: Table) -> str:
     """The table in Markdown, with a note on the FLOPs conventions."""
     lines = ["| " + " | ".join(table.header) + " |", "|" + "---|" * len(table.header)]
-    for values in table.rows:
-        lines.append("| " + " | ".join(_markdown_cell(c, v) for c, v in zip(table.header, values)) + " |")
+    for r, values in enumerate(table.rows):
+        cells = [_markdown_cell(c, v) + (f" {STALE_MARK}" if (r, i) in table.stale else "")
+                 for i, (c, v) in enumerate(zip(table.header, values))]
+        lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
         "TFLOPs are per sample. Paper convention: the visual tokens' prefill, one FLOP per multiply-add, "
         "averaged over samples with an image. Full convention: the whole prefill (prefix, visual and text "
         "tokens, LM head), two FLOPs per multiply-add. Rel.: mean over the benchmarks of 100 × score / the "
         "same model's unpruned score. Skipped samples: questions a run could not answer (listed in its "
-        "<answers>.errors.jsonl); that benchmark's score is over the answered ones only. –: not run, not "
-        "scored, or none skipped.",
-    ]
+        "<answers>.errors.jsonl); that benchmark's score is over the answered ones only. Stale scores "
+        f"({STALE_MARK}): recorded before the answers file last changed (answers added after scoring). –: not run, "
+        "not scored, or none skipped.",
+    ] + table.notes
     return "\n".join(lines) + "\n"
 
 
@@ -255,38 +284,58 @@ def build_report(runs_dir: Path, output_dir: Path) -> Tuple[Table, List[Path]]:
     Returns:
         The table and the files written.
 
+    A run whose record or metrics file is unusable is left out with a warning line naming the
+    file and field, and a footnote in results.md: collecting fifty runs, one damaged file should
+    cost its own row, not the other 49 (`fitprune.run_collection`).
+
     Raises:
-        ReportError: no run record under `runs_dir`, or an unreadable one.
+        ReportError: no usable run record under `runs_dir`.
     """
-    runs = collect_runs(runs_dir)
+    collection = collect_runs(runs_dir)
+    runs = collection.runs
+    if not runs and collection.left_out:
+        raise ReportError(f"none of the {len(collection.left_out)} run records under {runs_dir} is usable "
+                          "(see the warnings above)")
     if not runs:
         raise ReportError(f"no run records (*{RUN_RECORD_SUFFIX}) under {runs_dir}; the eval scripts write them "
                           f"beside the answers in their EVAL_DIR: {DEMO_EVAL_DIR} for the demo model (no MODEL_PATH), "
                           f"{DEFAULT_RUNS_DIR} for a named model")
-    table = build_table(runs)
+    table = build_table(runs, collection.left_out)
     written = [output_dir / "results.md", output_dir / "results.csv"]
-    write_text_atomic(written[0], to_markdown(table))
-    write_text_atomic(written[1], to_csv(table))
-    if plot_scores(runs, output_dir / "score_vs_flops.png"):
-        written.append(output_dir / "score_vs_flops.png")
+    with writing_to(output_dir):
+        write_text_atomic(written[0], to_markdown(table))
+        write_text_atomic(written[1], to_csv(table))
+        if plot_scores(runs, output_dir / "score_vs_flops.png"):
+            written.append(output_dir / "score_vs_flops.png")
     return table, written
 
 
 # ----------------------------------------------------------------------------- command line
 
 
+def finite_float(text: str) -> float:
+    """A flag's number; nan, inf and values that overflow to inf (1e400) are refused."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
 def _record_metric_main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fitprune.report record-metric",
-                                     description="Stores a benchmark score beside its answers file.")
+    parser = OneLineArgumentParser(prog="python -m fitprune.report record-metric", error_name="record-metric",
+                                   description="Stores a benchmark score beside its answers file.")
     parser.add_argument("--answers-file", required=True, help="the answers JSONL the score is for")
     parser.add_argument("--benchmark", default=None, help="default: from the run record beside the answers")
     parser.add_argument("--metric", default="score", help="the score's name, e.g. accuracy")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--value", type=float, help="the score itself (e.g. from an evaluation server)")
+    source.add_argument("--value", type=finite_float, help="the score itself (e.g. from an evaluation server)")
     source.add_argument("--from-log", help="a metric command's output to parse with --pattern")
     parser.add_argument("--pattern", help="regular expression whose first group is the score (with --from-log)")
     parser.add_argument("--reduce", choices=sorted(REDUCERS), default="last", help="over several matches")
-    parser.add_argument("--scale", type=float, default=1.0, help="multiplies the parsed value")
+    parser.add_argument("--scale", type=finite_float, default=1.0, help="multiplies the parsed value")
     args = parser.parse_args(argv)
     try:
         if args.value is not None:
@@ -297,7 +346,7 @@ def _record_metric_main(argv: Sequence[str]) -> int:
             log = Path(args.from_log)
             if not log.is_file():
                 raise ReportError(f"{log}: metric log does not exist")
-            value, matches = parse_metric(log.read_text(encoding="utf-8"), args.pattern, args.reduce, args.scale)
+            value, matches = parse_metric(log.read_text(encoding="utf-8", errors="replace"), args.pattern, args.reduce, args.scale)
             source_info = {"log": str(log), "pattern": args.pattern, "reduce": args.reduce, "scale": args.scale,
                            "matches": matches}
         path, coverage = record_metric(args.answers_file, args.metric, value, args.benchmark, source_info)
@@ -316,8 +365,9 @@ def _build_main(argv: Sequence[str]) -> int:
     parser.add_argument("--output-dir", default="reports", help="where results.md/.csv/.png go")
     args = parser.parse_args(argv)
     try:
+        check_output_folder(args.output_dir, "--output-dir")
         table, written = build_report(Path(args.runs_dir), Path(args.output_dir))
-    except ReportError as err:
+    except (ReportError, OutputPathError) as err:
         print(f"report: error: {err}", file=sys.stderr)
         return 2
     print(to_markdown(table), end="")

@@ -26,6 +26,7 @@ from llava.eval.images import ImageError, bound_image_geometry, load_image
 from llava.eval.questions import build_question_prompt
 from llava.model.anyres import uses_anyres
 from llava.model.errors import CheckpointError
+from llava.eval.output_paths import OutputPathError, check_output_file, writing_to
 from llava.serve.kept_patches import kept_patch_masks, shade_dropped, tower_view
 
 MAX_PANELS = 6
@@ -79,7 +80,8 @@ def render_gif(view: np.ndarray, masks: np.ndarray, path: str, scale: int = 2) -
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs one pruned prefill and draws what it kept; returns the exit code (2, after a one-line
-    message, for an unusable image, model or recipe)."""
+    message, for an unusable image, model or recipe, or an --out that cannot be written: checked
+    before the model loads, and a filesystem fault while writing it)."""
     from llava.eval.pruning_flags import add_pruning_args
     from llava.eval.run_llava import add_image_processing_flag
 
@@ -98,8 +100,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.reduction_ratio:
         parser.error("--reduction-ratio must be above 0 to show pruning")
     try:
+        check_output_file(args.out, "--out", {"--image": args.image})
         return _draw(args)
-    except (ImageError, CheckpointError, FileNotFoundError, RecipeError) as err:
+    except (ImageError, CheckpointError, FileNotFoundError, RecipeError, OutputPathError) as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2
 
@@ -111,6 +114,7 @@ def _draw(args: argparse.Namespace) -> int:
         ImageError: the image cannot be used (message prefixed with --image).
         CheckpointError, FileNotFoundError: the model cannot be loaded.
         RecipeError: no recipe fits.
+        OutputPathError: --out cannot be written (a full disk, a read-only folder).
     """
     from llava.mm_utils import get_model_name_from_path, process_images, tokenizer_image_token
     from llava.model.builder import load_pretrained_model
@@ -144,11 +148,12 @@ def _draw(args: argparse.Namespace) -> int:
     masks = kept_patch_masks(kept, num_visual)
     counts = trace.counts()[:, 0].tolist()
     view = tower_view(image, processor, model.config)
-    if args.gif:
-        render_gif(view, masks, args.out)
-    else:
-        title = f"{get_model_name_from_path(model_path)} at {model.config.reduction_ratio:g}%: {args.question}"
-        render_panels(view, masks, choose_layers(counts, num_visual), counts, num_visual, title, args.out)
+    title = f"{get_model_name_from_path(model_path)} at {model.config.reduction_ratio:g}%: {args.question}"
+    with writing_to(args.out):
+        if args.gif:
+            render_gif(view, masks, args.out)
+        else:
+            render_panels(view, masks, choose_layers(counts, num_visual), counts, num_visual, title, args.out)
     print(f"wrote {args.out}: {counts[-1]} of {num_visual} visual tokens kept after the last layer")
     return 0
 

@@ -11,29 +11,24 @@ where it has one (MMBench's circular rounds). Repeated keys are matched by count
 file (and its folder) is created by the first `append`, so a run that fails before its
 first answer leaves no empty answers file behind.
 
-A run holds ``<answers stem>.lock`` while it writes: the file holds its pid and carries a
-POSIX record lock (`fcntl.lockf`), which the kernel drops when the process ends however it
-ends, so the lock file of a killed run is stale and the next run takes it over. A second
+A run holds ``<answers stem>.lock`` while it writes (`llava.eval.file_lock`: the file holds
+its pid; the lock file of a killed run is stale and the next run takes it over). A second
 run on the same answers file while the first is alive is refused (`AnswersFileLockedError`).
 """
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import logging
-import os
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Protocol, Sequence, TypeVar
+from typing import Any, Iterator, List, Protocol, Sequence, TypeVar
 
+from llava.eval.file_lock import LOCK_SUFFIX, hold_lock_file
 from llava.eval.io_utils import parse_jsonl_lines
 from llava.eval.sidecar_files import append_lines_durably, drop_partial_last_line, sidecar_path
 
 logger = logging.getLogger(__name__)
-
-LOCK_SUFFIX = ".lock"
 
 
 class AnswersFileError(ValueError):
@@ -106,53 +101,12 @@ class AnswersFile:
         append_lines_durably(self.path, [json.dumps(row) for row in rows])
 
 
-def _holder_pid(fd: int) -> Optional[int]:
-    """The pid written in an open lock file, or None when it holds none yet."""
-    text = os.pread(fd, 32, 0).decode("ascii", errors="replace").strip()
-    return int(text) if text.isdigit() else None
-
-
-def _lock_or_refuse(path: Path, answers_file: Path) -> int:
-    """Opens and locks `path`, retrying when its previous holder removed it meanwhile.
-
-    Returns:
-        The open descriptor, locked, the file holding this process's pid.
-
-    Raises:
-        AnswersFileLockedError: another live process holds the lock.
-    """
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            if err.errno not in (errno.EACCES, errno.EAGAIN):
-                os.close(fd)
-                raise
-            pid = _holder_pid(fd)
-            os.close(fd)
-            raise AnswersFileLockedError(
-                f"{answers_file}: another run is writing this answers file (pid {pid if pid else 'unknown'}, "
-                f"lock file {path}); wait for it to end, or pass another --answers-file"
-            ) from None
-        try:
-            same_file = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same_file = False
-        if same_file:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-            os.fsync(fd)
-            return fd
-        os.close(fd)
-
-
 @contextlib.contextmanager
 def lock_answers_file(answers_file: str) -> Iterator[Path]:
     """Holds ``<answers stem>.lock`` for the block: one run at a time writes an answers file.
 
     The answers file's folder is created. A lock file left by a run that died is taken over;
-    the lock file is removed when the block ends.
+    the lock file is removed when the block ends (`llava.eval.file_lock.hold_lock_file`).
 
     Args:
         answers_file: the answers file a run is about to write.
@@ -166,10 +120,6 @@ def lock_answers_file(answers_file: str) -> Iterator[Path]:
     """
     answers = Path(answers_file)
     path = sidecar_path(answers, LOCK_SUFFIX)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = _lock_or_refuse(path, answers)
-    try:
+    with hold_lock_file(path, answers, "run is writing this answers file", "--answers-file",
+                        AnswersFileLockedError):
         yield path
-    finally:
-        path.unlink(missing_ok=True)  # while locked: a run that opened the old file sees it is gone, and retries
-        os.close(fd)

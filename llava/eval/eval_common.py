@@ -54,6 +54,7 @@ from llava.eval.batch_generation import (
     uses_logits_processing,
 )
 from llava.eval.io_utils import InputError
+from llava.eval.output_paths import check_output_file, writing_to
 from llava.eval.run_llava import UsageError, stop_string
 from llava.eval.sidecar_files import RUN_STATS_SUFFIX, drop_partial_last_line, sidecar_path
 from llava.eval.run_record import RunLog, write_run_record
@@ -76,6 +77,8 @@ from llava.eval.run_bookkeeping import (
 )
 
 logger = logging.getLogger(__name__)
+
+RESUME_HINT = "the answers so far are kept: rerun the same command to resume once the file can be written"
 
 
 def _answer_pending(spec: DriverSpec, args: argparse.Namespace, pending: List[EvalItem], total: int,
@@ -185,8 +188,9 @@ def run_driver(spec: DriverSpec, args: argparse.Namespace,
                read_items: Callable[[argparse.Namespace], List[EvalItem]]) -> int:
     """Answers the chunk's questions not yet in the answers file, then rewrites the run record.
 
-    Flags and the model path are checked first, then the question file is read (and
-    checked) before the model is loaded; the model is not loaded at all when every question
+    Flags and the model path are checked first, then the answers file's path
+    (`llava.eval.output_paths.check_output_file`: not a directory, not an input, a writable
+    folder), then the question file is read (and checked) before the model is loaded; the model is not loaded at all when every question
     is already answered. The answers file is locked while the run writes it
     (`llava.eval.answers_file.lock_answers_file`).
 
@@ -198,18 +202,21 @@ def run_driver(spec: DriverSpec, args: argparse.Namespace,
     Returns:
         0 on success (questions skipped under ``--on-error skip`` included, with a line on
         stderr naming the errors file), 2 (after a one-line message on stderr) on bad input,
-        including another run writing the same answers file and a run that skipped every question.
+        including another run writing the same answers file, a run that skipped every question, and
+        a filesystem fault while writing (a full disk, a read-only folder: ``writing_to``).
     """
     started = time.time()
     errors = SampleErrorLog(args.answers_file)
     try:
         check_args(args)
         check_model_paths(args)
+        check_output_file(args.answers_file, "--answers-file",
+                          inputs={"--question-file": args.question_file, "--recipe": getattr(args, "recipe", None)})
         items = read_items(args)
         conv_mode = resolve_conv_mode(args.conv_mode, get_model_name_from_path(os.path.expanduser(args.model_path)),
                                       spec.mmtag_rule)
         settings = answer_settings(args, conv_mode)
-        with lock_answers_file(args.answers_file):
+        with writing_to(args.answers_file, RESUME_HINT), lock_answers_file(args.answers_file):
             record = _answer_locked(spec, args, items, settings, started, errors)
     except (InputError, AnswersFileError, CheckpointError, FileNotFoundError, RecipeError, RunRecordError,
             UsageError) as err:
