@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Type, Union
 
+from llava.json_reading import loads_json
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -44,16 +46,13 @@ def parse_jsonl_lines(
         hint: appended to that message (what the user can do).
 
     Raises:
-        error: ``"{where}:{line}: invalid JSON ({reason}, column {column}){hint}"``.
+        error: ``"{where}:{line}: invalid JSON ({reason}, column {column}){hint}"``, or JSON nested
+            too deeply to read (`llava.json_reading.loads_json`).
     """
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise error(f"{where}:{number}: invalid JSON ({err.msg}, column {err.colno}){hint}") from None
-        yield number, value
+        yield number, loads_json(line, where, error, line=number, hint=hint)
 
 
 def numbered_records(path: PathLike) -> Iterator[Tuple[int, dict]]:

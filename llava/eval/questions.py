@@ -30,6 +30,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
 from llava.eval.io_utils import InputError, parse_jsonl_lines
+from llava.json_reading import loads_json
 
 
 class QuestionFileError(InputError):
@@ -99,10 +100,7 @@ def iter_records(path: Path) -> Iterator[Tuple[int, Any]]:
     """
     raw = _decode(path)
     if raw.lstrip().startswith("["):
-        try:
-            items = json.loads(raw)
-        except json.JSONDecodeError as err:
-            raise QuestionFileError(f"{path}:{err.lineno}: invalid JSON ({err.msg}, column {err.colno})") from None
+        items = loads_json(raw, path, QuestionFileError)
         for index, item in enumerate(items):
             yield index + 1, item
         return

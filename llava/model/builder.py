@@ -8,9 +8,11 @@ import os
 from typing import Dict, Optional, Tuple
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
+from llava.model.checkpoint_files import check_no_remote_code, checkpoint_file, read_checkpoint_json
+from llava.model.config_checks import check_language_fields, check_llava_fields, check_memory
 from llava.model.errors import CheckpointError, MissingDependencyError
 from llava.model.hf_config import (
     IMAGE_PROCESSING_CHOICES,
@@ -26,6 +28,7 @@ from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
 from llava.model.multimodal_encoder.builder import check_vision_tower
 from llava.model.multimodal_encoder.multipath_encoder import is_multipath
 from llava.model.multimodal_encoder.clip_encoder import hub_file_is_cached, hub_unavailable_reason, tower_config_location
+from llava.model.tokenizer_loading import load_llama_tokenizer
 from llava.utils import read_weights_file, safe_weights_loading
 
 logger = logging.getLogger(__name__)
@@ -98,6 +101,13 @@ def _prepare_vision_tower(config, model_path: str) -> None:
             config.mm_vision_tower = tower = local
     if not is_multipath(config):  # LLaVA-HR's tower is built from the config (its fields checked there)
         check_vision_tower(tower, where)
+
+
+def _config_names_llava(model_path: str) -> bool:
+    """Whether the checkpoint's config.json says it is a LLaVA (``model_type`` "llava"), whatever
+    its folder is named (upstream goes by the name alone)."""
+    fields = read_checkpoint_json(model_path, "config.json")
+    return fields is not None and fields.get("model_type") == "llava"
 
 
 def check_model_path(model_path: str, flag: str = "model path") -> None:
@@ -207,16 +217,22 @@ def load_pretrained_model(
     check_model_path(model_path)
     if model_base is not None:
         check_model_path(model_base, "model base")
-    kwargs = {"device_map": {"": "cpu"} if on_cpu else device_map}
+    for source in (model_path, model_base):
+        if source is not None:
+            check_no_remote_code(source)
+    kwargs = {"device_map": {"": "cpu"} if on_cpu else device_map, "trust_remote_code": False}
     kwargs.update(_quantization_kwargs(load_8bit, load_4bit))
     if not (load_8bit or load_4bit):
         kwargs["torch_dtype"] = torch_dtype
+    bytes_per_parameter = 1 if load_8bit else 0.5 if load_4bit else torch_dtype.itemsize
 
     hf_checkpoint = read_hf_checkpoint(model_path)
     _refuse_hf_combinations(hf_checkpoint, model_base, load_8bit or load_4bit)
-    is_llava = hf_checkpoint is not None or "llava" in model_name.lower()
+    is_llava = hf_checkpoint is not None or "llava" in model_name.lower() or _config_names_llava(model_path)
+    if hf_checkpoint is None:
+        _check_config(model_path if is_llava else model_base or model_path, is_llava, bytes_per_parameter, device)
     if hf_checkpoint is not None:
-        model, tokenizer = _load_hf(hf_checkpoint, kwargs["device_map"], torch_dtype, image_processing)
+        model, tokenizer = _load_hf(hf_checkpoint, kwargs["device_map"], torch_dtype, image_processing, device)
     elif is_llava and model_base is not None and "lora" in model_name.lower():
         model, tokenizer = _load_lora(model_path, model_base, kwargs)
     elif is_llava and model_base is not None:
@@ -227,7 +243,7 @@ def load_pretrained_model(
         model, tokenizer = _load_llava(model_path, model_path, kwargs)
     else:
         source = model_base or model_path
-        tokenizer = AutoTokenizer.from_pretrained(source, use_fast=False)
+        tokenizer = load_llama_tokenizer(source)
         with safe_weights_loading():
             model = AutoModelForCausalLM.from_pretrained(source, low_cpu_mem_usage=True, **kwargs)
         if model_base is not None:
@@ -254,6 +270,21 @@ def load_pretrained_model(
     return tokenizer, model, image_processor, context_len
 
 
+def _check_config(model_path: str, llava: bool, bytes_per_parameter: float, device: str) -> None:
+    """Checks a checkpoint's config.json before anything is built from it: its fields
+    (`check_llava_fields` for LLaVA, else `check_language_fields`) and the memory its weights need on
+    `device` at `bytes_per_parameter` (`check_memory`).
+
+    Raises:
+        CheckpointError: config.json is missing, not a JSON object, or has a bad field (names the file and
+            the field).
+    """
+    where = checkpoint_file(model_path, "config.json")
+    fields = read_checkpoint_json(model_path, "config.json", required=True)
+    (check_llava_fields if llava else check_language_fields)(fields, where)
+    check_memory(fields, where, bytes_per_parameter, device)
+
+
 def _refuse_hf_combinations(checkpoint: Optional[HfCheckpoint], model_base: Optional[str], quantized: bool) -> None:
     """Raises `CheckpointError` for what a Hugging Face-layout checkpoint cannot be loaded with: a model
     base (it is self-contained; a Hugging Face-layout base holds other names), or bitsandbytes."""
@@ -270,21 +301,24 @@ def _refuse_hf_combinations(checkpoint: Optional[HfCheckpoint], model_base: Opti
                               "Face layout; convert it with `python -m llava.model.convert --to original` first")
 
 
-def _load_hf(checkpoint: HfCheckpoint, device_map, torch_dtype: torch.dtype, image_processing: str):
+def _load_hf(checkpoint: HfCheckpoint, device_map, torch_dtype: torch.dtype, image_processing: str, device: str):
     """Our model and the original tokenizer for a Hugging Face-layout checkpoint: built empty from
-    the config (`llava_config_from_hf`), then filled from the safetensors shards on `device_map`
-    in `torch_dtype` (`load_hf_weights`), with the checkpoint's CLIP processor on the tower.
+    the config (`llava_config_from_hf`; the memory its weights need on `device` checked first:
+    `check_memory`), then filled from the safetensors shards on `device_map` in `torch_dtype`
+    (`load_hf_weights`), with the checkpoint's CLIP processor on the tower.
 
     Returns:
         (model, tokenizer), the model in eval mode.
 
     Raises:
-        CheckpointError: an unsupported config field, or an unknown, missing or misshapen weight.
+        CheckpointError: an unsupported config field, weights larger than the memory available, or an
+            unknown, missing or misshapen weight.
     """
     from accelerate import init_empty_weights
 
     tokenizer = load_hf_tokenizer(checkpoint)
     config = llava_config_from_hf(checkpoint, image_processing, pad_token_id=tokenizer.pad_token_id)
+    check_memory(config.to_dict(), checkpoint.config_file, torch_dtype.itemsize, device, prefix="text_config.")
     with init_empty_weights():
         model = LlavaLlamaForCausalLM(config)
     load_hf_weights(model, checkpoint.location, torch_dtype, device_map)
@@ -305,9 +339,9 @@ def _load_llava(model_path: str, weights_source: str, kwargs: dict):
         CheckpointError: the config names no usable vision tower, or a weights file is
             truncated, corrupt or holds more than tensors.
     """
-    config = AutoConfig.from_pretrained(model_path)
+    config = AutoConfig.from_pretrained(model_path, trust_remote_code=False)
     _prepare_vision_tower(config, model_path)
-    tokenizer = AutoTokenizer.from_pretrained(weights_source, use_fast=False)
+    tokenizer = load_llama_tokenizer(weights_source)
     with safe_weights_loading():
         model = LlavaLlamaForCausalLM.from_pretrained(weights_source, low_cpu_mem_usage=True, config=config, **kwargs)
     return model, tokenizer

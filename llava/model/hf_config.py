@@ -16,7 +16,6 @@ honours the checkpoint's processor instead: for LLaVA-1.5 a resize and centre cr
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -25,8 +24,11 @@ from typing import Any, Dict, Mapping, Optional
 from transformers import CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlamaTokenizer
 
 from llava.constants import IGNORE_INDEX
+from llava.model.checkpoint_files import checkpoint_file, read_checkpoint_json, read_json_object
+from llava.model.config_checks import check_language_fields
 from llava.model.errors import CheckpointError
 from llava.model.language_model.llava_llama import LlavaConfig
+from llava.model.tokenizer_loading import load_llama_tokenizer
 
 HF_ARCHITECTURES = {"llava": "LlavaForConditionalGeneration", "llava_next": "LlavaNextForConditionalGeneration"}
 """model_type -> architecture of the Hugging Face-layout LLaVA configs (1.5 and NeXT / 1.6)."""
@@ -66,65 +68,11 @@ LLAMA_FIELDS = (
 )
 """The LLaMA fields carried between ``text_config`` and our config (``rope_theta`` too, when given)."""
 
-TOKENIZER_TEXT_FIELDS = ("add_bos_token", "add_eos_token", "legacy", "clean_up_tokenization_spaces")
-"""tokenizer_config.json fields that change the ids of a text; read from the checkpoint."""
-
 CLIP_PROCESSOR_FIELDS = (
     "do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
     "do_normalize", "image_mean", "image_std", "do_convert_rgb",
 )
 """preprocessor_config.json fields of a CLIP image processor (LLaVA-NeXT's processor has these too)."""
-
-
-def _first_line(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-
-
-def checkpoint_file(model_path: str, filename: str, required: bool = True) -> Optional[str]:
-    """The local path of one file of a checkpoint (a directory, or a hub name: cached or fetched).
-
-    Args:
-        model_path: checkpoint directory or hub name.
-        filename: e.g. ``config.json``.
-        required: raise when the file is missing (else return None).
-
-    Returns:
-        The file's path, or None when it is missing and not required.
-
-    Raises:
-        CheckpointError: a required file is missing or cannot be fetched (one line naming it).
-    """
-    if os.path.isdir(model_path):
-        path = os.path.join(model_path, filename)
-        if os.path.isfile(path):
-            return path
-        if required:
-            raise CheckpointError(f"{path} is missing")
-        return None
-    from transformers.utils.hub import cached_file
-
-    try:
-        path = cached_file(model_path, filename, _raise_exceptions_for_missing_entries=False,
-                           _raise_exceptions_for_connection_errors=False)
-    except (OSError, ValueError) as err:
-        if not required:
-            return None
-        raise CheckpointError(f"{model_path} {filename} cannot be fetched ({_first_line(err)})") from None
-    if path is None and required:
-        raise CheckpointError(f"{model_path} {filename} is missing (not in the checkpoint, or not cached offline)")
-    return path
-
-
-def _read_json(path: str) -> dict:
-    """A JSON object from a file; a file that is not one is a one-line `CheckpointError`."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
 
 
 def is_hf_layout(fields: Mapping[str, Any]) -> bool:
@@ -204,10 +152,9 @@ def read_hf_checkpoint(model_path: str) -> Optional[HfCheckpoint]:
     """The checkpoint at `model_path` when its config.json is in the Hugging Face layout, else None
     (original-layout LLaVA, plain language models, or no readable config.json: the original
     loading path reports those)."""
-    path = checkpoint_file(model_path, "config.json", required=False)
-    if path is None:
+    fields = read_checkpoint_json(model_path, "config.json")
+    if fields is None:
         return None
-    fields = _read_json(path)
     return HfCheckpoint(model_path, fields) if is_hf_layout(fields) else None
 
 
@@ -215,9 +162,11 @@ def _text_config(checkpoint: HfCheckpoint) -> LlamaConfig:
     """``text_config`` with LlamaConfig's defaults filled in (the published configs omit them).
 
     Raises:
-        CheckpointError: the language model is not a LLaMA, or its vocabulary cannot hold the image token.
+        CheckpointError: a size that is not a positive int (`check_language_fields`), a language model
+            that is not a LLaMA, or a vocabulary that cannot hold the image token.
     """
     fields = checkpoint.sub_config("text_config")
+    check_language_fields(fields, checkpoint.config_file, prefix="text_config.")
     model_type = fields.get("model_type", "llama")
     if model_type != "llama":
         raise CheckpointError(
@@ -411,24 +360,20 @@ def load_hf_tokenizer(checkpoint: HfCheckpoint) -> LlamaTokenizer:
     """The original LLaVA tokenizer of a Hugging Face-layout checkpoint.
 
     It is the checkpoint's SentencePiece model with the checkpoint's text settings
-    (`TOKENIZER_TEXT_FIELDS`), without the added ``<image>`` and ``<pad>`` tokens and with ``<unk>``
+    (`llava.model.tokenizer_loading.TOKENIZER_TEXT_FIELDS`), without the added ``<image>`` and ``<pad>`` tokens and with ``<unk>``
     as the pad token, as the original checkpoints have it: every text gets the original's ids,
     ``<image>`` is only ever a placeholder (`tokenizer_image_token` makes it `IMAGE_TOKEN_INDEX`),
     and no id reaches the dropped rows.
 
     Raises:
-        CheckpointError: tokenizer.model is missing, or its vocabulary is not the ``image_token_index``
-            text tokens.
+        CheckpointError: the tokenizer is refused (`llava.model.tokenizer_loading.load_llama_tokenizer`:
+            ``auto_map``, a class that is not LLaMA's, no tokenizer.model), or its vocabulary is not the
+            ``image_token_index`` text tokens.
     """
-    vocab_file = checkpoint_file(checkpoint.location, "tokenizer.model")
-    settings_file = checkpoint_file(checkpoint.location, "tokenizer_config.json", required=False)
-    settings = _read_json(settings_file) if settings_file else {}
-    kwargs = {name: settings[name] for name in TOKENIZER_TEXT_FIELDS if name in settings}
-    tokenizer = LlamaTokenizer(vocab_file=vocab_file, pad_token="<unk>", **kwargs)
-    tokenizer.sanitize_special_tokens()  # registers <s>, </s>, <unk> as unsplit, as from_pretrained does
+    tokenizer = load_llama_tokenizer(checkpoint.location, text_only=True, pad_token="<unk>")
     if len(tokenizer) != checkpoint.text_vocab_size:
         raise CheckpointError(
-            f"{vocab_file}: {len(tokenizer)} tokens, but {checkpoint.config_file} says image_token_index is "
+            f"{tokenizer.vocab_file}: {len(tokenizer)} tokens, but {checkpoint.config_file} says image_token_index is "
             f"{checkpoint.text_vocab_size} (the first row after the text vocabulary)"
         )
     return tokenizer
@@ -441,5 +386,5 @@ def load_hf_image_processor(checkpoint: HfCheckpoint) -> CLIPImageProcessor:
     Raises:
         CheckpointError: preprocessor_config.json is missing or not JSON.
     """
-    fields = _read_json(checkpoint_file(checkpoint.location, "preprocessor_config.json"))
+    fields = read_json_object(checkpoint_file(checkpoint.location, "preprocessor_config.json"))
     return CLIPImageProcessor(**{name: fields[name] for name in CLIP_PROCESSOR_FIELDS if name in fields})

@@ -33,6 +33,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from llava.json_reading import json_error_message, loads_json
 from llava.model.pruning.flops import CountsLike, DecoderDims, full_reduction, paper_reduction
 
 SCHEMA_VERSION = 1
@@ -75,8 +76,9 @@ def _is_finite_number(value: Any) -> bool:
 
 
 def describe_json_error(where: Union[str, os.PathLike], err: json.JSONDecodeError) -> str:
-    """The message for a file that is not valid JSON: file, line, column and the parser's complaint."""
-    return f"{where}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}"
+    """The message for a file that is not valid JSON: file, line, column and the parser's complaint
+    (`llava.json_reading.json_error_message`)."""
+    return json_error_message(where, err)
 
 
 def _check_keys(raw: Any, cls: type, where: str, optional: Sequence[str] = ()) -> None:
@@ -510,10 +512,7 @@ class RecipeBook:
             raise RecipeError(f"{where}: no such recipe file") from None
         except UnicodeDecodeError as err:
             raise RecipeError(f"{where}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise RecipeError(describe_json_error(where, err)) from None
+        raw = loads_json(text, where, RecipeError)
         if not isinstance(raw, dict):
             raise RecipeError(f"{where}: expected a JSON object at the top level, got {type(raw).__name__}")
         if "schema_version" not in raw:
