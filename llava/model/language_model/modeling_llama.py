@@ -3,9 +3,10 @@
 Module names match the checkpoints (`model.layers.N.self_attn.q_proj`, ...), so real
 weights load key for key. Two explicit modes:
 
-- prefill (no cache given): the whole prompt, laid out by a `SequenceLayout`. After each
-  layer's self-attention a `PrefillHook` (the token pruner, or a statistics collector)
-  may drop visual rows; it is the one place where pruning plugs in.
+- prefill (no cache given): the whole prompt, laid out by a `SequenceLayout`. Before each
+  layer (with a `LayerProbe` of that layer's keys and attention) and after each layer's
+  self-attention a `PrefillHook` (the token pruner, or a statistics collector) may drop
+  visual rows; it is the one place where pruning plugs in.
 - decode (a `PrunedKVCache` given): new tokens attend to each layer's own cache; nothing
   is ever dropped and positions continue from the unpruned prompt length.
 
@@ -29,6 +30,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from llava.model.language_model.attention_scores import AttentionQuery, attend
 from llava.model.language_model.kv_cache import PrunedKVCache
+from llava.model.language_model.layer_probe import LayerProbe
 from llava.model.language_model.sequence_layout import SequenceLayout
 from llava.model.pruning.pruner import PrefillHook, PruningTrace
 
@@ -138,6 +140,13 @@ class LlamaAttention(nn.Module):
         batch, length, _ = x.shape
         return x.view(batch, length, heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
 
+    def rotated_query_key(self, hidden: torch.Tensor, position_ids: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Rotated queries (B, H, T, Dh) and keys (B, Hkv, T, Dh) of normalised rows `hidden` (B, T, D)."""
+        q = self._split_heads(self.q_proj(hidden), self.num_heads)
+        k = self._split_heads(self.k_proj(hidden), self.num_kv_heads)
+        cos, sin = self.rotary_emb(position_ids, q.dtype)
+        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+
     def forward(
         self,
         hidden: torch.Tensor,
@@ -165,11 +174,8 @@ class LlamaAttention(nn.Module):
             (B, T, D) attention output after `o_proj`; the statistics' (B, W, C) sums or None;
             the probabilities or None (see `llava.model.language_model.attention_scores.attend`).
         """
-        q = self._split_heads(self.q_proj(hidden), self.num_heads)
-        k = self._split_heads(self.k_proj(hidden), self.num_kv_heads)
+        q, k = self.rotated_query_key(hidden, position_ids)
         v = self._split_heads(self.v_proj(hidden), self.num_kv_heads)
-        cos, sin = self.rotary_emb(position_ids, q.dtype)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         key_mask = new_key_mask
         if cache is not None:
             k, v, key_mask = cache.append(layer_idx, k, v, new_key_mask)
@@ -300,8 +306,8 @@ class LlamaPreTrainedModel(PreTrainedModel):
 class LlamaModel(LlamaPreTrainedModel):
     """The decoder stack: embeddings, layers, final norm.
 
-    `prefill_hook` (None by default) is called after every layer's self-attention during
-    prefill; a subclass may resolve it from its config instead (see `resolve_prefill_hook`).
+    `prefill_hook` (None by default) is called before every layer and after its self-attention
+    during prefill; a subclass may resolve it from its config instead (see `resolve_prefill_hook`).
     """
 
     def __init__(self, config: LlamaConfig):
@@ -386,9 +392,17 @@ class LlamaModel(LlamaPreTrainedModel):
             trace = PruningTrace() if hook is not None else None
             attention = AttentionInputs.for_prefill(layout)
 
+        before_layer = getattr(hook, "before_layer", None)  # optional in `PrefillHook`
+        previous = None
         for layer_idx, layer in enumerate(self.layers):
             if all_hidden is not None:
                 all_hidden.append(hidden)
+            if before_layer is not None:
+                probe = LayerProbe(layer, self.norm, hidden, layout, previous)
+                hidden, probed = before_layer(layer_idx, hidden, layout, probe)
+                if probed is not layout:
+                    layout, attention = probed, AttentionInputs.for_prefill(probed)
+                previous = (layer, hidden, layout)
             entering = layout
             hidden, layout, probs = layer(hidden, attention, layer_idx, cache, hook, layout, output_attentions)
             if trace is not None:

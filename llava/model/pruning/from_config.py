@@ -4,7 +4,8 @@ A LLaVA config carries four pruning fields: ``reduction_ratio`` (percent or frac
 unpruned), ``fitprune_recipe`` (a recipe file, optional), ``fitprune_policy`` (default
 "fitprune") and ``fitprune_seed`` (for the random policy). `PruningSettings.from_config` reads
 them into one checked object; `build_pruner` finds the recipe, checks it against the model and
-returns the `TokenPruner`, which keeps its settings, recipe and recipe file for run records.
+returns the `TokenPruner`, which keeps its settings, recipe and recipe file for run records (a
+policy that brings its own schedule for the ratio needs no recipe file).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from llava.model.pruning.flops import DecoderDims
 from llava.model.pruning.policies import policy_named
 from llava.model.pruning.pruner import TokenPruner
 from llava.model.pruning.ratio import ReductionRatioError, parse_reduction_ratio
@@ -85,12 +87,22 @@ def build_pruner(settings: PruningSettings, config: Any, num_visual_tokens: int)
         num_visual_tokens: visual tokens per tower image of this model (for anyres models the
             base view's; their recipes state fractions, see `FractionSchedule`).
 
+    A policy with ``schedule_for_budget`` (DART, DivPrune, PyramidDrop, SparseVLM) brings its own keep
+    counts for the ratio, solved from the config's dimensions (`llava.model.pruning.budget`); the
+    others follow the recipe file.
+
     Raises:
         RecipeError: no recipe for the model or the ratio, or a recipe for another model (the
             message starts with the recipe file).
+        BudgetError: (a RecipeError) a policy's own schedule cannot reach the ratio.
     """
     if settings.reduction_ratio == 0:
         return None
+    policy = policy_named(settings.policy, settings.seed)
+    own_schedule = getattr(policy, "schedule_for_budget", None)
+    if own_schedule is not None:
+        schedule = own_schedule(settings.reduction_ratio, DecoderDims.from_config(config), num_visual_tokens)
+        return TokenPruner(policy, schedule, settings=settings)
     path = find_recipe_file(config)
     book = RecipeBook.load(path)
     try:
@@ -99,7 +111,7 @@ def build_pruner(settings: PruningSettings, config: Any, num_visual_tokens: int)
     except RecipeError as err:
         raise RecipeError(f"{path}: {err}") from None
     return TokenPruner(
-        policy_named(settings.policy, settings.seed),
+        policy,
         schedule_for(recipe, num_visual_tokens),
         recipe=recipe,
         recipe_file=Path(path),

@@ -3,7 +3,10 @@
 Each policy is a small object with `attention_query(layer_idx, layout)`: the attention
 statistics it reads at a layer (an `AttentionQuery`, or None), which the layer's attention
 computes alongside its output; and `score(layer_idx, attention_sums, layout) -> (B, T)`,
-higher scores kept. Only the visual rows of the scores are read.
+higher scores kept. Only the visual rows of the scores are read. A policy with
+``acts_before_layer`` instead ranks the rows entering a layer (`rank(layer_idx, probe, keep)`, see
+`llava.model.pruning.pruner.BeforeLayerPolicy`). A policy with ``schedule_for_budget(ratio, dims,
+num_visual)`` brings its own keep counts for a FLOPs budget; the others follow a recipe file.
 """
 from __future__ import annotations
 
@@ -12,7 +15,17 @@ from typing import Dict, Optional, Tuple
 import torch
 
 from llava.model.language_model.attention_scores import AttentionQuery
+from llava.model.language_model.layer_probe import LayerProbe
 from llava.model.language_model.sequence_layout import SequenceLayout
+from llava.model.pruning.budget import (
+    after_attention_fractions,
+    after_attention_reduction,
+    scaled_layer,
+    staged_fractions,
+)
+from llava.model.pruning.flops import DecoderDims
+from llava.model.pruning.schedules import FractionSchedule
+from llava.model.pruning.similarity import PAPER_DEPTH, DartPolicy, DivPrunePolicy
 
 
 def fitprune_attention_query(layout: SequenceLayout) -> AttentionQuery:
@@ -134,16 +147,169 @@ class ForcedPolicy(ReadsNoAttention):
         return hits.float()
 
 
+class FitPruneSelfMeanPolicy(FitPrunePolicy):
+    """This project's variant of FitPrune (not the paper's): cross score x self score, the self
+    score of key j averaged over the visual queries that can see it (causal: query i sees key j
+    when i >= j) instead of summed over them and divided by all visual queries, so early image rows
+    are not favoured for being seen by more queries. Reads head-max attention after the layer's
+    attention (a statistics pass beside fused attention); follows the recipe file."""
+
+    name = "fitprune-selfmean"
+
+    def attention_query(self, layer_idx: int, layout: SequenceLayout) -> AttentionQuery:
+        """Head-max sums over text queries (divided by their count) and over visual queries (plain sums)."""
+        text = layout.text_mask.float()
+        weights = torch.stack([text / text.sum(dim=1, keepdim=True).clamp(min=1), layout.visual_mask.float()], dim=1)
+        return AttentionQuery(weights, _visual_columns(layout), heads="max")
+
+    def score(self, layer_idx: int, attention_sums: torch.Tensor, layout: SequenceLayout) -> torch.Tensor:
+        """(B, T) cross x (visual queries' sum on key j / visual rows at or after j)."""
+        cross, visual_sums = _on_rows(attention_sums, layout).unbind(dim=1)
+        seeing = layout.visual_mask.long().flip(1).cumsum(dim=1).flip(1).clamp(min=1)
+        return cross * (visual_sums / seeing)
+
+
+class PyramidDropPolicy:
+    """PyramidDrop (Xing et al., "PyramidDrop: Accelerating Your Large Vision-Language Models via
+    Pyramid Visual Redundancy Reduction", CVPR 2025).
+
+    Scores: the attention of the last instruction token (the prompt's last row) on each visual
+    row, softmax over all keys, averaged over heads, of the layer about to run on its input (as the
+    repository's rank-and-drop does). Acts before the layers ending stages 1-3, L/4, L/2 and 3L/4
+    (8/16/24 of 32); reads attention probabilities (one extra statistics pass of the last row at
+    those layers). Own schedule: stage s keeps ``int(n * lambda**s)`` tokens, lambda solved to the
+    FLOPs budget (the paper's default is 0.5); budgets beyond what dropping everything after L/4
+    removes are an error.
+    """
+
+    name = "pyramiddrop"
+    acts_before_layer = True
+    stage_ends = (8, 16, 24)
+
+    def rank(self, layer_idx: int, probe: LayerProbe, keep: torch.Tensor) -> torch.Tensor:
+        """(B, T) the last row's head-mean attention on each visual row."""
+        query = FastVPolicy().attention_query(layer_idx, probe.layout)
+        return _on_rows(probe.statistics(query), probe.layout)[:, 0]
+
+    def schedule_for_budget(self, ratio: float, dims: DecoderDims, num_visual: int) -> FractionSchedule:
+        """Stages ending at the scaled layers, lambda solved (`budget.staged_fractions`)."""
+        layers = [scaled_layer(layer, PAPER_DEPTH, dims.num_layers, minimum=1) for layer in self.stage_ends]
+        return FractionSchedule(staged_fractions(dims, layers, ratio, num_visual, "PyramidDrop"))
+
+
+class SparseVLMDropPolicy:
+    """SparseVLM (drop-only) (Zhang et al., "SparseVLM: Visual Token Sparsification for Efficient
+    Vision-Language Model Inference", ICML 2025), without its token recycling.
+
+    Raters: before layer 0, the text rows (after the image) whose relevance to the image is above
+    the mean, relevance = softmax over text rows of visual x text embedding products, averaged over
+    visual rows. Scores: head-mean attention from the raters to each visual row, averaged over
+    raters (a statistics pass beside fused attention). Acts after the attention of layers 2, 6 and
+    15 of 32 (scaled to depth). Own schedule: the repository's released counts (its code sets the
+    matrix-rank term to 0, so counts are fixed per budget: 66/30/17 of 576 for 64 tokens, 303/110/36
+    for 128, 300/200/110 for 192); the shape whose FLOPs are nearest the budget, scaled to it.
+    """
+
+    name = "sparsevlm-drop"
+    paper_layers = (2, 6, 15)
+    released_counts = ((66, 30, 17), (303, 110, 36), (300, 200, 110))
+    paper_visual = 576
+
+    def __init__(self):
+        self._raters: Optional[torch.Tensor] = None
+
+    def prepare(self, probe: LayerProbe) -> None:
+        """Chooses each sample's raters from the embeddings entering layer 0 (kept by position)."""
+        layout = probe.layout
+        hidden = probe.hidden.float()
+        raters = torch.full_like(layout.position_ids, -1)
+        for b in range(hidden.shape[0]):
+            visual, text = layout.visual_mask[b], layout.text_mask[b]
+            if not bool(visual.any()) or not bool(text.any()):
+                continue
+            relevance = (hidden[b, visual] @ hidden[b, text].T).softmax(dim=1).mean(dim=0)
+            above = relevance > relevance.mean()
+            chosen = layout.position_ids[b, text][above if bool(above.any()) else torch.ones_like(above)]
+            raters[b, : len(chosen)] = chosen
+        self._raters = raters
+
+    def attention_query(self, layer_idx: int, layout: SequenceLayout) -> AttentionQuery:
+        """Head-mean sums over the rater rows, divided by their count."""
+        rows = (layout.position_ids[:, :, None] == self._raters[:, None, :]).any(dim=-1) & layout.text_mask
+        weights = rows.float() / rows.sum(dim=1, keepdim=True).clamp(min=1)
+        return AttentionQuery(weights[:, None], _visual_columns(layout), heads="mean")
+
+    def score(self, layer_idx: int, attention_sums: torch.Tensor, layout: SequenceLayout) -> torch.Tensor:
+        """(B, T) the raters' mean head-mean attention on each visual row."""
+        return _on_rows(attention_sums, layout)[:, 0]
+
+    def schedule_for_budget(self, ratio: float, dims: DecoderDims, num_visual: int) -> FractionSchedule:
+        """Cuts after the scaled layers' attention (`budget.after_attention_fractions`)."""
+        layers = [scaled_layer(layer, PAPER_DEPTH, dims.num_layers) for layer in self.paper_layers]
+        if len(set(layers)) < len(layers):
+            raise ValueError(f"SparseVLM needs 3 distinct pruning layers; {dims.num_layers} layers give {layers}")
+        shapes = [[count / self.paper_visual for count in counts] for counts in self.released_counts]
+
+        shape = min(shapes, key=lambda shares: abs(after_attention_reduction(dims, layers, shares, num_visual) - ratio))
+        return FractionSchedule(after_attention_fractions(dims, layers, shape, ratio, num_visual, "SparseVLM (drop-only)"))
+
+
+class RecipeWithScore:
+    """This project's variant (not any paper's method): FitPrune's recipe decides when and how many
+    visual tokens leave (the recipe file's keep counts), another method's ranking decides which.
+    A policy acting before a layer drops to the recipe's count for layer l before layer l runs."""
+
+    def __init__(self, policy):
+        self.policy = policy
+        self.name = f"recipe+{policy.name}"
+        self.acts_before_layer = getattr(policy, "acts_before_layer", False)
+
+    def attention_query(self, layer_idx: int, layout: SequenceLayout) -> Optional[AttentionQuery]:
+        """The wrapped policy's statistics."""
+        return self.policy.attention_query(layer_idx, layout)
+
+    def score(self, layer_idx: int, attention_sums: Optional[torch.Tensor], layout: SequenceLayout) -> torch.Tensor:
+        """The wrapped policy's scores after attention."""
+        return self.policy.score(layer_idx, attention_sums, layout)
+
+    def rank(self, layer_idx: int, probe: LayerProbe, keep: torch.Tensor) -> torch.Tensor:
+        """The wrapped policy's ranking before a layer."""
+        return self.policy.rank(layer_idx, probe, keep)
+
+
 POLICIES = {
     "fitprune": lambda seed: FitPrunePolicy(),
     "fastv": lambda seed: FastVPolicy(),
     "random": RandomPolicy,
+    "dart": lambda seed: DartPolicy(),
+    "divprune": lambda seed: DivPrunePolicy(),
+    "pyramiddrop": lambda seed: PyramidDropPolicy(),
+    "sparsevlm-drop": lambda seed: SparseVLMDropPolicy(),
+    "recipe+fastv": lambda seed: RecipeWithScore(FastVPolicy()),
+    "recipe+dart": lambda seed: RecipeWithScore(DartPolicy()),
+    "recipe+divprune": lambda seed: RecipeWithScore(DivPrunePolicy()),
+    "fitprune-selfmean": lambda seed: FitPruneSelfMeanPolicy(),
 }
 """Policies a config can name (``fitprune_policy``), each built from the config's ``fitprune_seed``."""
 
+METHOD_LABELS = {
+    "fitprune": "FitPrune",
+    "fastv": "FastV",
+    "random": "random",
+    "dart": "DART",
+    "divprune": "DivPrune",
+    "pyramiddrop": "PyramidDrop",
+    "sparsevlm-drop": "SparseVLM (drop-only)",
+    "recipe+fastv": "FitPrune recipe + FastV score (this project's variant)",
+    "recipe+dart": "FitPrune recipe + DART score (this project's variant)",
+    "recipe+divprune": "FitPrune recipe + DivPrune score (this project's variant)",
+    "fitprune-selfmean": "FitPrune, self score averaged over causal queries (this project's variant)",
+}
+"""How tables and reports name each policy."""
+
 
 def policy_named(name: str, seed: int = 0):
-    """The scoring policy called `name` ("fitprune", "fastv" or "random"); `seed` fixes the random one.
+    """The scoring policy called `name` (a key of `POLICIES`); `seed` fixes the random one.
 
     Raises:
         ValueError: an unknown name; the message lists the known ones.

@@ -1,7 +1,7 @@
 """The one visual-token pruning mechanism of the decoder, with pluggable scoring policies.
 
-During prefill, after each layer's self-attention, the decoder hands the hidden states to
-a `PrefillHook`. `TokenPruner` is the hook that prunes: a *schedule* says how many visual
+During prefill, after each layer's self-attention (and, for policies that act before a layer,
+before it), the decoder hands the hidden states to a `PrefillHook`. `TokenPruner` is the hook that prunes: a *schedule* says how many visual
 tokens each sample keeps after the layer, a *policy* ranks the live visual tokens, and the
 lowest-ranked rows leave the hidden states and the layout. Policies and schedules are
 small objects (`llava.model.pruning.policies`, `llava.model.pruning.schedules`); nothing
@@ -16,6 +16,7 @@ from typing import Any, List, Optional, Protocol, Tuple
 import torch
 
 from llava.model.language_model.attention_scores import AttentionQuery
+from llava.model.language_model.layer_probe import LayerProbe
 from llava.model.language_model.sequence_layout import SequenceLayout
 
 
@@ -32,6 +33,17 @@ class ScoringPolicy(Protocol):
         """
 
 
+class BeforeLayerPolicy(Protocol):
+    """A policy that drops rows before a layer runs (``acts_before_layer = True``): it ranks from the
+    layer's input (`LayerProbe`: hidden states, keys, attention) instead of the layer's statistics."""
+
+    acts_before_layer: bool
+
+    def rank(self, layer_idx: int, probe: LayerProbe, keep: torch.Tensor) -> torch.Tensor:
+        """(B, T) float scores of the rows of `probe.layout` (visual rows read, higher kept), for
+        samples keeping `keep` (B,) long visual tokens."""
+
+
 class KeepSchedule(Protocol):
     """How many visual tokens each sample keeps after each layer."""
 
@@ -41,8 +53,15 @@ class KeepSchedule(Protocol):
 
 
 class PrefillHook(Protocol):
-    """What the decoder calls during prefill, once per layer: which attention statistics it
-    needs (before the layer's attention), then the rows that continue (after it)."""
+    """What the decoder calls during prefill, once per layer: optionally `before_layer` (the rows
+    that enter the layer), which attention statistics it needs (before the layer's attention),
+    then the rows that continue (after it)."""
+
+    def before_layer(
+        self, layer_idx: int, hidden: torch.Tensor, layout: SequenceLayout, probe: LayerProbe
+    ) -> Tuple[torch.Tensor, SequenceLayout]:
+        """Optional: the hidden states (B, T', D) and layout that enter the layer (`probe` reads its input).
+        A hook without this method sees every row enter."""
 
     def attention_query(self, layer_idx: int, layout: SequenceLayout) -> Optional[AttentionQuery]:
         """The statistics the layer's attention must return to `after_attention`, or None."""
@@ -111,6 +130,23 @@ class TokenPruner:
         target = self.schedule.keep_counts(layer_idx, layout.initial_visual).to(layout.segment.device)
         return (layout.visual_count() - target).clamp(min=0)
 
+    def before_layer(
+        self, layer_idx: int, hidden: torch.Tensor, layout: SequenceLayout, probe: LayerProbe
+    ) -> Tuple[torch.Tensor, SequenceLayout]:
+        """Before layer 0 a policy with ``prepare(probe)`` reads the prompt's embeddings; a policy with
+        ``acts_before_layer`` then drops its lowest-ranked rows down to the schedule's counts for
+        this layer (the layer and its attention run on what is left). Others keep every row here."""
+        prepare = getattr(self.policy, "prepare", None)
+        if layer_idx == 0 and prepare is not None:
+            prepare(probe)
+        if not getattr(self.policy, "acts_before_layer", False):
+            return hidden, layout
+        drop = self._drop_counts(layer_idx, layout)
+        if not bool(drop.any()):
+            return hidden, layout
+        scores = self.policy.rank(layer_idx, probe, layout.visual_count() - drop)
+        return drop_lowest(hidden, layout, scores, drop)
+
     def attention_query(self, layer_idx: int, layout: SequenceLayout) -> Optional[AttentionQuery]:
         """The policy's statistics, only at layers where some sample drops tokens."""
         if not bool(self._drop_counts(layer_idx, layout).any()):
@@ -133,14 +169,21 @@ class TokenPruner:
         drop = self._drop_counts(layer_idx, layout)
         if not bool(drop.any()):
             return hidden, layout
-        scores = self.policy.score(layer_idx, attention_sums, layout).float()
-        visual = layout.visual_mask
-        scores = scores.masked_fill(~visual, float("inf"))
-        order = scores.argsort(dim=1, stable=True)
-        rank = torch.empty_like(order).scatter_(
-            1, order, torch.arange(order.shape[1], device=order.device).expand_as(order)
-        )
-        return drop_rows(hidden, layout, visual & (rank < drop[:, None]))
+        return drop_lowest(hidden, layout, self.policy.score(layer_idx, attention_sums, layout), drop)
+
+
+def drop_lowest(
+    hidden: torch.Tensor, layout: SequenceLayout, scores: torch.Tensor, drop: torch.Tensor
+) -> Tuple[torch.Tensor, SequenceLayout]:
+    """Removes, per sample, the `drop` (B,) live visual rows with the lowest `scores` (B, T) (ties
+    broken by row order) from `hidden` (B, T, D) and `layout`; see `drop_rows`."""
+    visual = layout.visual_mask
+    scores = scores.float().masked_fill(~visual, float("inf"))
+    order = scores.argsort(dim=1, stable=True)
+    rank = torch.empty_like(order).scatter_(
+        1, order, torch.arange(order.shape[1], device=order.device).expand_as(order)
+    )
+    return drop_rows(hidden, layout, visual & (rank < drop[:, None]))
 
 
 def drop_rows(
