@@ -214,7 +214,7 @@ def test_demo_outside_the_repository_root_is_one_line_and_exit_2(tmp_path):
 
 
 def test_demo_with_a_missing_recipe_file_is_one_line_and_exit_2(tmp_path):
-    result = _python(["-m", "fitprune.demo", "--recipes", str(tmp_path / "none.json")], cwd=REPO)
+    result = _python(["-m", "fitprune.demo", "--recipe", str(tmp_path / "none.json")], cwd=REPO)
     assert result.returncode == 2
     assert result.stderr == (f"python -m fitprune.demo: error: {tmp_path / 'none.json'} does not exist; run python "
                              "-m fitprune.demo from the repository root\n")
@@ -251,6 +251,7 @@ def test_script_bad_input_is_exit_2_from_any_directory(tmp_path):
                           "got 'lots'\n")
     questions = tmp_path / "q.jsonl"
     questions.write_text("{not json\n")
+    (tmp_path / "model").mkdir()  # the scripts refuse a missing local MODEL_PATH before any chunk starts
     snippet = (f'set -euo pipefail; BENCHMARK=toy; source "{common}"; run_chunked "{tmp_path / "out"}" '
                f'"${{DRIVER_ARGS[@]}}" --question-file "{questions}" --image-folder "{tmp_path}"')
     chunk = subprocess.run(["bash", "-c", snippet], capture_output=True, text=True, timeout=120, cwd=tmp_path,

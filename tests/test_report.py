@@ -98,7 +98,7 @@ def test_markdown_and_csv_cells(runs_dir, tmp_path):
     header = rows[0]
     assert header == ["Model", "Policy", "Recipe", "Ratio (%)", "FLOPs reduction, paper (%)", "TFLOPs (paper)",
                       "TFLOPs (full prefill)", "Visual tokens after last layer", "GQA", "TextVQA", "POPE",
-                      "Skipped samples", "Rel. (%)"]
+                      "Skipped samples", "Stale scores", "Rel. (%)"]
     cells = [dict(zip(header, row)) for row in rows[1:]]
     assert [(c["Model"], c["Ratio (%)"], c["Policy"], c["Recipe"]) for c in cells] == [
         ("llava-v1.5-7b", "0.0", "none", "-"), ("llava-v1.5-7b", "50.0", "fitprune", "llava-v1.5-7b.json")]
@@ -137,7 +137,7 @@ def test_chunk_records_are_replaced_by_their_merged_record(tmp_path, chunks):
     assert record["samples"] == {"answered": answered, "measured": answered, "with_image": answered}
     assert record["chunk"]["merged_from"] == [str(p) for p in parts]
     assert record["timing"]["wall_time_s"] == 5.0 * chunks
-    runs = report.collect_runs(tmp_path / "eval")
+    runs = report.collect_runs(tmp_path / "eval").runs
     assert [r.record_path.name for r in runs] == ["merge" + RUN_RECORD_SUFFIX]
 
 
