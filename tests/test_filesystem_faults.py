@@ -190,6 +190,27 @@ def test_a_second_calibration_on_one_recipe_file_is_refused_and_a_killed_ones_lo
     assert not lock.exists()
 
 
+def test_two_calibrations_at_once_lose_no_recipe(tiny_checkpoint, tmp_path):
+    output = tmp_path / "recipes.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    runs = {ratio: subprocess.Popen([sys.executable, "-m", "fitprune.calibrate",
+                                     *_calibrate_argv(tiny_checkpoint, output, "--reduction-ratio", ratio)],
+                                    cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            for ratio in ("30", "50")}
+    done = {ratio: (run.wait(timeout=300), run.stderr.read().decode()) for ratio, run in runs.items()}
+    written = set()
+    for ratio, (code, err) in done.items():
+        if code == 0:
+            written.add(float(ratio))
+        else:  # started while the other ran: refused at once, naming it
+            other = next(run.pid for r, run in runs.items() if r != ratio)
+            assert (code, _one_error_line(err)) == (2, (
+                f"python -m fitprune.calibrate: error: {output}: another calibration is writing this recipe file "
+                f"(pid {other}, lock file {sidecar_path(output, LOCK_SUFFIX)}); wait for it to end, or pass "
+                "another --output")), err
+    assert written and set(RecipeBook.load(output).ratios()) == written, "every run that succeeded is in the file"
+
+
 def test_calibration_refuses_unwritable_outputs_before_loading_and_maps_a_full_disk(tiny_checkpoint, tmp_path,
                                                                                     monkeypatch, capsys):
     loads = []

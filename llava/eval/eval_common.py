@@ -19,8 +19,10 @@ appended, flushed and fsynced before the next starts, with its statistics append
 run-stats log. At the end the run record is rewritten (see `llava.eval.run_record`).
 
 Bad input stops a driver with a one-line ``<driver>: error: ...`` and exit status 2: flag
-values, the model path (checked first), the question file (checked whole before the model
-loads: `llava.eval.questions`), the recipe. A question whose image or prompt cannot be used
+values, the model path (checked first), the answers file's path (a directory, an input file, a
+folder that cannot be written: `llava.eval.output_paths`), the question file (checked whole
+before the model loads: `llava.eval.questions`), the recipe; a filesystem fault while writing
+(a full disk, a read-only folder) is one line too, and a rerun resumes. A question whose image or prompt cannot be used
 (an unreadable image, text the tokenizer cannot encode, a prompt longer than the model's
 context with its visual tokens) is found while the run goes: with ``--on-error skip``
 (default) it is listed in ``<answers stem>.errors.jsonl`` and the run goes on, the skips
