@@ -89,11 +89,11 @@ def as_fractions(counts: Sequence[int], num_visual: int) -> Tuple[float, ...]:
 
 
 def _reachable(ratio: float, most: float, method: str, why: str) -> None:
-    """Raises BudgetError when `ratio` is not below the `most` a method can remove."""
-    if ratio >= most:
+    """Raises BudgetError when `ratio` is above the `most` a method can remove."""
+    if ratio > most:
         raise BudgetError(
-            f"reduction ratio {ratio:g}%: {method} removes less than {most:.1f}% of the paper-convention "
-            f"FLOPs at any setting ({why}); choose a smaller ratio"
+            f"reduction ratio {ratio:g}%: {method} removes at most {most:.1f}% of the paper-convention "
+            f"FLOPs ({why}); choose a smaller ratio"
         )
 
 
