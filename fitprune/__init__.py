@@ -17,7 +17,6 @@ Modules:
     demo, bench, train_demo, synthetic: the lab's commands under their usual names.
     lab: the demo model, its synthetic data and training, benchmarks (depends on llava and
         fitprune; nothing imports it).
-    flops, policies, pruning: deprecated aliases of `llava.model.pruning` modules.
 
 Inference (the pruner, policies, recipe format, FLOPs) is `llava.model.pruning`, which never
 imports this package.

@@ -3,8 +3,7 @@ authors' recipes (`fitprune.published`).
 
     python -m fitprune.recipe show llava/model/pruning/recipes/llava-v1.5-7b.json --plot recipes.png
 
-The recipe format itself (`Recipe`, `RecipeBook`) is `llava.model.pruning.recipe`; its names are
-still importable from here, deprecated, until the next release.
+The recipe format itself (`Recipe`, `RecipeBook`) is `llava.model.pruning.recipe`.
 """
 from __future__ import annotations
 
@@ -22,11 +21,6 @@ from llava.model.pruning.recipe import (
     RecipeError,
     describe_json_error,
     format_ratio,
-)
-from llava.utils import deprecated_alias
-
-__getattr__ = deprecated_alias(
-    __name__, "llava.model.pruning.recipe", "llava.model.pruning.ratio", "llava.model.pruning.recipe_lookup"
 )
 
 

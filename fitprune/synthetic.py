@@ -1,8 +1,8 @@
-"""`python -m fitprune.synthetic`: writes the synthetic shapes task's data; the code lives
-in `fitprune.lab.synthetic`."""
+"""`python -m fitprune.synthetic`: writes a synthetic task's data; the command is
+`fitprune.lab.synthetic`."""
 import sys
 
-from fitprune.lab.synthetic_cli import main
+from fitprune.lab.synthetic import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,17 +1,15 @@
 """Logging setup, start-up speed-ups, one-line command-line errors, safe reading of weights
-files, deprecated module aliases and user-facing messages of the serving code."""
+files and user-facing messages of the serving code."""
 
 import argparse
-import importlib
 import logging
 import logging.handlers
 import os
 import pickle
 import re
 import sys
-import warnings
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Dict, Iterator, Optional
 
 import torch
 from safetensors import SafetensorError
@@ -150,31 +148,3 @@ def safe_weights_loading() -> Iterator[None]:
         yield
     finally:
         modeling_utils.load_state_dict = original
-
-
-def deprecated_alias(old_module: str, *new_modules: str) -> Callable[[str], Any]:
-    """A module-level ``__getattr__`` for a module whose names moved to `new_modules`.
-
-    A name read from `old_module` (``from old import name`` included) is looked up in
-    `new_modules` in order and returned with a DeprecationWarning that names its new home;
-    the old module path keeps working for one release.
-
-    Raises (from the returned function):
-        AttributeError: the name is in none of the new modules.
-    """
-
-    def __getattr__(name: str) -> Any:
-        if not name.startswith("__"):
-            for new in new_modules:
-                module = importlib.import_module(new)
-                if hasattr(module, name):
-                    warnings.warn(
-                        f"{old_module}.{name} has moved to {new}.{name}; the old name will be removed "
-                        "in the next release",
-                        DeprecationWarning,
-                        stacklevel=2,
-                    )
-                    return getattr(module, name)
-        raise AttributeError(f"module {old_module!r} has no attribute {name!r}")
-
-    return __getattr__

@@ -3,7 +3,6 @@ by nothing, and pruned inference runs with fitprune/ absent."""
 import ast
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 from typing import Dict, List, Set
 
@@ -13,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("llava", "fitprune")
 LAB = "fitprune.lab"
 LAB_LAUNCHERS = {"fitprune.demo", "fitprune.bench", "fitprune.train_demo", "fitprune.synthetic"}
-"""CLI entry points kept at their old names (README commands); each only runs a lab module's main."""
+"""The README's `python -m fitprune.X` commands; each only runs a lab module's main."""
 
 
 def _module_files() -> Dict[str, Path]:
@@ -126,20 +125,46 @@ def test_no_runtime_module_imports_test_helpers():
     assert {name: found for name, found in offenders.items() if found} == {}
 
 
-def test_an_old_module_path_still_works_and_warns():
-    from llava.model.pruning.flops import DecoderDims
+REDIRECT_SCAN = PACKAGES + ("benchmarks",)
+PACKAGE_APIS = {"llava", "llava.model"}
+"""Package `__init__`s that import their public classes, as upstream's `from llava.model import
+LlavaLlamaForCausalLM`: a package's own API, not a redirect to a moved module."""
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        from fitprune.flops import DecoderDims as old
 
-    assert old is DecoderDims
-    assert [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)] == [
-        "fitprune.flops.DecoderDims has moved to llava.model.pruning.flops.DecoderDims; "
-        "the old name will be removed in the next release"
-    ]
-    with pytest.raises(AttributeError, match="'fitprune.flops' has no attribute 'nothing'"):
-        __import__("fitprune.flops", fromlist=["nothing"]).nothing
+def _only_redirects(source: str) -> bool:
+    """Whether a module defines nothing of its own: past its docstring it holds only imports,
+    ``__all__`` / ``__getattr__`` assignments and an ``if __name__ == "__main__"`` block."""
+    body = ast.parse(source).body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+
+    def redirects(node: ast.stmt) -> bool:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            return True
+        if isinstance(node, ast.Assign):
+            return all(isinstance(t, ast.Name) and t.id in ("__all__", "__getattr__") for t in node.targets)
+        return isinstance(node, ast.If) and "__name__" in ast.unparse(node.test)
+
+    return bool(body) and any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in body) and all(map(redirects, body))
+
+
+def test_redirect_finder_tells_an_alias_from_a_module():
+    assert _only_redirects('"""Moved."""\nfrom a.b import c\n__getattr__ = alias(__name__, "a.b")\n')
+    assert _only_redirects('import sys\nfrom a import main\nif __name__ == "__main__":\n    sys.exit(main())\n')
+    assert not _only_redirects('"""A package."""\n')
+    assert not _only_redirects('from a import b\ndef main():\n    return b()\n')
+
+
+def test_no_module_only_redirects_but_the_documented_commands():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    redirects = set()
+    for folder in REDIRECT_SCAN:
+        for path in (REPO / folder).rglob("*.py"):
+            name = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+            if name not in PACKAGE_APIS and _only_redirects(path.read_text(encoding="utf-8")):
+                redirects.add(name)
+    assert redirects == LAB_LAUNCHERS
+    assert [name for name in sorted(LAB_LAUNCHERS) if f"python -m {name}" not in readme] == []
 
 
 BLOCK_FITPRUNE = """

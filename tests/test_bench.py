@@ -33,7 +33,7 @@ def test_peers_remove_at_least_what_fitprune_removes():
 def test_bench_writes_its_section_and_keeps_the_others(tmp_path, capsys):
     output = tmp_path / "BENCHMARKS.md"
     output.write_text("# Benchmarks\n\n## Prefill speed\n\nkept\n")
-    assert main(["--recipes", RECIPES, "--ratios", "0", "60", "--limit", "30", "--repeats", "1", "--probe-depths",
+    assert main(["--recipe", RECIPES, "--reduction-ratio", "0", "60", "--limit", "30", "--repeats", "1", "--probe-depths",
                  "--output", str(output), "--plot", str(tmp_path / "quality.png"), "--json", ""]) == 0
     text = output.read_text()
     assert "## Prefill speed\n\nkept\n" in text and text.count(SECTION_HEADING) == 1
@@ -55,9 +55,9 @@ def test_wilson_interval_matches_known_values():
 
 def test_bench_on_the_scenes_adds_the_oracle_and_writes_the_json(tmp_path):
     quality = tmp_path / "pruning_quality.json"
-    assert main(["--model-path", SCENES_MODEL, "--recipes", f"{SCENES_MODEL}/fitprune_recipes.json",
+    assert main(["--model-path", SCENES_MODEL, "--recipe", f"{SCENES_MODEL}/fitprune_recipes.json",
                  "--question-file", "playground/scenes/test.jsonl", "--calibration-file",
-                 "playground/scenes/calibration.jsonl", "--image-folder", "playground/scenes", "--ratios", "0", "90",
+                 "playground/scenes/calibration.jsonl", "--image-folder", "playground/scenes", "--reduction-ratio", "0", "90",
                  "--limit", "40", "--repeats", "1", "--probe-depths", "1", "--probe-keeps", "0",
                  "--output", str(tmp_path / "B.md"), "--plot", "", "--json", str(quality)]) == 0
     data = json.loads(quality.read_text())

@@ -8,7 +8,7 @@ import sentencepiece
 import torch
 
 from fitprune.defaults import DEMO_MODEL_PATH
-from fitprune.lab import decode_speed, long_prompt_memory
+from benchmarks import decode_speed, long_prompt_memory
 from fitprune.lab.prefill_setup import build_config, build_prompt, fit_keep_counts
 from llava.model.language_model.modeling_llama import LlamaForCausalLM
 from llava.model.language_model.sequence_layout import SequenceLayout
@@ -35,7 +35,7 @@ def tiny_decoder():
 def test_decode_benchmark_writes_one_row_per_batch_and_budget(tmp_path):
     output = tmp_path / "BENCHMARKS.md"
     output.write_text("# Benchmarks\n\n" + OTHER_SECTION)
-    code = decode_speed.main([*TINY_FLAGS, "--batch-sizes", "1", "2", "--ratios", "60", "90", "--steps", "2",
+    code = decode_speed.main([*TINY_FLAGS, "--batch-sizes", "1", "2", "--reduction-ratio", "60", "90", "--steps", "2",
                               "--repeats", "1", "--warmup", "0", "--max-seconds", "0", "--threads", "1",
                               "--allow-contended", "--output", str(output)])
     assert code == 0
@@ -96,10 +96,10 @@ def test_long_prompt_is_the_fewest_sentences_reaching_the_token_count():
 
 
 @pytest.mark.parametrize("module, flags, message", [
-    (decode_speed, ["--ratios", "0"], "--ratios: 0 is the unpruned row, which always runs; give pruned budgets only"),
+    (decode_speed, ["--reduction-ratio", "0"], "--reduction-ratio: 0 is the unpruned row, which always runs; give pruned budgets only"),
     (decode_speed, ["--batch-sizes", "0"], "--batch-sizes must be >= 1, got [0]"),
-    (long_prompt_memory, ["--ratios", "0"],
-     "--ratios: 0 is the unpruned run, which always runs; give pruned ratios only"),
+    (long_prompt_memory, ["--reduction-ratio", "0"],
+     "--reduction-ratio: 0 is the unpruned run, which always runs; give pruned ratios only"),
     (long_prompt_memory, ["--image", "missing.png"], "--image: playground/shapes/missing.png is not a file"),
 ])
 def test_bad_flags_exit_2_naming_the_flag(module, flags, message, capsys):

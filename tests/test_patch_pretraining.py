@@ -9,7 +9,7 @@ from transformers import CLIPVisionModel
 
 from fitprune.lab.patch_pretraining import RECORD_NAME, head_sizes, patch_targets
 from fitprune.lab.patch_pretraining import main as pretrain_main
-from fitprune.lab.relational_scenes import RelationalScene, RelationalTask, SceneObject
+from fitprune.lab.scenes.scenes import RelationalScene, RelationalTask, SceneObject
 from fitprune.lab.train_demo import main as train_main
 
 

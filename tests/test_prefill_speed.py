@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from fitprune.lab.benchmarks_file import command_line
-from fitprune.lab.prefill_speed import SECTION_HEADING, main, section_heading
+from benchmarks.prefill_speed import SECTION_HEADING, main, section_heading
 
 TOY = ["--hidden", "64", "--intermediate", "128", "--layers", "4", "--heads", "4", "--vocab", "100",
        "--visual-tokens", "144", "--repeats", "1", "--warmup", "0", "--shape", "published", "--max-seconds", "1",
@@ -13,7 +13,7 @@ TOY = ["--hidden", "64", "--intermediate", "128", "--layers", "4", "--heads", "4
 def test_the_section_has_every_row_and_the_anyres_table(tmp_path):
     output = tmp_path / "BENCHMARKS.md"
     output.write_text("# Benchmarks\n\n## Another section\n\nkept\n")
-    assert main(TOY + ["--ratios", "0", "60", "--anyres-visual-tokens", "720", "--anyres-ratios", "60",
+    assert main(TOY + ["--reduction-ratio", "0", "60", "--anyres-visual-tokens", "720", "--anyres-reduction-ratio", "60",
                        "--output", str(output)]) == 0
     text = output.read_text()
     assert "## Another section\n\nkept" in text and text.count(SECTION_HEADING) == 1
@@ -27,16 +27,16 @@ def test_the_section_has_every_row_and_the_anyres_table(tmp_path):
 
 
 def test_no_anyres_table_when_skipped(capsys):
-    assert main(TOY + ["--ratios", "60", "--anyres-visual-tokens", "0", "--no-random-policy", "--output", "-"]) == 0
+    assert main(TOY + ["--reduction-ratio", "60", "--anyres-visual-tokens", "0", "--no-random-policy", "--output", "-"]) == 0
     assert "LLaVA-NeXT-shaped" not in capsys.readouterr().out
 
 
 def test_batch_and_logit_rows_change_the_ideal(capsys):
-    assert main(TOY + ["--ratios", "60", "--anyres-visual-tokens", "0", "--no-random-policy", "--output", "-",
+    assert main(TOY + ["--reduction-ratio", "60", "--anyres-visual-tokens", "0", "--no-random-policy", "--output", "-",
                        "--batch", "2", "--logits", "all"]) == 0
     every_row = capsys.readouterr().out
     assert "batch 2 (the same prompt in every sample)" in every_row and "logits of every row left" in every_row
-    assert main(TOY + ["--ratios", "60", "--anyres-visual-tokens", "0", "--no-random-policy", "--output", "-"]) == 0
+    assert main(TOY + ["--reduction-ratio", "60", "--anyres-visual-tokens", "0", "--no-random-policy", "--output", "-"]) == 0
     last_row = capsys.readouterr().out
     assert "batch 1 (" in last_row and "`num_logits_to_keep=1`" in last_row
 
@@ -51,7 +51,7 @@ def test_batch_and_logit_rows_change_the_ideal(capsys):
 
 def test_another_batch_size_writes_its_own_section(tmp_path):
     output = tmp_path / "BENCHMARKS.md"
-    base = TOY + ["--ratios", "60", "--anyres-visual-tokens", "0", "--no-random-policy", "--output", str(output)]
+    base = TOY + ["--reduction-ratio", "60", "--anyres-visual-tokens", "0", "--no-random-policy", "--output", str(output)]
     assert main(base) == 0
     assert main(base + ["--batch", "2"]) == 0
     assert main(base + ["--batch", "2"]) == 0  # rewrites its section, leaves batch 1's
@@ -73,7 +73,7 @@ def test_the_recorded_command_quotes_its_arguments():
 
 
 def test_a_half_precision_run_says_its_dtype(capsys):
-    assert main(TOY + ["--ratios", "60", "--anyres-visual-tokens", "0", "--output", "-", "--dtype", "bfloat16"]) == 0
+    assert main(TOY + ["--reduction-ratio", "60", "--anyres-visual-tokens", "0", "--output", "-", "--dtype", "bfloat16"]) == 0
     out = capsys.readouterr().out
     assert "vocab 100, bfloat16, batch 1" in out and "| 60 | " in out and "FitPrune / random " in out
     assert "max |diff| = " in out

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from fitprune.lab.relational_questions import (
+from fitprune.lab.scenes.questions import (
     SUFFIX,
     ask_presence,
     neighbour,
@@ -16,7 +16,7 @@ from fitprune.lab.relational_questions import (
     tokenizer_sentences,
     train_conversations,
 )
-from fitprune.lab.relational_scenes import (
+from fitprune.lab.scenes.scenes import (
     KINDS,
     RelationalScene,
     RelationalTask,
@@ -24,7 +24,7 @@ from fitprune.lab.relational_scenes import (
     render_scene,
     sample_scene,
 )
-from fitprune.lab.synthetic_cli import main as synthetic_main
+from fitprune.lab.synthetic import main as synthetic_main
 
 TASK = RelationalTask()
 SPLIT = sample_split(TASK, "test", 24, seed=0)
@@ -214,7 +214,7 @@ def test_bad_task_settings_are_refused():
 def test_the_bundled_scene_images_render_again_byte_for_byte():
     from PIL import Image
 
-    from fitprune.lab.relational_questions import sample_split
+    from fitprune.lab.scenes.questions import sample_split
 
     task = RelationalTask()
     for item in sample_split(task, "test", 6, 0):

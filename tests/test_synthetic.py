@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from fitprune.lab.synthetic import (
+from fitprune.lab.shapes.data import (
     EVAL_DIR,
     POPE_IMAGES,
     POPE_LABELS,
@@ -15,9 +15,9 @@ from fitprune.lab.synthetic import (
     TEXTVQA_QUESTIONS,
     tokenizer_sentences,
 )
-from fitprune.lab.synthetic_cli import main
-from fitprune.lab.scenes import KINDS, NO, YES, Scene, ShapeObject, ShapesTask, render_scene, sample_scene
-from fitprune.lab.scene_questions import (
+from fitprune.lab.synthetic import main
+from fitprune.lab.shapes.scenes import KINDS, NO, YES, Scene, ShapeObject, ShapesTask, render_scene, sample_scene
+from fitprune.lab.shapes.questions import (
     POPE_CATEGORIES,
     SUFFIX,
     YES_NO_KINDS,
@@ -154,7 +154,7 @@ def test_training_conversations_never_ask_yes_no_after_an_open_question():
 def test_the_bundled_test_images_render_again_byte_for_byte():
     from PIL import Image
 
-    from fitprune.lab.scene_questions import sample_split
+    from fitprune.lab.shapes.questions import sample_split
 
     task = ShapesTask()
     for item in sample_split(task, "test", 6, 0):

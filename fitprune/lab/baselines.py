@@ -13,7 +13,7 @@ layer. Any scoring policy can prune down to them (`install_pruner`).
   the simplest keep counts that reach any budget the first layer allows.
 
 `matched_fastv` and `matched_uniform` pick the one free parameter (R, or the per-layer
-share) so that the paper-convention reduction is at least a target, as close to it as
+share) so that the paper-convention reduction is at least the reduction ratio asked, as close to it as
 the integer counts allow.
 """
 from __future__ import annotations
@@ -78,29 +78,29 @@ def uniform_keep_counts(num_layers: int, num_visual: int, keep_share: float) -> 
 
 
 def _largest_meeting(counts_for: Callable[[float], Sequence[int]], dims: DecoderDims, num_visual: int,
-                     target: float) -> Tuple[float, Tuple[int, ...], float]:
-    """The largest x in [0, 1] whose keep counts `counts_for(x)` remove at least `target`
+                     reduction_ratio: float) -> Tuple[float, Tuple[int, ...], float]:
+    """The largest x in [0, 1] whose keep counts `counts_for(x)` remove at least `reduction_ratio`
     percent (paper convention); counts_for must keep fewer tokens as x falls.
 
     Returns:
         (x, keep counts, reduction percent).
 
     Raises:
-        ValueError: if even x = 0 does not reach the target.
+        ValueError: if even x = 0 does not reach the reduction ratio.
     """
     def reduction(x: float) -> float:
         return paper_reduction(dims, list(counts_for(x)), num_visual)
 
-    if reduction(0.0) < target:
-        raise ValueError(f"a reduction of {target:g}% is out of reach: at most {reduction(0.0):.2f}%")
+    if reduction(0.0) < reduction_ratio:
+        raise ValueError(f"a reduction of {reduction_ratio:g}% is out of reach: at most {reduction(0.0):.2f}%")
     low, high = 0.0, 1.0
-    if reduction(high) >= target:
+    if reduction(high) >= reduction_ratio:
         low = high
     for _ in range(_BISECTION_STEPS):
         if low == high:
             break
         middle = (low + high) / 2
-        if reduction(middle) >= target:
+        if reduction(middle) >= reduction_ratio:
             low = middle
         else:
             high = middle
@@ -108,34 +108,34 @@ def _largest_meeting(counts_for: Callable[[float], Sequence[int]], dims: Decoder
     return low, counts, reduction(low)
 
 
-def matched_fastv(dims: DecoderDims, num_visual: int, target: float, k: int = FASTV_K) -> Baseline:
-    """FastV at layer `k` with the smallest R that removes at least `target` percent.
+def matched_fastv(dims: DecoderDims, num_visual: int, reduction_ratio: float, k: int = FASTV_K) -> Baseline:
+    """FastV at layer `k` with the smallest R that removes at least `reduction_ratio` percent.
 
     Raises:
-        ValueError: if the target is out of reach with this k (the first k−1 layers and
+        ValueError: if the reduction ratio is out of reach with this k (the first k−1 layers and
             layer k−1's attention always run on every visual token).
     """
     def counts_for(keep: float) -> Tuple[int, ...]:
         return fastv_keep_counts(dims.num_layers, num_visual, k, 100 * (1 - keep))
 
     try:
-        keep, counts, reduction = _largest_meeting(counts_for, dims, num_visual, target)
+        keep, counts, reduction = _largest_meeting(counts_for, dims, num_visual, reduction_ratio)
     except ValueError as err:
         raise ValueError(f"FastV with K={k}: {err}") from None
     drop = 100 * (1 - counts[-1] / num_visual)
     return Baseline("fastv", counts, reduction, f"K={k} R={drop:.1f}%")
 
 
-def matched_uniform(dims: DecoderDims, num_visual: int, target: float) -> Baseline:
-    """The uniform per-layer share that removes at least `target` percent.
+def matched_uniform(dims: DecoderDims, num_visual: int, reduction_ratio: float) -> Baseline:
+    """The uniform per-layer share that removes at least `reduction_ratio` percent.
 
     Raises:
-        ValueError: if the target is out of reach (layer 0 always runs on every token).
+        ValueError: if the reduction ratio is out of reach (layer 0 always runs on every token).
     """
     def counts_for(share: float) -> Tuple[int, ...]:
         return uniform_keep_counts(dims.num_layers, num_visual, share)
 
-    share, counts, reduction = _largest_meeting(counts_for, dims, num_visual, target)
+    share, counts, reduction = _largest_meeting(counts_for, dims, num_visual, reduction_ratio)
     return Baseline("uniform", counts, reduction, f"keep {100 * share:.1f}%/layer")
 
 

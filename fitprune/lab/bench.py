@@ -2,7 +2,7 @@
 FastV, random and a uniform per-layer baseline at matched FLOPs.
 
     python -m fitprune.bench                      # demo model, shapes test split
-    python -m fitprune.bench --recipes playground/models/llava-v1.5-shapes/fitprune_recipes.json
+    python -m fitprune.bench --recipe playground/models/llava-v1.5-shapes/fitprune_recipes.json
 
 For each budget (percent of paper-convention FLOPs removed) FitPrune's recipe is fitted on
 the calibration split (timed), then every method answers the test split:
@@ -61,6 +61,7 @@ from fitprune.lab.benchmarks_file import write_section
 from llava.model.pruning.flops import DecoderDims
 from llava.model.pruning.policies import FastVPolicy, FitPrunePolicy, RandomPolicy
 from llava.model.pruning.recipe import RecipeBook
+from llava.model.pruning.ratio import parse_reduction_ratio
 from fitprune.lab.score_profile import ScoreProfile, score_profile
 from fitprune.lab.baselines import FASTV_K, Baseline, clear_pruner, install_pruner, matched_fastv, matched_uniform
 from fitprune.lab.oracle import ReferredCellsKept, has_cells, no_visual_after_layer_0, oracle_accuracy
@@ -238,7 +239,7 @@ def format_referred(results: Dict[float, List[MethodResult]], methods: Sequence[
     """Which patches each method keeps against the oracle's: the share of the questions'
     referred cells alive after layer 1 and after the last layer, as Markdown lines."""
     lines = ["Referred patches kept (% of the cells of the objects each question names, alive after layer 1 / "
-             "after the last layer):", "", "| budget % | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+             "after the last layer):", "", "| ratio % | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for ratio, rows in results.items():
         if not ratio:
             continue
@@ -296,7 +297,7 @@ def format_section(results: Dict[float, List[MethodResult]], context: dict,
     lines.append("")
     header = {"fitprune": "FitPrune", "fastv": "FastV (setting, FLOPs removed %)", "random": "random",
               "uniform": "uniform (FLOPs removed %)", "oracle": "oracle"}
-    lines.append("| budget % | FLOPs removed % (FitPrune) | visual tokens after last layer | "
+    lines.append("| ratio % | FLOPs removed % (FitPrune) | visual tokens after last layer | "
                  + " | ".join(header[m] for m in methods) + " |")
     lines.append("|---|---|---|" + "---|" * len(methods))
     for ratio, rows in results.items():
@@ -320,7 +321,7 @@ def format_section(results: Dict[float, List[MethodResult]], context: dict,
         lines.append("Per question kind (accuracy %; questions per kind: "
                      + ", ".join(f"{k} {unpruned.per_kind[k][1]}" for k in kinds) + "):")
         lines.append("")
-        lines.append("| budget % | method | " + " | ".join(kinds) + " |")
+        lines.append("| ratio % | method | " + " | ".join(kinds) + " |")
         lines.append("|---|---|" + "---|" * len(kinds))
         lines.append("| — | no visual after layer 0 | " + " | ".join(f"{blind.kind_accuracy(k):.1f}" for k in kinds)
                      + " |")
@@ -335,7 +336,7 @@ def format_section(results: Dict[float, List[MethodResult]], context: dict,
         lines.append("")
     lines.append("Median one-sample prefill latency, ms (CPU, shared machine: read as rough):")
     lines.append("")
-    lines.append("| budget % | " + " | ".join(methods) + " |")
+    lines.append("| ratio % | " + " | ".join(methods) + " |")
     lines.append("|---|" + "---|" * len(methods))
     for ratio, rows in results.items():
         by = {r.method: r for r in rows}
@@ -400,8 +401,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--question-file", default=DEFAULT_TEST_FILE, help="question jsonl with answers")
     parser.add_argument("--calibration-file", default=DEFAULT_CALIBRATION_FILE)
     parser.add_argument("--image-folder", default=DEFAULT_IMAGE_FOLDER)
-    parser.add_argument("--ratios", type=float, nargs="+", default=list(BENCH_RATIOS))
-    parser.add_argument("--recipes", default=None, help="use this recipe file instead of calibrating")
+    parser.add_argument("--reduction-ratio", dest="reduction_ratios", metavar="R",
+                        type=parse_reduction_ratio, nargs="+", default=list(BENCH_RATIOS),
+                        help="budgets, percent (60) or fraction (0.6) of FLOPs removed; 0 is the unpruned row")
+    parser.add_argument("--recipe", default=None, help="use this recipe file instead of calibrating")
     parser.add_argument("--num-samples", type=int, default=256, help="calibration samples")
     parser.add_argument("--limit", type=int, default=None, help="first N test questions only")
     parser.add_argument("--repeats", type=int, default=20, help="timed prefills per method and budget")
@@ -421,10 +424,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     torch.manual_seed(args.seed)
     model_path = args.model_path or ensure_default_model()
-    pruned_ratios = [r for r in args.ratios if r > 0]
+    pruned_ratios = [r for r in args.reduction_ratios if r > 0]
     with tempfile.TemporaryDirectory() as scratch:
-        if args.recipes:
-            recipe_file, calibration = Path(args.recipes), f"recipes from {args.recipes}"
+        if args.recipe:
+            recipe_file, calibration = Path(args.recipe), f"recipes from {args.recipe}"
         else:
             recipe_file = Path(scratch) / "recipes.json"
             seconds = calibrate(model_path, args.calibration_file, args.image_folder, pruned_ratios, recipe_file,
@@ -436,7 +439,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     model.eval()
     questions = load_answered_questions(args.question_file, args.limit)
     batches = encode_questions(questions, tokenizer, processor, model.config, args.image_folder)
-    results = run_methods(model, book, args.ratios, batches, args.repeats, args.seed)
+    results = run_methods(model, book, args.reduction_ratios, batches, args.repeats, args.seed)
     unpruned = results[0.0][0].report if 0.0 in results else answer_accuracy(model, batches)
     reference = {"unpruned": unpruned, "no_visual_after_layer_0": no_visual_after_layer_0(model, batches, args.seed)}
     probe = depth_probe(model, batches, args.probe_depths, args.probe_keeps, args.seed) if args.probe_depths else None

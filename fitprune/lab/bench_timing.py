@@ -1,7 +1,7 @@
 """Timing on a shared CPU for the lab's speed benchmarks: the machine, rounds of alternating
 runs that set aside rounds other processes contended, and the flags and lines about them.
 
-Used by `fitprune.lab.prefill_speed` and `fitprune.lab.decode_speed`.
+Used by `benchmarks/prefill_speed.py` and `benchmarks/decode_speed.py`.
 """
 from __future__ import annotations
 

@@ -29,9 +29,10 @@ from fitprune.defaults import (
 from llava.model.pruning.policies import RandomPolicy
 from llava.model.pruning.recipe_lookup import load_recipe_book
 from llava.model.pruning.recipe import RecipeError
+from llava.model.pruning.ratio import parse_reduction_ratio
 from fitprune.lab.baselines import clear_pruner, install_pruner
 
-DEMO_RATIOS = ("30", "50", "60", "70", "80", "90")
+DEMO_RATIOS = (30.0, 50.0, 60.0, 70.0, 80.0, 90.0)
 DEMO_RECIPE_DIR = "checkpoints/demo-recipes"
 
 
@@ -74,8 +75,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the demo; returns the exit code (2 after one line on stderr for a missing file or
     an unusable recipe file)."""
     parser = argparse.ArgumentParser(prog="python -m fitprune.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--reduction-ratio", "--reduction_ratio", dest="ratios", nargs="+", default=list(DEMO_RATIOS))
-    parser.add_argument("--recipes", default=None,
+    parser.add_argument("--reduction-ratio", dest="reduction_ratios", metavar="R",
+                        type=parse_reduction_ratio, nargs="+", default=list(DEMO_RATIOS),
+                        help="budgets to calibrate, percent (60) or fraction (0.6) of FLOPs removed")
+    parser.add_argument("--recipe", default=None,
                         help="use this recipe file instead of calibrating (e.g. the checkpoint's fitprune_recipes.json)")
     parser.add_argument("--num-samples", type=int, default=128, help="calibration samples")
     parser.add_argument("--limit", type=int, default=None, help="first N test questions only")
@@ -90,24 +93,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    """Calibrates (unless ``--recipes``) and prints the table; returns the exit code.
+    """Calibrates (unless ``--recipe``) and prints the table; returns the exit code.
 
     Raises:
         FileNotFoundError: the demo model or data is missing.
-        RecipeError: an unusable ``--recipes`` file.
+        RecipeError: an unusable ``--recipe`` file.
     """
     from llava.mm_utils import get_model_name_from_path
     from llava.model.builder import load_pretrained_model
 
-    model_path = check_demo_files(args.recipes)
+    model_path = check_demo_files(args.recipe)
     model_name = get_model_name_from_path(model_path)
-    recipes = args.recipes
+    recipes = args.recipe
     if recipes is None:
         recipes = str(Path(DEMO_RECIPE_DIR) / f"{model_name}.json")
         code = calibrate_main(["--model-path", model_path, "--question-file", DEFAULT_CALIBRATION_FILE,
                                "--image-folder", DEFAULT_IMAGE_FOLDER, "--num-samples", str(args.num_samples),
                                "--device", "cpu", "--output", recipes, "--overwrite",  # its own scratch file
-                               "--reduction-ratio", *args.ratios])
+                               "--reduction-ratio", *(f"{r:g}" for r in args.reduction_ratios)])
         if code:
             return code
     tokenizer, model, processor, _ = load_pretrained_model(model_path, None, model_name, device="cpu")

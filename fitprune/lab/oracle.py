@@ -1,18 +1,18 @@
 """The oracle pruning policy of the relational scenes task, and the headroom measurement.
 
 The oracle knows which grid cells hold the objects a question refers to (the `cells` of
-each question line, `fitprune.lab.relational_questions`) and ranks them first; the other
+each question line, `fitprune.lab.scenes.questions`) and ranks them first; the other
 tokens follow in the random policy's order, so oracle and random differ only in keeping the
 referred objects. At the same keep counts, the gap between the two is the headroom a
 scoring policy has on the task: how much choosing the right tokens can matter.
 
     python -m fitprune.lab.oracle --model-path playground/models/llava-v1.5-scenes \\
-        [--recipes recipes.json] --output headroom.json
+        [--recipe recipes.json] --output headroom.json
 
 measures on the test split: unpruned accuracy, accuracy with no visual token after layer 0
 against chance (the best constant answer per kind and answer type), and, at each budget,
 oracle, random, FitPrune and FastV rankings at the same keep counts (the FitPrune recipe's
-when `--recipes` is given, else the uniform baseline's matched to the budget), per kind.
+when `--recipe` is given, else the uniform baseline's matched to the budget), per kind.
 """
 from __future__ import annotations
 
@@ -27,10 +27,11 @@ import torch
 
 from fitprune.lab.answers import AccuracyReport, PromptBatch, answer_accuracy, encode_questions, load_answered_questions
 from fitprune.lab.baselines import clear_pruner, install_pruner, matched_uniform
-from fitprune.lab.relational_scenes import RelationalTask
+from fitprune.lab.scenes.scenes import RelationalTask
 from llava.model.language_model.sequence_layout import SequenceLayout
 from llava.model.pruning.flops import DecoderDims
 from llava.model.pruning.policies import FastVPolicy, FitPrunePolicy, RandomPolicy, ReadsNoAttention
+from llava.model.pruning.ratio import parse_reduction_ratio
 
 BATCH_SIZE = 32
 HEADROOM_RATIOS = (70.0, 90.0)
@@ -193,7 +194,7 @@ def measure(model, tokenizer, processor, question_file: Path, image_folder: str,
         "unpruned": _summary(answer_accuracy(model, batches)),
         "no_visual_after_layer_0": _summary(no_visual_after_layer_0(model, batches, seed)),
         "chance": {k: round(v, 1) for k, v in chance_accuracy(records, list(task.colours), task.shapes).items()},
-        "budgets": {},
+        "reduction_ratios": {},
     }
     book = None
     if recipes is not None:
@@ -211,7 +212,7 @@ def measure(model, tokenizer, processor, question_file: Path, image_folder: str,
                "oracle": _summary(oracle_accuracy(model, batches, counts, seed))}
         for name, policy in (("random", RandomPolicy(seed)), ("fitprune", FitPrunePolicy()), ("fastv", FastVPolicy())):
             row[name] = _summary(policy_accuracy(model, batches, policy, counts))
-        result["budgets"][f"{ratio:g}"] = row
+        result["reduction_ratios"][f"{ratio:g}"] = row
     return result
 
 
@@ -222,8 +223,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--question-file", default="playground/scenes/test.jsonl",
                         help="question jsonl with answers and oracle cells")
     parser.add_argument("--image-folder", default="playground/scenes")
-    parser.add_argument("--ratios", type=float, nargs="*", default=list(HEADROOM_RATIOS))
-    parser.add_argument("--recipes", default=None, help="FitPrune recipe file whose keep counts to use")
+    parser.add_argument("--reduction-ratio", dest="reduction_ratios", metavar="R",
+                        type=parse_reduction_ratio, nargs="*", default=list(HEADROOM_RATIOS),
+                        help="budgets, percent (60) or fraction (0.6) of FLOPs removed")
+    parser.add_argument("--recipe", default=None, help="FitPrune recipe file whose keep counts to use")
     parser.add_argument("--seed", type=int, default=0, help="random policy seed")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", default=None, help="JSON file to write (default: print only)")
@@ -239,8 +242,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tokenizer, model, processor, _ = load_pretrained_model(args.model_path, None,
                                                            get_model_name_from_path(args.model_path), device="cpu")
     model.eval()
-    result = measure(model, tokenizer, processor, Path(args.question_file), args.image_folder, args.ratios,
-                     Path(args.recipes) if args.recipes else None, args.seed)
+    result = measure(model, tokenizer, processor, Path(args.question_file), args.image_folder, args.reduction_ratios,
+                     Path(args.recipe) if args.recipe else None, args.seed)
     result.update(model=args.model_path, question_file=args.question_file,
                   command="python -m fitprune.lab.oracle " + " ".join(argv if argv is not None else sys.argv[1:]))
     text = json.dumps(result, indent=1)

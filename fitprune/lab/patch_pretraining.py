@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import CLIPImageProcessor, CLIPVisionModel
 
-from fitprune.lab.relational_scenes import RelationalScene, RelationalTask, render_scene, sample_scene
+from fitprune.lab.scenes.scenes import RelationalScene, RelationalTask, render_scene, sample_scene
 from fitprune.lab.lr_schedule import warmup_cosine
 from fitprune.lab.tiny_checkpoint import SCENES_SPEC, TinyLlavaSpec, write_vision_tower
 

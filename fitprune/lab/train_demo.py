@@ -1,5 +1,5 @@
 """`python -m fitprune.train_demo`: trains the bundled demo model, a small LLaVA-1.5 on the
-synthetic shapes task (`fitprune.lab.synthetic`), on CPU, and writes it as a checkpoint.
+synthetic shapes task (`fitprune.lab.shapes.data`), on CPU, and writes it as a checkpoint.
 
 The shipped model (`playground/models/llava-v1.5-shapes`) comes from a curriculum of three
 runs, each starting from the previous one's weights (`--init-from`): scenes of one object
@@ -68,11 +68,11 @@ from tqdm import tqdm
 from transformers import GenerationConfig
 
 from fitprune.lab.answers import answer_accuracy, answer_token, encode_questions, load_answered_questions, pad_right
-from fitprune.lab.scenes import ShapesTask, render_scene
-from fitprune.lab.scene_questions import VisualQuestion, train_conversations
-from fitprune.lab import relational_questions, relational_scenes
+from fitprune.lab.shapes.scenes import ShapesTask, render_scene
+from fitprune.lab.shapes.questions import VisualQuestion, train_conversations
+from fitprune.lab.scenes import questions as scene_questions, scenes as relational_scenes
 from fitprune.lab.lr_schedule import warmup_cosine
-from fitprune.lab.synthetic import tokenizer_sentences
+from fitprune.lab.shapes.data import tokenizer_sentences
 from llava.constants import IGNORE_INDEX
 from llava.eval.questions import build_question_prompt
 from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
@@ -124,8 +124,8 @@ DEMO_TASKS: Dict[str, DemoTask] = {
     "shapes": DemoTask(DEMO_SPEC, _with_objects(ShapesTask), train_conversations, render_scene, tokenizer_sentences,
                        "playground/shapes/calibration.jsonl", "playground/shapes"),
     "scenes": DemoTask(SCENES_SPEC, _with_objects(relational_scenes.RelationalTask),
-                       relational_questions.train_conversations, relational_scenes.render_scene,
-                       relational_questions.tokenizer_sentences, "playground/scenes/calibration.jsonl",
+                       scene_questions.train_conversations, relational_scenes.render_scene,
+                       scene_questions.tokenizer_sentences, "playground/scenes/calibration.jsonl",
                        "playground/scenes"),
 }
 """Tasks `--task` can name: the bundled shapes demo (the default) and the relational scenes."""
@@ -406,7 +406,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--output", required=True, help="checkpoint directory to write (its name should hold 'llava')")
     parser.add_argument("--task", choices=sorted(DEMO_TASKS), default="shapes",
                         help="shapes: the bundled demo (playground/shapes); scenes: the relational scenes "
-                             "(playground/scenes, fitprune.lab.relational_questions)")
+                             "(playground/scenes, fitprune.lab.scenes.questions)")
     parser.add_argument("--validation-file", default=None,
                         help="question jsonl with answers, for accuracy during training "
                              "(default: the task's calibration split)")

@@ -8,7 +8,7 @@ cp /tmp/scenes3/llava-v1.5-scenes/{config.json,generation_config.json,pytorch_mo
 python -m fitprune.calibrate --model-path $M --question-file playground/scenes/calibration.jsonl \
     --image-folder playground/scenes --num-samples 128 --device cpu --overwrite \
     --reduction-ratio 30 50 60 70 80 90 > /tmp/scenes3/calibrate.log 2>&1
-python -m fitprune.bench --model-path $M --recipes $M/fitprune_recipes.json \
+python -m fitprune.bench --model-path $M --recipe $M/fitprune_recipes.json \
     --question-file playground/scenes/test.jsonl --calibration-file playground/scenes/calibration.jsonl \
     --image-folder playground/scenes --repeats 5 --plot benchmarks/pruning_quality_scenes.png \
     --json benchmarks/pruning_quality.json > /tmp/scenes3/bench.log 2>&1

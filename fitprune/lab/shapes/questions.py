@@ -1,5 +1,5 @@
 """Questions about a scene of the synthetic shapes task, each with its one-word answer, and the
-reproducible streams of scenes and questions of each split (see `fitprune.lab.synthetic`)."""
+reproducible streams of scenes and questions of each split (see `fitprune.lab.shapes.data`)."""
 from __future__ import annotations
 
 import random
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Iterator, List, Optional, Tuple
 
 
-from fitprune.lab.scenes import NO, YES, ShapesTask, ShapeObject, Scene, sample_scene
+from fitprune.lab.shapes.scenes import NO, YES, ShapesTask, ShapeObject, Scene, sample_scene
 
 
 SUFFIX = "Answer the question using a single word or phrase."

@@ -1,13 +1,13 @@
 """Scenes of the relational shapes task: five to eight shapes on a grid, colours and shapes
 repeated (so a named object has distractors sharing its colour or its shape), in two sizes,
 kept with their metadata so that every answer can be checked and an oracle knows which
-patches hold what (`fitprune.lab.relational_questions` asks the questions).
+patches hold what (`fitprune.lab.scenes.questions` asks the questions).
 
 A scene is a square canvas divided into cells, one per patch of the model (by default
 128 px in 8 px cells: 256 visual tokens). A small object fills one cell, a large one a
 2×2 block of cells; boxes are aligned to the grid and at least `gap` empty cells apart, so
 every patch shows at most one object. Shapes are drawn with the masks of the shapes task
-(`fitprune.lab.scenes.SHAPE_MASKS`).
+(`fitprune.lab.painting.SHAPE_MASKS`).
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from PIL import Image
 
-from fitprune.lab.scenes import SHAPE_MASKS, ShapesTask, blank_canvas, paint_shape
+from fitprune.lab.painting import SHAPE_MASKS, blank_canvas, paint_shape
+from fitprune.lab.shapes.scenes import ShapesTask
 
 KINDS = ("attribute", "small", "relation", "count", "presence")  # every kind there is
 SIZES = {"small": 1, "large": 2}  # size name -> cells per side of the object's box
@@ -43,7 +44,7 @@ class RelationalTask:
         kinds: the question kinds asked (of `KINDS`).
         presence_follow_up: training conversations whose first question is not a presence one
             also ask one second, about a colour and a shape no earlier turn names
-            (`relational_questions.conversation_questions`); written splits are unaffected.
+            (`fitprune.lab.scenes.questions.conversation_questions`); written splits are unaffected.
     """
 
     image_size: int = 128
@@ -135,11 +136,11 @@ class RelationalScene:
                 if colour in (None, o.colour) and shape in (None, o.shape) and size in (None, o.size)]
 
     def with_shape(self, shape: str) -> Optional[SceneObject]:
-        """The first object of that shape, or None (as `fitprune.lab.scenes.Scene`)."""
+        """The first object of that shape, or None (as `fitprune.lab.shapes.scenes.Scene`)."""
         return next(iter(self.matching(shape=shape)), None)
 
     def with_colour(self, colour: str) -> Optional[SceneObject]:
-        """The first object of that colour, or None (as `fitprune.lab.scenes.Scene`)."""
+        """The first object of that colour, or None (as `fitprune.lab.shapes.scenes.Scene`)."""
         return next(iter(self.matching(colour=colour)), None)
 
     def metadata(self, task: RelationalTask) -> List[dict]:

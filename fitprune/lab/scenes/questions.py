@@ -1,4 +1,4 @@
-"""Questions about a relational scene (`fitprune.lab.relational_scenes`), each with its
+"""Questions about a relational scene (`fitprune.lab.scenes.scenes`), each with its
 one-token answer, its kind and the grid cells of the objects it refers to (what an oracle
 keeps), the reproducible split streams, and the dataset writer.
 
@@ -12,7 +12,7 @@ Kinds (several phrasings each, half of them with LLaVA's short-answer suffix):
   to the left of the red circle?");
 - count: "How many blue shapes are there?", of a colour or a shape, "zero" to "eight";
 - presence (POPE-style): "Is there a red ring in the image?", Yes / No with equal odds,
-  negatives random, popular or adversarial (`fitprune.lab.scene_questions.absent_pairs`).
+  negatives random, popular or adversarial (`fitprune.lab.shapes.questions.absent_pairs`).
 
     python -m fitprune.synthetic --task scenes --output playground/scenes
 """
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
-from fitprune.lab import synthetic
-from fitprune.lab.relational_scenes import RelationalScene, RelationalTask, SceneObject, render_scene, sample_scene
-from fitprune.lab.scene_questions import POPE_CATEGORIES, SPLITS, SUFFIX, absent_pairs
+from fitprune.lab.shapes.data import EVAL_DIR, write_benchmark_layout
+from fitprune.lab.scenes.scenes import RelationalScene, RelationalTask, SceneObject, render_scene, sample_scene
+from fitprune.lab.shapes.questions import POPE_CATEGORIES, SPLITS, SUFFIX, absent_pairs
 
 SUFFIX_SHARE = 0.5
 TEMPLATES = {
@@ -51,7 +51,7 @@ class SceneQuestion:
     """A question about a scene.
 
     Attributes:
-        kind: of `relational_scenes.KINDS`.
+        kind: of `fitprune.lab.scenes.scenes.KINDS`.
         question: the question alone.
         answer: its one-token answer.
         cells: sorted grid indices of the objects the question refers to (the oracle's cells).
@@ -331,8 +331,8 @@ def write_dataset(output: Path, task: RelationalTask, seed: int, calibration_ima
         _write_jsonl(written[f"{split}_scenes"], [{"image": i.image, "objects": i.scene.metadata(task)}
                                                  for i in firsts])
         if split == "test":
-            written.update(synthetic.write_benchmark_layout(
-                output / synthetic.EVAL_DIR, lambda scene: render_scene(task, scene), items, dataset_name="scenes"))
+            written.update(write_benchmark_layout(
+                output / EVAL_DIR, lambda scene: render_scene(task, scene), items, dataset_name="scenes"))
     return written
 
 

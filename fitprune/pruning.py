@@ -1,4 +1,0 @@
-"""Deprecated: this module's names have moved to `llava.model.pruning.recipe_lookup`, `llava.model.pruning.schedules`, `llava.model.pruning.from_config`; this alias goes in the next release."""
-from llava.utils import deprecated_alias
-
-__getattr__ = deprecated_alias(__name__, "llava.model.pruning.recipe_lookup", "llava.model.pruning.schedules", "llava.model.pruning.from_config")
