@@ -157,5 +157,6 @@ def test_a_score_older_than_its_answers_is_marked_stale(tmp_path):
     assert markdown[3].split(" | ")[header.index("TextVQA")] == "55.3 †"
     assert markdown[-1] == f"† {metrics}: recorded before its answers file last changed; rerun the metric step"
 
-    os.utime(metrics, (answered_at, answered_at))  # same time: scored after the last answer
+    answered_ns = pruned.stat().st_mtime_ns
+    os.utime(metrics, ns=(answered_ns, answered_ns))  # same time: scored after the last answer
     assert report.build_report(runs, tmp_path / "out")[0].stale == []
