@@ -38,7 +38,7 @@ from llava.eval import eval_common, model_vqa_loader, run_llava
 from llava.eval.eval_items import EvalItem
 from llava.eval.eval_model import LoadedModel
 from llava.eval.images import (
-    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_DECODED_BYTES,
     MAX_SIDE_IN_TOWER_SIDES,
     ImageError,
     bound_image_geometry,
@@ -297,8 +297,8 @@ CASES = [
     Case(IMAGE, "not an image", lambda d, c: _file(d, "notes.png", b"hello"),
          r"^{path}: not an image file \(PIL cannot identify its format\)$"),
     Case(IMAGE, "decompression bomb", lambda d, c: _bomb(d),
-         rf"^{{path}}: 30000x30000 = 900000000 pixels is above the limit of {DEFAULT_MAX_PIXELS} pixels "
-         r"\(decompression-bomb guard\)$"),
+         rf"^{{path}}: 30000x30000 pixels of mode RGB take 2700000000 bytes decoded, above the limit of "
+         rf"{DEFAULT_MAX_DECODED_BYTES} bytes \(decompression-bomb guard\)$"),
     Case(IMAGE, "mode L", lambda d, c: _png(d, "grey.png", Image.new("L", (2, 1), 77)),
          check=_pixels_are([(77, 77, 77)] * 2)),
     Case(IMAGE, "mode LA, transparent pixel on white",

@@ -1,6 +1,7 @@
 """The web demo (`python -m llava.serve.gradio_web_server`): its request handler on the tiny model
 (bad input ends in a message, the pruner is cleared after a failed or abandoned request, answers
 and kept counts equal run_llava's), and the page itself in headless Chromium on the demo model."""
+import logging
 import os
 import re
 import shutil
@@ -15,8 +16,13 @@ import pytest
 import torch
 from PIL import Image
 
+from llava.constants import IMAGE_TOKEN_INDEX
+from llava.conversation import conv_templates
+from llava.eval.run_llava import image_prompt
 from llava.eval.run_llava import main as run_llava_main
+from llava.mm_utils import tokenizer_image_token
 from llava.model.pruning.recipe import RecipeBook
+from llava.serve.demo_limits import BUSY_MESSAGE, ImageSlots
 from llava.serve.demo_requests import (
     DemoModel,
     DemoRequest,
@@ -151,7 +157,7 @@ def _empty_file(tmp_path) -> Path:
 
 
 def _huge(tmp_path) -> Path:
-    """An image above the 50,000-pixel limit the test sets."""
+    """An image above the 150,000-byte limit the test sets (3 bytes per RGB pixel)."""
     path = tmp_path / "huge.png"
     Image.new("RGB", (300, 200)).save(path)
     return path
@@ -165,14 +171,15 @@ def _shapes(tmp_path) -> Path:
     ("no image", lambda tmp: None, QUESTION, "Image: none given; upload one or pick an example."),
     ("not an image", _text_file, QUESTION, "Image: notes.png: not an image file (PIL cannot identify its format)"),
     ("empty file", _empty_file, QUESTION, "Image: empty.png: image file is empty (0 bytes)"),
-    ("huge image", _huge, QUESTION, "Image: huge.png: 300x200 = 60000 pixels is above the limit of 50000 pixels"),
+    ("huge image", _huge, QUESTION, "Image: huge.png: 300x200 pixels of mode RGB take 180000 bytes decoded, above "
+                                    "the limit of 150000 bytes (decompression-bomb guard)"),
     ("empty question", _shapes, "   ", "Question: empty; type a question about the image."),
     ("unencodable question", _shapes, "What \ud800?", "Question: character 5 (U+D800) cannot be encoded"),
     ("question past the context", _shapes, "square " * 200, "Question: too long: prompt is "),
 ])
 def test_bad_input_ends_the_request_with_one_message(demo, tmp_path, monkeypatch, case, make_image, question,
                                                      message):
-    monkeypatch.setattr(demo, "max_pixels", 50_000)
+    monkeypatch.setattr(demo, "max_bytes", 150_000)
     monkeypatch.setattr(demo.model.config, "max_position_embeddings", 300)
     events = list(run_request(demo, _request(make_image(tmp_path), question)))
     assert len(events) == 1 and isinstance(events[0], RequestFailed), events
@@ -230,6 +237,62 @@ def test_a_client_that_leaves_mid_answer_stops_the_generation_and_leaves_the_mod
     with demo.lock:  # the generation thread has finished and reset the model
         assert _is_unpruned(demo.model)
     assert len(lengths) == 1 and lengths[0] < 400
+
+
+def _prompt_tokens(demo, request) -> int:
+    """The request's prompt length: its ids (one image placeholder) with the placeholder counted as
+    the tower's visual tokens."""
+    conv = conv_templates[request.conv_mode].copy()
+    conv.append_message(conv.roles[0], image_prompt(request.question, demo.model.config))
+    conv.append_message(conv.roles[1], None)
+    ids = tokenizer_image_token(conv.get_prompt(), demo.tokenizer, IMAGE_TOKEN_INDEX)
+    return len(ids) - 1 + demo.model.get_model().num_visual_tokens()
+
+
+def test_the_answer_length_is_capped_to_what_the_context_leaves_and_the_page_says_so(demo, image, monkeypatch,
+                                                                                     caplog):
+    request = DemoRequest(str(image), QUESTION, "llava_v1", (0.0,), max_new_tokens=400)
+    prompt = _prompt_tokens(demo, request)
+    monkeypatch.setattr(demo.model.config, "max_position_embeddings", prompt + 5)
+    asked = []
+    generate = demo.model.generate
+    monkeypatch.setattr(demo.model, "generate",
+                        lambda *args, **kwargs: asked.append(kwargs["max_new_tokens"]) or generate(*args, **kwargs))
+    with caplog.at_level(logging.INFO, logger="llava.serve.demo_requests"):
+        events = list(run_request(demo, request))
+    note = f"Max new tokens lowered from 400 to 5: the prompt takes {prompt} of the model's {prompt + 5}-token context."
+    assert asked == [5]
+    assert events[0].note == note and events[-1].message.endswith(f"s. {note}")
+    assert note in caplog.messages
+
+
+def test_a_prompt_that_fills_the_context_is_refused(demo, image, monkeypatch):
+    request = DemoRequest(str(image), QUESTION, "llava_v1", (0.0,))
+    prompt = _prompt_tokens(demo, request)
+    monkeypatch.setattr(demo.model.config, "max_position_embeddings", prompt)
+    events = list(run_request(demo, request))
+    assert [type(e) for e in events] == [RequestFailed]
+    assert events[0].message == (f"Question: too long: prompt is {prompt} tokens, which leaves no room for an answer "
+                                 f"in the model's context of {prompt} tokens (max_position_embeddings)")
+
+
+def test_an_upload_waits_for_an_image_slot_and_is_refused_when_none_frees_up(demo, image, monkeypatch):
+    monkeypatch.setattr(demo, "image_slots", ImageSlots(count=1, wait_s=0.2))
+    with demo.image_slots.held():  # another upload is being read
+        started = time.monotonic()
+        with pytest.raises(RequestError, match=f"^{re.escape(BUSY_MESSAGE)}$"):
+            demo.load_view(str(image))
+        assert time.monotonic() - started >= 0.2
+    assert demo.load_view(str(image))[0].size == (48, 48)  # the slot is free again
+
+
+def test_the_page_queues_upload_previews_to_the_image_slots(demo):
+    pytest.importorskip("gradio")
+    from llava.serve.web_layout import PageDefaults, build_page
+
+    page = build_page(demo, PageDefaults(conv_mode="llava_v1", examples=()))
+    previews = [fn for fn in page.fns.values() if fn.name == "show_preview"]
+    assert [(fn.concurrency_limit, fn.concurrency_id) for fn in previews] == [(demo.image_slots.count, "image")]
 
 
 # --- the command line ------------------------------------------------------------------------

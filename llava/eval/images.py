@@ -12,16 +12,20 @@ in front). What is checked, and what is done:
 - a missing path, a directory or a 0-byte file: error;
 - a file PIL cannot identify (not an image): error; a truncated or corrupt file: error
   (the pixels are decoded here, inside the check, not later by the preprocessor);
-- more than ``max_pixels`` pixels (default `DEFAULT_MAX_PIXELS`, PIL's own warning
-  threshold): error naming the size and the limit, raised from the file header before
-  any pixel is decoded (the decompression-bomb guard);
+- more than ``max_bytes`` decoded bytes (`decoded_bytes`: width × height × the bytes per pixel
+  of the decoded mode, plus 3 per pixel for the RGB copy made of any other mode; default
+  `DEFAULT_MAX_DECODED_BYTES`, 256 MiB, so an RGB image may have PIL's own warning threshold
+  of 89.5 Mpx and a 16-bit grey one 53.7 Mpx): error naming the size, mode and limit, raised
+  from the file header before any pixel is decoded (the decompression-bomb guard);
 - modes: RGB is kept; L, 1, CMYK, YCbCr go through PIL's conversion; images with an
   alpha channel or palette transparency (RGBA, LA, PA, P with ``transparency``) are
   composited on white (`TRANSPARENT_BACKGROUND`), so transparent areas look as an image
   viewer shows them rather than as whatever colour the transparent pixels happen to hold
   (upstream LLaVA drops the alpha channel instead); 16-bit grey (I;16, I;16B, I;16L) and
   32-bit integer (I) images are scaled from 0..65535 to 0..255 (PIL's own conversion
-  clips everything above 255 to white);
+  clips everything above 255 to white) in integers, a lookup table applied a strip of rows
+  at a time, so the conversion holds no more than the 8-bit result beside the decoded image;
+  32-bit float (F) images go through PIL's conversion (0..255, clipped; in C, no copies);
 - geometry (`bound_image_geometry`): preprocessing must never build an image with a side
   longer than `MAX_SIDE_IN_TOWER_SIDES` tower input sides. The pad path
   (``image_aspect_ratio == "pad"``) pastes the image on a square canvas of its longest
@@ -46,16 +50,19 @@ import math
 import os
 import threading
 from pathlib import Path
-from typing import Any, BinaryIO, Optional, Union
+from typing import Any, BinaryIO, Optional, Tuple, Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageMode, UnidentifiedImageError
 
 from llava.eval.io_utils import InputError
 
-DEFAULT_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
-"""Pixels (width × height) an image may have: PIL's own decompression-bomb warning threshold
-(89,478,485, about 9459 × 9459)."""
+DEFAULT_MAX_DECODED_BYTES = 256 * 1024 * 1024
+"""Bytes an image may take decoded (`decoded_bytes`): 256 MiB, which lets an RGB image have PIL's
+own decompression-bomb warning threshold of pixels (89,478,485, about 9459 × 9459)."""
+
+RGB_BYTES_PER_PIXEL = 3
+"""Bytes per pixel of the RGB image every other mode is converted to."""
 
 TRANSPARENT_BACKGROUND = (255, 255, 255)
 """RGB colour that transparent pixels are composited on: white."""
@@ -70,6 +77,12 @@ array whose first dimension is 1 or 3 as channels-first, so a 1- or 3-pixel-high
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 """Integer modes read as 16-bit grey (0..65535) and scaled to 8 bits."""
 
+_SIXTEEN_TO_EIGHT = ((np.arange(65536, dtype=np.int64) + 128) // 257).astype(np.uint8)
+"""round(v / 257) for every 16-bit value v (257 is odd, so no v lies half-way): 0..65535 -> 0..255."""
+
+STRIP_PIXELS = 1 << 16
+"""Pixels converted at a time from 16 to 8 bits (bounds the conversion's temporary arrays)."""
+
 _PIL_LIMIT_LOCK = threading.Lock()
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -83,7 +96,25 @@ class ImageNotFoundError(ImageError, FileNotFoundError):
     """An image path that does not exist (caught as either an `ImageError` or a FileNotFoundError)."""
 
 
-def _open_checked(source: Union[PathLike, BinaryIO], name: str, max_pixels: int) -> Image.Image:
+def bytes_per_pixel(mode: str) -> int:
+    """Bytes one pixel of a PIL `mode` takes decoded: 1 for L, P and 1, 2 for I;16 and LA, 3 for
+    RGB, 4 for RGBA, CMYK, I and F.
+
+    Raises:
+        KeyError: a mode PIL does not know.
+    """
+    described = ImageMode.getmode(mode)
+    return np.dtype(described.typestr).itemsize * len(described.bands)
+
+
+def decoded_bytes(mode: str, size: Tuple[int, int]) -> int:
+    """Bytes an image of `mode` and `size` (width, height) takes once read: its decoded pixels, plus
+    the RGB copy `to_rgb` makes of any mode other than RGB (e.g. 5 bytes per pixel for I;16)."""
+    per_pixel = bytes_per_pixel(mode) + (0 if mode == "RGB" else RGB_BYTES_PER_PIXEL)
+    return size[0] * size[1] * per_pixel
+
+
+def _open_checked(source: Union[PathLike, BinaryIO], name: str, max_bytes: int) -> Image.Image:
     """Opens, size-checks and decodes an image; every failure becomes an `ImageError` naming `name`."""
     # PIL's own guard reads the process-wide Image.MAX_IMAGE_PIXELS; it is lifted while the header is
     # parsed (under a lock) so that this function's limit, checked right after, is the one that applies.
@@ -100,10 +131,14 @@ def _open_checked(source: Union[PathLike, BinaryIO], name: str, max_pixels: int)
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageError(f"{name}: cannot read the image header ({err})") from None
     width, height = image.size
-    if width * height > max_pixels:
+    try:
+        needed = decoded_bytes(image.mode, image.size)
+    except KeyError:
+        raise ImageError(f"{name}: image mode {image.mode!r} is not supported") from None
+    if needed > max_bytes:
         raise ImageError(
-            f"{name}: {width}x{height} = {width * height} pixels is above the limit of {max_pixels} pixels "
-            "(decompression-bomb guard)"
+            f"{name}: {width}x{height} pixels of mode {image.mode} take {needed} bytes decoded, above the "
+            f"limit of {max_bytes} bytes (decompression-bomb guard)"
         )
     try:
         image.load()
@@ -113,9 +148,15 @@ def _open_checked(source: Union[PathLike, BinaryIO], name: str, max_pixels: int)
 
 
 def _sixteen_bit_to_grey(image: Image.Image) -> Image.Image:
-    """An L image from a 16-bit (or 32-bit integer) grey image, 0..65535 scaled to 0..255."""
-    values = np.asarray(image, dtype=np.float64)  # (H, W)
-    return Image.fromarray(np.round(np.clip(values, 0, 65535) / 257).astype(np.uint8))  # (H, W) uint8: mode L
+    """An L image from a 16-bit (or 32-bit integer) grey image, 0..65535 scaled to 0..255 (rounded;
+    values outside 0..65535 clipped), converted `STRIP_PIXELS` at a time in integers."""
+    width, height = image.size
+    grey = np.empty((height, width), dtype=np.uint8)  # (H, W)
+    rows = max(1, STRIP_PIXELS // max(width, 1))
+    for top in range(0, height, rows):
+        strip = np.asarray(image.crop((0, top, width, min(top + rows, height))))  # (rows, W) uint16 or int32
+        grey[top:top + rows] = _SIXTEEN_TO_EIGHT[strip if strip.dtype.itemsize == 2 else np.clip(strip, 0, 65535)]
+    return Image.fromarray(grey)  # mode L
 
 
 def to_rgb(image: Image.Image, name: str = "image") -> Image.Image:
@@ -147,19 +188,19 @@ def to_rgb(image: Image.Image, name: str = "image") -> Image.Image:
         raise ImageError(f"{name}: image mode {image.mode!r} cannot be converted to RGB ({err})") from None
 
 
-def load_image(path: PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def load_image(path: PathLike, *, max_bytes: int = DEFAULT_MAX_DECODED_BYTES) -> Image.Image:
     """Reads an image file, checked and decoded, as RGB.
 
     Args:
         path: the image file.
-        max_pixels: most pixels (width × height) accepted.
+        max_bytes: most bytes the image may take decoded (`decoded_bytes`).
 
     Returns:
         The decoded RGB image.
 
     Raises:
         ImageError: missing path (an `ImageNotFoundError`), a directory, an empty file, not an
-            image, a truncated or corrupt file, too many pixels, or a mode without an RGB
+            image, a truncated or corrupt file, too many decoded bytes, or a mode without an RGB
             conversion; the message starts with the path.
     """
     path = Path(path)
@@ -170,36 +211,37 @@ def load_image(path: PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: image file is empty (0 bytes)")
     with path.open("rb") as handle:
-        return to_rgb(_open_checked(handle, str(path), max_pixels), str(path))
+        return to_rgb(_open_checked(handle, str(path), max_bytes), str(path))
 
 
-def decode_image(data: bytes, *, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode_image(data: bytes, *, name: str, max_bytes: int = DEFAULT_MAX_DECODED_BYTES) -> Image.Image:
     """Decodes an encoded image file held in memory (PNG, JPEG, ...), checked, as RGB.
 
     Args:
         data: the file's bytes.
         name: where they came from (URL, question file and line), for messages.
-        max_pixels: most pixels (width × height) accepted.
+        max_bytes: most bytes the image may take decoded (`decoded_bytes`).
 
     Returns:
         The decoded RGB image.
 
     Raises:
-        ImageError: no bytes, not an image, truncated or corrupt, too many pixels, or a
+        ImageError: no bytes, not an image, truncated or corrupt, too many decoded bytes, or a
             mode without an RGB conversion; the message starts with `name`.
     """
     if not data:
         raise ImageError(f"{name}: image data is empty (0 bytes)")
-    return to_rgb(_open_checked(io.BytesIO(data), name, max_pixels), name)
+    return to_rgb(_open_checked(io.BytesIO(data), name, max_bytes), name)
 
 
-def decode_base64_image(text: Union[str, bytes], *, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode_base64_image(text: Union[str, bytes], *, name: str,
+                        max_bytes: int = DEFAULT_MAX_DECODED_BYTES) -> Image.Image:
     """Decodes a base64-encoded image file (MMBench's TSV column), checked, as RGB.
 
     Args:
         text: the base64 text.
         name: where it came from (question file and line), for messages.
-        max_pixels: most pixels (width × height) accepted.
+        max_bytes: most bytes the image may take decoded (`decoded_bytes`).
 
     Returns:
         The decoded RGB image.
@@ -211,7 +253,7 @@ def decode_base64_image(text: Union[str, bytes], *, name: str, max_pixels: int =
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError, TypeError) as err:
         raise ImageError(f"{name}: not valid base64 image data ({err})") from None
-    return decode_image(data, name=name, max_pixels=max_pixels)
+    return decode_image(data, name=name, max_bytes=max_bytes)
 
 
 def tower_input_side(image_processor: Any) -> int:

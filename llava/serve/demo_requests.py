@@ -10,8 +10,11 @@ at several FitPrune budgets, report what each budget kept and cost.
 Bad input (no image, a file that is not a usable image, an empty or unencodable question, a
 prompt past the model's context, a ratio that cannot be parsed) ends the request with one
 `RequestFailed` event whose message is shown to the user; a ratio without a recipe fails that
-budget alone (`BudgetFailed`, with the calibrate command that makes the recipe). Generations run one
-at a time (`DemoModel.lock`), each between configuring its own pruning and resetting the model
+budget alone (`BudgetFailed`, with the calibrate command that makes the recipe). Images are read
+`llava.serve.demo_limits.IMAGE_SLOTS` at a time (`DemoModel.image_slots`), and an answer may be
+no longer than the context leaves after the prompt (a lower limit is said in the status and the
+log). Generations run one at a time (`DemoModel.lock`), each between configuring its own pruning
+and resetting the model
 to unpruned, so a request that raised or whose client went away leaves no pruner behind.
 """
 from __future__ import annotations
@@ -30,7 +33,7 @@ from PIL import Image
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.conversation import conv_templates
 from llava.eval.batch_generation import answer_text
-from llava.eval.images import DEFAULT_MAX_PIXELS, ImageError, bound_image_geometry, load_image
+from llava.eval.images import DEFAULT_MAX_DECODED_BYTES, ImageError, bound_image_geometry, load_image
 from llava.eval.questions import UnencodableTextError, check_encodable
 from llava.eval.run_llava import BAD_INPUT_ERRORS, UsageError, generation_kwargs, image_prompt, stop_string
 from llava.eval.run_summary import flops_summary
@@ -43,6 +46,7 @@ from llava.model.pruning.policies import POLICIES
 from llava.model.pruning.ratio import ReductionRatioError, parse_reduction_ratio
 from llava.model.pruning.recipe import RecipeBook, RecipeError
 from llava.model.pruning.recipe_lookup import load_recipe_book
+from llava.serve.demo_limits import ImageSlots, ImageSlotsBusy, cap_new_tokens
 from llava.serve.demo_results import (
     BudgetDone,
     BudgetFailed,
@@ -127,6 +131,7 @@ class PreparedInput:
         num_other_tokens: prompt tokens other than the visual ones.
         num_visual: visual tokens of the image, or None for anyres (LLaVA-NeXT) models, whose
             count depends on the image.
+        context: the model's context, tokens.
         view: (H, W, 3) uint8, the image as the tower sees it, or None for anyres models.
     """
 
@@ -135,6 +140,7 @@ class PreparedInput:
     stop_str: str
     num_other_tokens: int
     num_visual: Optional[int]
+    context: int
     view: Optional[np.ndarray]
 
 
@@ -157,7 +163,8 @@ class DemoModel:
         tokenizer, model, image_processor: from `load_pretrained_model`.
         model_name: the name LLaVA derives from the model path.
         recipe_file: an explicit recipe book, or None to look one up (`recipe_lookup`).
-        max_pixels: largest image accepted (width × height).
+        max_bytes: most bytes an image may take decoded (`llava.eval.images.decoded_bytes`).
+        image_slots: bounds the images read at once (`load_view`).
         lock: held by each generation, from configuring its pruning to resetting it.
     """
 
@@ -166,7 +173,8 @@ class DemoModel:
     image_processor: object
     model_name: str
     recipe_file: Optional[str] = None
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_bytes: int = DEFAULT_MAX_DECODED_BYTES
+    image_slots: ImageSlots = field(default_factory=ImageSlots)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -192,19 +200,24 @@ class DemoModel:
     def load_view(self, image_path: Optional[str]) -> Tuple[Image.Image, Optional[np.ndarray]]:
         """The checked image (bounded in size) and, except for anyres models, its tower view.
 
+        At most `image_slots.count` images are read at once; a call waits for a free slot.
+
         Raises:
-            RequestError: no image, or a file that cannot be used (the message names it by
-                its base name).
+            RequestError: no image, a file that cannot be used (the message names it by its
+                base name), or no free slot within the slots' wait.
         """
         if not image_path:
             raise RequestError("Image: none given; upload one or pick an example.")
         try:
-            image = load_image(image_path, max_pixels=self.max_pixels)
+            with self.image_slots.held():
+                image = load_image(image_path, max_bytes=self.max_bytes)
+                aspect = "anyres" if self.anyres else getattr(self.model.config, "image_aspect_ratio", None)
+                image = bound_image_geometry(image, self.image_processor, aspect)
+                view = None if self.anyres else tower_view(image, self.image_processor, self.model.config)
         except ImageError as err:
             raise RequestError(f"Image: {str(err).replace(str(image_path), Path(image_path).name)}") from None
-        aspect = "anyres" if self.anyres else getattr(self.model.config, "image_aspect_ratio", None)
-        image = bound_image_geometry(image, self.image_processor, aspect)
-        view = None if self.anyres else tower_view(image, self.image_processor, self.model.config)
+        except ImageSlotsBusy as err:
+            raise RequestError(str(err)) from None
         return image, view
 
     def prepare(self, request: DemoRequest) -> PreparedInput:
@@ -242,7 +255,7 @@ class DemoModel:
                                           aspect_config=None if self.anyres else config)
         image_inputs["images"] = move_images(image_inputs["images"], self.model.device, self.model.dtype)
         return PreparedInput(input_ids[None].to(self.model.device), image_inputs, stop_string(conv),
-                             num_other, num_visual, view)
+                             num_other, num_visual, config.max_position_embeddings, view)
 
     def stream_budget(self, prepared: PreparedInput, ratio: float, policy: str, generation: dict
                       ) -> Generator[str, None, BudgetResult]:
@@ -310,16 +323,24 @@ class DemoModel:
                             keep_counts, num_visual, masks, flops, generated.timing)
 
 
-def decoding_arguments(request: DemoRequest) -> dict:
-    """`generate` arguments for the request's temperature and token limit.
+def decoding_arguments(request: DemoRequest, prepared: PreparedInput) -> Tuple[dict, Optional[str]]:
+    """`generate` arguments for the request's temperature and token limit, the limit lowered to
+    what the context leaves after the prompt (anyres models: after its text tokens, since the
+    image's visual tokens are counted only in the prefill); and the note saying so, or None.
 
     Raises:
         RequestError: a temperature below 0 or a token limit below 1.
     """
     try:
-        return generation_kwargs(request.temperature, int(request.max_new_tokens))
+        generation = generation_kwargs(request.temperature, int(request.max_new_tokens))
+        prompt_tokens = prepared.num_other_tokens + (prepared.num_visual or 0)
+        generation["max_new_tokens"], note = cap_new_tokens(generation["max_new_tokens"], prompt_tokens,
+                                                            prepared.context)
     except UsageError as err:
         raise RequestError(f"Decoding: {str(err).lstrip('-')}") from None
+    except ValueError as err:
+        raise RequestError(f"Question: too long: {err}") from None
+    return generation, note
 
 
 def _partials(slot: int, stream: Generator[str, None, BudgetResult]) -> Generator[PartialAnswer, None, BudgetResult]:
@@ -346,11 +367,13 @@ def run_request(demo: DemoModel, request: DemoRequest) -> Iterator[RequestEvent]
     started = time.perf_counter()
     try:
         prepared = demo.prepare(request)
-        generation = decoding_arguments(request)
+        generation, note = decoding_arguments(request, prepared)
     except RequestError as err:
         yield RequestFailed(str(err))
         return
-    yield RequestStarted(request.ratios, prepared.view)
+    if note:
+        logger.info(note)
+    yield RequestStarted(request.ratios, prepared.view, note)
     answered = 0
     for slot, ratio in enumerate(request.ratios):
         try:
@@ -369,4 +392,4 @@ def run_request(demo: DemoModel, request: DemoRequest) -> Iterator[RequestEvent]
         answered += 1
         yield BudgetDone(slot, result)
     yield RequestDone(f"Answered at {answered} of {len(request.ratios)} budgets in "
-                      f"{time.perf_counter() - started:.1f} s.")
+                      f"{time.perf_counter() - started:.1f} s." + (f" {note}" if note else ""))

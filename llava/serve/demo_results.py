@@ -72,10 +72,12 @@ class BudgetResult:
 
 @dataclass(frozen=True)
 class RequestStarted:
-    """The input was accepted; answers follow at each of `ratios`."""
+    """The input was accepted; answers follow at each of `ratios`. `note` says when the answer
+    length was lowered to fit the context (None when it was not)."""
 
     ratios: Tuple[float, ...]
     view: Optional[np.ndarray]
+    note: Optional[str] = None
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from PIL import Image
 
 from llava.conversation import conv_templates
 from llava.model.pruning.policies import POLICIES
+from llava.serve.demo_limits import return_large_blocks
 from llava.serve.demo_requests import MAX_BUDGETS, DemoModel, DemoRequest, RequestError, parse_ratios, run_request
 from llava.serve.demo_results import (
     BudgetDone,
@@ -190,8 +191,9 @@ class Page:
             state = gr.State(PageState())
             self.status, self.preview, self.state = status, preview, state
 
+            # previews beyond the demo's image slots wait in gradio's queue, which shows the user their place
             image_file.change(self.show_preview, inputs=image_file, outputs=[preview, status],
-                              concurrency_limit=None)
+                              concurrency_limit=self.demo.image_slots.count, concurrency_id="image")
             request_inputs = [image_file, question, conv_mode, policy, checked, other, temperature,
                               max_new_tokens, layer]
             outputs = [status, preview, state] + [c for s in self.slots for c in self._slot_components(s)]
@@ -254,7 +256,8 @@ class Page:
         """The component updates one request event makes."""
         if isinstance(event, RequestStarted):
             state.started, state.view = True, event.view
-            updates = {self.status: f"Answering at {len(event.ratios)} ratio(s)…",
+            note = f" {event.note}" if event.note else ""
+            updates = {self.status: f"Answering at {len(event.ratios)} ratio(s)…{note}",
                        self.preview: enlarge(event.view), self.state: state}
             for i, slot in enumerate(self.slots):
                 shown = i < len(event.ratios)
@@ -289,5 +292,8 @@ class Page:
 
 
 def build_page(demo: DemoModel, defaults: PageDefaults) -> gr.Blocks:
-    """The demo's Blocks page for `demo` (queue and launch it)."""
+    """The demo's Blocks page for `demo` (queue and launch it). Freed image buffers go straight
+    back to the system from then on in this process (`llava.serve.demo_limits.return_large_blocks`),
+    so the server holds no more than its image slots' images however many threads read uploads."""
+    return_large_blocks()
     return Page(demo, defaults).blocks
