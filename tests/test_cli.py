@@ -126,7 +126,9 @@ def test_conv_mode_auto_pick(name, mode):
 def test_conv_mode_override_warns_only_when_it_differs(capsys):
     assert run_llava.select_conv_mode("llava-v1.5-7b", None) == "llava_v1"
     assert run_llava.select_conv_mode("llava-v1.5-7b", "llava_v1") == "llava_v1"
-    assert capsys.readouterr().err == ""
+    assert capsys.readouterr().err == (
+        "conversation template: llava_v1 (guessed from the model name 'llava-v1.5-7b')\n"
+        "conversation template: llava_v1 (--conv-mode, the same as guessed from the model name 'llava-v1.5-7b')\n")
     assert run_llava.select_conv_mode("llava-v1.5-7b", "vicuna_v1") == "vicuna_v1"
     err = capsys.readouterr().err
     assert "WARNING" in err and "llava_v1" in err and "vicuna_v1" in err

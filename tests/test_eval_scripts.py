@@ -51,6 +51,7 @@ def test_every_benchmark_has_a_script():
 
 @pytest.mark.parametrize("bench", sorted(FIRST_REQUIRED))
 def test_missing_data_stops_before_loading_the_model(bench, tmp_path):
+    (tmp_path / "no-model").mkdir()  # a folder that is no checkpoint: loading it would fail, naming it
     result = _run_script([str(SCRIPTS / f"{bench}.sh")],
                          {"EVAL_DIR": str(tmp_path), "MODEL_PATH": str(tmp_path / "no-model"), "DEVICE": "cpu"},
                          timeout=30)

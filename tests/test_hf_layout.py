@@ -25,6 +25,7 @@ from llava.model.hf_weights import CLASSIC, NESTED, VOCAB_KEYS, HfWeightFiles, p
 from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
 from llava.model.pruning.recipe import ModelSignature, Recipe, RecipeBook
 from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT, RECIPES_DIR, find_recipe_file
+from llava.template_choice import CONV_MODE_FIELD
 from tests.helpers import QUESTIONS, build_prompt, encode_batch, sample_images
 from tests.test_checkpoint_layout import LLAVA_V15_13B_CONFIG, LLAVA_V15_7B_CONFIG
 from tests.test_llava_next import IMAGE_SIZES, LLAVA_V16_VICUNA_7B_CONFIG, _clip_l_vision_weight_map, picture
@@ -207,6 +208,8 @@ def test_round_trip_to_original_gives_back_the_same_checkpoint(checkpoints, tmp_
     assert sorted(before) == sorted(after) and all(torch.equal(before[k], after[k]) for k in before)
     fields = json.loads((original / "config.json").read_text())
     written = json.loads((back / "config.json").read_text())
+    # the converter adds the template it chose (the original's name guesses llava_v1) to each config.json
+    assert written.pop(CONV_MODE_FIELD) == json.loads((hf / "config.json").read_text())[CONV_MODE_FIELD] == "llava_v1"
     assert set(written) <= set(fields)
     assert set(fields) - set(written) == TRAINING_ONLY_FIELDS
     assert {k for k in written if written[k] != fields[k]} == {"mm_vision_tower"}

@@ -11,7 +11,6 @@ exit status 2. `eval_model(args)` does the same from Python and returns the answ
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, TypeVar
@@ -43,6 +42,8 @@ from llava.model.builder import (
     resolve_device,
 )
 from llava.model.errors import CheckpointError, ContextLengthError, MissingDependencyError
+from llava.template_choice import auto_conv_mode  # noqa: F401 (re-exported: the name upstream has here)
+from llava.template_choice import choose_conv_mode, describe_choice
 from llava.utils import OneLineArgumentParser, disable_torch_init
 
 URL_TIMEOUT_S = 30
@@ -63,50 +64,27 @@ file, a model path or checkpoint that cannot be loaded, a prompt longer than the
 context, an optional package a flag needs, no fitting recipe, a bad flag value."""
 
 
-def auto_conv_mode(model_name: str) -> str:
-    """The conversation template upstream picks from a model name.
+def select_conv_mode(model_name: str, requested: Optional[str], model_path: Optional[str] = None) -> str:
+    """The template to use (`llava.template_choice.choose_conv_mode`): `requested` if given, else
+    the one the checkpoint at `model_path` records, else the guess from `model_name`.
 
-    Args:
-        model_name: e.g. ``llava-v1.5-7b``.
-
-    Returns:
-        ``llava_llama_2`` if the name has ``llama-2``, else ``llava_v1`` if it has ``v1`` or
-        is a Hugging Face conversion of LLaVA-1.5/1.6 (``llava-1.5-7b-hf``: no ``v1`` in the
-        name, vicuna_v1 prompts), else ``mpt`` if it has ``mpt``, else ``llava_v0``
-        (case-insensitive).
-    """
-    name = model_name.lower()
-    if "llama-2" in name:
-        return "llava_llama_2"
-    if "v1" in name or re.search(r"llava-1\.[56]", name):
-        return "llava_v1"
-    if "mpt" in name:
-        return "mpt"
-    return "llava_v0"
-
-
-def select_conv_mode(model_name: str, requested: Optional[str]) -> str:
-    """The template to use: `requested` if given, else the automatic choice.
-
-    Prints a warning to stderr when `requested` differs from the automatic choice.
+    Prints one line on stderr naming the template and why it was chosen, with a warning when
+    `requested` differs from the recorded or guessed one.
 
     Args:
         model_name: the model's name.
         requested: the ``--conv-mode`` value, or None.
+        model_path: the checkpoint directory or hub name, or None.
 
     Returns:
         A key of `conv_templates`.
+
+    Raises:
+        CheckpointError: the checkpoint records a template that does not exist.
     """
-    auto = auto_conv_mode(model_name)
-    if requested is None:
-        return auto
-    if requested != auto:
-        print(
-            f"[WARNING] the auto inferred conversation mode is {auto}, while `--conv-mode` is {requested}, "
-            f"using {requested}",
-            file=sys.stderr,
-        )
-    return requested
+    choice = choose_conv_mode(model_name, model_path, requested)
+    print(describe_choice(choice), file=sys.stderr, flush=True)
+    return choice.conv_mode
 
 
 def stop_string(conv: Conversation) -> str:
@@ -244,7 +222,7 @@ def eval_model(args: argparse.Namespace) -> str:
     """
     run = start_run(args, DEFAULT_MAX_NEW_TOKENS)
     tokenizer, model, image_processor, image = run.tokenizer, run.model, run.image_processor, run.image
-    conv = conv_templates[select_conv_mode(run.model_name, getattr(args, "conv_mode", None))].copy()
+    conv = conv_templates[select_conv_mode(run.model_name, getattr(args, "conv_mode", None), args.model_path)].copy()
     conv.append_message(conv.roles[0], image_prompt(args.query, model.config))
     conv.append_message(conv.roles[1], None)
     prompt = conv.get_prompt()

@@ -10,7 +10,12 @@ tower's image processor. ``--to original`` writes ``pytorch_model*.bin`` with th
 vocabulary, the tower (config, weights, processor) in ``clip-vision-tower/`` named by a relative
 ``mm_vision_tower`` (LLaVA-NeXT also keeps the tower's weights in the checkpoint, as released), and
 the original tokenizer. A recipe file (``fitprune_recipes.json``) is copied along. Weights keep
-the source's dtype (config.json ``torch_dtype``).
+the source's dtype (config.json ``torch_dtype``). config.json records the conversation template
+(``conv_mode``: ``--conv-mode``, else the source's recorded one, else the guess from the source's
+name, `llava.template_choice`); one stderr line says which and why.
+
+The checkpoint is written into a hidden sibling folder of DST and renamed to DST at the end, so
+DST appears only complete; a killed run leaves the hidden folder, which the next run removes.
 """
 from __future__ import annotations
 
@@ -21,15 +26,17 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
-from transformers import AutoTokenizer, GenerationConfig
+from transformers import GenerationConfig
 from transformers.utils.hub import convert_file_size_to_int
 
+from llava.conversation import conv_templates
+from llava.mm_utils import get_model_name_from_path
 from llava.model.builder import check_model_path, load_pretrained_model
+from llava.model.checkpoint_files import checkpoint_file
 from llava.model.errors import CheckpointError
 from llava.model.hf_config import (
     IMAGE_TOKEN,
     PAD_TOKEN,
-    checkpoint_file,
     dtype_name,
     hf_config_from_llava,
     read_hf_checkpoint,
@@ -37,6 +44,9 @@ from llava.model.hf_config import (
 from llava.model.hf_weights import KEY_STYLES, hf_tensors, write_shards
 from llava.model.language_model.llava_llama import LlavaConfig
 from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT
+from llava.model.staged_folder import staged_folder
+from llava.model.tokenizer_loading import load_llama_tokenizer
+from llava.template_choice import CONV_MODE_FIELD, choose_conv_mode, describe_choice
 from llava.utils import OneLineArgumentParser
 
 PROG = "python -m llava.model.convert"
@@ -80,7 +90,7 @@ def _write_json(path: Path, fields: dict) -> None:
 def _hf_tokenizer(src: str, vocab_size: int):
     """The source's tokenizer with ``<image>`` (id `vocab_size`) and ``<pad>`` (next id) added, as
     the llava-hf tokenizers have them."""
-    tokenizer = AutoTokenizer.from_pretrained(src, use_fast=False)
+    tokenizer = load_llama_tokenizer(src)
     tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
     tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
     ids = tokenizer.convert_tokens_to_ids([IMAGE_TOKEN, PAD_TOKEN])
@@ -90,8 +100,10 @@ def _hf_tokenizer(src: str, vocab_size: int):
     return tokenizer
 
 
-def to_hf(src: str, dst: Path, max_shard_bytes: int, key_style: str = "classic") -> None:
-    """Writes the original-layout checkpoint `src` in the Hugging Face layout into `dst`.
+def to_hf(src: str, dst: Path, max_shard_bytes: int, key_style: str = "classic",
+          conv_mode: Optional[str] = None) -> None:
+    """Writes the original-layout checkpoint `src` in the Hugging Face layout into `dst` (with
+    `conv_mode`, when given, recorded in config.json).
 
     Raises:
         CheckpointError: `src` is already in that layout, or holds what the layout cannot express.
@@ -102,6 +114,8 @@ def to_hf(src: str, dst: Path, max_shard_bytes: int, key_style: str = "classic")
     dst.mkdir(parents=True, exist_ok=True)
     config = model.config
     fields = hf_config_from_llava(config, model.get_vision_tower().config, f"{src}/config.json")
+    if conv_mode is not None:
+        fields[CONV_MODE_FIELD] = conv_mode
     write_shards(hf_tensors(model, KEY_STYLES[key_style]), str(dst), safetensors=True, max_shard_bytes=max_shard_bytes)
     _write_json(dst / "config.json", fields)
     _hf_tokenizer(src, config.vocab_size).save_pretrained(str(dst))
@@ -115,8 +129,9 @@ def to_hf(src: str, dst: Path, max_shard_bytes: int, key_style: str = "classic")
     _copy_recipes(src, dst)
 
 
-def to_original(src: str, dst: Path, max_shard_bytes: int) -> None:
-    """Writes the Hugging Face-layout checkpoint `src` in the original layout into `dst`.
+def to_original(src: str, dst: Path, max_shard_bytes: int, conv_mode: Optional[str] = None) -> None:
+    """Writes the Hugging Face-layout checkpoint `src` in the original layout into `dst` (with
+    `conv_mode`, when given, recorded in config.json).
 
     Raises:
         CheckpointError: `src` is not in the Hugging Face layout.
@@ -133,6 +148,8 @@ def to_original(src: str, dst: Path, max_shard_bytes: int) -> None:
     fields = {k: v for k, v in model.config.to_dict().items() if k not in HF_ONLY_FIELDS}
     fields.update(mm_vision_tower=TOWER_DIR, unfreeze_mm_vision_tower=anyres,
                   torch_dtype=dtype_name(model.config.torch_dtype))
+    if conv_mode is not None:
+        fields[CONV_MODE_FIELD] = conv_mode
     LlavaConfig(**fields).save_pretrained(str(dst))
     tower_prefix = "model.vision_tower."
     state = {k: v.contiguous() for k, v in model.state_dict().items() if anyres or not k.startswith(tower_prefix)}
@@ -152,6 +169,9 @@ def build_parser() -> OneLineArgumentParser:
                         help="largest weights file, e.g. 5GB or 200MB (default %(default)s)")
     parser.add_argument("--key-style", choices=sorted(KEY_STYLES), default="classic",
                         help="--to hf: the llava-hf names (classic) or newer transformers' re-saved ones (nested)")
+    parser.add_argument("--conv-mode", choices=sorted(conv_templates), default=None,
+                        help="conversation template to record in config.json (default: the source's recorded one, "
+                             "else the guess from the source's name)")
     return parser
 
 
@@ -177,11 +197,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     dst = _checked_destination(parser, args.dst)
     try:
         check_model_path(args.src, "source")
-        if args.to == "hf":
-            to_hf(args.src, dst, max_shard_bytes, args.key_style)
-        else:
-            to_original(args.src, dst, max_shard_bytes)
-    except (CheckpointError, FileNotFoundError, ValueError) as err:
+        template = choose_conv_mode(get_model_name_from_path(args.src), args.src, args.conv_mode)
+        with staged_folder(dst) as staging:
+            if args.to == "hf":
+                to_hf(args.src, staging, max_shard_bytes, args.key_style, template.conv_mode)
+            else:
+                to_original(args.src, staging, max_shard_bytes, template.conv_mode)
+        print(f"{describe_choice(template)}: recorded in {dst / 'config.json'} field {CONV_MODE_FIELD!r}",
+              file=sys.stderr)
+    except (CheckpointError, OSError, ValueError) as err:
         parser.error(" ".join(str(err).splitlines()))
     print(dst)
     return 0

@@ -42,7 +42,7 @@ def chat(args: argparse.Namespace) -> Conversation:
     """
     run = start_run(args, DEFAULT_MAX_NEW_TOKENS)
     tokenizer, model = run.tokenizer, run.model
-    conv = conv_templates[select_conv_mode(run.model_name, args.conv_mode)].copy()
+    conv = conv_templates[select_conv_mode(run.model_name, args.conv_mode, args.model_path)].copy()
     roles = ("user", "assistant") if "mpt" in run.model_name.lower() else conv.roles
 
     # the CLI's --image-aspect-ratio, not the config's (anyres models always use their own)

@@ -130,11 +130,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         parser.error(f"the web demo needs gradio ({err}); install it with: pip install -e '.[serve]'")
     try:
         demo = load_demo(args)
+        conv_mode = select_conv_mode(demo.model_name, args.conv_mode, demo.model.config.name_or_path)
     except BAD_INPUT_ERRORS as err:
         parser.error(" ".join(str(err).splitlines()))
     ratios = demo.recipe_ratios()
     defaults = PageDefaults(
-        conv_mode=select_conv_mode(demo.model_name, args.conv_mode),
+        conv_mode=conv_mode,
         ratios=(0.0,) + ratios[len(ratios) // 2:][:1],
         max_new_tokens=args.max_new_tokens,
         examples=bundled_examples(),

@@ -43,6 +43,20 @@ def check_vision_tower(name: str, config_location: str) -> None:
         raise tower_unavailable_error(where, name, unavailable)
 
 
+def resolve_tower_path(name: str, vision_tower_cfg: Any) -> str:
+    """The tower a config names, with a relative name that is a directory inside the config's
+    checkpoint folder (``_name_or_path``) made into that directory's path.
+
+    A relative name that is a directory from the current folder, an absolute path and a hub name
+    are kept as they are.
+    """
+    checkpoint = getattr(vision_tower_cfg, "_name_or_path", None)
+    if os.path.isabs(name) or os.path.isdir(name) or not checkpoint or not os.path.isdir(checkpoint):
+        return name
+    inside = os.path.join(checkpoint, name)
+    return inside if os.path.isdir(inside) else name
+
+
 def build_vision_tower(vision_tower_cfg: Any, **kwargs: Any) -> CLIPVisionTower:
     """Build the vision tower a config names.
 
@@ -54,6 +68,7 @@ def build_vision_tower(vision_tower_cfg: Any, **kwargs: Any) -> CLIPVisionTower:
     Returns:
         The CLIP vision tower.
 
+    A relative ``mm_vision_tower`` is found inside the checkpoint folder first (`resolve_tower_path`).
     A config holding ``mm_vision_tower_config`` (Hugging Face-layout checkpoints) gets a tower
     built from it, so its name is not checked. A config with ``is_multipath_encoder`` true gets
     LLaVA-HR's tower (`MultiPathVisionTower`), built from the config alone.
@@ -67,6 +82,7 @@ def build_vision_tower(vision_tower_cfg: Any, **kwargs: Any) -> CLIPVisionTower:
     name = getattr(vision_tower_cfg, "mm_vision_tower", getattr(vision_tower_cfg, "vision_tower", None))
     if not name:
         raise CheckpointError(f"{where}: field 'mm_vision_tower' is missing: the config names no vision tower")
+    name = resolve_tower_path(name, vision_tower_cfg)
     if is_multipath(vision_tower_cfg):
         return MultiPathVisionTower(vision_tower_cfg, name)
     if not getattr(vision_tower_cfg, "mm_vision_tower_config", None):

@@ -22,9 +22,10 @@
 # An existing answers file is resumed: rerunning a script after an interruption answers
 # only the questions left.
 #
-# Exit status: 0 done; 2 bad input (a missing data file, a bad setting, or a Python step's
-# bad-input error), with one "<script>: error: ..." line on stderr; a failed step's own status
-# otherwise (a chunked run: the first failed chunk's).
+# Exit status: 0 done; 2 bad input (a local MODEL_PATH that does not exist, checked first; a
+# missing data file, a bad setting, or a Python step's bad-input error), with one
+# "<script>: error: ..." line on stderr; a failed step's own status otherwise (a chunked run:
+# the first failed chunk's).
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 # the repository's llava and fitprune, installed or not, from any working directory
@@ -78,6 +79,11 @@ model_name() {
     echo "$name"
 }
 
+# A MODEL_PATH that names a local folder (starts with / or .) must exist; a hub id
+# (liuhaotian/llava-v1.5-7b) and an existing relative folder pass.
+if [[ $MODEL_PATH == [/.]* && ! -e $MODEL_PATH ]]; then
+    die "MODEL_PATH $MODEL_PATH does not exist"
+fi
 [[ -n ${BENCHMARK:-} ]] || die "BENCHMARK must be set before sourcing common.sh"
 [[ $REDUCTION_RATIO =~ ^[0-9]+([.][0-9]+)?$ ]] \
     || die "REDUCTION_RATIO must be a percent such as 60 (or a fraction such as 0.6), got '$REDUCTION_RATIO'"
