@@ -15,6 +15,7 @@ import pytest
 
 from fitprune import report
 from fitprune.metrics_files import metrics_path
+from llava.eval import run_record
 from llava.eval.sidecar_files import RUN_RECORD_SUFFIX, sidecar_path
 from tests.test_report import PRUNED_KEEP, VISUAL, _write_run
 
@@ -160,3 +161,12 @@ def test_a_score_older_than_its_answers_is_marked_stale(tmp_path):
     answered_ns = pruned.stat().st_mtime_ns
     os.utime(metrics, ns=(answered_ns, answered_ns))  # same time: scored after the last answer
     assert report.build_report(runs, tmp_path / "out")[0].stale == []
+
+
+def test_merge_of_a_binary_chunk_log_is_one_line(tmp_path, capsys):
+    chunk = tmp_path / "2_0.jsonl"
+    _write_run(chunk, "gqa", 0, [VISUAL] * 32, chunk=(0, 2))
+    log = sidecar_path(chunk, ".run-stats.ndjson")
+    log.write_bytes(NOT_UTF8 + b"\n")
+    assert run_record.main(["merge", "--answers-file", str(tmp_path / "merge.jsonl"), str(chunk)]) == 2
+    assert capsys.readouterr().err == f"run_record: error: {log}: not a run-stats log (byte 0 is not UTF-8 text)\n"

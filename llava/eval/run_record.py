@@ -97,12 +97,16 @@ class RunLog:
         An unterminated last line (a write cut short) is ignored with a warning.
 
         Raises:
-            RunRecordError: a complete line is not JSON or not a known entry (file:line).
+            RunRecordError: the file is not UTF-8 text, or a complete line is not JSON or not a
+                known entry (file:line).
         """
         log = cls(Path(path))
         if not log.path.is_file():
             return log
-        lines = log.path.read_text(encoding="utf-8").split("\n")
+        try:
+            lines = log.path.read_text(encoding="utf-8").split("\n")
+        except UnicodeDecodeError as err:
+            raise RunRecordError(f"{log.path}: not a run-stats log (byte {err.start} is not UTF-8 text)") from None
         if lines[-1].strip() and not _is_json(lines[-1]):
             logger.warning("%s:%d: ignoring an unterminated last line", log.path, len(lines))
             lines[-1] = ""
