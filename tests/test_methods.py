@@ -231,8 +231,11 @@ def test_pruned_generation_follows_the_schedule_in_every_dtype(typed_model, poli
     assert out.shape[1] > ids.shape[1]
     trace = model.last_pruning_trace
     n = torch.full((len(QUESTIONS),), model.get_model().num_visual_tokens())
+    before = getattr(model.get_model().resolve_prefill_hook().policy, "acts_before_layer", False)
     for layer, live in enumerate(trace.counts()):
         assert live.tolist() == schedule.keep_counts(layer, n).tolist()
+        entered = trace.entered()[layer].tolist()
+        assert entered == (live.tolist() if before else (n if layer == 0 else trace.counts()[layer - 1]).tolist())
         for b in range(len(QUESTIONS)):
             kept = trace.kept_indices(layer, b)
             assert torch.equal(kept, kept.sort().values)

@@ -403,6 +403,8 @@ class LlamaModel(LlamaPreTrainedModel):
                 if probed is not layout:
                     layout, attention = probed, AttentionInputs.for_prefill(probed)
                 previous = (layer, hidden, layout)
+            if trace is not None:
+                trace.enter(layout)
             entering = layout
             hidden, layout, probs = layer(hidden, attention, layer_idx, cache, hook, layout, output_attentions)
             if trace is not None:

@@ -81,10 +81,21 @@ class PrefillHook(Protocol):
 
 @dataclass
 class PruningTrace:
-    """What one prefill kept: per layer and sample, live counts and kept grid indices."""
+    """What one prefill kept: per layer and sample, live counts and kept grid indices after the layer,
+    and the visual tokens that entered it (fewer than the previous layer left when a policy acting
+    before the layer dropped some: count the layer's FLOPs from these)."""
 
     live_counts: List[torch.Tensor] = field(default_factory=list)
     visual_index: List[torch.Tensor] = field(default_factory=list)
+    entering_counts: List[torch.Tensor] = field(default_factory=list)
+
+    def enter(self, layout: SequenceLayout) -> None:
+        """Records the rows entering one layer."""
+        self.entering_counts.append(layout.visual_count().cpu())
+
+    def entered(self) -> torch.Tensor:
+        """(L, B) long: visual tokens entering each layer."""
+        return torch.stack(self.entering_counts)
 
     def record(self, layout: SequenceLayout) -> None:
         """Appends the state after one layer."""
