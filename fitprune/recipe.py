@@ -8,18 +8,17 @@ The recipe format itself (`Recipe`, `RecipeBook`) is `llava.model.pruning.recipe
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 from fitprune.published import import_published
 from fitprune.recipe_plot import plot_recipes
+from llava.json_reading import loads_json
 from llava.model.pruning.recipe import (
     FULL_CONVENTION_OTHER_TOKENS,
     RecipeBook,
     RecipeError,
-    describe_json_error,
     format_ratio,
 )
 
@@ -69,6 +68,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     imp.add_argument("--config", required=True, help="JSON of the model's LlamaConfig fields")
     imp.add_argument("--output", required=True, help="recipe book to write")
     imp.add_argument("--name", default=None, help="model name (default: last component of _name_or_path)")
+    imp.add_argument("--key", default=None, help="the model's entry in a reference file that holds several")
     args = parser.parse_args(argv)
     try:
         if args.command == "show":
@@ -79,12 +79,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f"wrote {args.plot}")
         else:
             config_path = Path(args.config)
+            config = loads_json(config_path.read_text(encoding="utf-8"), config_path, RecipeError)
             try:
-                config = json.loads(config_path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as err:
-                raise RecipeError(describe_json_error(config_path, err)) from None
-            try:
-                book = import_published(args.reference, config, name=args.name)
+                book = import_published(args.reference, config, name=args.name, key=args.key)
             except RecipeError:
                 raise
             except ValueError as err:  # a missing or invalid config field

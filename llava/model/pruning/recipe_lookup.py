@@ -4,6 +4,10 @@ The order: the config's ``fitprune_recipe`` path; ``fitprune_recipes.json`` insi
 directory; the book shipped for the model name in ``llava/model/pruning/recipes/``; else the shipped
 book fitted for a model of the same signature (`shipped_recipe_for_signature`), so that
 ``llava-hf/llava-1.5-7b-hf`` (the same weights under other names) finds ``llava-v1.5-7b``'s recipes.
+
+Shipped: ``llava-v1.5-7b`` (576 tokens), ``llava-hr-7b-sft-1024`` (LLaVA-HR-7B, 1024 tokens; the
+name `favor123/llava-hr-7b-sft-1024` gives) and ``llava-v1.6-vicuna-7b`` (fractional, LLaVA-NeXT),
+all converted from the authors' published schedules by `fitprune.published`.
 """
 from __future__ import annotations
 
@@ -11,7 +15,9 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import List, Optional, Tuple
+from collections.abc import Mapping
+from types import SimpleNamespace
+from typing import Any, List, Optional, Tuple
 
 from llava.model.pruning.flops import DecoderDims
 from llava.model.pruning.recipe import RecipeBook, RecipeError
@@ -42,9 +48,44 @@ def shipped_recipe_path(model_name: str) -> Optional[Path]:
     return None
 
 
-def _shipped_book_kind(path: Path) -> Tuple[DecoderDims, bool]:
-    """The decoder dimensions a shipped book was fitted for and whether it holds fractional recipes,
-    read from its JSON (the book itself is loaded, and checked, once it is chosen).
+def config_visual_tokens(config: Any) -> Optional[int]:
+    """Visual tokens one tower image gives, read from a LLaVA config alone (no weights, offline).
+
+    LLaVA-HR (``is_multipath_encoder``): the fast ViT's grid squared (`multipath_settings`, 1024 for
+    the released models). Otherwise the CLIP tower's ``(image_size // patch_size)²`` (plus CLS for
+    ``mm_vision_select_feature='cls_patch'``), from ``mm_vision_tower_config`` or a CLIP tower whose
+    sizes the project knows by name; for LLaVA-NeXT that is the base view's count.
+
+    Args:
+        config: a config object or a mapping of its fields (a parsed ``config.json``).
+
+    Returns:
+        The count, or None when the config does not tell (an unknown tower, invalid HR fields).
+    """
+    from llava.model.errors import CheckpointError
+    from llava.model.multimodal_encoder.multipath_encoder import KNOWN_CLIP_TOWERS, is_multipath, multipath_settings
+
+    if isinstance(config, Mapping):
+        config = SimpleNamespace(**config)
+    if is_multipath(config):
+        try:
+            return multipath_settings(config).fast_grid ** 2
+        except (CheckpointError, ValueError, OSError):
+            return None
+    clip = getattr(config, "mm_vision_tower_config", None) or KNOWN_CLIP_TOWERS.get(
+        getattr(config, "mm_vision_tower", None) or ""
+    )
+    try:
+        patches = (clip["image_size"] // clip["patch_size"]) ** 2
+    except (TypeError, KeyError, ZeroDivisionError):
+        return None
+    return patches + (1 if getattr(config, "mm_vision_select_feature", "patch") == "cls_patch" else 0)
+
+
+def _shipped_book_kind(path: Path) -> Tuple[DecoderDims, bool, int]:
+    """The decoder dimensions a shipped book was fitted for, whether it holds fractional recipes and
+    its visual tokens per image, read from its JSON (the book itself is loaded, and checked, once it
+    is chosen).
 
     Raises:
         RecipeError: the file is not a recipe book (names it).
@@ -54,21 +95,26 @@ def _shipped_book_kind(path: Path) -> Tuple[DecoderDims, bool]:
         model = raw["model"]
         dims = DecoderDims(**{f.name: model[f.name] for f in dataclasses.fields(DecoderDims)})
         fractional = any("keep_fractions" in recipe for recipe in raw["recipes"])
+        tokens = model["num_visual_tokens"]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise RecipeError(f"{path}: not a recipe book ({type(err).__name__}: {err})") from None
-    return dims, fractional
+    return dims, fractional, tokens
 
 
 def shipped_recipe_for_signature(config) -> Optional[Path]:
     """The shipped recipe book fitted for a model like `config`'s, whatever its name.
 
     A book matches when its model has the config's decoder dimensions (`DecoderDims`: layers,
-    widths, heads, vocabulary) and the same kind of images: fractional recipes for anyres
-    (LLaVA-NeXT) models, absolute ones otherwise. The visual-token count is checked against the
-    model when the recipe is used (`RecipeBook.check_model`).
+    widths, heads, vocabulary), the same kind of images (fractional recipes for anyres
+    (LLaVA-NeXT) models, absolute ones otherwise) and, where the config tells it
+    (`config_visual_tokens`), the same visual tokens per image: LLaVA-HR-7B (1024) and LLaVA-1.5-7B
+    (576) share their decoder. Where the config does not tell, the book with the fewest visual
+    tokens is taken; the count is checked against the model when the recipe is used
+    (`RecipeBook.check_model`).
 
     Returns:
-        The first matching ``llava/model/pruning/recipes/*.json`` (by file name), or None.
+        The first matching ``llava/model/pruning/recipes/*.json`` (fewest visual tokens, then file
+        name), or None.
     """
     from llava.mm_utils import uses_anyres
 
@@ -76,8 +122,14 @@ def shipped_recipe_for_signature(config) -> Optional[Path]:
         dims = DecoderDims.from_config(config)
     except ValueError:
         return None
-    kind = (dims, uses_anyres(config))
-    return next((path for path in sorted(RECIPES_DIR.glob("*.json")) if _shipped_book_kind(path) == kind), None)
+    tokens = config_visual_tokens(config)
+    books = [(_shipped_book_kind(path), path) for path in RECIPES_DIR.glob("*.json")]
+    books.sort(key=lambda book: (book[0][2], book[1]))
+    return next(
+        (path for (book_dims, fractional, book_tokens), path in books
+         if (book_dims, fractional) == (dims, uses_anyres(config)) and tokens in (None, book_tokens)),
+        None,
+    )
 
 
 def recipe_search_paths(config) -> List[Path]:
