@@ -19,13 +19,21 @@ with ``--value``). Metrics file (``schema_version`` 1)::
                or {"manual": true},
      "recorded_at": "2024-01-01T00:00:00+0000"}
 
+Every field the report uses is checked (type, finite, range: a score in its metric's range, a
+percentage [0, 100] unless `fitprune.metrics_files.score_range` says otherwise; a ratio in
+[0, 100); counts non-negative integers). A run whose record or metrics file fails is left out
+with one warning line naming the file and the field, and a results.md footnote, so that one
+damaged file does not cost the table of the other runs; none usable is exit 2. record-metric
+refuses non-finite ``--value``/``--scale`` at the flag and an out-of-range score, exit 2.
+
 A run that skipped samples (listed in ``<name>.errors.jsonl``) is scored on the answered
 ones; ``samples`` says so, and the report's "Skipped samples" column repeats it.
 
 One row per model, policy, recipe file and reduction ratio; one score column per benchmark;
 TFLOPs per sample under the paper convention (visual tokens, image samples) and the full
 convention (whole prefill); which scores are over fewer samples than the benchmark has
-("Skipped samples": answered N of M); and the relative score: the mean over benchmarks of
+("Skipped samples": answered N of M); which were recorded before their answers file last
+changed ("Stale scores", and † in Markdown with a footnote naming the metrics file); and the relative score: the mean over benchmarks of
 100 × score / the same model's unpruned score. Writes ``results.md``, ``results.csv`` and
 ``score_vs_flops.png`` (score against paper-convention FLOPs reduction, one panel per
 benchmark; needs matplotlib).
