@@ -70,7 +70,8 @@ def read_metrics(path: Path) -> Metrics:
     value = read_field(data, "value", path, number(*score_range(metric, benchmark)))
     samples = read_field(data, "samples", path, optional(obj), None)
     if samples is not None:
-        answered, skipped, total = (read_field(data, f"samples.{k}", path, count) for k in ("answered", "skipped", "total"))
+        answered, skipped, total = (read_field(data, f"samples.{key}", path, count)
+                                    for key in ("answered", "skipped", "total"))
         if total != answered + skipped:
             raise ReportError(f"{path}: field 'samples.total' must be answered + skipped = {answered + skipped}, "
                               f"got {total}")
@@ -109,7 +110,8 @@ def parse_metric(log_text: str, pattern: str, reduce: str, scale: float) -> Tupl
         except (IndexError, TypeError, ValueError):
             values.append(math.nan)
         if not math.isfinite(values[-1]):
-            raise ReportError(f"pattern {pattern!r} matched {match.group(0)!r} but its first group is not a finite number")
+            raise ReportError(f"pattern {pattern!r} matched {match.group(0)!r} but its first group is not a finite "
+                              "number")
     if not values:
         raise ReportError(f"pattern {pattern!r} matches nothing in the metric output")
     return REDUCERS[reduce](values) * scale, values

@@ -33,10 +33,10 @@ One row per model, policy, recipe file and reduction ratio; one score column per
 TFLOPs per sample under the paper convention (visual tokens, image samples) and the full
 convention (whole prefill); which scores are over fewer samples than the benchmark has
 ("Skipped samples": answered N of M); which were recorded before their answers file last
-changed ("Stale scores", and † in Markdown with a footnote naming the metrics file); and the relative score: the mean over benchmarks of
-100 × score / the same model's unpruned score. Writes ``results.md``, ``results.csv`` and
-``score_vs_flops.png`` (score against paper-convention FLOPs reduction, one panel per
-benchmark; needs matplotlib).
+changed ("Stale scores", and † in Markdown with a footnote naming the metrics file); and the
+relative score: the mean over benchmarks of 100 × score / the same model's unpruned score.
+Writes ``results.md``, ``results.csv`` and ``score_vs_flops.png`` (score against
+paper-convention FLOPs reduction, one panel per benchmark; needs matplotlib).
 """
 from __future__ import annotations
 
@@ -354,7 +354,8 @@ def _record_metric_main(argv: Sequence[str]) -> int:
             log = Path(args.from_log)
             if not log.is_file():
                 raise ReportError(f"{log}: metric log does not exist")
-            value, matches = parse_metric(log.read_text(encoding="utf-8", errors="replace"), args.pattern, args.reduce, args.scale)
+            log_text = log.read_text(encoding="utf-8", errors="replace")
+            value, matches = parse_metric(log_text, args.pattern, args.reduce, args.scale)
             source_info = {"log": str(log), "pattern": args.pattern, "reduce": args.reduce, "scale": args.scale,
                            "matches": matches}
         path, coverage = record_metric(args.answers_file, args.metric, value, args.benchmark, source_info)

@@ -112,7 +112,8 @@ def test_record_metric_refuses_a_non_finite_value_at_the_flag(tmp_path, capsys, 
     with pytest.raises(SystemExit) as exit_:
         report.main(["record-metric", "--answers-file", str(answers), "--benchmark", "textvqa", f"--value={value}"])
     assert exit_.value.code == 2
-    assert capsys.readouterr().err == f"record-metric: error: argument --value: must be a finite number, got '{value}'\n"
+    assert capsys.readouterr().err == (f"record-metric: error: argument --value: must be a finite number, "
+                                       f"got '{value}'\n")
     assert not metrics_path(str(answers)).exists()
 
 
