@@ -13,7 +13,10 @@ from llava.model.pruning.budget import BudgetError
 from llava.model.pruning.flops import DecoderDims
 from llava.model.pruning.from_config import PruningSettings
 from llava.model.pruning.policies import POLICIES, policy_named
+from fitprune.lab.tiny_checkpoint import write_tiny_llava
+from llava.mm_utils import process_images
 from tests.helpers import QUESTIONS, build_prompt, encode_batch, sample_images
+from tests.test_llava_next import IMAGE_SIZES, NAME as NEXT_NAME, SPEC as NEXT_SPEC, picture
 
 OWN_SCHEDULE = ("dart", "divprune", "pyramiddrop", "sparsevlm-drop")
 ON_RECIPE = ("recipe+fastv", "recipe+dart", "recipe+divprune", "fitprune-selfmean")
@@ -138,6 +141,11 @@ def _expected_rows(policy, model, inputs, layer, b, count):
     return _top(cross * self_mean, visual, count)
 
 
+def trace_start(recorder):
+    """(B,) visual tokens each sample had before layer 0."""
+    return recorder.inputs[0][1].initial_visual
+
+
 @pytest.mark.parametrize("policy", OWN_SCHEDULE + ON_RECIPE)
 def test_each_method_keeps_the_set_its_published_rule_chooses(tiny, policy):
     tokenizer, model, processor = tiny
@@ -152,11 +160,6 @@ def test_each_method_keeps_the_set_its_published_rule_chooses(tiny, policy):
             rows = _expected_rows(policy, model, recorder.inputs, layer, b, int(counts[layer, b]))
             expected = set(layout.visual_index[b, sorted(rows)].tolist())
             assert set(trace.kept_indices(layer, b).tolist()) == expected, (policy, layer, b)
-
-
-def trace_start(recorder):
-    """(B,) visual tokens each sample had before layer 0."""
-    return recorder.inputs[0][1].initial_visual
 
 
 def _paper_removed(dims, entering, leaving, num_visual):
@@ -280,3 +283,32 @@ def test_an_unknown_policy_lists_the_known_names():
     assert str(err.value) == f"unknown pruning policy 'sparsevlm'; choose one of {sorted(POLICIES)}"
     for name in OWN_SCHEDULE + ON_RECIPE:
         assert name in POLICIES
+
+
+@pytest.fixture(scope="module")
+def next_model(tmp_path_factory):
+    """The tiny LLaVA-NeXT (anyres) checkpoint, whose samples differ in visual tokens."""
+    path = write_tiny_llava(tmp_path_factory.mktemp("next") / NEXT_NAME, NEXT_SPEC)
+    tokenizer, model, processor, _ = load_pretrained_model(str(path), None, NEXT_NAME, device="cpu")
+    return tokenizer, model, processor
+
+
+@pytest.mark.parametrize("policy", OWN_SCHEDULE)
+def test_own_schedules_scale_to_each_samples_visual_tokens_on_llava_next(next_model, policy):
+    tokenizer, model, processor = next_model
+    images = [picture(size, seed) for seed, size in enumerate(IMAGE_SIZES)]
+    ids, mask = encode_batch(tokenizer, [build_prompt(q) for q in QUESTIONS], "left")
+    pixels = process_images(images, processor, model.config)
+    model.config.reduction_ratio = RATIO
+    model.config.fitprune_policy = policy
+    fractions = model.get_model().resolve_prefill_hook().schedule.keep_fractions
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, images=pixels, image_sizes=[i.size for i in images],
+                    use_cache=False)
+    n = out.sequence_layout.initial_visual
+    assert len(set(n.tolist())) > 1
+    for layer, live in enumerate(out.pruning_trace.counts()):
+        assert live.tolist() == [int(math.floor(fractions[layer] * k + 0.5)) for k in n.tolist()]
+        for b in range(len(QUESTIONS)):
+            kept = out.pruning_trace.kept_indices(layer, b)
+            assert torch.equal(kept, kept.sort().values)
