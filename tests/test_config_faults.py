@@ -16,6 +16,7 @@ from llava.model import config_checks
 from llava.model.builder import load_pretrained_model
 from llava.model.convert import main as convert_main
 from llava.model.errors import CheckpointError
+from llava.model.hf_weights import SAFETENSORS_INDEX, read_hf_weight_files
 from llava.model.pruning.recipe import RecipeBook, RecipeError
 
 DEPTH = 100_000
@@ -179,3 +180,11 @@ def test_a_deep_jsonl_line_is_one_line_naming_the_line(tmp_path):
     with pytest.raises(JsonlError) as err:
         read_jsonl(path)
     assert str(err.value) == _too_deep_message(f"{path}:3")
+
+
+def test_a_deep_safetensors_index_is_one_line(tmp_path):
+    index = tmp_path / SAFETENSORS_INDEX
+    index.write_text('{"weight_map": ' + _nested_too_deeply() + "}")
+    with pytest.raises(CheckpointError) as err:
+        read_hf_weight_files(str(tmp_path))
+    assert str(err.value) == _too_deep_message(index)

@@ -25,8 +25,9 @@ from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import torch
 
+from llava.model.checkpoint_files import checkpoint_file, read_json_object
 from llava.model.errors import CheckpointError
-from llava.model.hf_config import checkpoint_file, hf_vocab_rows
+from llava.model.hf_config import hf_vocab_rows
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 SAFETENSORS_SINGLE = "model.safetensors"
@@ -129,8 +130,8 @@ def read_hf_weight_files(model_path: str) -> HfWeightFiles:
     else one ``model.safetensors``.
 
     Raises:
-        CheckpointError: neither file exists; the index names a missing shard or a key the shard
-            lacks; a file is unreadable.
+        CheckpointError: neither file exists; the index is not a JSON object (or nested too deeply),
+            names a missing shard or a key the shard lacks; a file is unreadable.
     """
     index_path = checkpoint_file(model_path, SAFETENSORS_INDEX, required=False)
     if index_path is None:
@@ -139,10 +140,11 @@ def read_hf_weight_files(model_path: str) -> HfWeightFiles:
             raise CheckpointError(f"{model_path}: holds neither {SAFETENSORS_INDEX} nor {SAFETENSORS_SINGLE}")
         shapes = _shapes_in(single)
         return HfWeightFiles({key: single for key in shapes}, shapes)
-    with open(index_path, encoding="utf-8") as handle:
-        weight_map = json.load(handle).get("weight_map")
+    weight_map = read_json_object(index_path).get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise CheckpointError(f"{index_path}: field 'weight_map' is missing or empty")
+    if not all(isinstance(shard, str) for shard in weight_map.values()):
+        raise CheckpointError(f"{index_path}: field 'weight_map' must map each key to a file name")
     file_of, shapes = {}, {}
     for shard in dict.fromkeys(weight_map.values()):
         path = checkpoint_file(model_path, shard)
