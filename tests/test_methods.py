@@ -312,3 +312,16 @@ def test_own_schedules_scale_to_each_samples_visual_tokens_on_llava_next(next_mo
         for b in range(len(QUESTIONS)):
             kept = out.pruning_trace.kept_indices(layer, b)
             assert torch.equal(kept, kept.sort().values)
+
+
+def test_sparsevlm_refuses_raters_of_another_prefill(tiny):
+    tokenizer, model, processor = tiny
+    recorder, _ = _prefill(model, tokenizer, processor, "sparsevlm-drop")
+    layout = recorder.inputs[0][1]
+    fresh = policy_named("sparsevlm-drop")
+    with pytest.raises(ValueError, match="chooses its raters before layer 0; this prefill's hook never did"):
+        fresh.attention_query(0, layout)
+    used = recorder.pruner.policy
+    other = type(layout)(layout.segment, layout.position_ids, layout.visual_index, layout.initial_visual.clone())
+    with pytest.raises(ValueError, match="chooses its raters before layer 0"):
+        used.attention_query(0, other)

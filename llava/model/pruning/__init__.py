@@ -7,7 +7,9 @@ Words used the same way everywhere in this project:
   `recipe_lookup`.
 - *keep counts*: visual tokens left after each layer (a recipe's, or a baseline's).
 - *schedule*: turns keep counts into per-sample counts for a batch (`schedules`).
-- *policy*: ranks the live visual tokens of a layer: fitprune, fastv, random (`policies`).
+- *policy*: ranks the live visual tokens of a layer: fitprune, fastv, random, and the other methods
+  (`policies`, `similarity`); some act before a layer, some bring their own keep counts for a
+  FLOPs budget (`budget`) instead of a recipe.
 - *pruner*: the prefill hook that, after each layer's attention, asks the schedule how many
   tokens to keep and the policy which, and drops the rest (`pruner.TokenPruner`).
 

@@ -217,6 +217,7 @@ class SparseVLMDropPolicy:
 
     def __init__(self):
         self._raters: Optional[torch.Tensor] = None
+        self._prepared_for: Optional[torch.Tensor] = None
 
     def prepare(self, probe: LayerProbe) -> None:
         """Chooses each sample's raters from the embeddings entering layer 0 (kept by position)."""
@@ -232,9 +233,16 @@ class SparseVLMDropPolicy:
             chosen = layout.position_ids[b, text][above if bool(above.any()) else torch.ones_like(above)]
             raters[b, : len(chosen)] = chosen
         self._raters = raters
+        self._prepared_for = layout.initial_visual  # shared by every layout of this prefill
 
     def attention_query(self, layer_idx: int, layout: SequenceLayout) -> AttentionQuery:
-        """Head-mean sums over the rater rows, divided by their count."""
+        """Head-mean sums over the rater rows, divided by their count.
+
+        Raises:
+            ValueError: no raters were chosen for this prefill (its hook never called `before_layer`).
+        """
+        if self._raters is None or layout.initial_visual is not self._prepared_for:
+            raise ValueError("SparseVLM (drop-only) chooses its raters before layer 0; this prefill's hook never did")
         rows = (layout.position_ids[:, :, None] == self._raters[:, None, :]).any(dim=-1) & layout.text_mask
         weights = rows.float() / rows.sum(dim=1, keepdim=True).clamp(min=1)
         return AttentionQuery(weights[:, None], _visual_columns(layout), heads="mean")
