@@ -25,7 +25,6 @@ image of N visual tokens) gives fractional ones, keep fraction = keep count / re
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -37,8 +36,9 @@ from llava.model.pruning.recipe import (
     Recipe,
     RecipeBook,
     RecipeError,
-    describe_json_error,
+    keep_counts_for_fractions,
 )
+from llava.json_reading import loads_json
 from llava.model.pruning.recipe_lookup import config_visual_tokens
 
 
@@ -77,34 +77,71 @@ def _keep_counts(deleted: Any, label: str, total: tuple[str, int], where: str) -
     return keep
 
 
-def _signature_tokens(entry: dict, config: Any, where: str) -> tuple[int, Optional[int]]:
-    """(visual tokens of the recipes' model signature, the reference count of a fractional entry or None).
+def _reference_total(entry: dict, where: str) -> tuple[str, int]:
+    """The visual-token count the entry's deletions are counted from, with its field name:
+    ``num_visual_tokens`` (absolute) or ``num_visual_tokens_reference`` (fractional)."""
+    field = "num_visual_tokens_reference" if "num_visual_tokens_reference" in entry else "num_visual_tokens"
+    if field not in entry:
+        raise RecipeError(f"{where}: missing field 'num_visual_tokens' (or 'num_visual_tokens_reference')")
+    total = entry[field]
+    if not isinstance(total, int) or isinstance(total, bool) or total <= 0:
+        raise RecipeError(f"{where}: {field} must be a positive int, got {total!r}")
+    return field, total
 
-    An absolute entry gives ``num_visual_tokens``, checked against the config's tower where the config
-    tells (`config_visual_tokens`); a fractional entry (``num_visual_tokens_reference``) takes the
-    signature's count (tokens per tower image) from the config.
-    """
-    reference_count = entry.get("num_visual_tokens_reference")
+
+def _signature_tokens(total: tuple[str, int], config: Any, resample: bool, where: str) -> int:
+    """Visual tokens of the recipes' model signature: the entry's absolute count (checked against the
+    config's tower where the config tells, `config_visual_tokens`), else the config's."""
+    field, count = total
     from_config = config_visual_tokens(config)
-    if reference_count is None:
-        if "num_visual_tokens" not in entry:
-            raise RecipeError(f"{where}: missing field 'num_visual_tokens' (or 'num_visual_tokens_reference')")
-        tokens = entry["num_visual_tokens"]
-        if from_config is not None and from_config != tokens:
-            raise RecipeError(f"{where}: num_visual_tokens={tokens!r} but the config's vision tower gives {from_config}")
-        return tokens, None
-    if not isinstance(reference_count, int) or isinstance(reference_count, bool) or reference_count <= 0:
-        raise RecipeError(f"{where}: num_visual_tokens_reference must be a positive int, got {reference_count!r}")
+    if field == "num_visual_tokens" and not resample:
+        if from_config is not None and from_config != count:
+            raise RecipeError(f"{where}: num_visual_tokens={count} but the config's vision tower gives {from_config}")
+        return count
     if from_config is None:
         raise RecipeError(
-            f"{where}: fractional schedules need the model's visual tokens per tower image, and the config "
-            "names no known vision tower (mm_vision_tower or mm_vision_tower_config)"
+            f"{where}: the model's visual tokens per tower image are needed, and the config names no known "
+            "vision tower (mm_vision_tower or mm_vision_tower_config)"
         )
-    return from_config, reference_count
+    return from_config
+
+
+def block_mean_fractions(fractions: list[float], num_layers: int) -> list[float]:
+    """Keep fractions of a deeper schedule resampled onto `num_layers` layers: layer l takes the mean
+    of the reference layers ``floor(l·R/L) .. floor((l+1)·R/L) - 1`` (R reference layers, L = num_layers),
+    which keeps the schedule's shape and stays non-increasing.
+
+    Raises:
+        RecipeError: the schedule has fewer layers than `num_layers`.
+    """
+    depth = len(fractions)
+    if depth < num_layers:
+        raise RecipeError(f"cannot resample a {depth}-layer schedule onto {num_layers} layers (it needs at least as many)")
+    return [
+        sum(fractions[layer * depth // num_layers:(layer + 1) * depth // num_layers])
+        / ((layer + 1) * depth // num_layers - layer * depth // num_layers)
+        for layer in range(num_layers)
+    ]
+
+
+def _recipe(signature: ModelSignature, ratio: float, fractions: list[float], total: tuple[str, int],
+            resample: bool) -> Recipe:
+    """One published recipe: fractional for a fractional entry (achieved figures at its reference
+    count, or at the signature's when resampled), else absolute counts for the signature's tokens."""
+    field, count = total
+    if field == "num_visual_tokens_reference":
+        visual_counts = None if resample else [count]
+        return Recipe.from_keep_fractions(signature, ratio, fractions, visual_counts=visual_counts, fit=FIT_PUBLISHED)
+    keep = keep_counts_for_fractions(fractions, signature.num_visual_tokens)[0]
+    return Recipe.from_keep_counts(signature, ratio, keep, alpha=None, fit=FIT_PUBLISHED)
 
 
 def import_published(
-    reference_path: Union[str, os.PathLike], config: Any, name: Optional[str] = None, key: Optional[str] = None
+    reference_path: Union[str, os.PathLike],
+    config: Any,
+    name: Optional[str] = None,
+    key: Optional[str] = None,
+    resample: bool = False,
 ) -> RecipeBook:
     """Builds a recipe book from the FitPrune authors' published delete schedules.
 
@@ -121,6 +158,9 @@ def import_published(
             for fractional entries, the visual tokens per tower image.
         name: model name; defaults to the last component of the config's ``_name_or_path``.
         key: the model's entry in a reference file that holds several; None for a one-model file.
+        resample: fit the schedules to a smaller model of the same kind (e.g. a tiny test
+            checkpoint): keep fractions resampled onto the config's layers (`block_mean_fractions`)
+            and applied to the config's visual tokens; recipes keep their published labels.
 
     Returns:
         A book of ``fit='published'`` recipes, with the source text, the reference file's sha256 and
@@ -132,25 +172,22 @@ def import_published(
     """
     reference_path = Path(reference_path)
     where = str(reference_path)
-    try:
-        reference = json.loads(reference_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise RecipeError(describe_json_error(where, err)) from None
+    reference = loads_json(reference_path.read_text(encoding="utf-8"), where, RecipeError)
     entry, where = _model_entry(reference, key, where)
     source = entry.get("source", reference.get("source"))
     if source is None:
         raise RecipeError(f"{where}: missing field 'source'")
     if "delete_per_layer" not in entry or not isinstance(entry["delete_per_layer"], dict):
         raise RecipeError(f"{where}: missing field 'delete_per_layer' (an object: ratio -> deletions per layer)")
+    total = _reference_total(entry, where)
     try:
-        tokens, reference_count = _signature_tokens(entry, config, where)
-        signature = ModelSignature.from_config(config, tokens, name=name)
+        signature = ModelSignature.from_config(config, _signature_tokens(total, config, resample, where), name=name)
     except RecipeError:
         raise
     except ValueError as err:
         raise RecipeError(f"{where}: {err}") from None
     layers = entry.get("num_layers", signature.num_layers)
-    if layers != signature.num_layers:
+    if layers != signature.num_layers and not resample:
         raise RecipeError(f"{where}: num_layers={layers!r} but the config has num_hidden_layers={signature.num_layers}")
     recipes = []
     for label, deleted in entry["delete_per_layer"].items():
@@ -158,27 +195,23 @@ def import_published(
             ratio = float(label)
         except ValueError:
             raise RecipeError(f"{where}: delete_per_layer key {label!r} is not a ratio in percent") from None
-        total = ("num_visual_tokens", tokens) if reference_count is None else ("num_visual_tokens_reference", reference_count)
-        keep = _keep_counts(deleted, label, total, where)
+        fractions = [count / total[1] for count in _keep_counts(deleted, label, total, where)]
         try:
-            if reference_count is None:
-                recipes.append(Recipe.from_keep_counts(signature, ratio, keep, alpha=None, fit=FIT_PUBLISHED))
-            else:
-                fractions = [count / reference_count for count in keep]
-                recipes.append(Recipe.from_keep_fractions(
-                    signature, ratio, fractions, visual_counts=[reference_count], fit=FIT_PUBLISHED
-                ))
+            if resample:
+                fractions = block_mean_fractions(fractions, signature.num_layers)
+            recipes.append(_recipe(signature, ratio, fractions, total, resample))
         except RecipeError as err:
             raise RecipeError(f"{where}: delete_per_layer[{label!r}]: {err}") from None
     provenance = {
         "source": source,
         "reference_file": reference_path.name,
         "reference_sha256": _file_sha256(reference_path),
-        "tool": "python -m fitprune.recipe import-published" + (f" --key {key}" if key else ""),
+        "tool": "python -m fitprune.recipe import-published" + (f" --key {key}" if key else "")
+        + (" --resample" if resample else ""),
         "achieved_full_other_tokens": FULL_CONVENTION_OTHER_TOKENS,
     }
     if key is not None:
         provenance["reference_key"] = key
-    if reference_count is not None:
-        provenance["achieved_at_visual_tokens"] = reference_count
+    if total[0] == "num_visual_tokens_reference" and not resample:
+        provenance["achieved_at_visual_tokens"] = total[1]
     return RecipeBook(model=signature, recipes=tuple(recipes), provenance=provenance)

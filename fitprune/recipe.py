@@ -69,6 +69,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     imp.add_argument("--output", required=True, help="recipe book to write")
     imp.add_argument("--name", default=None, help="model name (default: last component of _name_or_path)")
     imp.add_argument("--key", default=None, help="the model's entry in a reference file that holds several")
+    imp.add_argument("--resample", action="store_true",
+                     help="fit the schedules to the config's layers and visual tokens (e.g. a tiny checkpoint)")
     args = parser.parse_args(argv)
     try:
         if args.command == "show":
@@ -81,7 +83,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             config_path = Path(args.config)
             config = loads_json(config_path.read_text(encoding="utf-8"), config_path, RecipeError)
             try:
-                book = import_published(args.reference, config, name=args.name, key=args.key)
+                book = import_published(args.reference, config, name=args.name, key=args.key, resample=args.resample)
             except RecipeError:
                 raise
             except ValueError as err:  # a missing or invalid config field
