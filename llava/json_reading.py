@@ -1,4 +1,4 @@
-"""The one JSON parser of the project's input files (checkpoint configs, recipes, question files,
+"""The one JSON reader of the project's input files (checkpoint configs, recipes, question files,
 JSON-lines files): text that is not JSON, or JSON nested deeper than the parser can follow, becomes
 one error line naming the file (and line and column), never a traceback."""
 from __future__ import annotations
@@ -54,3 +54,19 @@ def loads_json(text: str, where: PathLike, error: Type[Exception] = ValueError, 
         return json.loads(text)
     except (json.JSONDecodeError, RecursionError) as err:
         raise error(json_error_message(where, err, line) + hint) from None
+
+
+def read_json_file(path: PathLike, error: Type[Exception] = ValueError) -> Any:
+    """The parsed JSON of a UTF-8 file (a leading byte-order mark is skipped).
+
+    Raises:
+        OSError: the file cannot be opened (FileNotFoundError, ...): callers name it their way.
+        error: ``"<path>: not UTF-8 text (<reason> at byte N)"``, or the text is refused by `loads_json`.
+    """
+    with open(path, "rb") as handle:
+        data = handle.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    return loads_json(text, path, error)

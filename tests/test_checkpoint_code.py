@@ -6,7 +6,6 @@ tried with a stand-in ``sacremoses`` installed, as transformers needs it to buil
 imported (transformers asks "Do you accept? [y/N]": tried with stdin closed and with ``y``).
 Each must be refused in one line naming the file and field, with exit status 2, the marker file
 never created."""
-import builtins
 import json
 import os
 import pickle
@@ -19,9 +18,9 @@ import pytest
 from PIL import Image
 
 from llava.model.builder import load_pretrained_model
-from llava.model.convert import main as convert_main
 from llava.model.errors import CheckpointError
 from llava.model.tokenizer_loading import load_llama_tokenizer
+from tests.checkpoint_copies import WritesAFile, converted_to_hf, copy_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT_S = 120
@@ -29,24 +28,6 @@ TOKENIZER_CLASS_REFUSED = ("field 'tokenizer_class' is 'TransfoXLTokenizer'; onl
                            "is loaded (LlamaTokenizer, LlamaTokenizerFast), never a pickled vocabulary")
 AUTO_MAP_REFUSED = ("field 'auto_map' names Python code in the checkpoint to run; this project runs no code from a "
                     "checkpoint: remove the field (LLaVA checkpoints do not need it)")
-
-
-class WritesAFile:
-    """Unpickled, it opens (creates) `path` for writing: what a malicious vocabulary could do."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __reduce__(self):
-        return builtins.open, (str(self.path), "w")
-
-
-def _copy(checkpoint: Path, folder: Path, name: str = "llava-v1.5-tiny") -> Path:
-    """A copy of a checkpoint whose config names the copy's own vision tower."""
-    copy = Path(shutil.copytree(checkpoint, folder / name))
-    config = copy / "config.json"
-    config.write_text(config.read_text().replace(str(checkpoint), str(copy)))
-    return copy
 
 
 def _edit_json(path: Path, **fields) -> None:
@@ -106,7 +87,7 @@ def _run_llava(checkpoint: Path, tmp_path: Path, **kwargs):
 
 
 def test_a_transfo_xl_tokenizer_is_refused_and_its_pickle_never_run(tiny_checkpoint, tmp_path):
-    checkpoint = _copy(tiny_checkpoint, tmp_path)
+    checkpoint = copy_checkpoint(tiny_checkpoint, tmp_path)
     marker = tmp_path / "pickle-ran"
     _plant_transfo_xl(checkpoint, marker)
     result = _run_llava(checkpoint, tmp_path, extra_path=_stand_in_sacremoses(tmp_path / "site"))
@@ -116,7 +97,7 @@ def test_a_transfo_xl_tokenizer_is_refused_and_its_pickle_never_run(tiny_checkpo
 
 
 def test_the_converter_refuses_a_transfo_xl_tokenizer_without_running_its_pickle(tiny_checkpoint, tmp_path):
-    checkpoint = _copy(tiny_checkpoint, tmp_path)
+    checkpoint = copy_checkpoint(tiny_checkpoint, tmp_path)
     marker = tmp_path / "pickle-ran"
     _plant_transfo_xl(checkpoint, marker)
     result = _run("llava.model.convert", ["--to", "hf", str(checkpoint), str(tmp_path / "out")], tmp_path,
@@ -131,7 +112,7 @@ def test_the_converter_refuses_a_transfo_xl_tokenizer_without_running_its_pickle
 @pytest.mark.parametrize("stdin", [None, "y\n"], ids=["stdin-closed", "answer-y"])
 @pytest.mark.parametrize("filename", ["config.json", "tokenizer_config.json"])
 def test_auto_map_is_refused_without_asking_or_importing(tiny_checkpoint, tmp_path, filename, stdin):
-    checkpoint = _copy(tiny_checkpoint, tmp_path, "llava-tiny")  # no dot: transformers can import its code
+    checkpoint = copy_checkpoint(tiny_checkpoint, tmp_path, "llava-tiny")  # no dot: transformers can import its code
     marker = tmp_path / "code-ran"
     _plant_auto_map(checkpoint, filename, marker)
     result = _run_llava(checkpoint, tmp_path, stdin=stdin)
@@ -142,8 +123,8 @@ def test_auto_map_is_refused_without_asking_or_importing(tiny_checkpoint, tmp_pa
 
 
 def test_a_model_base_with_a_transfo_xl_tokenizer_is_refused(tiny_checkpoint, tmp_path):
-    checkpoint = _copy(tiny_checkpoint, tmp_path)
-    base = _copy(tiny_checkpoint, tmp_path, "base-llm")
+    checkpoint = copy_checkpoint(tiny_checkpoint, tmp_path)
+    base = copy_checkpoint(tiny_checkpoint, tmp_path, "base-llm")
     _plant_transfo_xl(base, tmp_path / "pickle-ran")
     with pytest.raises(CheckpointError) as err:
         load_pretrained_model(str(checkpoint), str(base), "llava-v1.5-tiny-projector", device="cpu")
@@ -151,8 +132,8 @@ def test_a_model_base_with_a_transfo_xl_tokenizer_is_refused(tiny_checkpoint, tm
 
 
 def test_a_model_base_with_auto_map_is_refused(tiny_checkpoint, tmp_path):
-    checkpoint = _copy(tiny_checkpoint, tmp_path)
-    base = _copy(tiny_checkpoint, tmp_path, "base-llm")
+    checkpoint = copy_checkpoint(tiny_checkpoint, tmp_path)
+    base = copy_checkpoint(tiny_checkpoint, tmp_path, "base-llm")
     _plant_auto_map(base, "tokenizer_config.json", tmp_path / "code-ran")
     with pytest.raises(CheckpointError) as err:
         load_pretrained_model(str(checkpoint), str(base), "llava-v1.5-tiny-lora", device="cpu")
@@ -161,10 +142,7 @@ def test_a_model_base_with_auto_map_is_refused(tiny_checkpoint, tmp_path):
 
 @pytest.fixture(scope="module")
 def hf_checkpoint(tiny_checkpoint, tmp_path_factory) -> Path:
-    """The tiny checkpoint converted to the llava-hf layout."""
-    out = tmp_path_factory.mktemp("hf") / "llava-1.5-tiny-hf"
-    assert convert_main(["--to", "hf", str(tiny_checkpoint), str(out)]) == 0
-    return out
+    return converted_to_hf(tiny_checkpoint, tmp_path_factory.mktemp("hf"))
 
 
 @pytest.mark.parametrize("filename, fields, message", [

@@ -14,10 +14,10 @@ from llava.eval.io_utils import JsonlError, read_jsonl
 from llava.eval.questions import QuestionFileError, load_questions
 from llava.model import config_checks
 from llava.model.builder import load_pretrained_model
-from llava.model.convert import main as convert_main
 from llava.model.errors import CheckpointError
 from llava.model.hf_weights import SAFETENSORS_INDEX, read_hf_weight_files
 from llava.model.pruning.recipe import RecipeBook, RecipeError
+from tests.checkpoint_copies import converted_to_hf, copy_checkpoint
 
 DEPTH = 100_000
 GIB = 1024 ** 3
@@ -32,14 +32,6 @@ def _nested_too_deeply() -> str:
 
 def _too_deep_message(path) -> str:
     return f"{path}: JSON nested too deeply to read (past about {sys.getrecursionlimit()} levels of arrays and objects)"
-
-
-def _copy(checkpoint: Path, folder: Path, name: str = "llava-v1.5-tiny") -> Path:
-    """A copy of a checkpoint whose config names the copy's own vision tower."""
-    copy = Path(shutil.copytree(checkpoint, folder / name))
-    config = copy / "config.json"
-    config.write_text(config.read_text().replace(str(checkpoint), str(copy)))
-    return copy
 
 
 def _set_field(config: Path, name: str, value) -> None:
@@ -86,7 +78,7 @@ BAD_FIELD_IDS = ["layers-str", "hidden-negative", "vocab-float", "heads-indivisi
 
 @pytest.mark.parametrize("name, value, message", BAD_FIELDS, ids=BAD_FIELD_IDS)
 def test_a_bad_config_field_is_a_checkpoint_error_naming_it(tiny_checkpoint, tmp_path, name, value, message):
-    checkpoint = _copy(tiny_checkpoint, tmp_path)
+    checkpoint = copy_checkpoint(tiny_checkpoint, tmp_path)
     _set_field(checkpoint / "config.json", name, value)
     with pytest.raises(CheckpointError) as err:
         load_pretrained_model(str(checkpoint), None, "llava-v1.5-tiny", device="cpu")
@@ -95,7 +87,7 @@ def test_a_bad_config_field_is_a_checkpoint_error_naming_it(tiny_checkpoint, tmp
 
 @pytest.mark.parametrize("name, value, message", BAD_FIELDS, ids=BAD_FIELD_IDS)
 def test_a_bad_config_field_is_one_line_exit_2_in_run_llava(tiny_checkpoint, tmp_path, capsys, name, value, message):
-    checkpoint = _copy(tiny_checkpoint, tmp_path)
+    checkpoint = copy_checkpoint(tiny_checkpoint, tmp_path)
     _set_field(checkpoint / "config.json", name, value)
     image = tmp_path / "red.png"
     Image.new("RGB", (30, 20), (200, 30, 30)).save(image)
@@ -118,9 +110,7 @@ def test_the_memory_estimate_counts_the_tiny_models_parameters(tiny):
 
 @pytest.fixture(scope="module")
 def hf_checkpoint(tiny_checkpoint, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("hf") / "llava-1.5-tiny-hf"
-    assert convert_main(["--to", "hf", str(tiny_checkpoint), str(out)]) == 0
-    return out
+    return converted_to_hf(tiny_checkpoint, tmp_path_factory.mktemp("hf"))
 
 
 @pytest.mark.parametrize("name, value, message", [
@@ -139,7 +129,7 @@ def test_a_bad_llava_hf_config_field_names_it(hf_checkpoint, tmp_path, name, val
 
 
 def test_a_deep_config_json_is_one_line(tiny_checkpoint, tmp_path):
-    checkpoint = _copy(tiny_checkpoint, tmp_path)
+    checkpoint = copy_checkpoint(tiny_checkpoint, tmp_path)
     (checkpoint / "config.json").write_text(_nested_too_deeply())
     with pytest.raises(CheckpointError) as err:
         load_pretrained_model(str(checkpoint), None, "llava-v1.5-tiny", device="cpu")
@@ -161,17 +151,16 @@ def test_recipe_show_of_a_deep_file_is_one_line_exit_2(tmp_path, capsys):
     assert capsys.readouterr().err == f"python -m fitprune.recipe: error: {_too_deep_message(path)}\n"
 
 
-def test_a_deep_question_file_is_one_line(tmp_path):
-    as_list = tmp_path / "questions.json"
-    as_list.write_text(_nested_too_deeply())
+@pytest.mark.parametrize("name, text, line", [
+    ("questions.json", _nested_too_deeply(), None),
+    ("questions.jsonl", '{"question_id": 1, "text": "Q?"}\n{"question_id": ' + _nested_too_deeply() + "}\n", 2),
+], ids=["json-list", "jsonl"])
+def test_a_deep_question_file_is_one_line(tmp_path, name, text, line):
+    path = tmp_path / name
+    path.write_text(text)
     with pytest.raises(QuestionFileError) as err:
-        load_questions(as_list)
-    assert str(err.value) == _too_deep_message(as_list)
-    as_lines = tmp_path / "questions.jsonl"
-    as_lines.write_text('{"question_id": 1, "text": "Q?"}\n{"question_id": ' + _nested_too_deeply() + "}\n")
-    with pytest.raises(QuestionFileError) as err:
-        load_questions(as_lines)
-    assert str(err.value) == _too_deep_message(f"{as_lines}:2")
+        load_questions(path)
+    assert str(err.value) == _too_deep_message(path if line is None else f"{path}:{line}")
 
 
 def test_a_deep_jsonl_line_is_one_line_naming_the_line(tmp_path):

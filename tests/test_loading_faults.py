@@ -19,6 +19,7 @@ from llava.model import builder
 from llava.model.builder import DeviceError, describe_device, load_pretrained_model, resolve_device
 from llava.model.errors import CheckpointError
 from llava.serve import cli
+from tests.checkpoint_copies import WritesAFile, copy_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TOWER_WEIGHTS = Path("clip-vision-tower") / "pytorch_model.bin"
@@ -28,25 +29,6 @@ TRUNCATED = ("cannot read the weights, the file is truncated or corrupt (Pytorch
              "archive: failed finding central directory); download or copy it again")
 TRUNCATED_SAFETENSORS = ("cannot read the weights, the file is truncated or corrupt (Error while deserializing "
                          "header: incomplete metadata, file not fully covered); download or copy it again")
-
-
-class WritesAFile:
-    """Unpickled, it opens (creates) `path` for writing: what a malicious checkpoint could do."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __reduce__(self):
-        return builtins.open, (str(self.path), "w")
-
-
-def _copy(checkpoint: Path, folder: Path, name: str = "llava-v1.5-tiny") -> Path:
-    """A copy of a checkpoint whose config names the copy's own vision tower."""
-    copy = Path(shutil.copytree(checkpoint, folder / name))
-    config = copy / "config.json"
-    config.write_text(config.read_text().replace(str(checkpoint), str(copy)))
-    assert str(copy / "clip-vision-tower") in config.read_text()
-    return copy
 
 
 def _plant_pickle(path: Path, marker: Path) -> None:
@@ -96,7 +78,7 @@ def _error_line(capsys, exit_info, program: str = "run_llava") -> str:
 
 @pytest.mark.parametrize("part", ["language model", "vision tower"])
 def test_a_weights_pickle_that_writes_a_file_is_refused_not_run(tiny_checkpoint, tmp_path, old_torch_default, part):
-    checkpoint = _copy(tiny_checkpoint, tmp_path)
+    checkpoint = copy_checkpoint(tiny_checkpoint, tmp_path)
     weights = checkpoint / ("pytorch_model.bin" if part == "language model" else TOWER_WEIGHTS)
     marker = tmp_path / "pwned"
     _plant_pickle(weights, marker)
@@ -155,7 +137,7 @@ def test_setup_requires_a_torch_whose_load_defaults_to_weights_only():
 
 @pytest.mark.parametrize("part", ["language model", "language model safetensors", "vision tower"])
 def test_a_truncated_weights_file_is_one_line_naming_it(tiny_checkpoint, tmp_path, image, capsys, part):
-    checkpoint = _copy(tiny_checkpoint, tmp_path)
+    checkpoint = copy_checkpoint(tiny_checkpoint, tmp_path)
     if part == "language model":
         weights, reason = checkpoint / "pytorch_model.bin", TRUNCATED
     elif part == "language model safetensors":
@@ -172,7 +154,7 @@ def test_a_truncated_weights_file_is_one_line_naming_it(tiny_checkpoint, tmp_pat
 
 
 def test_a_language_model_in_safetensors_loads(tiny_checkpoint, tmp_path):
-    checkpoint = _copy(tiny_checkpoint, tmp_path)
+    checkpoint = copy_checkpoint(tiny_checkpoint, tmp_path)
     expected = torch.load(checkpoint / "pytorch_model.bin", map_location="cpu", weights_only=True)
     _bin_to_safetensors(checkpoint)
     _, model, _, _ = load_pretrained_model(str(checkpoint), None, "llava-v1.5-tiny", device="cpu")
@@ -278,7 +260,7 @@ def test_an_uncached_hub_model_with_the_hub_unreachable_is_one_line(tmp_path, im
 
 
 def test_an_uncached_hub_vision_tower_with_the_hub_unreachable_is_one_line(tiny_checkpoint, tmp_path, image):
-    checkpoint = _copy(tiny_checkpoint, tmp_path)
+    checkpoint = copy_checkpoint(tiny_checkpoint, tmp_path)
     config = (checkpoint / "config.json").read_text()
     (checkpoint / "config.json").write_text(config.replace(f'"{checkpoint / "clip-vision-tower"}"',
                                                            '"openai/clip-vit-large-patch14-336"'))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Optional
 
-from llava.json_reading import loads_json
+from llava.json_reading import read_json_file
 from llava.model.errors import CheckpointError
 
 REMOTE_CODE_FIELD = "auto_map"
@@ -64,13 +64,9 @@ def read_json_object(path: str) -> Dict[str, Any]:
             to parse), or is not an object; one line naming it.
     """
     try:
-        with open(path, "rb") as handle:
-            text = handle.read().decode("utf-8-sig")
+        data = read_json_file(path, CheckpointError)
     except OSError as err:
         raise CheckpointError(f"{path}: cannot be read ({err.strerror or err})") from None
-    except UnicodeDecodeError as err:
-        raise CheckpointError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-    data = loads_json(text, path, CheckpointError)
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data

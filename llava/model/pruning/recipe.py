@@ -33,7 +33,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from llava.json_reading import json_error_message, loads_json
+from llava.json_reading import json_error_message, read_json_file
 from llava.model.pruning.flops import CountsLike, DecoderDims, full_reduction, paper_reduction
 
 SCHEMA_VERSION = 1
@@ -507,12 +507,9 @@ class RecipeBook:
         """
         where = str(path)
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            raw = read_json_file(where, RecipeError)
         except FileNotFoundError:
             raise RecipeError(f"{where}: no such recipe file") from None
-        except UnicodeDecodeError as err:
-            raise RecipeError(f"{where}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-        raw = loads_json(text, where, RecipeError)
         if not isinstance(raw, dict):
             raise RecipeError(f"{where}: expected a JSON object at the top level, got {type(raw).__name__}")
         if "schema_version" not in raw:
