@@ -215,3 +215,31 @@ def import_published(
     if total[0] == "num_visual_tokens_reference" and not resample:
         provenance["achieved_at_visual_tokens"] = total[1]
     return RecipeBook(model=signature, recipes=tuple(recipes), provenance=provenance)
+
+
+def resampled_book(book: RecipeBook, config: Any, name: Optional[str] = None) -> RecipeBook:
+    """A shipped book's recipes fitted to a smaller model of the same kind, as ``import-published
+    --resample`` fits the reference schedules: keep fractions resampled onto the config's layers
+    (`block_mean_fractions`) and applied to its visual tokens (`config_visual_tokens`), labels kept.
+
+    Args:
+        book: e.g. the shipped ``llava-hr-7b-sft-1024`` book.
+        config: the smaller model's config (object or mapping).
+        name: model name; defaults to the last component of the config's ``_name_or_path``.
+
+    Returns:
+        The new book; its provenance is the book's, plus ``resampled_from`` (the book's model name).
+
+    Raises:
+        RecipeError: the config tells no visual-token count, or has more layers than the book's model.
+    """
+    total = ("num_visual_tokens", book.model.num_visual_tokens)
+    signature = ModelSignature.from_config(config, _signature_tokens(total, config, True, "the config"), name=name)
+    recipes = []
+    for recipe in book.recipes:
+        kind = ("num_visual_tokens_reference", recipe.num_visual_tokens) if recipe.is_fractional else total
+        fractions = recipe.keep_fractions or [count / recipe.num_visual_tokens for count in recipe.keep_counts]
+        recipes.append(_recipe(signature, recipe.reduction_ratio,
+                               block_mean_fractions(list(fractions), signature.num_layers), kind, True))
+    return RecipeBook(model=signature, recipes=tuple(recipes),
+                      provenance={**book.provenance, "resampled_from": book.model.name})

@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny LLaVA checkpoint written once per session, loaded offline."""
+import json
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -10,9 +11,11 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from llava.model.pruning.recipe import ModelSignature, Recipe, RecipeBook  # noqa: E402
-from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT  # noqa: E402
+from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT, shipped_recipe_path  # noqa: E402
 from llava.model.builder import load_pretrained_model  # noqa: E402
 from fitprune.lab.tiny_checkpoint import write_tiny_llava  # noqa: E402
+from fitprune.lab.tiny_hr_checkpoint import write_tiny_hr  # noqa: E402
+from fitprune.published import resampled_book  # noqa: E402
 
 # tiny models are overhead-bound: one thread is faster, and steadier on a shared 2-core machine
 torch.set_num_threads(1)
@@ -32,6 +35,17 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     RecipeBook(model=signature, recipes=(recipe,), provenance={"source": "tests"}).save(
         path / RECIPE_FILE_IN_CHECKPOINT
     )
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_hr_checkpoint(tmp_path_factory) -> Path:
+    """A tiny random LLaVA-HR checkpoint (64 visual tokens, 4 layers) with a recipe file beside its
+    weights: the shipped LLaVA-HR-7B book (the authors' 40 and 60) resampled onto it (`resampled_book`)."""
+    path = write_tiny_hr(tmp_path_factory.mktemp("ckpt_hr") / "llava-hr-tiny")
+    config = json.loads((path / "config.json").read_text())
+    shipped = RecipeBook.load(shipped_recipe_path("llava-hr-7b-sft-1024"))
+    resampled_book(shipped, config, name="llava-hr-tiny").save(path / RECIPE_FILE_IN_CHECKPOINT)
     return path
 
 
