@@ -24,6 +24,7 @@ GIB = 1024 ** 3
 AVAILABLE = 16 * GIB
 """The free memory the memory check is told the machine has, so that its message is exact."""
 MISSING = object()
+READ_AVAILABLE_RAM = config_checks.available_ram_bytes
 
 
 def _nested_too_deeply() -> str:
@@ -106,6 +107,21 @@ def test_the_memory_estimate_counts_the_tiny_models_parameters(tiny):
     actual = sum(p.numel() for p in model.parameters()) - tower
     # the estimate leaves out biases of the projector only (2 x hidden_size = 128 parameters)
     assert actual - counted == 2 * model.config.hidden_size
+
+
+def test_the_free_ram_is_read_from_the_machine():
+    with open("/proc/meminfo", encoding="ascii") as handle:
+        total = int(next(line for line in handle if line.startswith("MemTotal:")).split()[1]) * 1024
+    assert 0 < READ_AVAILABLE_RAM() <= total
+
+
+def test_on_cuda_the_free_memory_of_every_gpu_counts_with_the_free_ram(monkeypatch):
+    free = {0: 3 * GIB, 1: 5 * GIB}
+    monkeypatch.setattr(config_checks.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(config_checks.torch.cuda, "device_count", lambda: len(free))
+    monkeypatch.setattr(config_checks.torch.cuda, "mem_get_info", lambda index: (free[index], 80 * GIB))
+    assert config_checks.available_memory_bytes("cuda:1") == AVAILABLE + 8 * GIB
+    assert config_checks.available_memory_bytes("cpu") == AVAILABLE
 
 
 @pytest.fixture(scope="module")
