@@ -227,3 +227,22 @@ def test_visualize_draws_the_kept_patches_on_the_hr_grid(tiny_hr_checkpoint, tmp
     assert out.is_file() and f"{keep[-1]} of 64 visual tokens kept" in capsys.readouterr().out
     # the tiny tower's ViT grid: (max(256 px * 4 / 32, 16 px) / 4 px)² = 8 x 8 patches
     assert grids[0].shape == (4, 8, 8) and grids[0].sum(axis=(1, 2)).tolist() == keep
+
+
+def test_web_demo_overlays_the_kept_patches_on_the_hr_grid(hr, tiny_hr_checkpoint, capsys):
+    from llava.serve.demo_requests import DemoModel, DemoRequest, run_request
+    from llava.serve.demo_results import BudgetDone
+    from llava.serve.kept_patches import tower_view
+    from PIL import Image
+
+    tokenizer, model, processor = hr
+    demo = DemoModel(tokenizer, model, processor, "llava-hr-tiny")
+    request = DemoRequest("tests/data/shapes.png", "What is in the picture?", "llava_v1", (60.0,), max_new_tokens=4)
+    (result,) = [e.result for e in run_request(demo, request) if isinstance(e, BudgetDone)]
+    keep = _tiny_keep_counts(tiny_hr_checkpoint, 60)
+    assert result.keep_counts == keep and result.num_visual == 64
+    assert result.masks.shape == (4, 8, 8) and result.masks.sum(axis=(1, 2)).tolist() == keep
+    # the view is the padded image at the HR input size (256 px), which the 8 x 8 grid is drawn over
+    assert tower_view(Image.open("tests/data/shapes.png"), processor, model.config).shape == (256, 256, 3)
+    assert result.flops["paper_reduction_pct"] == pytest.approx(
+        RecipeBook.load(tiny_hr_checkpoint / RECIPE_FILE_IN_CHECKPOINT).get(60).achieved_paper)
