@@ -230,3 +230,66 @@ def test_full_convention_for_published_60(published_7b: RecipeBook) -> None:
     # The full convention also prunes the LM head rows of the deleted positions, which saves a little more.
     assert full_reduction(dims, keep, visual, 64) == pytest.approx(54.17, abs=0.005)
     assert published_7b.get(60).achieved_full == pytest.approx(full_reduction(dims, keep, visual, 64), abs=1e-9)
+
+
+# --- the vision tower (llava.model.pruning.tower_flops) -------------------------------------------
+
+def _tiny_hr_tower(tiny_hr_checkpoint):
+    import json
+
+    from llava.model.language_model.llava_llama import LlavaConfig
+    from llava.model.multimodal_encoder.multipath_encoder import MultiPathVisionTower
+
+    fields = json.loads((tiny_hr_checkpoint / "config.json").read_text())
+    return MultiPathVisionTower(LlavaConfig(**fields))
+
+
+def test_hr_tower_flops_match_a_hand_count_and_torch_flop_counter(tiny_hr_checkpoint) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from llava.model.pruning.tower_flops import multipath_tower_flops
+
+    tower = _tiny_hr_tower(tiny_hr_checkpoint)
+    counted = multipath_tower_flops(tower)
+    # The tiny HR (fitprune.lab.tiny_hr_checkpoint): 256 px input; ConvNeXt depths (1, 1, 2, 1), dims
+    # (8, 16, 24, 32), 4 px stem, 7x7 depthwise convs, 4x MLP; ViT width 32, MLP 128, 4 layers, 4 px
+    # patches at max(256 * 4 / 32, 16) = 32 px: 8 x 8 = 64 tokens, no CLS; adapters on the 8 x 8 map.
+    def block(cells, c):
+        return cells * c * 49 + 2 * cells * c * 4 * c
+    convnext = (64 * 64 * 8 * 3 * 4 * 4 + block(64 * 64, 8)
+                + 32 * 32 * 16 * 8 * 4 + block(32 * 32, 16)
+                + 16 * 16 * 24 * 16 * 4 + 2 * block(16 * 16, 24)
+                + 8 * 8 * 32 * 24 * 4 + block(8 * 8, 32))
+    clip = 64 * 32 * 3 * 4 * 4 + 4 * (4 * 64 * 32 * 32 + 2 * 64 * 64 * 32 + 2 * 64 * 32 * 128)
+    s2f = 64 * 32 * 32 + 64 * 32 * 32 + 64 * 32 * 49 + 64 * 32 * 32 + (64 * 16 + 16 * 1)
+    align = 64 * 32 * 32 + 64 * 32 * 32
+    assert (counted.slow, counted.fast, counted.adapters) == (2 * convnext, 2 * clip, 2 * (3 * s2f + align))
+    # torch's own counter over the real forward (convs, linears, attention matmuls, two FLOPs per multiply-add)
+    with FlopCounterMode(display=False) as counter:
+        tower(torch.zeros(1, 3, 256, 256))
+    assert counter.get_total_flops() == counted.total
+
+
+def test_clip_tower_flops_count_cls_and_every_layer() -> None:
+    from transformers import CLIPVisionConfig
+
+    from llava.model.pruning.tower_flops import clip_vit_flops
+
+    clip = CLIPVisionConfig(hidden_size=16, intermediate_size=40, num_hidden_layers=3, patch_size=4, image_size=12,
+                            num_channels=3)
+    tokens = 3 * 3 + 1
+    per_layer = 4 * tokens * 16 * 16 + 2 * tokens * tokens * 16 + 2 * tokens * 16 * 40
+    assert clip_vit_flops(clip, 12, with_cls=True) == 2 * (9 * 16 * 3 * 16 + 3 * per_layer)
+
+
+def test_the_tower_is_paid_pruned_or_not() -> None:
+    from llava.model.pruning.tower_flops import full_reduction_with_tower
+
+    keep = [6, 4, 2]
+    decoder_only = full_reduction(TINY, keep, 6, 5)
+    assert full_reduction_with_tower(TINY, keep, 6, 5, 0) == pytest.approx(decoder_only, abs=1e-12)
+    pruned = full_prefill_flops(TINY, keep, 6, 5)
+    unpruned = full_prefill_flops(TINY, [6, 6, 6], 6, 5)
+    tower = 12345.0
+    assert full_reduction_with_tower(TINY, keep, 6, 5, tower) == pytest.approx(
+        100 * (1 - (pruned + tower) / (unpruned + tower)), abs=1e-12)

@@ -15,7 +15,11 @@ Two conventions, and every figure printed elsewhere names the one it uses:
   halving), gated MLP 3·d·m per token, and the LM head (vocab·d) for every position that leaves the
   last layer in prefill (or for the last ``logit_rows`` positions per sample where a caller says so:
   generation needs only the last one), once per decode step. The final norm and the softmax are
-  ignored.
+  ignored. The vision tower is not in these figures, neither LLaVA-1.5's CLIP nor LLaVA-HR's
+  ConvNeXt + CLIP + adapters: pruning in the decoder removes none of its cost, and
+  `llava.model.pruning.tower_flops` counts it in this convention (for LLaVA-HR: the ConvNeXt at
+  ``input_image_size`` px, the CLIP at the fast size, the adapters) for an end-to-end figure
+  (`tower_flops.full_reduction_with_tower`).
 
 Keep counts: ``keep_counts[l]`` is the number of visual tokens left after layer ``l``; layer ``l`` is
 entered by ``keep_counts[l-1]`` and layer 0 by ``num_visual``. A 1-D sequence is one sample; a 2-D
