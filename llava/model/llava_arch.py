@@ -30,6 +30,7 @@ from llava.model.language_model.sequence_layout import (
 )
 from llava.model.multimodal_encoder.builder import build_vision_tower
 from llava.model.multimodal_projector.builder import build_vision_projector
+from llava.model.pruning.visionzip import tower_token_split
 
 Images = Union[torch.Tensor, Sequence[torch.Tensor]]
 ImageSizes = Optional[Sequence[Sequence[int]]]
@@ -41,7 +42,7 @@ class LlavaMetaModel:
 
     def __init__(self, config):
         super().__init__(config)
-        if hasattr(config, "mm_vision_tower"):
+        if config.mm_vision_tower is not None:
             self.vision_tower = build_vision_tower(config, delay_load=True)
             self.mm_projector = build_vision_projector(config)
             if merge_type_of(config).endswith("_unpad"):
@@ -182,8 +183,30 @@ class LlavaMetaForCausalLM(ABC):
         return self.get_model().get_vision_tower()
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Projected visual features (N, V, D) of images (N, 3, H, W)."""
-        return self.get_model().mm_projector(self.get_model().get_vision_tower()(images))
+        """Projected visual features (N, V, D) of images (N, 3, H, W).
+
+        When the model's pruning policy acts in the tower (VisionZip), V is the tokens it keeps and
+        `last_tower_selection` says which grid cells they came from (else it is None).
+        """
+        model = self.get_model()
+        tower = model.get_vision_tower()
+        split = tower_token_split(getattr(model, "prefill_hook", None), tower, uses_anyres(self.config))
+        if split is None:
+            self.last_tower_selection = None
+            return model.mm_projector(tower(images))
+        features, self.last_tower_selection = tower.encode_visionzip(images, *split)
+        return model.mm_projector(features)
+
+    def _visual_index(self, image_idx: int, first: int, count: int, images_before: int) -> torch.Tensor:
+        """(count,) grid indices of one image's spliced tokens: `first`.. in order, or, after a tower
+        reduction, the grid cell of each kept patch (offset by the grid cells of the sample's
+        `images_before` earlier images) and -1 for the [CLS] and merged tokens."""
+        selection = getattr(self, "last_tower_selection", None)
+        if selection is None:
+            return torch.arange(first, first + count)
+        cells = selection.grid_index[image_idx].cpu()
+        offset = images_before * selection.merged_into.shape[1]
+        return torch.where(cells >= 0, cells + offset, cells)
 
     def encode_anyres_images(self, images: Images, image_sizes: ImageSizes = None) -> List[torch.Tensor]:
         """Token runs of LLaVA-NeXT images, merged as the config's `mm_patch_merge_type` says.
@@ -290,7 +313,7 @@ class LlavaMetaForCausalLM(ABC):
             text_embeds = embed(ids.clamp(min=0).to(embed.weight.device))
             pieces, seg, idx, lab = [], [], [], []
             start, visual_seen = 0, 0
-            for hole, image_idx in zip(holes + [len(ids)], assignment[b] + [None]):
+            for images_before, (hole, image_idx) in enumerate(zip(holes + [len(ids)], assignment[b] + [None])):
                 n_text = hole - start
                 pieces.append(text_embeds[start:hole])
                 seg.append(torch.full((n_text,), SEGMENT_TEXT if visual_seen else SEGMENT_PREFIX))
@@ -301,7 +324,7 @@ class LlavaMetaForCausalLM(ABC):
                     feats = features[image_idx].to(embed.weight.dtype)
                     pieces.append(feats)
                     seg.append(torch.full((feats.shape[0],), SEGMENT_VISUAL))
-                    idx.append(torch.arange(visual_seen, visual_seen + feats.shape[0]))
+                    idx.append(self._visual_index(image_idx, visual_seen, feats.shape[0], images_before))
                     lab.append(torch.full((feats.shape[0],), IGNORE_INDEX))
                     visual_seen += feats.shape[0]
                 start = hole + 1

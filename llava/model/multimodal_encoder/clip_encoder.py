@@ -3,7 +3,7 @@
 import functools
 import logging
 import os
-from typing import Any, Callable, List, Optional, TypeVar, Union
+from typing import Any, Callable, List, Optional, Tuple, TypeVar, Union
 
 import torch
 import torch.nn as nn
@@ -11,6 +11,12 @@ from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 from transformers.utils import is_offline_mode
 
 from llava.model.errors import CheckpointError
+from llava.model.multimodal_encoder.visionzip import (
+    TowerSelection,
+    cls_attention_and_keys,
+    encoder_layer_index,
+    visionzip_tokens,
+)
 from llava.utils import safe_weights_loading
 
 logger = logging.getLogger(__name__)
@@ -237,6 +243,29 @@ class CLIPVisionTower(nn.Module):
         """Run the tower on ``(B, 3, H, W)`` pixels and return features in the input dtype."""
         outs = self.vision_tower(pixel_values.to(device=self.device, dtype=self.dtype), output_hidden_states=True)
         return self.feature_select(outs).to(pixel_values.dtype)
+
+    @torch.no_grad()
+    def encode_visionzip(self, images: torch.Tensor, dominant: int, contextual: int) -> Tuple[torch.Tensor, TowerSelection]:
+        """VisionZip's reduced features of ``(B, 3, H, W)`` images
+        (`llava.model.multimodal_encoder.visionzip`), at the selected layer.
+
+        Returns:
+            ``(B, dominant + contextual, hidden_size)`` features in the input dtype ([CLS] and the
+            dominant patches in order, then the contextual tokens), and the grid cells behind them.
+
+        Raises:
+            RuntimeError: If the weights are not loaded.
+            ValueError: a select layer naming the embeddings, or more tokens than patches.
+        """
+        self._require_loaded()
+        if images.dim() != 4:
+            raise ValueError(f"Expected images as (B, 3, H, W), got shape {tuple(images.shape)}")
+        layers = self.vision_tower.vision_model.encoder.layers
+        index = encoder_layer_index(self.select_layer, len(layers))
+        outs = self.vision_tower(images.to(device=self.device, dtype=self.dtype), output_hidden_states=True)
+        cls_attention, keys = cls_attention_and_keys(layers[index], outs.hidden_states[index])
+        tokens, selection = visionzip_tokens(outs.hidden_states[index + 1], cls_attention, keys, dominant, contextual)
+        return tokens.to(images.dtype), selection
 
     @torch.no_grad()
     def forward(self, images: Union[torch.Tensor, List[torch.Tensor]]) -> Union[torch.Tensor, List[torch.Tensor]]:

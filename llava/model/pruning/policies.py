@@ -26,6 +26,7 @@ from llava.model.pruning.budget import (
 from llava.model.pruning.flops import DecoderDims
 from llava.model.pruning.schedules import FractionSchedule
 from llava.model.pruning.similarity import PAPER_DEPTH, DartPolicy, DivPrunePolicy
+from llava.model.pruning.visionzip import VisionZipPolicy
 
 
 def fitprune_attention_query(layout: SequenceLayout) -> AttentionQuery:
@@ -297,6 +298,7 @@ POLICIES = {
     "recipe+dart": lambda seed: RecipeWithScore(DartPolicy()),
     "recipe+divprune": lambda seed: RecipeWithScore(DivPrunePolicy()),
     "fitprune-selfmean": lambda seed: FitPruneSelfMeanPolicy(),
+    "visionzip": lambda seed: VisionZipPolicy(),
 }
 """Policies a config can name (``fitprune_policy``), each built from the config's ``fitprune_seed``."""
 
@@ -312,6 +314,7 @@ METHOD_LABELS = {
     "recipe+dart": "FitPrune recipe + DART score (this project's variant)",
     "recipe+divprune": "FitPrune recipe + DivPrune score (this project's variant)",
     "fitprune-selfmean": "FitPrune, self score averaged over causal queries (this project's variant)",
+    "visionzip": VisionZipPolicy.label,
 }
 """How tables and reports name each policy."""
 
