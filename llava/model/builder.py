@@ -202,8 +202,11 @@ def load_pretrained_model(
         DeviceError: (a ValueError) `device` is unsupported, or CUDA without CUDA (`resolve_device`).
         FileNotFoundError: `model_path` or `model_base` is a local-looking path that does not
             exist, or a hub name that is not cached while downloads are off.
-        CheckpointError: a LLaVA config without `mm_vision_tower`, or whose vision tower is
-            missing or not available offline (names the config file and the field); a Hugging
+        CheckpointError: config.json or tokenizer_config.json with ``auto_map`` (code of the
+            checkpoint), a tokenizer class that is not LLaMA's (`load_llama_tokenizer`), a config
+            field of the wrong type, size or name or weights larger than the free memory
+            (`llava.model.config_checks`); a LLaVA config without `mm_vision_tower`, or whose
+            vision tower is missing or not available offline (names the config file and the field); a Hugging
             Face-layout checkpoint with an unsupported field, an unknown or missing weight, a
             model base, or 8/4-bit loading.
         ValueError: an unknown `image_processing`.
@@ -273,7 +276,8 @@ def load_pretrained_model(
 def _check_config(model_path: str, llava: bool, bytes_per_parameter: float, device: str) -> None:
     """Checks a checkpoint's config.json before anything is built from it: its fields
     (`check_llava_fields` for LLaVA, else `check_language_fields`) and the memory its weights need on
-    `device` at `bytes_per_parameter` (`check_memory`).
+    `device` at `bytes_per_parameter` (`check_memory`; for a plain language model only when it has
+    LLaMA sizes).
 
     Raises:
         CheckpointError: config.json is missing, not a JSON object, or has a bad field (names the file and
@@ -282,7 +286,8 @@ def _check_config(model_path: str, llava: bool, bytes_per_parameter: float, devi
     where = checkpoint_file(model_path, "config.json")
     fields = read_checkpoint_json(model_path, "config.json", required=True)
     (check_llava_fields if llava else check_language_fields)(fields, where)
-    check_memory(fields, where, bytes_per_parameter, device)
+    if llava or "hidden_size" in fields:  # a language model of another layout has no LLaMA sizes to estimate from
+        check_memory(fields, where, bytes_per_parameter, device)
 
 
 def _refuse_hf_combinations(checkpoint: Optional[HfCheckpoint], model_base: Optional[str], quantized: bool) -> None:
