@@ -315,3 +315,57 @@ def test_show_plot_draws_the_shipped_book(tmp_path, capsys):
     assert main(["show", str(shipped_recipe_path("llava-v1.5-7b")), "--plot", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"wrote {png}" in capsys.readouterr().out
+
+
+def _two_model_reference(tmp_path: Path) -> Path:
+    reference = tmp_path / "two.json"
+    reference.write_text(json.dumps({
+        "source": "two test schedules",
+        "absolute": {"num_visual_tokens": 16, "delete_per_layer": {"50": [2, 6, 4, 0, 1, 1, 0, 0]}},
+        "fractional": {"num_visual_tokens_reference": 40, "delete_per_layer": {"40": [4, 8, 0, 8]}},
+    }))
+    return reference
+
+
+# TINY_CONFIG with a 16 px CLIP of 4 px patches: 16 visual tokens per tower image
+TOWER_CONFIG = {**TINY_CONFIG, "mm_vision_tower_config": {"image_size": 16, "patch_size": 4}}
+
+
+def test_import_published_by_key_fractional_entry(tmp_path: Path) -> None:
+    reference = _two_model_reference(tmp_path)
+    output = tmp_path / "book.json"
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(TOWER_CONFIG))
+    assert main(["import-published", "--reference", str(reference), "--key", "fractional", "--config", str(config),
+                 "--output", str(output)]) == 0
+    book = RecipeBook.load(output)
+    recipe = book.get(40)
+    assert book.model.num_visual_tokens == 16 and book.provenance["reference_key"] == "fractional"
+    assert recipe.keep_fractions == pytest.approx((36 / 40, 28 / 40, 28 / 40, 20 / 40))
+    assert recipe.keep_counts == tuple(math.floor(f * 16 + 0.5) for f in (36 / 40, 28 / 40, 28 / 40, 20 / 40))
+    # achieved at the reference's 40 tokens
+    assert recipe.achieved_paper == pytest.approx(paper_reduction(book.model.dims(), [36, 28, 28, 20], 40))
+
+
+def test_import_published_unknown_key_missing_tower_and_depth_are_one_line(tmp_path: Path) -> None:
+    reference = _two_model_reference(tmp_path)
+    with pytest.raises(RecipeError) as err:
+        import_published(reference, TINY_CONFIG, key="nope")
+    assert str(err.value) == f"{reference}: no model entry 'nope' (entries: absolute, fractional)"
+    with pytest.raises(RecipeError) as err:
+        import_published(reference, TINY_CONFIG, key="fractional")
+    assert str(err.value).startswith(f"{reference}: fractional: the model's visual tokens per tower image are needed")
+    with pytest.raises(RecipeError) as err:
+        import_published(reference, TINY_CONFIG, key="absolute")
+    assert str(err.value) == (f"{reference}: absolute: delete_per_layer['50']: recipe 50: 8 keep counts but model "
+                              "'tiny-llava' has num_layers=4")
+
+
+def test_import_published_resample_takes_block_means_onto_the_config(tmp_path: Path) -> None:
+    reference = _two_model_reference(tmp_path)
+    small = {**TOWER_CONFIG, "mm_vision_tower_config": {"image_size": 8, "patch_size": 4}}  # 4 visual tokens
+    book = import_published(reference, small, key="absolute", resample=True)
+    keep16 = [14, 8, 4, 4, 3, 2, 2, 2]  # 16 minus the cumulative deletions
+    means = [(keep16[2 * i] + keep16[2 * i + 1]) / 2 / 16 for i in range(4)]
+    assert book.get(50).keep_counts == tuple(math.floor(m * 4 + 0.5) for m in means)
+    assert book.model.num_visual_tokens == 4 and "--resample" in book.provenance["tool"]
