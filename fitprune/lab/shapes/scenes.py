@@ -2,7 +2,7 @@
 
 A scene is a square canvas divided into cells, one per patch of the demo model; some cells
 hold a shape, each of a different shape and a different colour, on a black background
-(`fitprune.lab.shapes` describes the whole task).
+(`fitprune.lab.shapes.data` describes the whole task).
 """
 from __future__ import annotations
 
