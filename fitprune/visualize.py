@@ -27,7 +27,7 @@ from llava.eval.questions import build_question_prompt
 from llava.model.anyres import uses_anyres
 from llava.model.errors import CheckpointError
 from llava.eval.output_paths import OutputPathError, check_output_file, writing_to
-from llava.serve.kept_patches import kept_patch_masks, shade_dropped, tower_view
+from llava.serve.kept_patches import kept_patch_masks, merged_patch_mask, shade_dropped, tower_view
 
 MAX_PANELS = 6
 
@@ -44,8 +44,9 @@ def choose_layers(counts: Sequence[int], num_visual: int, limit: int = MAX_PANEL
 
 
 def render_panels(view: np.ndarray, masks: np.ndarray, layers: List[int], counts: Sequence[int],
-                  num_visual: int, title: str, path: str) -> None:
-    """One panel per chosen layer plus the keep-count curve, saved as PNG."""
+                  num_visual: int, title: str, path: str, merged: Optional[np.ndarray] = None) -> None:
+    """One panel per chosen layer plus the keep-count curve, saved as PNG; patches in `merged`
+    (VisionZip's, merged into contextual tokens) are drawn blue-tinted and counted apart."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -53,8 +54,9 @@ def render_panels(view: np.ndarray, masks: np.ndarray, layers: List[int], counts
 
     fig, axes = plt.subplots(1, len(layers) + 1, figsize=(2.6 * (len(layers) + 1) + 1.2, 3.2))
     for ax, layer in zip(axes, layers):
-        ax.imshow(shade_dropped(view, masks[layer]))
-        ax.set_title(f"after layer {layer}\n{int(masks[layer].sum())}/{num_visual} kept", fontsize=9)
+        ax.imshow(shade_dropped(view, masks[layer], merged=merged))
+        merges = f", {int(merged.sum())} merged" if merged is not None else ""
+        ax.set_title(f"after layer {layer}\n{int(masks[layer].sum())}/{num_visual} kept{merges}", fontsize=9)
         ax.axis("off")
     curve = axes[-1]
     curve.plot(range(len(counts) + 1), [num_visual] + list(counts), marker=".")
@@ -70,11 +72,13 @@ def render_panels(view: np.ndarray, masks: np.ndarray, layers: List[int], counts
     plt.close(fig)
 
 
-def render_gif(view: np.ndarray, masks: np.ndarray, path: str, scale: int = 2) -> None:
-    """An animation over all layers (one frame per layer, the input first)."""
+def render_gif(view: np.ndarray, masks: np.ndarray, path: str, scale: int = 2,
+               merged: Optional[np.ndarray] = None) -> None:
+    """An animation over all layers (one frame per layer, the input first; `merged` as in `render_panels`)."""
     size = (view.shape[1] * scale, view.shape[0] * scale)
     frames = [Image.fromarray(view).resize(size, Image.NEAREST)]
-    frames += [Image.fromarray(shade_dropped(view, alive)).resize(size, Image.NEAREST) for alive in masks]
+    frames += [Image.fromarray(shade_dropped(view, alive, merged=merged)).resize(size, Image.NEAREST)
+               for alive in masks]
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=400, loop=0)
 
 
@@ -146,14 +150,16 @@ def _draw(args: argparse.Namespace) -> int:
     num_visual = model.get_model().num_visual_tokens()
     kept = [trace.kept_indices(layer, 0) for layer in range(len(trace.live_counts))]
     masks = kept_patch_masks(kept, num_visual)
+    selection = getattr(model, "last_tower_selection", None)
+    merged = merged_patch_mask(selection.merged_into[0], num_visual) if selection is not None else None
     counts = trace.counts()[:, 0].tolist()
     view = tower_view(image, processor, model.config)
     title = f"{get_model_name_from_path(model_path)} at {model.config.reduction_ratio:g}%: {args.question}"
     with writing_to(args.out):
         if args.gif:
-            render_gif(view, masks, args.out)
+            render_gif(view, masks, args.out, merged=merged)
         else:
-            render_panels(view, masks, choose_layers(counts, num_visual), counts, num_visual, title, args.out)
+            render_panels(view, masks, choose_layers(counts, num_visual), counts, num_visual, title, args.out, merged)
     print(f"wrote {args.out}: {counts[-1]} of {num_visual} visual tokens kept after the last layer")
     return 0
 

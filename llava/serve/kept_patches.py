@@ -4,13 +4,15 @@ patches greyed out.
     view = tower_view(image, processor, model.config)        # (H, W, 3) uint8
     masks = kept_patch_masks(kept_per_layer, num_visual)     # (L, side, side) bool
     picture = shade_dropped(view, masks[layer])              # (H, W, 3) uint8
+    merged = merged_patch_mask(model.last_tower_selection.merged_into[0], num_visual)  # VisionZip
+    picture = shade_dropped(view, masks[layer], merged=merged)  # merged patches blue-tinted
 
 Used by the web demo (`llava.serve.gradio_web_server`) and by ``python -m fitprune.visualize``.
 """
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -20,6 +22,8 @@ from llava.mm_utils import expand2square
 
 GREY = np.array([128, 128, 128], dtype=np.float32)
 """Colour dropped patches are blended towards."""
+MERGED = np.array([40, 90, 230], dtype=np.float32)
+"""Colour patches merged into a contextual token (VisionZip) are blended towards."""
 
 
 def kept_patch_masks(kept_per_layer: Sequence[torch.Tensor], num_visual: int) -> np.ndarray:
@@ -41,14 +45,31 @@ def kept_patch_masks(kept_per_layer: Sequence[torch.Tensor], num_visual: int) ->
     return masks.reshape(len(kept_per_layer), side, side)
 
 
-def shade_dropped(image: np.ndarray, alive: np.ndarray, strength: float = 0.75) -> np.ndarray:
-    """Blends dropped patches of `image` (H, W, 3) uint8 towards grey; `alive` is (side, side)."""
+def merged_patch_mask(merged_into: torch.Tensor, num_visual: int) -> np.ndarray:
+    """(side, side) bool: True where a patch was merged into a contextual token (VisionZip's
+    `TowerSelection.merged_into` of one image, (P,) with -1 on the patches kept as they are)."""
+    masks = kept_patch_masks([torch.as_tensor(merged_into).cpu().ge(0).nonzero().flatten()], num_visual)
+    return masks[0]
+
+
+def _cells_to_pixels(image: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """(H, W) bool: each pixel of `image` (H, W, ...) takes the value of its cell in `cells` (side, side)."""
     height, width = image.shape[:2]
-    rows = np.arange(height) * alive.shape[0] // height
-    cols = np.arange(width) * alive.shape[1] // width
-    dropped = ~alive[rows][:, cols]
+    rows = np.arange(height) * cells.shape[0] // height
+    cols = np.arange(width) * cells.shape[1] // width
+    return cells[rows][:, cols]
+
+
+def shade_dropped(image: np.ndarray, alive: np.ndarray, strength: float = 0.75,
+                  merged: Optional[np.ndarray] = None) -> np.ndarray:
+    """Blends dropped patches of `image` (H, W, 3) uint8 towards grey; `alive` is (side, side).
+    Patches in `merged` (side, side), merged into a contextual token, are blended half-way towards
+    blue instead (`MERGED`)."""
     out = image.astype(np.float32)
+    merged_pixels = _cells_to_pixels(image, merged) if merged is not None else np.zeros(image.shape[:2], bool)
+    dropped = ~_cells_to_pixels(image, alive) & ~merged_pixels
     out[dropped] = (1 - strength) * out[dropped] + strength * GREY
+    out[merged_pixels] = 0.5 * out[merged_pixels] + 0.5 * MERGED
     return out.clip(0, 255).astype(np.uint8)
 
 

@@ -245,7 +245,9 @@ class CLIPVisionTower(nn.Module):
         return self.feature_select(outs).to(pixel_values.dtype)
 
     @torch.no_grad()
-    def encode_visionzip(self, images: torch.Tensor, dominant: int, contextual: int) -> Tuple[torch.Tensor, TowerSelection]:
+    def encode_visionzip(
+        self, images: torch.Tensor, dominant: int, contextual: int
+    ) -> Tuple[torch.Tensor, TowerSelection]:
         """VisionZip's reduced features of ``(B, 3, H, W)`` images
         (`llava.model.multimodal_encoder.visionzip`), at the selected layer.
 
