@@ -22,9 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from torch import nn
 
-from llava.model.pruning.flops import CountsLike, DecoderDims, _full_prefill_per_sample
+from llava.model.pruning.flops import CountsLike, DecoderDims, full_prefill_flops
 
 
 def _conv_macs(conv: nn.Conv2d, out_side: int) -> int:
@@ -157,5 +158,8 @@ def full_reduction_with_tower(
     Returns:
         Reduction in percent: 100 · (1 − (pruned + tower) / (unpruned + tower)), means over samples.
     """
-    pruned, unpruned = _full_prefill_per_sample(dims, keep_counts, num_visual, num_other_tokens, logit_rows)
-    return float(100.0 * (1.0 - (pruned.mean() + tower_flops) / (unpruned.mean() + tower_flops)))
+    pruned = full_prefill_flops(dims, keep_counts, num_visual, num_other_tokens, logit_rows)
+    rows = np.atleast_2d(np.asarray(keep_counts, dtype=np.float64))
+    every_token = np.broadcast_to(np.asarray(num_visual, dtype=np.float64).reshape(-1, 1), rows.shape)
+    unpruned = full_prefill_flops(dims, every_token, num_visual, num_other_tokens, logit_rows)
+    return float(100.0 * (1.0 - (pruned + tower_flops) / (unpruned + tower_flops)))
