@@ -102,11 +102,9 @@ def prefill_prompt(model: LlamaForCausalLM, embeds: torch.Tensor, layout: Sequen
                    keep_counts: Optional[List[int]]) -> PrefilledPrompt:
     """Prefills the batch-1 prompt (`embeds` (1, T, D) with its `layout`, `num_visual` visual rows),
     FitPrune-pruned to `keep_counts` (None: unpruned, no hook)."""
-    model.model.prefill_hook = (
-        None if keep_counts is None else TokenPruner(FitPrunePolicy(), RecipeSchedule(keep_counts, num_visual))
-    )
-    out = model(inputs_embeds=embeds, sequence_layout=layout, use_cache=True, num_logits_to_keep=1)
-    model.model.prefill_hook = None
+    hook = None if keep_counts is None else TokenPruner(FitPrunePolicy(), RecipeSchedule(keep_counts, num_visual))
+    with model.prefill_hook_installed(hook):
+        out = model(inputs_embeds=embeds, sequence_layout=layout, use_cache=True, num_logits_to_keep=1)
     counts = ([num_visual] * len(model.model.layers) if keep_counts is None
               else out.pruning_trace.counts()[:, 0].tolist())
     return PrefilledPrompt(out.past_key_values, out.logits[:, -1].argmax(dim=-1), counts)

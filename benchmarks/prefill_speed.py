@@ -352,8 +352,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"full {full_reduction(dims, counts, num_visual, num_other, logit_rows_of(args)):.2f}%")
 
     def prefill(hook: Optional[TimedHook], logits: int = logits_to_keep):
-        ours.model.prefill_hook = hook
-        out = ours(inputs_embeds=embeds, sequence_layout=layout, use_cache=False, num_logits_to_keep=logits)
+        with ours.prefill_hook_installed(hook):
+            out = ours(inputs_embeds=embeds, sequence_layout=layout, use_cache=False, num_logits_to_keep=logits)
         _wait_for(device)
         return out
 
@@ -388,9 +388,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                     args.hidden, args.seed, args.batch, device, dtype)
 
         def anyres_prefill(hook: Optional[TokenPruner]) -> None:
-            ours.model.prefill_hook = hook
-            ours(inputs_embeds=anyres_embeds, sequence_layout=anyres_layout, use_cache=False,
-                 num_logits_to_keep=logits_to_keep)
+            with ours.prefill_hook_installed(hook):
+                ours(inputs_embeds=anyres_embeds, sequence_layout=anyres_layout, use_cache=False,
+                     num_logits_to_keep=logits_to_keep)
             _wait_for(device)
 
         runs["anyres unpruned"] = lambda: anyres_prefill(None)
@@ -406,7 +406,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"unpruned logits vs transformers: max |diff| = {parity:.2e}")
         final_visual = {ratio: int(prefill(hook).pruning_trace.counts()[-1, 0]) for ratio, hook in pruners.items()}
         timings = time_rounds(runs, args.warmup, args.repeats, args.quiet_cores, args.max_seconds, clock_of(args))
-    ours.model.prefill_hook = None
     for name, values in timings.seconds.items():
         print(f"{name:>16}: median {1e3 * statistics.median(values):8.1f} ms  (min {1e3 * min(values):.1f}, "
               f"max {1e3 * max(values):.1f})")

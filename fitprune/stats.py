@@ -74,14 +74,8 @@ def collect_stats(decoder, batches: Sequence[Tuple[torch.Tensor, SequenceLayout]
         AttentionStats over all samples, in batch order.
     """
     parts = []
-    previous = decoder.prefill_hook
-    try:
-        for embeds, layout in batches:
-            hook = StatisticsHook(len(decoder.layers))
-            decoder.prefill_hook = hook
-            with torch.no_grad():
-                decoder(inputs_embeds=embeds, sequence_layout=layout, use_cache=False)
-            parts.append(hook.result())
-    finally:
-        decoder.prefill_hook = previous
+    for embeds, layout in batches:
+        with decoder.prefill_hook_installed(StatisticsHook(len(decoder.layers))) as hook, torch.no_grad():
+            decoder(inputs_embeds=embeds, sequence_layout=layout, use_cache=False)
+        parts.append(hook.result())
     return AttentionStats.concat(parts)

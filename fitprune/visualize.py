@@ -21,7 +21,6 @@ from PIL import Image
 
 from fitprune.defaults import ensure_default_model
 from llava.model.pruning.recipe import RecipeError
-from llava.model.pruning.ratio import parse_reduction_ratio
 from llava.eval.images import ImageError, bound_image_geometry, load_image
 from llava.eval.questions import build_question_prompt
 from llava.model.anyres import uses_anyres
@@ -138,9 +137,7 @@ def _draw(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     image = bound_image_geometry(image, processor, getattr(model.config, "image_aspect_ratio", None))
-    model.config.reduction_ratio = parse_reduction_ratio(args.reduction_ratio)
-    if args.recipe:
-        model.config.fitprune_recipe = args.recipe
+    model.set_pruning(args.reduction_ratio, recipe=args.recipe)
     prompt = build_question_prompt(args.question, args.conv_mode)
     input_ids = tokenizer_image_token(prompt, tokenizer, return_tensors="pt")[None].to(args.device)
     pixels = process_images([image], processor, model.config).to(args.device, dtype=model.dtype)

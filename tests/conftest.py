@@ -56,13 +56,10 @@ def _loaded_tiny(tiny_checkpoint):
 
 @pytest.fixture()
 def tiny(_loaded_tiny):
-    """(tokenizer, model, image_processor); pruning settings are reset after each test."""
+    """(tokenizer, model, image_processor); pruning is switched off after each test (`set_pruning`)."""
     tokenizer, model, processor, _ = _loaded_tiny
     yield tokenizer, model, processor
-    model.config.reduction_ratio = 0
-    model.config.fitprune_policy = "fitprune"
-    model.config.fitprune_seed = 0
-    model.get_model().prefill_hook = None
+    model.set_pruning()
 
 
 @pytest.fixture(autouse=True)

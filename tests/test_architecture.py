@@ -90,7 +90,7 @@ def _cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
 
 def test_the_module_graph_was_read():
     assert {"llava.model.pruning.pruner", "llava.model.language_model.llava_llama", "fitprune.fit"} <= set(MODULES)
-    assert "llava.model.pruning.from_config" in GRAPH["llava.model.language_model.llava_llama"]
+    assert "llava.model.pruning_setup" in GRAPH["llava.model.language_model.llava_llama"]
 
 
 def test_llava_imports_nothing_from_fitprune():
@@ -101,6 +101,35 @@ def test_llava_imports_nothing_from_fitprune():
 
 def test_the_import_graph_has_no_cycles():
     assert _cycles(GRAPH) == []
+
+
+def _folder(module: str) -> str:
+    """The folder holding a module's file, dotted (``llava.model.pruning`` for its ``recipe``)."""
+    return ".".join(MODULES[module].relative_to(REPO).parent.parts)
+
+
+def _folder_graph(package: str) -> Dict[str, Set[str]]:
+    """Folder -> the folders its modules import, inside `package`. A folder and a folder inside it
+    are one unit here: a package uses its sub-packages and they build on its modules, as upstream's
+    ``llava/model/`` (``builder`` loads ``language_model.llava_llama``, which extends ``llava_arch``)."""
+    graph: Dict[str, Set[str]] = {}
+    for name, imported in GRAPH.items():
+        if not _in(name, package):
+            continue
+        source = _folder(name)
+        targets = graph.setdefault(source, set())
+        for other in imported:
+            if other in MODULES and _in(other, package):
+                target = _folder(other)
+                if not (_in(target, source) or _in(source, target)):
+                    targets.add(target)
+    return graph
+
+
+def test_no_two_folders_inside_llava_import_each_other():
+    """The decoder owns its hook contract: ``pruning/`` builds on ``language_model/``, never the reverse."""
+    assert "llava.model.language_model" in _folder_graph("llava")["llava.model.pruning"]
+    assert _cycles(_folder_graph("llava")) == []
 
 
 def test_cycle_finder_finds_a_cycle():

@@ -8,7 +8,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from llava.mm_utils import process_images
 import transformers
 
-from llava.model.language_model import attention_scores, modeling_llama
+from llava.model.language_model import attention_scores, decoder_layer
 from llava.model.language_model.attention_scores import AttentionQuery, attend
 from llava.model.language_model.modeling_llama import LlamaModel
 from llava.model.language_model.sequence_layout import SEGMENT_PAD, SEGMENT_PREFIX, SEGMENT_TEXT, SEGMENT_VISUAL, SequenceLayout
@@ -206,7 +206,7 @@ def explicit_statistics(monkeypatch):
     """A switch: while on, every layer's statistics are replaced by the explicit float64 ones
     computed from the same queries and keys (the reference ranking)."""
     state = {"on": False}
-    original = modeling_llama.attend
+    original = decoder_layer.attend
 
     def attend_with_reference(query, key, value, allowed, statistics=None, keep_probabilities=False):
         output, sums, probs = original(query, key, value, allowed, statistics, keep_probabilities)
@@ -214,20 +214,14 @@ def explicit_statistics(monkeypatch):
             sums = explicit_sums(query, key, allowed, statistics).float()
         return output, sums, probs
 
-    monkeypatch.setattr(modeling_llama, "attend", attend_with_reference)
+    monkeypatch.setattr(decoder_layer, "attend", attend_with_reference)
     monkeypatch.setattr(attention_scores, "SCORE_CHUNK_ELEMENTS", 4096)  # several chunks per layer
     return state
 
 
 def _pruned_run(model, policy, fractions, **inputs):
-    decoder = model.get_model()
-    decoder.prefill_hook = TokenPruner(policy, FractionSchedule(fractions))
-    try:
-        with torch.no_grad():
-            out = model(use_cache=False, **inputs)
-    finally:
-        decoder.prefill_hook = None
-    return out
+    with model.prefill_hook_installed(TokenPruner(policy, FractionSchedule(fractions))), torch.no_grad():
+        return model(use_cache=False, **inputs)
 
 
 def _assert_same_pruning(model, inputs, policy, explicit_statistics):

@@ -5,11 +5,10 @@ import torch
 from llava.model.pruning.flops import DecoderDims, paper_reduction
 from llava.model.pruning.policies import FastVPolicy
 from fitprune.lab.baselines import (
-    clear_pruner,
     fastv_keep_counts,
-    install_pruner,
     matched_fastv,
     matched_uniform,
+    pruner_installed,
     uniform_keep_counts,
 )
 from tests.helpers import QUESTIONS, build_prompt, encode_batch, sample_images
@@ -67,12 +66,10 @@ def test_installed_schedule_prunes_to_its_counts_and_clears(tiny):
     images = sample_images(processor, model.config, len(QUESTIONS))
     num_visual = model.get_model().num_visual_tokens()
     counts = fastv_keep_counts(model.config.num_hidden_layers, num_visual, 2, 75.0)
-    install_pruner(model, FastVPolicy(), counts)
-    with torch.no_grad():
+    with pruner_installed(model, FastVPolicy(), counts), torch.no_grad():
         model(input_ids=ids, attention_mask=mask, images=images, use_cache=False)
     trace = model.last_pruning_trace.counts()
     assert trace.tolist() == [[c] * len(QUESTIONS) for c in counts]
-    clear_pruner(model)
     with torch.no_grad():
         model(input_ids=ids, attention_mask=mask, images=images, use_cache=False)
     assert model.last_pruning_trace is None

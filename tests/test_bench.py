@@ -88,7 +88,7 @@ def test_depth_probe_runs_each_policy_on_its_counts():
     from fitprune.lab.bench import PROBE_POLICIES, depth_probe
     from fitprune.defaults import DEFAULT_IMAGE_FOLDER, DEFAULT_TEST_FILE
     from llava.model.pruning.policies import RandomPolicy
-    from fitprune.lab.baselines import clear_pruner, install_pruner
+    from fitprune.lab.baselines import pruner_installed
     from llava.model.builder import load_pretrained_model
 
     tokenizer, model, processor, _ = load_pretrained_model(DEMO_MODEL_PATH, None, "llava-v1.5-shapes", device="cpu")
@@ -98,9 +98,8 @@ def test_depth_probe_runs_each_policy_on_its_counts():
     probe = depth_probe(model, batches, [1, 99], [0, 3], seed=0)
     assert list(probe) == [(1, 0), (1, 3), (layers, 0), (layers, 3)]
     assert model.get_model().prefill_hook is None
-    install_pruner(model, RandomPolicy(0), (3,) * layers)
-    direct = answer_accuracy(model, batches).accuracy
-    clear_pruner(model)
+    with pruner_installed(model, RandomPolicy(0), (3,) * layers):
+        direct = answer_accuracy(model, batches).accuracy
     assert probe[(1, 3)]["random"] == direct
     # with nothing kept the policy cannot matter
     assert len({probe[(1, 0)][m] for m in PROBE_POLICIES}) == 1

@@ -6,7 +6,7 @@ from fitprune.defaults import DEFAULT_IMAGE_FOLDER, DEFAULT_TEST_FILE, DEMO_MODE
 from llava.model.pruning.policies import RandomPolicy
 from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT
 from llava.model.pruning.recipe import RecipeBook
-from fitprune.lab.baselines import clear_pruner, install_pruner
+from fitprune.lab.baselines import pruner_installed
 from llava.model.builder import load_pretrained_model
 
 # the first questions of the committed test split (one of each kind per image)
@@ -23,8 +23,7 @@ def demo():
     model.eval()
     questions = load_answered_questions(DEFAULT_TEST_FILE, NUM_QUESTIONS)
     batches = encode_questions(questions, tokenizer, processor, model.config, DEFAULT_IMAGE_FOLDER, batch_size=50)
-    yield model, batches
-    clear_pruner(model)
+    return model, batches
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +34,8 @@ def unpruned(demo):
 
 def _accuracy_with(model, batches, policy, keep_counts):
     """Accuracy with `policy` pruning to `keep_counts`; the schedule is removed afterwards."""
-    install_pruner(model, policy, keep_counts)
-    try:
+    with pruner_installed(model, policy, keep_counts):
         return answer_accuracy(model, batches)
-    finally:
-        clear_pruner(model)
 
 
 def test_unpruned_accuracy_is_at_least_90_percent(unpruned):

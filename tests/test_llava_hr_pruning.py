@@ -35,8 +35,7 @@ def hr(_loaded_hr):
     """(tokenizer, model, image_processor) of the tiny HR model; pruning settings reset after each test."""
     tokenizer, model, processor, _ = _loaded_hr
     yield tokenizer, model, processor
-    model.config.reduction_ratio = 0
-    model.get_model().prefill_hook = None
+    model.set_pruning()
 
 
 def _tiny_keep_counts(checkpoint: Path, ratio: float) -> list:
@@ -124,7 +123,7 @@ def _batch(hr, padding_side):
 def test_pruned_batch_of_four_keeps_the_sets_and_answers_of_each_alone(hr, tiny_hr_checkpoint, ratio, padding_side):
     tokenizer, model, _ = hr
     ids, mask, images = _batch(hr, padding_side)
-    model.config.reduction_ratio = ratio
+    model.set_pruning(ratio)
     batched = _answers(model, tokenizer, ids, mask, images, max_new_tokens=6)
     trace = model.last_pruning_trace
     keep = _tiny_keep_counts(tiny_hr_checkpoint, ratio)
@@ -142,7 +141,7 @@ def test_kv_cache_holds_the_kept_tokens(hr, tiny_hr_checkpoint):
     tokenizer, model, processor = hr
     ids = tokenizer_image_token(build_prompt(QUESTIONS[3]), tokenizer, return_tensors="pt")[None]
     images = sample_images(processor, model.config, 1)
-    model.config.reduction_ratio = 60
+    model.set_pruning(60)
     with torch.no_grad():
         out = model(input_ids=ids, images=images, use_cache=True)
     keep = _tiny_keep_counts(tiny_hr_checkpoint, 60)
@@ -155,14 +154,14 @@ def test_kv_cache_holds_the_kept_tokens(hr, tiny_hr_checkpoint):
 def test_greedy_answers_at_ratio_0_equal_the_unpruned_path(hr):
     tokenizer, model, _ = hr
     ids, mask, images = _batch(hr, "left")
-    model.config.reduction_ratio = 0
+    model.set_pruning(0)
     plain = _answers(model, tokenizer, ids, mask, images, max_new_tokens=8)
     assert model.last_pruning_trace is None
     num_visual = model.get_model().num_visual_tokens()
     keep_all = RecipeSchedule([num_visual] * model.config.num_hidden_layers, num_visual)
-    model.get_model().prefill_hook = TokenPruner(FitPrunePolicy(), keep_all)
-    through_the_pruner = _answers(model, tokenizer, ids, mask, images, max_new_tokens=8)
-    assert model.last_pruning_trace.counts()[-1].tolist() == [num_visual] * len(QUESTIONS)
+    with model.prefill_hook_installed(TokenPruner(FitPrunePolicy(), keep_all)):
+        through_the_pruner = _answers(model, tokenizer, ids, mask, images, max_new_tokens=8)
+        assert model.last_pruning_trace.counts()[-1].tolist() == [num_visual] * len(QUESTIONS)
     assert plain == through_the_pruner
 
 
@@ -172,7 +171,7 @@ def test_half_precision_pruned_runs_keep_the_recipe_counts(tiny_hr_checkpoint, d
                                                            device="cpu", torch_dtype=dtype)
     ids, mask = encode_batch(tokenizer, [build_prompt(q) for q in QUESTIONS[:2]], "left")
     images = sample_images(processor, model.config, 2).to(dtype)
-    model.config.reduction_ratio = 60
+    model.set_pruning(60)
     answers = _answers(model, tokenizer, ids, mask, images, max_new_tokens=3)
     keep = _tiny_keep_counts(tiny_hr_checkpoint, 60)
     assert model.dtype == dtype and len(answers) == 2

@@ -109,12 +109,10 @@ def _loaded_next(next_checkpoint):
 
 @pytest.fixture()
 def next_model(_loaded_next):
-    """(tokenizer, model, image_processor); pruning settings are reset after each test."""
+    """(tokenizer, model, image_processor); pruning is switched off after each test (`set_pruning`)."""
     tokenizer, model, processor, _ = _loaded_next
     yield tokenizer, model, processor
-    model.config.reduction_ratio = 0
-    model.config.fitprune_policy = "fitprune"
-    model.config.fitprune_recipe = None
+    model.set_pruning()
 
 
 # ----------------------------------------------------------------------------- the checkpoint
@@ -282,8 +280,7 @@ def test_mixed_aspect_ratio_batch_equals_each_alone(next_checkpoint, next_model,
     tokenizer, model, _ = next_model
     if pruned:
         _save_fractional_recipe(next_checkpoint, model)
-        model.config.reduction_ratio = FRACTIONAL_RATIO
-        model.config.fitprune_policy = policy
+        model.set_pruning(FRACTIONAL_RATIO, policy=policy)
     alone = []
     for b, question in enumerate(QUESTIONS):
         image = picture(IMAGE_SIZES[b], seed=b)
@@ -312,8 +309,7 @@ def test_absolute_recipe_on_an_anyres_model_names_the_fix(next_checkpoint, next_
     absolute = Recipe.from_keep_counts(signature, 40, [36, 30, 20, 10])
     path = tmp_path / "absolute.json"
     RecipeBook(model=signature, recipes=(absolute,)).save(path)
-    model.config.fitprune_recipe = str(path)
-    model.config.reduction_ratio = 40
+    model.set_pruning(40, recipe=path)
     with pytest.raises(RecipeError, match="fit a fractional recipe"):
         model(input_ids=ids, attention_mask=mask, images=pixels, image_sizes=[i.size for i in images])
 
@@ -437,10 +433,9 @@ def test_calibrated_fractional_recipe_meets_its_budget_on_mixed_aspect_ratios(ne
     def flops(n_in, n_out):
         return 3 * n_in * d * d + 2 * n_in * n_in * d + n_out * d * d + 3 * n_out * d * m
 
-    model.config.fitprune_recipe = str(output)
     for recipe in book.recipes:
         assert recipe.is_fractional and len(recipe.keep_fractions) == layers
-        model.config.reduction_ratio = recipe.reduction_ratio
+        model.set_pruning(recipe.reduction_ratio, recipe=output)
         with torch.no_grad():
             model(input_ids=ids, attention_mask=mask, images=pixels, image_sizes=image_sizes, use_cache=False)
         live = model.last_pruning_trace.counts()  # (layers, samples), as inference pruned them

@@ -45,11 +45,8 @@ def _prefill(model, tokenizer, processor, policy):
     """A pruned float32 prefill of the four test prompts under `policy`: (recorder, trace)."""
     ids, mask = encode_batch(tokenizer, [build_prompt(q) for q in QUESTIONS], "left")
     images = sample_images(processor, model.config, len(QUESTIONS))
-    model.config.reduction_ratio = RATIO
-    model.config.fitprune_policy = policy
-    recorder = Recorder(model.get_model().resolve_prefill_hook())
-    model.get_model().prefill_hook = recorder
-    with torch.no_grad():
+    recorder = Recorder(model.set_pruning(RATIO, policy=policy))
+    with model.prefill_hook_installed(recorder), torch.no_grad():
         out = model(input_ids=ids, attention_mask=mask, images=images, use_cache=False)
     return recorder, out.pruning_trace
 
@@ -225,16 +222,14 @@ def test_pruned_generation_follows_the_schedule_in_every_dtype(typed_model, poli
     dtype, tokenizer, model, processor = typed_model
     ids, mask = encode_batch(tokenizer, [build_prompt(q) for q in QUESTIONS], "left")
     images = sample_images(processor, model.config, len(QUESTIONS)).to(dtype)
-    model.config.reduction_ratio = RATIO
-    model.config.fitprune_policy = policy
-    schedule = model.get_model().resolve_prefill_hook().schedule
+    schedule = model.set_pruning(RATIO, policy=policy).schedule
     with torch.no_grad():
         out = model.generate(ids, attention_mask=mask, images=images, do_sample=False, max_new_tokens=3,
                              use_cache=True)
     assert out.shape[1] > ids.shape[1]
     trace = model.last_pruning_trace
     n = torch.full((len(QUESTIONS),), model.get_model().num_visual_tokens())
-    before = getattr(model.get_model().resolve_prefill_hook().policy, "acts_before_layer", False)
+    before = getattr(model.get_model().prefill_hook.policy, "acts_before_layer", False)
     for layer, live in enumerate(trace.counts()):
         assert live.tolist() == schedule.keep_counts(layer, n).tolist()
         entered = trace.entered()[layer].tolist()
@@ -271,10 +266,8 @@ def test_budgets_a_schedule_cannot_reach_are_one_line_errors(tiny):
         f"(every visual token stays in layers before {first_stage}); choose a smaller ratio"
     )
     assert "\n" not in str(err.value)
-    model.config.reduction_ratio = 99.9
-    model.config.fitprune_policy = "divprune"
     with pytest.raises(BudgetError, match="DivPrune would keep fewer than 1 visual token"):
-        model.get_model().resolve_prefill_hook()
+        model.set_pruning(99.9, policy="divprune")
 
 
 def test_an_unknown_policy_lists_the_known_names():
@@ -299,9 +292,7 @@ def test_own_schedules_scale_to_each_samples_visual_tokens_on_llava_next(next_mo
     images = [picture(size, seed) for seed, size in enumerate(IMAGE_SIZES)]
     ids, mask = encode_batch(tokenizer, [build_prompt(q) for q in QUESTIONS], "left")
     pixels = process_images(images, processor, model.config)
-    model.config.reduction_ratio = RATIO
-    model.config.fitprune_policy = policy
-    fractions = model.get_model().resolve_prefill_hook().schedule.keep_fractions
+    fractions = model.set_pruning(RATIO, policy=policy).schedule.keep_fractions
     with torch.no_grad():
         out = model(input_ids=ids, attention_mask=mask, images=pixels, image_sizes=[i.size for i in images],
                     use_cache=False)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from fitprune.lab.answers import AccuracyReport
-from fitprune.lab.baselines import clear_pruner, install_pruner
+from fitprune.lab.baselines import pruner_installed
 from fitprune.lab.oracle import OraclePolicy, chance_accuracy, merge_reports
 from llava.model.language_model.sequence_layout import SEGMENT_TEXT, SEGMENT_VISUAL, SequenceLayout
 from llava.model.pruning.policies import RandomPolicy
@@ -42,12 +42,8 @@ def test_a_pruned_forward_keeps_the_oracle_cells_at_every_layer(tiny):
     counts = (20, 10, 5, 5)
     policy = OraclePolicy()
     policy.set_cells(CELLS)
-    install_pruner(model, policy, counts)
-    try:
-        with torch.no_grad():
-            trace = model(input_ids=ids, attention_mask=mask, images=images, use_cache=False).pruning_trace
-    finally:
-        clear_pruner(model)
+    with pruner_installed(model, policy, counts), torch.no_grad():
+        trace = model(input_ids=ids, attention_mask=mask, images=images, use_cache=False).pruning_trace
     for layer, count in enumerate(counts):
         for b, cells in enumerate(CELLS):
             kept = set(trace.kept_indices(layer, b).tolist())

@@ -62,7 +62,7 @@ def _request(image_path, question=QUESTION, ratios=(0.0,), **kwargs) -> DemoRequ
 
 
 def _is_unpruned(model) -> bool:
-    return model.config.reduction_ratio == 0 and model.get_model().resolve_prefill_hook() is None
+    return model.config.reduction_ratio == 0 and model.get_model().prefill_hook is None
 
 
 def _run_llava(model_path, image_path, question, ratio, capsys, max_new=MAX_NEW):
@@ -202,7 +202,7 @@ def test_the_pruner_is_cleared_after_a_request_that_raised(demo, image, monkeypa
     seen = []
 
     def failing_generate(*args, **kwargs):
-        seen.append((demo.model.config.reduction_ratio, demo.model.get_model().resolve_prefill_hook() is not None))
+        seen.append((demo.model.config.reduction_ratio, demo.model.get_model().prefill_hook is not None))
         raise RuntimeError("boom")
 
     monkeypatch.setattr(demo.model, "generate", failing_generate)

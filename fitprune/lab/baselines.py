@@ -1,7 +1,7 @@
 """Keep counts of the baselines FitPrune is compared with, matched to a FLOPs budget.
 
 A baseline's keep counts are what a recipe holds: the visual tokens left after each decoder
-layer. Any scoring policy can prune down to them (`install_pruner`).
+layer. Any scoring policy can prune down to them (`pruner_installed`).
 
 - FastV (Chen et al., "An Image is Worth 1/2 Tokens After Layer 2", ECCV 2024): every visual
   token through layer K−1, then only the (1 − R) share that the last prompt token attends
@@ -19,7 +19,7 @@ the integer counts allow.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence, Tuple
+from typing import Callable, ContextManager, Sequence, Tuple
 
 from llava.model.pruning.flops import DecoderDims, paper_reduction
 
@@ -139,16 +139,11 @@ def matched_uniform(dims: DecoderDims, num_visual: int, reduction_ratio: float) 
     return Baseline("uniform", counts, reduction, f"keep {100 * share:.1f}%/layer")
 
 
-def install_pruner(model, policy, keep_counts: Sequence[int]) -> None:
-    """Makes `model` prune with `policy` down to `keep_counts` in every prefill, whatever
-    its config says, until `clear_pruner`."""
+def pruner_installed(model, policy, keep_counts: Sequence[int]) -> ContextManager:
+    """A context in which `model` prunes every prefill with `policy` down to `keep_counts` (visual
+    tokens left after each layer), whatever was set up before; that comes back on leaving it."""
     from llava.model.pruning.schedules import RecipeSchedule
     from llava.model.pruning.pruner import TokenPruner
 
-    decoder = model.get_model()
-    decoder.prefill_hook = TokenPruner(policy, RecipeSchedule(keep_counts, decoder.num_visual_tokens()))
-
-
-def clear_pruner(model) -> None:
-    """Removes a pruner set by `install_pruner` (the config's pruning applies again)."""
-    model.get_model().prefill_hook = None
+    num_visual = model.get_model().num_visual_tokens()
+    return model.prefill_hook_installed(TokenPruner(policy, RecipeSchedule(keep_counts, num_visual)))

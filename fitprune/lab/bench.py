@@ -63,7 +63,7 @@ from llava.model.pruning.policies import FastVPolicy, FitPrunePolicy, RandomPoli
 from llava.model.pruning.recipe import RecipeBook
 from llava.model.pruning.ratio import parse_reduction_ratio
 from fitprune.lab.score_profile import ScoreProfile, score_profile
-from fitprune.lab.baselines import FASTV_K, Baseline, clear_pruner, install_pruner, matched_fastv, matched_uniform
+from fitprune.lab.baselines import FASTV_K, Baseline, matched_fastv, matched_uniform, pruner_installed
 from fitprune.lab.oracle import ReferredCellsKept, has_cells, no_visual_after_layer_0, oracle_accuracy
 
 BENCH_RATIOS = (0.0, 30.0, 50.0, 60.0, 70.0, 80.0, 90.0)
@@ -171,14 +171,13 @@ def run_methods(model, book: RecipeBook, ratios: Sequence[float], batches: Seque
             referred = ReferredCellsKept(model) if with_oracle else None
             if method == "oracle":
                 report = oracle_accuracy(model, batches, baseline.keep_counts, seed, referred)
-                install_pruner(model, RandomPolicy(seed), baseline.keep_counts)
-            else:
-                install_pruner(model, policy_for(method, seed), baseline.keep_counts)
-                report = answer_accuracy(model, batches, referred)
-            latency = prefill_latency_ms(model, batches[0], repeats)
+            timed = RandomPolicy(seed) if method == "oracle" else policy_for(method, seed)
+            with pruner_installed(model, timed, baseline.keep_counts):
+                if method != "oracle":
+                    report = answer_accuracy(model, batches, referred)
+                latency = prefill_latency_ms(model, batches[0], repeats)
             rows.append(MethodResult(method, baseline, report, latency,
                                      referred.shares() if referred is not None else None))
-        clear_pruner(model)
         results[ratio] = rows
     return results
 
@@ -228,9 +227,8 @@ def depth_probe(model, batches: Sequence[PromptBatch], depths: Sequence[int], ke
             counts = (num_visual,) * (depth - 1) + (min(keep, num_visual),) * (num_layers - depth + 1)
             row = {}
             for method in PROBE_POLICIES:
-                install_pruner(model, policy_for(method, seed), counts)
-                row[method] = answer_accuracy(model, batches).accuracy
-            clear_pruner(model)
+                with pruner_installed(model, policy_for(method, seed), counts):
+                    row[method] = answer_accuracy(model, batches).accuracy
             results[(depth, keep)] = row
     return results
 

@@ -27,10 +27,9 @@ from fitprune.defaults import (
     ensure_default_model,
 )
 from llava.model.pruning.policies import RandomPolicy
-from llava.model.pruning.recipe_lookup import load_recipe_book
-from llava.model.pruning.recipe import RecipeError
+from llava.model.pruning.recipe import RecipeBook, RecipeError
 from llava.model.pruning.ratio import parse_reduction_ratio
-from fitprune.lab.baselines import clear_pruner, install_pruner
+from fitprune.lab.baselines import pruner_installed
 
 DEMO_RATIOS = (30.0, 50.0, 60.0, 70.0, 80.0, 90.0)
 DEMO_RECIPE_DIR = "checkpoints/demo-recipes"
@@ -115,8 +114,7 @@ def run_demo(args: argparse.Namespace) -> int:
             return code
     tokenizer, model, processor, _ = load_pretrained_model(model_path, None, model_name, device="cpu")
     model.eval()
-    model.config.fitprune_recipe = recipes
-    book = load_recipe_book(model.config)
+    book = RecipeBook.load(recipes)
     questions = load_answered_questions(DEFAULT_TEST_FILE, args.limit)
     batches = encode_questions(questions, tokenizer, processor, model.config, DEFAULT_IMAGE_FOLDER)
     first = batches[0]
@@ -128,13 +126,12 @@ def run_demo(args: argparse.Namespace) -> int:
           "visual tokens after last layer | median prefill ms | answer to question 0 |")
     print("|---|---|---|---|---|---|---|---|")
     for ratio in [0.0] + list(book.ratios()):
-        model.config.reduction_ratio = ratio
+        model.set_pruning(ratio, recipe=recipes)
         accuracy = answer_accuracy(model, batches).accuracy
         recipe = book.get(ratio) if ratio else None
         if recipe is not None:
-            install_pruner(model, RandomPolicy(0), recipe.keep_counts)
-            random_accuracy = f"{answer_accuracy(model, batches).accuracy:.1f}"
-            clear_pruner(model)
+            with pruner_installed(model, RandomPolicy(0), recipe.keep_counts):
+                random_accuracy = f"{answer_accuracy(model, batches).accuracy:.1f}"
         else:
             random_accuracy = f"{accuracy:.1f}"
         answer = _first_answer(model, tokenizer, first, args.max_new_tokens)

@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 
 from fitprune.lab.answers import AccuracyReport, PromptBatch, answer_accuracy, encode_questions, load_answered_questions
-from fitprune.lab.baselines import clear_pruner, install_pruner, matched_uniform
+from fitprune.lab.baselines import matched_uniform, pruner_installed
 from fitprune.lab.scenes.scenes import RelationalTask
 from llava.model.language_model.sequence_layout import SequenceLayout
 from llava.model.pruning.flops import DecoderDims
@@ -126,24 +126,18 @@ def oracle_accuracy(model, batches: Sequence[PromptBatch], keep_counts: Sequence
     if not has_cells(batches):
         raise ValueError("the oracle needs each question's referred cells ('cells' in the question file)")
     policy = OraclePolicy(seed)
-    install_pruner(model, policy, keep_counts)
-    try:
-        reports = []
+    reports = []
+    with pruner_installed(model, policy, keep_counts):
         for batch in batches:
             policy.set_cells(batch.cells)
             reports.append(answer_accuracy(model, [batch], after_batch))
-    finally:
-        clear_pruner(model)
     return merge_reports(reports)
 
 
 def policy_accuracy(model, batches: Sequence[PromptBatch], policy, keep_counts: Sequence[int]) -> AccuracyReport:
     """First-token accuracy with `policy` pruning to `keep_counts`."""
-    install_pruner(model, policy, keep_counts)
-    try:
+    with pruner_installed(model, policy, keep_counts):
         return answer_accuracy(model, batches)
-    finally:
-        clear_pruner(model)
 
 
 def no_visual_after_layer_0(model, batches: Sequence[PromptBatch], seed: int = 0) -> AccuracyReport:

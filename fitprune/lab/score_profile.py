@@ -71,13 +71,8 @@ def score_profile(model, batches: Sequence, layer: int = 0) -> ScoreProfile:
     number of visual tokens (LLaVA-1.5 grids, not anyres)."""
     decoder = model.get_model()
     hook = _ProfileHook(layer, decoder.num_visual_tokens())
-    previous = decoder.prefill_hook
-    decoder.prefill_hook = hook
-    try:
-        with torch.inference_mode():
-            for batch in batches:
-                model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, images=batch.images,
-                      use_cache=False)
-    finally:
-        decoder.prefill_hook = previous
+    with model.prefill_hook_installed(hook), torch.inference_mode():
+        for batch in batches:
+            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, images=batch.images,
+                  use_cache=False)
     return ScoreProfile(layer, hook.cross / hook.samples, hook.self_score / hook.samples, hook.samples)

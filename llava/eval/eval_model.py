@@ -49,7 +49,7 @@ def load_model(args: argparse.Namespace) -> LoadedModel:
 def pruning_info(model) -> dict:
     """The pruning in effect: ratio (percent), policy, recipe file and the recipe's keep counts and
     reductions (percent), read from the model's pruner (the recipe is not read again)."""
-    pruner = model.get_model().resolve_prefill_hook()
+    pruner = model.get_model().prefill_hook
     recipe = getattr(pruner, "recipe", None)
     info = {"reduction_ratio": float(getattr(model.config, "reduction_ratio", 0) or 0), "policy": None,
             "recipe_file": None, "keep_counts": None, "achieved_paper": None, "achieved_full": None}

@@ -14,7 +14,6 @@ import argparse
 import logging
 from typing import Optional
 
-from llava.model.pruning.from_config import DEFAULT_POLICY, PruningSettings
 from llava.model.pruning.ratio import parse_reduction_ratio
 
 logger = logging.getLogger(__name__)
@@ -64,15 +63,11 @@ def apply_pruning_args(model, args: argparse.Namespace) -> None:
             recipe fitted for another model.
         llava.model.pruning.ratio.ReductionRatioError: the ratio is not a percent in [0, 100).
     """
-    settings = PruningSettings(
-        reduction_ratio=getattr(args, "reduction_ratio", 0.0) or 0.0,
-        recipe_file=getattr(args, "recipe", None),
-        policy=getattr(model.config, "fitprune_policy", None) or DEFAULT_POLICY,
-        seed=getattr(model.config, "fitprune_seed", 0) or 0,
-    )
-    if settings.reduction_ratio == 0 and settings.recipe_file:
-        logger.warning("--recipe %s is ignored because the reduction ratio is 0 (pruning off)", settings.recipe_file)
-    model.get_model().configure_pruning(settings)
+    ratio = getattr(args, "reduction_ratio", 0.0) or 0.0
+    recipe = getattr(args, "recipe", None)
+    if ratio == 0 and recipe:
+        logger.warning("--recipe %s is ignored because the reduction ratio is 0 (pruning off)", recipe)
+    model.set_pruning(ratio, recipe=recipe, policy=model.config.fitprune_policy, seed=model.config.fitprune_seed)
 
 
 def pruning_summary(model) -> Optional[str]:

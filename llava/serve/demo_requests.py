@@ -65,9 +65,6 @@ logger = logging.getLogger(__name__)
 MAX_BUDGETS = 4
 """Most reduction ratios one request answers at (the page has this many result columns)."""
 
-UNPRUNED = PruningSettings()
-"""What the model is reset to after every generation."""
-
 
 class RequestError(ValueError):
     """Input the demo cannot answer; the message is shown to the user as it is."""
@@ -278,9 +275,8 @@ class DemoModel:
         """One `generate` under the lock, pruned as `settings` say, the model reset to
         unpruned afterwards whatever happened."""
         with self.lock:
-            inner = self.model.get_model()
             try:
-                inner.configure_pruning(settings)
+                self.model.set_pruning(settings.reduction_ratio, settings.recipe_file, settings.policy, settings.seed)
                 stopping = [KeywordsStoppingCriteria([prepared.stop_str], self.tokenizer, prepared.input_ids),
                             CancelCriteria(cancel)]
                 start = time.perf_counter()
@@ -294,7 +290,7 @@ class DemoModel:
                 return _Generated(new_tokens, timing, self.model.last_pruning_trace,
                                   int(visual[0]) if visual is not None else None)
             finally:
-                inner.configure_pruning(UNPRUNED)
+                self.model.set_pruning()
 
     def _result(self, prepared: PreparedInput, settings: PruningSettings, generated: _Generated) -> BudgetResult:
         """The budget's answer, kept patches and FLOPs from what its generation handed back.

@@ -1,17 +1,17 @@
-"""LLaVA on our LLaMA decoder: `LlavaConfig`, `LlavaLlamaModel`, `LlavaLlamaForCausalLM`.
+"""LLaVA on our LLaMA decoder: `LlavaLlamaModel`, `LlavaLlamaForCausalLM` (config: `LlavaConfig`).
 
-FitPrune is configured on the config: `reduction_ratio` (percent of the paper-convention
-FLOPs to remove, 0 = unpruned), optionally `fitprune_recipe` (a recipe file),
-`fitprune_policy` (scoring policy name, default "fitprune") and `fitprune_seed`. The pruner
-is built from those fields (`llava.model.pruning.from_config`) at the first prefill after
-they change.
+Pruning is set up before `forward` by `LlavaLlamaForCausalLM.set_pruning` (`llava.model.pruning_setup`),
+which also writes the config's pruning fields; they are read back at load and, when edited by hand,
+before the next `generate`. `forward` runs whatever prefill hook is installed.
 """
 from __future__ import annotations
 
 from typing import Optional
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from llava.model.configuration_llava import LlavaConfig
 
 from llava.model.language_model.modeling_llama import (
     CausalLMOutput,
@@ -19,26 +19,15 @@ from llava.model.language_model.modeling_llama import (
     LlamaModel,
     LlamaPreTrainedModel,
 )
-from llava.model.pruning.from_config import PruningSettings, build_pruner
-from llava.model.pruning.pruner import PrefillHook, PruningTrace
+from llava.model.language_model.prefill_hook import PruningTrace
 from llava.model.llava_arch import LlavaMetaForCausalLM, LlavaMetaModel
-
-
-class LlavaConfig(LlamaConfig):
-    """LlamaConfig with model_type "llava"; the `mm_*` fields ride along as extra keys."""
-
-    model_type = "llava"
+from llava.model.pruning_setup import PruningSetup
 
 
 class LlavaLlamaModel(LlavaMetaModel, LlamaModel):
-    """Decoder with a vision tower and projector; resolves its pruner from the config."""
+    """Decoder with a vision tower and projector."""
 
     config_class = LlavaConfig
-
-    def __init__(self, config: LlamaConfig):
-        super().__init__(config)
-        self._configured_hook_key = None
-        self._configured_hook: Optional[PrefillHook] = None
 
     def num_visual_tokens(self) -> int:
         """Visual tokens one tower image contributes, from the vision tower's config.
@@ -53,38 +42,9 @@ class LlavaLlamaModel(LlavaMetaModel, LlamaModel):
             raise ValueError("this model has no vision tower (config has no mm_vision_tower)")
         return tower.num_visual_tokens
 
-    def resolve_prefill_hook(self) -> Optional[PrefillHook]:
-        """An explicitly set hook wins; otherwise the pruner described by the config.
 
-        A model without a vision tower (text-only, or built before its vision modules are
-        attached) and a ratio of 0 have nothing to prune and get no hook. The config's
-        pruning fields are parsed, and the pruner rebuilt, only when one of them (ratio,
-        recipe, policy, seed) changes.
-        """
-        if self.prefill_hook is not None:
-            return self.prefill_hook
-        key = PruningSettings.raw_fields(self.config)
-        if key[0] == 0 or self.get_vision_tower() is None:
-            return None
-        if key != self._configured_hook_key:
-            self.configure_pruning(PruningSettings.from_config(self.config))
-        return self._configured_hook
-
-    def configure_pruning(self, settings: PruningSettings) -> Optional[PrefillHook]:
-        """Writes `settings` into the config and builds their pruner now (None at ratio 0).
-
-        Raises:
-            RecipeError: no recipe for the model or the ratio, or one fitted for another model.
-        """
-        settings.write_to(self.config)
-        has_tower = self.get_vision_tower() is not None
-        self._configured_hook = build_pruner(settings, self.config, self.num_visual_tokens()) if has_tower else None
-        self._configured_hook_key = PruningSettings.raw_fields(self.config)
-        return self._configured_hook
-
-
-class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
-    """LLaVA-1.5 causal LM.
+class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM, PruningSetup):
+    """LLaVA-1.5 causal LM; pruning is set up by `set_pruning` (see `PruningSetup`).
 
     Attributes:
         last_pruning_trace: what the latest prefill kept (None when it ran unpruned).
@@ -95,7 +55,7 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
 
     config_class = LlavaConfig
 
-    def __init__(self, config: LlamaConfig):
+    def __init__(self, config: LlavaConfig):
         LlamaPreTrainedModel.__init__(self, config)
         self.model = LlavaLlamaModel(config)
         self.lm_head = torch.nn.Linear(config.hidden_size, config.vocab_size, bias=False)
@@ -105,6 +65,24 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
 
     def get_model(self) -> LlavaLlamaModel:
         return self.model
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs) -> "LlavaLlamaForCausalLM":
+        """transformers' loading, then the pruning its config's fields ask for (`apply_config_pruning`),
+        so a checkpoint saved with `reduction_ratio` 60 reloads pruned."""
+        model = super().from_pretrained(*args, **kwargs)
+        model.apply_config_pruning()
+        return model
+
+    def generate(self, *args, **kwargs):
+        """transformers' `generate`, after setting up the pruning of config fields edited since the
+        last setup (the authors' way: ``model.config.reduction_ratio = 60`` then ``generate``).
+
+        Raises:
+            See `set_pruning` (for edited config fields).
+        """
+        self.apply_config_pruning()
+        return super().generate(*args, **kwargs)
 
     def forward(
         self,

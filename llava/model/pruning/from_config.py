@@ -1,11 +1,11 @@
-"""From a model config to the pruner it asks for, with the config's pruning fields parsed once.
+"""From checked pruning settings to the pruner they ask for on a model.
 
-A LLaVA config carries four pruning fields: ``reduction_ratio`` (percent or fraction, 0 means
-unpruned), ``fitprune_recipe`` (a recipe file, optional), ``fitprune_policy`` (default
-"fitprune") and ``fitprune_seed`` (for the random policy). `PruningSettings.from_config` reads
-them into one checked object; `build_pruner` finds the recipe, checks it against the model and
-returns the `TokenPruner`, which keeps its settings, recipe and recipe file for run records (a
-policy that brings its own schedule for the ratio needs no recipe file).
+`PruningSettings` holds the four pruning fields of a `LlavaConfig` (``reduction_ratio`` percent,
+``fitprune_recipe``, ``fitprune_policy``, ``fitprune_seed``) as one checked object; `build_pruner`
+finds the recipe (the settings' explicit file wins over the lookup), checks it against the model
+and returns the `TokenPruner`, which keeps its settings, recipe and recipe file for run records (a
+policy that brings its own schedule for the ratio needs no recipe file). The model calls these
+from `LlavaLlamaForCausalLM.set_pruning` (`llava.model.pruning_setup`), before any forward.
 """
 from __future__ import annotations
 
@@ -13,15 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from llava.model.configuration_llava import DEFAULT_POLICY
 from llava.model.pruning.flops import DecoderDims
 from llava.model.pruning.policies import policy_named
 from llava.model.pruning.pruner import TokenPruner
-from llava.model.pruning.ratio import ReductionRatioError, parse_reduction_ratio
+from llava.model.pruning.ratio import ReductionRatioError
 from llava.model.pruning.recipe import ModelSignature, RecipeBook, RecipeError
 from llava.model.pruning.recipe_lookup import find_recipe_file
 from llava.model.pruning.schedules import schedule_for
 
-DEFAULT_POLICY = "fitprune"
 
 
 @dataclass(frozen=True)
@@ -53,25 +53,14 @@ class PruningSettings:
     def raw_fields(config: Any) -> tuple:
         """The config's four pruning fields as they are, unparsed (a cache key for the pruner)."""
         return (
-            getattr(config, "reduction_ratio", 0) or 0,
-            getattr(config, "fitprune_recipe", None),
-            getattr(config, "fitprune_policy", None) or DEFAULT_POLICY,
-            getattr(config, "fitprune_seed", 0) or 0,
+            config.reduction_ratio or 0,
+            config.fitprune_recipe,
+            config.fitprune_policy or DEFAULT_POLICY,
+            config.fitprune_seed or 0,
         )
 
-    @classmethod
-    def from_config(cls, config: Any) -> "PruningSettings":
-        """Parses a config's pruning fields (missing ones read as unpruned, no recipe, "fitprune", seed 0).
-
-        Raises:
-            ReductionRatioError: the ratio is not a number in [0, 100).
-            ValueError: an unknown policy name.
-        """
-        ratio, recipe_file, policy, seed = cls.raw_fields(config)
-        return cls(parse_reduction_ratio(ratio), recipe_file or None, policy, int(seed))
-
     def write_to(self, config: Any) -> None:
-        """Sets the config's pruning fields to these settings (saved with the config, read by `from_config`)."""
+        """Sets the config's pruning fields to these settings (saved with the config, read back at load)."""
         config.reduction_ratio = self.reduction_ratio
         config.fitprune_recipe = self.recipe_file
         config.fitprune_policy = self.policy
@@ -103,7 +92,7 @@ def build_pruner(settings: PruningSettings, config: Any, num_visual_tokens: int)
     if own_schedule is not None:
         schedule = own_schedule(settings.reduction_ratio, DecoderDims.from_config(config), num_visual_tokens)
         return TokenPruner(policy, schedule, settings=settings)
-    path = find_recipe_file(config)
+    path = _recipe_file(settings, config)
     book = RecipeBook.load(path)
     try:
         book.check_model(ModelSignature.from_config(config, num_visual_tokens))
@@ -119,11 +108,12 @@ def build_pruner(settings: PruningSettings, config: Any, num_visual_tokens: int)
     )
 
 
-def pruner_from_config(config: Any, num_visual_tokens: int) -> Optional[TokenPruner]:
-    """The pruner described by `config`'s pruning fields, or None when `reduction_ratio` is 0.
-
-    Raises:
-        RecipeError: see `build_pruner`.
-        ValueError: an unknown policy name or a ratio outside [0, 100).
-    """
-    return build_pruner(PruningSettings.from_config(config), config, num_visual_tokens)
+def _recipe_file(settings: PruningSettings, config: Any) -> Path:
+    """The settings' explicit recipe file when they name one (it must exist), else the one found for
+    the model of `config` (`find_recipe_file`: the checkpoint's, then the shipped books)."""
+    if settings.recipe_file is None:
+        return find_recipe_file(config)
+    path = Path(settings.recipe_file)
+    if not path.is_file():
+        raise RecipeError(f"recipe file {path} does not exist")
+    return path
