@@ -41,11 +41,11 @@ SHARD_SIZE = "100KB"  # the tiny models' weights come out in about a dozen shard
 TRAINING_ONLY_FIELDS = {
     "attention_bias", "attention_dropout", "freeze_mm_mlp_adapter", "freeze_mm_vision_resampler",
     "image_crop_resolution", "image_split_resolution", "mm_projector_lr", "mm_resampler_type", "mm_vision_tower_lr",
-    "tokenizer_model_max_length", "tokenizer_padding_side", "tune_mm_mlp_adapter", "tune_mm_vision_resampler",
-    "use_mm_proj",
+    "tokenizer_model_max_length", "tokenizer_padding_side", "tune_mm_vision_resampler", "use_mm_proj",
 }
 """Original-layout config fields (training settings, read by no inference code) that the Hugging Face layout
-does not keep, so a round trip drops them."""
+does not keep, so a round trip drops them (``tune_mm_mlp_adapter``, which `LlavaConfig` declares, comes back
+with its default)."""
 
 
 def _save_recipes(checkpoint, spec):
