@@ -444,7 +444,7 @@ def test_published_config_maps_every_weight_onto_the_original_model(name, clip_l
 
 
 @pytest.mark.parametrize("name, shipped", [("llava-1.5-7b-hf", "llava-v1.5-7b.json"), ("llava-1.5-13b-hf", None),
-                                           ("llava-v1.6-vicuna-7b-hf", None)])
+                                           ("llava-v1.6-vicuna-7b-hf", "llava-v1.6-vicuna-7b.json")])
 def test_shipped_recipes_are_found_by_signature(name, shipped):
     config = llava_config_from_hf(HfCheckpoint(f"llava-hf/{name}", PUBLISHED[name][0]))
     config.reduction_ratio = 60
