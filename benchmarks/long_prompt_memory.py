@@ -41,7 +41,7 @@ COMMAND = "python benchmarks/long_prompt_memory.py"
 SECTION_HEADING = "## Long-prompt memory (benchmarks/long_prompt_memory.py)"
 PROBE_FLAG = "--probe-prefill"
 DRIVER = "llava.eval.model_vqa_loader"
-RUN_RECORD_SUFFIX = ".run.json"  # llava.eval.sidecar_files.RUN_RECORD_SUFFIX (importing llava loads torch)
+RUN_RECORD_SUFFIX = ".run.json"  # llava.eval.records.sidecar_files.RUN_RECORD_SUFFIX (importing llava loads torch)
 FILLER_SENTENCE = "The red square is to the left of the blue circle. "
 QUESTION = "What color is the triangle?\nAnswer the question using a single word or phrase."
 UNMAPPED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "65536"}
@@ -134,11 +134,12 @@ def probe_prefill(driver_flags: Sequence[str]) -> dict:
     import transformers
 
     from fitprune.lab.bench_timing import available_cores, cpu_model
-    from llava.eval.batch_generation import PreparedSample, collate
-    from llava.eval.eval_flags import build_parser, check_args
-    from llava.eval.eval_items import read_question_jsonl, resolve_conv_mode
-    from llava.eval.eval_model import load_model
-    from llava.eval.eval_samples import SamplePreparer
+    from llava.eval.driver.batch_generation import PreparedSample, collate
+    from llava.eval.driver.flags import build_parser, check_args
+    from llava.eval.driver.items import resolve_conv_mode
+    from llava.eval.driver.questions import read_question_jsonl
+    from llava.eval.driver.model_loading import load_model
+    from llava.eval.driver.samples import SamplePreparer
     from llava.eval.model_vqa_loader import SPEC
 
     args = build_parser(SPEC, "prefill probe").parse_args(list(driver_flags))

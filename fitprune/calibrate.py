@@ -19,7 +19,7 @@ touch the tracked demo recipes).
 
 A sample whose question text the tokenizer cannot encode (a lone surrogate such as "\\udc80",
 which valid JSON can hold) is skipped before the samples are drawn and listed in the errors
-file beside the recipe file (``<recipe stem>.errors.jsonl``, `llava.eval.sample_errors`).
+file beside the recipe file (``<recipe stem>.errors.jsonl``, `llava.eval.driver.sample_errors`).
 
 For LLaVA-NeXT (anyres) models, or whenever the calibration samples differ in visual token
 count, the recipes are fractional: keep fractions of each sample's visual tokens per layer
@@ -51,10 +51,10 @@ from llava.model.pruning.recipe_lookup import RECIPES_DIR
 from llava.model.pruning.ratio import parse_reduction_ratio
 from fitprune.recipe_plot import plot_recipes
 from fitprune.stats import collect_stats
-from llava.eval.file_lock import LOCK_SUFFIX, hold_lock_file
-from llava.eval.output_paths import check_output_file, writing_to
-from llava.eval.questions import QuestionFileError, load_questions
-from llava.eval.sidecar_files import sidecar_path
+from llava.eval.driver.file_lock import LOCK_SUFFIX, hold_lock_file
+from llava.eval.driver.output_paths import check_output_file, writing_to
+from llava.eval.driver.questions import QuestionFileError, load_questions
+from llava.eval.records.sidecar_files import sidecar_path
 from llava.eval.run_llava import add_image_processing_flag
 from fitprune.calibration_set import (
     split_unencodable,
@@ -192,7 +192,7 @@ def _calibrate(args, rank, world, all_reduce, started) -> int:
 
 
 def _lock_recipe_file(output: Path, rank: int, world: int, all_reduce, stack: contextlib.ExitStack) -> bool:
-    """Rank 0 holds the recipe file's lock (`llava.eval.file_lock`) on `stack`; every rank learns
+    """Rank 0 holds the recipe file's lock (`llava.eval.driver.file_lock`) on `stack`; every rank learns
     whether it did.
 
     Returns:

@@ -12,15 +12,15 @@ from typing import List, Sequence, Tuple
 import torch
 from tqdm import tqdm
 
-from llava.eval.eval_items import EvalItem
-from llava.eval.questions import (
+from llava.eval.driver.items import EvalItem
+from llava.eval.driver.questions import (
     Question,
     QuestionFileError,
     UnencodableTextError,
     build_question_prompt,
     check_encodable,
 )
-from llava.eval.sample_errors import FailedSample, SampleErrorLog
+from llava.eval.driver.sample_errors import FailedSample, SampleErrorLog
 
 
 PROG = "python -m fitprune.calibrate"
@@ -71,14 +71,14 @@ def draw_samples(questions: Sequence[Question], num_samples: int, seed: int) -> 
 def prepare_batches(model, tokenizer, image_processor, questions, image_folder, conv_mode, question_file=""):
     """Spliced prefill inputs, one sample per batch: (inputs_embeds (1, T, D), layout).
 
-    Images are read with `llava.eval.images.load_image` and go through `process_images` with
+    Images are read with `llava.eval.driver.images.load_image` and go through `process_images` with
     the model's config (anyres views for LLaVA-NeXT, whose original sizes are passed as
     `image_sizes`).
 
     Raises:
         QuestionFileError: an image that cannot be used, naming the question file, line and field.
     """
-    from llava.eval.images import ImageError, bound_image_geometry, load_image
+    from llava.eval.driver.images import ImageError, bound_image_geometry, load_image
     from llava.mm_utils import process_images, tokenizer_image_token
 
     batches = []

@@ -13,7 +13,7 @@ from typing import List, Optional, Tuple
 from fitprune.checked_fields import (ReportError, count, load_json_file, number, obj, optional, read_field,
                                      text)
 from llava.eval.io_utils import write_json_atomic
-from llava.eval.sidecar_files import RUN_RECORD_SUFFIX, SampleCoverage, sample_coverage, sidecar_path
+from llava.eval.records.sidecar_files import RUN_RECORD_SUFFIX, SampleCoverage, sample_coverage, sidecar_path
 
 METRICS_SUFFIX = ".metrics.json"
 METRICS_SCHEMA_VERSION = 1

@@ -53,8 +53,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from fitprune.defaults import SHAPES_DIR
 from llava.eval.io_utils import write_text_atomic
-from llava.eval.output_paths import OutputPathError, check_output_folder, writing_to
-from llava.eval.sidecar_files import RUN_RECORD_SUFFIX
+from llava.eval.driver.output_paths import OutputPathError, check_output_folder, writing_to
+from llava.eval.records.sidecar_files import RUN_RECORD_SUFFIX
 from fitprune.metrics_files import parse_metric, record_metric
 from fitprune.run_collection import RowKey, Run, collect_runs
 from llava.utils import OneLineArgumentParser

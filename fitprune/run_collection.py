@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Tuple
 from fitprune.checked_fields import (count, load_json_file, number, numbers, obj, optional, read_field, strings,
                                      text)
 from fitprune.metrics_files import METRICS_SUFFIX, ReportError, read_metrics
-from llava.eval.sidecar_files import ANSWERS_SUFFIX, RUN_RECORD_SUFFIX, sidecar_path
+from llava.eval.records.sidecar_files import ANSWERS_SUFFIX, RUN_RECORD_SUFFIX, sidecar_path
 
 logger = logging.getLogger(__name__)
 

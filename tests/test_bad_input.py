@@ -3,7 +3,7 @@ field (exit status 2 from the command lines), or, for inputs that must work, wha
 
 Areas and how a row is checked:
 
-- image: `llava.eval.images.load_image` raises the row's error, or gives the image the row's
+- image: `llava.eval.driver.images.load_image` raises the row's error, or gives the image the row's
   check expects; `test_benchmark_run_lists_bad_images_and_answers_the_rest` then runs every
   image row through a driver (errors.jsonl, --on-error skip / fail, resume);
 - question file, recipe, ratio, model path: ``python -m llava.eval.model_vqa_loader`` with
@@ -34,10 +34,11 @@ from fitprune.calibrate import main as calibrate_main
 from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT
 from llava.model.pruning.recipe import Recipe, RecipeBook
 from fitprune.visualize import main as visualize_main
-from llava.eval import eval_common, model_vqa_loader, run_llava
-from llava.eval.eval_items import EvalItem
-from llava.eval.eval_model import LoadedModel
-from llava.eval.images import (
+from llava.eval import model_vqa_loader, run_llava
+from llava.eval.driver import loop as driver_loop
+from llava.eval.driver.items import EvalItem
+from llava.eval.driver.model_loading import LoadedModel
+from llava.eval.driver.images import (
     DEFAULT_MAX_DECODED_BYTES,
     MAX_SIDE_IN_TOWER_SIDES,
     ImageError,
@@ -45,10 +46,10 @@ from llava.eval.images import (
     load_image,
     tower_input_side,
 )
-from llava.eval.pruning_flags import apply_pruning_args
-from llava.eval.questions import load_questions
-from llava.eval.sidecar_files import RUN_RECORD_SUFFIX, sidecar_path
-from llava.eval.sample_errors import ERRORS_SUFFIX
+from llava.eval.driver.pruning_flags import apply_pruning_args
+from llava.eval.driver.questions import load_questions
+from llava.eval.records.sidecar_files import RUN_RECORD_SUFFIX, sidecar_path
+from llava.eval.driver.sample_errors import ERRORS_SUFFIX
 from llava.mm_utils import process_images
 from tests.conftest import TINY_KEEP_COUNTS, TINY_RECIPE_RATIO
 
@@ -439,7 +440,7 @@ def session_model(tiny, tiny_checkpoint, monkeypatch):
     """Drivers get the session's tiny model for the tiny checkpoint; other paths load for real."""
     tokenizer, model, processor = tiny
     loads = []
-    real_load = eval_common.load_model
+    real_load = driver_loop.load_model
 
     def load(args):
         loads.append(args.model_path)
@@ -448,7 +449,7 @@ def session_model(tiny, tiny_checkpoint, monkeypatch):
         apply_pruning_args(model, args)
         return LoadedModel(tokenizer, model, processor, "llava-v1.5-tiny")
 
-    monkeypatch.setattr(eval_common, "load_model", load)
+    monkeypatch.setattr(driver_loop, "load_model", load)
     return loads
 
 
@@ -603,7 +604,7 @@ def test_a_prompt_with_two_image_placeholders_is_listed_not_run(folder, tiny_che
     args = model_vqa_loader.build_parser(model_vqa_loader.SPEC, "test").parse_args(
         _driver_argv(folder, tiny_checkpoint, folder / "p.jsonl"))
     items = [EvalItem(1, "q", "<image>\nTwo images?", "a.png", 4), EvalItem(2, "q", "One image?", "b.png", 5)]
-    assert eval_common.run_driver(model_vqa_loader.SPEC, args, lambda a: items) == 0
+    assert driver_loop.run_driver(model_vqa_loader.SPEC, args, lambda a: items) == 0
     assert [row["question_id"] for row in _read_jsonl(folder / "p.jsonl")] == [2]
     (error,) = _read_jsonl(folder / "p.errors.jsonl")
     assert error["field"] == "text" and error["message"] == (

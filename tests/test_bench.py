@@ -133,7 +133,7 @@ def test_score_profile_sums_to_the_calibration_masses(tiny):
 
 def test_a_question_without_its_answer_is_named_by_file_and_line(tmp_path):
     from fitprune.lab.answers import load_answered_questions
-    from llava.eval.questions import QuestionFileError
+    from llava.eval.driver.questions import QuestionFileError
 
     path = tmp_path / "q.jsonl"
     good = '{"question_id": 1, "image": "a.png", "text": "Colour?", "answer": "red"}'

@@ -11,7 +11,7 @@ from PIL import Image
 from fitprune.recipe import main as recipe_main
 from llava.eval import run_llava
 from llava.eval.io_utils import JsonlError, read_jsonl
-from llava.eval.questions import QuestionFileError, load_questions
+from llava.eval.driver.questions import QuestionFileError, load_questions
 from llava.model import config_checks
 from llava.model.builder import load_pretrained_model
 from llava.model.errors import CheckpointError

@@ -11,13 +11,14 @@ from PIL import Image
 
 from llava.model.pruning.recipe import RecipeBook
 from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT
-from llava.eval.eval_flags import build_parser
-from llava.eval import eval_common, model_vqa, model_vqa_loader, model_vqa_mmbench, model_vqa_science
-from llava.eval.batch_generation import PreparedSample, answer_text, collate, greedy_generate
-from llava.eval.eval_items import EvalItem, get_chunk, split_list
-from llava.eval.eval_model import LoadedModel
-from llava.eval.pruning_flags import apply_pruning_args
-from llava.eval.sidecar_files import RUN_RECORD_SUFFIX, RUN_STATS_SUFFIX, sidecar_path
+from llava.eval.driver.flags import build_parser
+from llava.eval import model_vqa, model_vqa_loader, model_vqa_mmbench, model_vqa_science
+from llava.eval.driver import loop as driver_loop
+from llava.eval.driver.batch_generation import PreparedSample, answer_text, collate, greedy_generate
+from llava.eval.driver.items import EvalItem, get_chunk, split_list
+from llava.eval.driver.model_loading import LoadedModel
+from llava.eval.driver.pruning_flags import apply_pruning_args
+from llava.eval.records.sidecar_files import RUN_RECORD_SUFFIX, RUN_STATS_SUFFIX, sidecar_path
 from tests.conftest import TINY_KEEP_COUNTS
 from tests.helpers import QUESTIONS, build_prompt, encode_batch, sample_images
 
@@ -44,7 +45,7 @@ def preloaded(tiny, monkeypatch):
         apply_pruning_args(model, args)
         return LoadedModel(tokenizer, model, processor, "llava-v1.5-tiny")
 
-    monkeypatch.setattr(eval_common, "load_model", load)
+    monkeypatch.setattr(driver_loop, "load_model", load)
     return loads
 
 
@@ -104,7 +105,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_answers(tiny_checkpoint
     whole, resumed = tmp_path / "whole.jsonl", tmp_path / "resumed.jsonl"
     assert model_vqa_loader.main(_argv(tiny_checkpoint, question_file, folder, whole)) == 0
 
-    real_generate = eval_common.generate_batch
+    real_generate = driver_loop.generate_batch
     calls = []
 
     def interrupted(*args, **kwargs):
@@ -113,14 +114,14 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_answers(tiny_checkpoint
             raise KeyboardInterrupt
         return real_generate(*args, **kwargs)
 
-    monkeypatch.setattr(eval_common, "generate_batch", interrupted)
+    monkeypatch.setattr(driver_loop, "generate_batch", interrupted)
     argv = _argv(tiny_checkpoint, question_file, folder, resumed, "--batch-size", "2")
     with pytest.raises(KeyboardInterrupt):
         model_vqa_loader.main(argv)
     assert len(_rows(resumed)) == 2, "the first batch is on disk, the one in flight is lost"
     with resumed.open("a") as handle:  # a write cut short
         handle.write('{"question_id": "img2", "te')
-    monkeypatch.setattr(eval_common, "generate_batch", real_generate)
+    monkeypatch.setattr(driver_loop, "generate_batch", real_generate)
 
     assert model_vqa_loader.main(argv) == 0
     assert _id_and_text(_rows(resumed)) == _id_and_text(_rows(whole))
@@ -315,8 +316,8 @@ def test_model_vqa_preprocesses_without_padding(tiny_checkpoint, vqa_data, prelo
     short = tmp_path / "two.jsonl"
     short.write_text("".join(question_file.read_text().splitlines(keepends=True)[:2]))
     seen = []
-    real_collate = eval_common.collate
-    monkeypatch.setattr(eval_common, "collate", lambda samples, pad: seen.append(samples) or real_collate(samples, pad))
+    real_collate = driver_loop.collate
+    monkeypatch.setattr(driver_loop, "collate", lambda samples, pad: seen.append(samples) or real_collate(samples, pad))
     answers = tmp_path / "vqa.jsonl"
     assert model_vqa.main(_argv(tiny_checkpoint, short, folder, answers, "--batch-size", "2")) == 0
 

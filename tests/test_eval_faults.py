@@ -9,19 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from llava.eval import eval_common, model_vqa_loader
-from llava.eval.answers_file import LOCK_SUFFIX
-from llava.eval.eval_items import EvalItem
-from llava.eval.eval_flags import ImageLoading
-from llava.eval.eval_model import LoadedModel
-from llava.eval.eval_samples import SamplePreparer
-from llava.eval.sidecar_files import RUN_RECORD_SUFFIX, RUN_STATS_SUFFIX, sidecar_path
-from llava.eval.sample_errors import ERRORS_SUFFIX
+from llava.eval import model_vqa_loader
+from llava.eval.driver import loop as driver_loop
+from llava.eval.driver.answers_file import LOCK_SUFFIX
+from llava.eval.driver.items import EvalItem
+from llava.eval.driver.flags import ImageLoading
+from llava.eval.driver.model_loading import LoadedModel
+from llava.eval.driver.samples import SamplePreparer
+from llava.eval.records.sidecar_files import RUN_RECORD_SUFFIX, RUN_STATS_SUFFIX, sidecar_path
+from llava.eval.driver.sample_errors import ERRORS_SUFFIX
 from tests.test_eval_drivers import _argv, _rows, preloaded, vqa_data  # noqa: F401 (fixtures)
 from tests.test_llava_next import _loaded_next, next_checkpoint, next_model, picture  # noqa: F401 (fixtures)
 
 REPO = Path(__file__).resolve().parents[1]
-HOLD_LOCK = ("import sys; from llava.eval.answers_file import lock_answers_file; "
+HOLD_LOCK = ("import sys; from llava.eval.driver.answers_file import lock_answers_file; "
              "lock = lock_answers_file(sys.argv[1]); lock.__enter__(); print('locked', flush=True); sys.stdin.read()")
 
 
@@ -77,16 +78,16 @@ def test_a_second_run_is_refused_and_a_killed_runs_lock_is_taken_over(tiny_check
 def test_a_crash_in_the_run_record_is_resumed(tiny_checkpoint, vqa_data, preloaded, tmp_path, monkeypatch):
     question_file, folder = vqa_data
     answers = tmp_path / "run.jsonl"
-    real_write = eval_common.write_run_record
+    real_write = driver_loop.write_run_record
 
     def crash(path):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(eval_common, "write_run_record", crash)
+    monkeypatch.setattr(driver_loop, "write_run_record", crash)
     with pytest.raises(RuntimeError):
         model_vqa_loader.main(_argv(tiny_checkpoint, question_file, folder, answers))
     assert not sidecar_path(answers, LOCK_SUFFIX).exists(), "a crashed run releases its lock"
-    monkeypatch.setattr(eval_common, "write_run_record", real_write)
+    monkeypatch.setattr(driver_loop, "write_run_record", real_write)
 
     assert _run(_argv(tiny_checkpoint, question_file, folder, answers)) == 0
     assert len(_rows(answers)) == 5, "each question answered once"

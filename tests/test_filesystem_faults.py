@@ -12,10 +12,11 @@ import pytest
 from PIL import Image
 
 from fitprune import calibrate, report, visualize
-from llava.eval import answers_file, eval_common, model_vqa_loader
-from llava.eval.file_lock import LOCK_SUFFIX
-from llava.eval.output_paths import OutputPathError, check_output_file, check_output_folder, writing_to
-from llava.eval.sidecar_files import sidecar_path
+from llava.eval import model_vqa_loader
+from llava.eval.driver import answers_file, loop as driver_loop
+from llava.eval.driver.file_lock import LOCK_SUFFIX
+from llava.eval.driver.output_paths import OutputPathError, check_output_file, check_output_folder, writing_to
+from llava.eval.records.sidecar_files import sidecar_path
 from llava.model.pruning.recipe import RecipeBook
 from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT
 from tests.test_eval_drivers import _argv, _id_and_text, _rows, preloaded, vqa_data  # noqa: F401 (fixtures)
@@ -25,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO = Path(__file__).parent / "data"
 HOLD_RECIPE_LOCK = (
     "import sys; from pathlib import Path; from fitprune.calibrate import RecipeFileLockedError; "
-    "from llava.eval.file_lock import hold_lock_file; "
+    "from llava.eval.driver.file_lock import hold_lock_file; "
     "lock = hold_lock_file(Path(sys.argv[1]), sys.argv[2], 'x', '--output', RecipeFileLockedError); "
     "lock.__enter__(); print('locked', flush=True); sys.stdin.read()"
 )
@@ -154,7 +155,7 @@ def test_a_write_fault_mid_run_is_one_line_and_a_rerun_resumes(tiny_checkpoint, 
     line = _one_error_line(capsys.readouterr().err)
     name = errno.errorcode[code]
     assert line == (f"model_vqa_loader: error: {answers}: cannot write ({os.strerror(code)}, {name}); "
-                    f"{eval_common.RESUME_HINT}")
+                    f"{driver_loop.RESUME_HINT}")
     assert len(answers.read_text().splitlines()) == 3, "two answers, then a cut-off line"
 
     monkeypatch.setattr(answers_file, "append_lines_durably", real)  # space freed

@@ -18,7 +18,7 @@ from fitprune.calibrate import main as calibrate_main
 from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT
 from llava.model.pruning.recipe import RecipeBook
 from llava.eval import model_vqa_loader
-from llava.eval.sidecar_files import RUN_RECORD_SUFFIX, RUN_STATS_SUFFIX, sidecar_path
+from llava.eval.records.sidecar_files import RUN_RECORD_SUFFIX, RUN_STATS_SUFFIX, sidecar_path
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = Path(__file__).parent / "data"

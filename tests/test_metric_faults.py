@@ -14,7 +14,7 @@ from PIL import Image
 from fitprune import report
 from fitprune.metrics_files import metrics_path
 from llava.eval import eval_pope, eval_textvqa
-from llava.eval.run_record import merge_run_records
+from llava.eval.records.run_record import merge_run_records
 from tests.test_report import VISUAL, _write_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -235,7 +235,7 @@ def test_record_metric_and_merge_bad_input_exit_2(tmp_path):
                      cwd=tmp_path)
     assert (record.returncode, record.stderr) == (
         2, f"record-metric: error: {tmp_path / 'a.run.json'} does not exist; pass --benchmark\n")
-    merge = _python(["-m", "llava.eval.run_record", "merge", "--answers-file", str(answers), str(tmp_path / "1_0.jsonl")],
+    merge = _python(["-m", "llava.eval.records.run_record", "merge", "--answers-file", str(answers), str(tmp_path / "1_0.jsonl")],
                     cwd=tmp_path)
     assert merge.returncode == 2 and merge.stderr.count("\n") == 1
     assert merge.stderr.startswith("run_record: error: none of the chunks")

@@ -18,7 +18,7 @@ from llava.model.language_model.sequence_layout import (
     SEGMENT_VISUAL,
     SequenceLayout,
 )
-from llava.eval.sidecar_files import RUN_RECORD_SUFFIX, sidecar_path
+from llava.eval.records.sidecar_files import RUN_RECORD_SUFFIX, sidecar_path
 from llava.model.pruning.pruner import TokenPruner
 from tests.conftest import TINY_KEEP_COUNTS, TINY_RECIPE_RATIO
 from tests.helpers import QUESTIONS, build_prompt, encode_batch, sample_images
@@ -243,7 +243,8 @@ def test_a_pruned_run_parses_its_ratio_once_and_reads_its_recipe_once(tiny_check
     """A driver at ratio 0.5 (read as 50 %): the flag's value is parsed by argparse and never again
     (the pruner keeps its settings), and the recipe file is read once (the run record takes the
     recipe from the pruner)."""
-    from llava.eval import model_vqa_loader, pruning_flags, run_llava
+    from llava.eval import model_vqa_loader, run_llava
+    from llava.eval.driver import pruning_flags
     from llava.model import pruning_setup
     from llava.model.pruning import ratio
     from llava.model.pruning.recipe import RecipeBook

@@ -8,8 +8,8 @@ import pytest
 from fitprune import report
 from fitprune.metrics_files import metrics_path
 from llava.model.pruning.flops import DecoderDims, full_prefill_flops, paper_prefill_flops, paper_reduction
-from llava.eval.sidecar_files import RUN_RECORD_SUFFIX, sidecar_path
-from llava.eval.run_record import RunLog, merge_run_records, write_run_record
+from llava.eval.records.sidecar_files import RUN_RECORD_SUFFIX, sidecar_path
+from llava.eval.records.run_record import RunLog, merge_run_records, write_run_record
 
 DIMS = DecoderDims(num_layers=32, hidden_size=4096, intermediate_size=11008, num_attention_heads=32,
                    num_key_value_heads=32, vocab_size=32000)

@@ -15,8 +15,8 @@ import pytest
 
 from fitprune import report
 from fitprune.metrics_files import metrics_path
-from llava.eval import run_record
-from llava.eval.sidecar_files import RUN_RECORD_SUFFIX, sidecar_path
+from llava.eval.records import run_record
+from llava.eval.records.sidecar_files import RUN_RECORD_SUFFIX, sidecar_path
 from tests.test_report import PRUNED_KEEP, VISUAL, _write_run
 
 DEEP = "[" * 100_000 + "]" * 100_000

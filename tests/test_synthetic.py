@@ -26,7 +26,7 @@ from fitprune.lab.shapes.questions import (
     conversation_questions,
     sample_split,
 )
-from llava.eval.questions import load_questions
+from llava.eval.driver.questions import load_questions
 
 # up to four objects and every kind of question (the default task is two objects, three kinds)
 TASK = ShapesTask(min_objects=2, max_objects=4, kinds=KINDS)

@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from llava.eval.io_utils import JsonlError, numbered_records
-from llava.eval.questions import QuestionFileError, build_question_prompt
+from llava.eval.driver.questions import QuestionFileError, build_question_prompt
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ from fitprune.lab.scenes import questions as scene_questions, scenes as relation
 from fitprune.lab.lr_schedule import warmup_cosine
 from fitprune.lab.shapes.data import tokenizer_sentences
 from llava.constants import IGNORE_INDEX
-from llava.eval.questions import build_question_prompt
+from llava.eval.driver.questions import build_question_prompt
 from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
 from fitprune.lab.tiny_checkpoint import (
     DEMO_SPEC,

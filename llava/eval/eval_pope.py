@@ -17,7 +17,7 @@ import sys
 from typing import Collection, Dict, List, Mapping, Optional, Sequence
 
 from llava.eval.io_utils import read_jsonl
-from llava.eval.sidecar_files import SampleCoverage, errors_file_path
+from llava.eval.records.sidecar_files import SampleCoverage, errors_file_path
 
 LABEL_FILE_PREFIX = "coco_pope_"
 LABEL_FILE_SUFFIX = ".json"

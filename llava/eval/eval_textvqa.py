@@ -20,12 +20,13 @@ from typing import Optional, Sequence, Tuple
 
 from llava.eval.io_utils import read_jsonl
 from llava.eval.m4c_evaluator import TextVQAAccuracyEvaluator
-from llava.eval.sidecar_files import ANSWERS_SUFFIX, sample_coverage
-from llava.eval.sample_errors import ERRORS_SUFFIX
+from llava.eval.records.sidecar_files import ANSWERS_SUFFIX, sample_coverage
+from llava.eval.driver.sample_errors import ERRORS_SUFFIX
 
 OCR_PROMPT_PREFIX = "OCR tokens: "
 OCR_PROMPT_QUESTION = re.compile(r"Question: (.*?) Short answer:", re.DOTALL)
 REFERENCE_OCR = "Reference OCR token: "
+SHORT_ANSWER = "Answer the question using a single word or phrase."
 
 
 def prompt_processor(prompt: str) -> str:
@@ -58,7 +59,8 @@ def prompt_processor(prompt: str) -> str:
     elif len(lines) == 2:
         question = lines[0]
     else:
-        raise ValueError(f"unrecognised TextVQA prompt ({len(lines)} lines): {prompt!r}")
+        raise ValueError(f"unrecognised TextVQA prompt ({len(lines)} lines): {prompt!r}; expected the question, "
+                         f"optionally a {REFERENCE_OCR!r}... line, then the suffix {SHORT_ANSWER!r} on its own line")
     return question.lower()
 
 
@@ -91,7 +93,10 @@ def eval_single(annotation_file: str, result_file: str) -> Tuple[int, float]:
         for field in ("question_id", "prompt", "text"):
             if field not in result:
                 raise ValueError(f"{result_file}: answer {index}: field {field!r} is missing")
-        key = (result["question_id"], prompt_processor(result["prompt"]))
+        try:
+            key = (result["question_id"], prompt_processor(result["prompt"]))
+        except ValueError as err:
+            raise ValueError(f"{result_file}: answer {index} (question_id {result['question_id']!r}): {err}") from None
         if key not in by_key:
             raise ValueError(f"{result_file}: answer {index}: no annotation for (image_id, question) {key!r}")
         pred_list.append({"pred_answer": result["text"], "gt_answers": by_key[key]["answers"]})

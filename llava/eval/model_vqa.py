@@ -8,16 +8,17 @@ The driver of MM-Vet and LLaVA-Bench (`scripts/v1_5/eval/`):
 
 Upstream's choices kept: images preprocessed without padding and without an RGB
 conversion, 1024 new tokens, no stopping criteria, conv mode "llava_v1" by default. An
-existing answers file is resumed; see `llava.eval.eval_common`.
+existing answers file is resumed; see `llava.eval.driver.loop`.
 """
 from __future__ import annotations
 
 import sys
 from typing import Optional, Sequence
 
-from llava.eval.eval_flags import DriverSpec, ImageLoading, build_parser
-from llava.eval.eval_items import chunk_items, read_question_jsonl
-from llava.eval.eval_common import run_driver
+from llava.eval.driver.flags import DriverSpec, ImageLoading, build_parser
+from llava.eval.driver.items import chunk_items
+from llava.eval.driver.questions import read_question_jsonl
+from llava.eval.driver.loop import run_driver
 
 SPEC = DriverSpec(
     name="model_vqa",

@@ -9,16 +9,17 @@ The driver of TextVQA, GQA, VQAv2, VizWiz, POPE, MME and SEED (`scripts/v1_5/eva
 Upstream's choices kept: images converted to RGB and padded with the model config
 (`process_images`), 128 new tokens, no stopping criteria, conv mode "llava_v1" by default
 ("_mmtag" appended for plain pretrain-only models). An existing answers file is resumed;
-see `llava.eval.eval_common` for batching, resuming and the run record.
+see `llava.eval.driver.loop` for batching, resuming and the run record.
 """
 from __future__ import annotations
 
 import sys
 from typing import Optional, Sequence
 
-from llava.eval.eval_flags import DriverSpec, ImageLoading, build_parser
-from llava.eval.eval_items import chunk_items, read_question_jsonl
-from llava.eval.eval_common import run_driver
+from llava.eval.driver.flags import DriverSpec, ImageLoading, build_parser
+from llava.eval.driver.items import chunk_items
+from llava.eval.driver.questions import read_question_jsonl
+from llava.eval.driver.loop import run_driver
 
 SPEC = DriverSpec(
     name="model_vqa_loader",

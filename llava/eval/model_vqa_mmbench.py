@@ -9,7 +9,7 @@ Each TSV row (columns index, question, hint, A-D, image) becomes one question, o
 evaluation). Answers add round_id, options and option_char. Upstream's choices kept:
 base64 images without an RGB conversion, padded with the model config, 1024 new tokens.
 Reading the TSV needs pandas (``pip install pandas``). An existing answers file is
-resumed; see `llava.eval.eval_common`.
+resumed; see `llava.eval.driver.loop`.
 """
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ import math
 import sys
 from typing import Any, List, Mapping, Optional, Sequence
 
-from llava.eval.eval_flags import DriverSpec, ImageLoading, build_parser
-from llava.eval.eval_items import EvalItem, get_chunk
-from llava.eval.eval_common import run_driver
-from llava.eval.questions import QuestionFileError
+from llava.eval.driver.flags import DriverSpec, ImageLoading, build_parser
+from llava.eval.driver.items import EvalItem, get_chunk
+from llava.eval.driver.loop import run_driver
+from llava.eval.driver.questions import QuestionFileError
 
 SPEC = DriverSpec(
     name="model_vqa_mmbench",

@@ -9,7 +9,7 @@ human turn, with "<image>" removed and stripped, is the question, and items with
 image are answered from text alone. Upstream's choices kept: images preprocessed without
 padding, 1024 new tokens, conv mode "llava_v0" by default, no stopping criteria
 (upstream passes them only for templates whose version is "v0", and none is). An existing
-answers file is resumed; see `llava.eval.eval_common`.
+answers file is resumed; see `llava.eval.driver.loop`.
 """
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ import sys
 from typing import List, Optional, Sequence
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
-from llava.eval.eval_flags import DriverSpec, ImageLoading, build_parser
-from llava.eval.eval_items import EvalItem, chunk_items
-from llava.eval.eval_common import run_driver
-from llava.eval.questions import check_unique_ids, load_questions
+from llava.eval.driver.flags import DriverSpec, ImageLoading, build_parser
+from llava.eval.driver.items import EvalItem, chunk_items
+from llava.eval.driver.loop import run_driver
+from llava.eval.driver.questions import check_unique_ids, load_questions
 
 SPEC = DriverSpec(
     name="model_vqa_science",
@@ -39,7 +39,7 @@ def science_items(args: argparse.Namespace) -> List[EvalItem]:
     """The chunk's items: question text, and a prompt field with "<image>\\n" for image items.
 
     Raises:
-        llava.eval.questions.QuestionFileError: unreadable file or missing field (file, line).
+        llava.eval.driver.questions.QuestionFileError: unreadable file or missing field (file, line).
     """
     items = []
     questions = load_questions(args.question_file)

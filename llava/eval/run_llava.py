@@ -21,9 +21,9 @@ from PIL import Image
 from llava.model.pruning.recipe import RecipeError
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
 from llava.conversation import Conversation, SeparatorStyle, conv_templates
-from llava.eval.images import ImageError, bound_image_geometry, decode_image, load_image as read_image_file
+from llava.eval.driver.images import ImageError, bound_image_geometry, decode_image, load_image as read_image_file
 from llava.eval.io_utils import InputError
-from llava.eval.pruning_flags import add_pruning_args, apply_pruning_args, pruning_summary
+from llava.eval.driver.pruning_flags import add_pruning_args, apply_pruning_args, pruning_summary
 from llava.mm_utils import (
     KeywordsStoppingCriteria,
     get_model_name_from_path,
@@ -93,7 +93,7 @@ def stop_string(conv: Conversation) -> str:
 
 
 def load_image(image_file: str) -> Image.Image:
-    """Reads an image from a local path or an http(s) URL, checked, as RGB (`llava.eval.images`).
+    """Reads an image from a local path or an http(s) URL, checked, as RGB (`llava.eval.driver.images`).
 
     Args:
         image_file: path or URL.

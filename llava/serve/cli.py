@@ -18,8 +18,8 @@ from transformers import TextStreamer
 
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.conversation import Conversation, conv_templates
-from llava.eval.images import bound_image_geometry
-from llava.eval.pruning_flags import add_pruning_args, pruning_summary
+from llava.eval.driver.images import bound_image_geometry
+from llava.eval.driver.pruning_flags import add_pruning_args, pruning_summary
 from llava.eval.run_llava import add_model_args, image_prompt, run_command, select_conv_mode, start_run, stop_string
 from llava.mm_utils import KeywordsStoppingCriteria, image_model_inputs, move_images, tokenizer_image_token
 from llava.model.anyres import uses_anyres

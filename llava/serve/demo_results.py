@@ -30,7 +30,7 @@ class BudgetResult:
         num_visual: visual tokens entering layer 0 (for anyres models, of this image), or None
             when the prefill saw no image.
         masks: (L, side, side) bool, the patches alive after each layer, or None for anyres models.
-        flops: `llava.eval.run_summary.flops_summary` of this answer, or None without keep counts.
+        flops: `llava.eval.records.run_summary.flops_summary` of this answer, or None without keep counts.
         timing: prefill latency and decode speed.
     """
 

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from llava.eval.questions import QuestionFileError, load_question_jsonl
+from llava.eval.driver.questions import QuestionFileError, load_question_jsonl
 from llava.eval.run_llava import BAD_INPUT_ERRORS, UsageError, select_conv_mode, select_device
 from llava.mm_utils import get_model_name_from_path
 from llava.model.builder import AUTO_DEVICE, check_model_path, describe_device, load_pretrained_model

@@ -112,7 +112,7 @@ def _recipe_file(settings: PruningSettings, config: Any) -> Path:
     """The settings' explicit recipe file when they name one (it must exist), else the one found for
     the model of `config` (`find_recipe_file`: the checkpoint's, then the shipped books)."""
     if settings.recipe_file is None:
-        return find_recipe_file(config)
+        return find_recipe_file(config, settings.reduction_ratio)
     path = Path(settings.recipe_file)
     if not path.is_file():
         raise RecipeError(f"recipe file {path} does not exist")

@@ -140,7 +140,7 @@ run_chunked() {
     for idx in "${!parts[@]}"; do
         cat "${parts[$idx]}" >> "$dir/merge.jsonl"
     done
-    "$PYTHON" -m llava.eval.run_record merge --answers-file "$dir/merge.jsonl" "${parts[@]}"
+    "$PYTHON" -m llava.eval.records.run_record merge --answers-file "$dir/merge.jsonl" "${parts[@]}"
 }
 
 # evaluate ANSWERS METRIC PATTERN REDUCE SCALE CMD...: runs the metric command CMD, keeps its

@@ -7,6 +7,7 @@
 
     questions = load_questions("mix665k.json")          # calibration: ids may repeat
     questions = load_question_jsonl("textvqa.jsonl")    # eval drivers: text verbatim
+    items = read_question_jsonl("textvqa.jsonl")        # ... as the drivers' EvalItems
 
 Every problem is a `QuestionFileError` whose one-line message names the file, the line
 and the field: a missing file, an empty file (or one of blank lines only), text that is
@@ -17,7 +18,7 @@ more than one "<image>" in a question's text. Blank lines are skipped. A record 
 
 Ids may repeat in both: LLaVA-665k repeats them, and TextVQA's question_id is the image
 id, shared by the questions of one image (its metric matches answers by id and question
-text). The eval drivers resume by id and count in file order (`llava.eval.answers_file`),
+text). The eval drivers resume by id and count in file order (`llava.eval.driver.answers_file`),
 so repeats are answered and resumed like any question. `check_unique_ids` is for metrics
 that key answers by id alone (ScienceQA).
 """
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
+from llava.eval.driver.items import EvalItem
 from llava.eval.io_utils import InputError, parse_jsonl_lines
 from llava.json_reading import loads_json
 
@@ -222,6 +224,22 @@ def load_question_jsonl(path: Union[str, Path]) -> List[Question]:
     if not questions:
         raise QuestionFileError(f"{path}: the file is empty (no questions)")
     return questions
+
+
+def read_question_jsonl(path: Union[str, Path]) -> List[EvalItem]:
+    """The drivers' items of a LLaVA question jsonl (question_id, image, text), text verbatim.
+
+    Args:
+        path: the question file.
+
+    Returns:
+        One item per question; ``prompt`` and ``question`` are the line's ``text``; a line
+        without ``image`` is a text-only question.
+
+    Raises:
+        QuestionFileError: see `load_question_jsonl` (file, line and field).
+    """
+    return [EvalItem(q.question_id, q.text, q.text, q.image, q.line) for q in load_question_jsonl(path)]
 
 
 def check_unique_ids(path: Union[str, Path], questions: List[Question]) -> None:

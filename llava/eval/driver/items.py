@@ -1,4 +1,4 @@
-"""Questions as `EvalItem`s: reading a question file, chunking (`--num-chunks`/`--chunk-idx`), conversation mode."""
+"""Questions as `EvalItem`s (read by `llava.eval.driver.questions`): chunking (`--num-chunks`/`--chunk-idx`), conversation mode."""
 from __future__ import annotations
 
 import argparse
@@ -8,8 +8,7 @@ from typing import Any, List, Mapping, Optional, Sequence
 
 
 from llava.conversation import conv_templates
-from llava.eval.answers_file import answer_key
-from llava.eval.questions import load_question_jsonl
+from llava.eval.driver.answers_file import answer_key
 from llava.eval.run_llava import UsageError
 
 
@@ -64,22 +63,6 @@ class EvalItem:
 def chunk_items(items: Sequence[EvalItem], args: argparse.Namespace) -> List[EvalItem]:
     """The items of chunk ``--chunk-idx`` of ``--num-chunks``."""
     return list(get_chunk(list(items), args.num_chunks, args.chunk_idx))
-
-
-def read_question_jsonl(path: str) -> List[EvalItem]:
-    """Items of a LLaVA question JSONL (question_id, image, text), text kept verbatim.
-
-    Args:
-        path: the question file.
-
-    Returns:
-        One item per question; ``prompt`` and ``question`` are the line's ``text``; a line
-        without ``image`` is a text-only question.
-
-    Raises:
-        QuestionFileError: see `llava.eval.questions.load_question_jsonl` (file, line and field).
-    """
-    return [EvalItem(q.question_id, q.text, q.text, q.image, q.line) for q in load_question_jsonl(path)]
 
 
 def resolve_conv_mode(conv_mode: str, model_name: str, mmtag_rule: bool) -> str:

@@ -10,17 +10,17 @@ import torch
 from PIL import Image
 
 from llava.constants import IMAGE_TOKEN_INDEX
-from llava.eval.batch_generation import PreparedSample
-from llava.eval.images import ImageError, bound_image_geometry, decode_base64_image, load_image
-from llava.eval.questions import UnencodableTextError, build_question_prompt, check_encodable
-from llava.eval.sidecar_files import RUN_RECORD_SUFFIX, RUN_STATS_SUFFIX, sidecar_path
-from llava.eval.sample_errors import FailedSample, SampleErrorLog
+from llava.eval.driver.batch_generation import PreparedSample
+from llava.eval.driver.images import ImageError, bound_image_geometry, decode_base64_image, load_image
+from llava.eval.driver.questions import UnencodableTextError, build_question_prompt, check_encodable
+from llava.eval.records.sidecar_files import RUN_RECORD_SUFFIX, RUN_STATS_SUFFIX, sidecar_path
+from llava.eval.driver.sample_errors import FailedSample, SampleErrorLog
 from llava.mm_utils import parse_grid_pinpoints, process_images, tokenizer_image_token
 from llava.model.anyres import merge_image_features, merge_type_of, uses_anyres
 from llava.model.errors import ContextLengthError, check_context_length
-from llava.eval.eval_flags import ImageLoading
-from llava.eval.eval_items import EvalItem
-from llava.eval.eval_model import LoadedModel
+from llava.eval.driver.flags import ImageLoading
+from llava.eval.driver.items import EvalItem
+from llava.eval.driver.model_loading import LoadedModel
 
 class SamplePreparer:
     """Builds the prompt and pixels of an item (picklable, for DataLoader workers)."""
@@ -43,7 +43,7 @@ class SamplePreparer:
                                      use_im_start_end=bool(getattr(self.config, "mm_use_im_start_end", False)))
 
     def load_image(self, item: EvalItem) -> Image.Image:
-        """The item's image, RGB, bounded for its preprocessing path (`llava.eval.images`).
+        """The item's image, RGB, bounded for its preprocessing path (`llava.eval.driver.images`).
 
         Raises:
             ImageError: the image cannot be used (the message names the file or the base64 source).

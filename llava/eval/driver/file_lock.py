@@ -8,7 +8,7 @@ The lock file holds the pid of the process that holds it and carries a POSIX rec
 (`fcntl.lockf`), which the kernel drops when the process ends however it ends (kill -9
 included), so the lock file of a killed process is stale and the next one takes it over. A
 second process while the first is alive is refused with one line naming the guarded file and
-the holder's pid. Used for answers files (`llava.eval.answers_file`) and recipe files
+the holder's pid. Used for answers files (`llava.eval.driver.answers_file`) and recipe files
 (`fitprune.calibrate`).
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A run record computed from the entries of run-stats logs: counts, FLOPs, timing, memory.
 
-The record's schema is in `llava.eval.run_record`'s docstring; FLOPs per sample, in both
+The record's schema is in `llava.eval.records.run_record`'s docstring; FLOPs per sample, in both
 conventions of `llava.model.pruning.flops`.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from llava.eval.sidecar_files import PathLike, count_lines
+from llava.eval.records.sidecar_files import PathLike, count_lines
 from llava.model.pruning.flops import (
     DecoderDims,
     full_decode_step_flops,
@@ -133,7 +133,7 @@ def summarize(header: dict, batches: Sequence[dict], runs: Sequence[dict], answe
     """Builds a run record from a log's entries.
 
     Args:
-        header: the log header (see `llava.eval.eval_common.log_header`).
+        header: the log header (see `llava.eval.driver.loop.log_header`).
         batches: batch entries of one or more logs.
         runs: run entries of one or more logs.
         answers_file: the answers file the record describes (its lines are counted).

@@ -88,7 +88,7 @@ def count_lines(path: PathLike) -> int:
 
 
 def errors_file_path(answers_file: PathLike) -> Path:
-    """``<answers stem>.errors.jsonl``: the samples a run skipped (see `llava.eval.sample_errors`)."""
+    """``<answers stem>.errors.jsonl``: the samples a run skipped (see `llava.eval.driver.sample_errors`)."""
     return sidecar_path(answers_file, ERRORS_SUFFIX)
 
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
-from llava.eval.pruning_flags import add_pruning_args
+from llava.eval.driver.pruning_flags import add_pruning_args
 from llava.eval.run_llava import UsageError, add_image_processing_flag
-from llava.eval.sample_errors import ON_ERROR_CHOICES
+from llava.eval.driver.sample_errors import ON_ERROR_CHOICES
 from llava.model.builder import DeviceError, check_model_path, resolve_device
 
 

@@ -35,7 +35,7 @@ class PreparedSample:
     """An item with its prompt tokenized and its image preprocessed.
 
     Attributes:
-        item: the question it answers (an `llava.eval.eval_common.EvalItem`).
+        item: the question it answers (an `llava.eval.driver.loop.EvalItem`).
         input_ids: (L,) prompt ids with IMAGE_TOKEN_INDEX placeholders.
         image: (3, H, W) pixels, or (views, 3, H, W) for LLaVA-NeXT's anyres images, or
             None for a text-only question.

@@ -14,7 +14,7 @@ Beside an answers file ``<name>.jsonl`` a driver keeps two files:
 
 - ``<name>.run.json``: the run record, recomputed from the whole log at the end of each
   run (so a resumed run's record covers every answer), or merged from chunk logs by
-  ``python -m llava.eval.run_record merge --answers-file merge.jsonl CHUNK.jsonl ...``
+  ``python -m llava.eval.records.run_record merge --answers-file merge.jsonl CHUNK.jsonl ...``
   (which also concatenates the chunks' ``.errors.jsonl`` into ``merge.errors.jsonl``).
 
 A score over a run with skipped samples covers only the answered ones; `sample_coverage`
@@ -52,8 +52,8 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from llava.eval.io_utils import parse_jsonl_lines, write_json_atomic
-from llava.eval.run_summary import RunRecordError, summarize
-from llava.eval.sidecar_files import (
+from llava.eval.records.run_summary import RunRecordError, summarize
+from llava.eval.records.sidecar_files import (
     RUN_RECORD_SUFFIX,
     RUN_STATS_SUFFIX,
     PathLike,
@@ -205,9 +205,9 @@ def merge_run_records(answers_file: PathLike, chunk_answers: Sequence[PathLike])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m llava.eval.run_record merge --answers-file MERGED CHUNK...``; returns the exit
+    """``python -m llava.eval.records.run_record merge --answers-file MERGED CHUNK...``; returns the exit
     code (2 after one line on stderr for an unusable log)."""
-    parser = argparse.ArgumentParser(prog="python -m llava.eval.run_record", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m llava.eval.records.run_record", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     merge = commands.add_parser("merge", help="write the run record of a merged answers file from its chunks")
     merge.add_argument("--answers-file", required=True, help="the merged answers file (merge.jsonl)")

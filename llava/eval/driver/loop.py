@@ -1,6 +1,6 @@
-"""The generation drivers' loop, over what they share: flags (`eval_flags`), questions and chunks
-(`eval_items`), the model (`eval_model`), samples (`eval_samples`) and run bookkeeping
-(`run_bookkeeping`).
+"""The generation drivers' loop, over what they share: flags (`flags`), question items and chunks
+(`items`, read by `questions`), the model (`model_loading`), samples (`samples`) and run bookkeeping
+(`bookkeeping`).
 
 A driver (`model_vqa_loader`, `model_vqa`, `model_vqa_science`, `model_vqa_mmbench`)
 describes itself with a `DriverSpec`, turns its question file into `EvalItem`s (reading
@@ -12,23 +12,23 @@ and checking the file before any model is loaded) and hands them to `run_driver`
     run_driver(SPEC, args, lambda args: chunk_items(read_question_jsonl(args.question_file), args))
 
 `run_driver` resumes: answers already in ``--answers-file`` are skipped (see
-`llava.eval.answers_file`; a second run on the same answers file while one is running is
+`llava.eval.driver.answers_file`; a second run on the same answers file while one is running is
 refused, naming the other run's pid); the rest are answered in batches of ``--batch-size``
-(`llava.eval.batch_generation`: left-padded, answers equal to batch size 1), each batch
+(`llava.eval.driver.batch_generation`: left-padded, answers equal to batch size 1), each batch
 appended, flushed and fsynced before the next starts, with its statistics appended to the
-run-stats log. At the end the run record is rewritten (see `llava.eval.run_record`).
+run-stats log. At the end the run record is rewritten (see `llava.eval.records.run_record`).
 
 Bad input stops a driver with a one-line ``<driver>: error: ...`` and exit status 2: flag
 values, the model path (checked first), the answers file's path (a directory, an input file, a
-folder that cannot be written: `llava.eval.output_paths`), the question file (checked whole
-before the model loads: `llava.eval.questions`), the recipe; a filesystem fault while writing
+folder that cannot be written: `llava.eval.driver.output_paths`), the question file (checked whole
+before the model loads: `llava.eval.driver.questions`), the recipe; a filesystem fault while writing
 (a full disk, a read-only folder) is one line too, and a rerun resumes. A question whose image or prompt cannot be used
 (an unreadable image, text the tokenizer cannot encode, a prompt longer than the model's
 context with its visual tokens) is found while the run goes: with ``--on-error skip``
 (default) it is listed in ``<answers stem>.errors.jsonl`` and the run goes on, the skips
 counted on the progress bar and in one line at the end; with ``--on-error fail`` it stops the
-run (see `llava.eval.sample_errors`). A run that skips every question exits with status 2
-and one line giving the first error. Images are read by `llava.eval.images` (checked, RGB,
+run (see `llava.eval.driver.sample_errors`). A run that skips every question exits with status 2
+and one line giving the first error. Images are read by `llava.eval.driver.images` (checked, RGB,
 bounded in size).
 """
 from __future__ import annotations
@@ -46,8 +46,8 @@ from tqdm import tqdm
 
 from llava.model.pruning.recipe import RecipeError
 from llava.conversation import conv_templates
-from llava.eval.answers_file import AnswersFile, AnswersFileError, lock_answers_file
-from llava.eval.batch_generation import (
+from llava.eval.driver.answers_file import AnswersFile, AnswersFileError, lock_answers_file
+from llava.eval.driver.batch_generation import (
     GenerationSettings,
     PreparedSample,
     answer_text,
@@ -56,19 +56,19 @@ from llava.eval.batch_generation import (
     uses_logits_processing,
 )
 from llava.eval.io_utils import InputError
-from llava.eval.output_paths import check_output_file, writing_to
+from llava.eval.driver.output_paths import check_output_file, writing_to
 from llava.eval.run_llava import UsageError, stop_string
-from llava.eval.sidecar_files import RUN_STATS_SUFFIX, drop_partial_last_line, sidecar_path
-from llava.eval.run_record import RunLog, write_run_record
-from llava.eval.run_summary import RunRecordError
-from llava.eval.sample_errors import FailedSample, SampleErrorLog
+from llava.eval.records.sidecar_files import RUN_STATS_SUFFIX, drop_partial_last_line, sidecar_path
+from llava.eval.records.run_record import RunLog, write_run_record
+from llava.eval.records.run_summary import RunRecordError
+from llava.eval.driver.sample_errors import FailedSample, SampleErrorLog
 from llava.mm_utils import get_model_name_from_path
 from llava.model.errors import CheckpointError
-from llava.eval.eval_flags import USAGE_ERROR, DriverSpec, check_args, check_model_paths
-from llava.eval.eval_items import EvalItem, resolve_conv_mode
-from llava.eval.eval_model import load_model
-from llava.eval.eval_samples import SamplePreparer, PreparedItems, as_sample_list, answer_row, remove_run_files
-from llava.eval.run_bookkeeping import (
+from llava.eval.driver.flags import USAGE_ERROR, DriverSpec, check_args, check_model_paths
+from llava.eval.driver.items import EvalItem, resolve_conv_mode
+from llava.eval.driver.model_loading import load_model
+from llava.eval.driver.samples import SamplePreparer, PreparedItems, as_sample_list, answer_row, remove_run_files
+from llava.eval.driver.bookkeeping import (
     answer_settings,
     check_resume_settings,
     log_header,
@@ -191,10 +191,10 @@ def run_driver(spec: DriverSpec, args: argparse.Namespace,
     """Answers the chunk's questions not yet in the answers file, then rewrites the run record.
 
     Flags and the model path are checked first, then the answers file's path
-    (`llava.eval.output_paths.check_output_file`: not a directory, not an input, a writable
+    (`llava.eval.driver.output_paths.check_output_file`: not a directory, not an input, a writable
     folder), then the question file is read (and checked) before the model is loaded; the model is not loaded at all when every question
     is already answered. The answers file is locked while the run writes it
-    (`llava.eval.answers_file.lock_answers_file`).
+    (`llava.eval.driver.answers_file.lock_answers_file`).
 
     Args:
         spec: the driver.

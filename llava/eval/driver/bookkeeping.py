@@ -15,11 +15,11 @@ import torch
 
 from llava.model.pruning.flops import DecoderDims
 from llava.constants import IMAGE_TOKEN_INDEX
-from llava.eval.batch_generation import Batch, GenerationOutput
+from llava.eval.driver.batch_generation import Batch, GenerationOutput
 from llava.eval.run_llava import UsageError
-from llava.eval.run_record import RunLog
-from llava.eval.eval_flags import NOT_ANSWER_SETTINGS, DriverSpec, resolve_dtype
-from llava.eval.eval_model import LoadedModel, pruning_info
+from llava.eval.records.run_record import RunLog
+from llava.eval.driver.flags import NOT_ANSWER_SETTINGS, DriverSpec, resolve_dtype
+from llava.eval.driver.model_loading import LoadedModel, pruning_info
 
 def answer_settings(args: argparse.Namespace, conv_mode: str) -> dict:
     """The flags that change answers, compared when a run is resumed."""
@@ -86,7 +86,7 @@ def log_header(spec: DriverSpec, args: argparse.Namespace, loaded: LoadedModel, 
             "top_p": getattr(args, "top_p", None),
             "num_beams": getattr(args, "num_beams", 1),
             "max_new_tokens": args.max_new_tokens,
-            "decoding": "greedy loop (llava.eval.batch_generation)" if greedy_loop else "model.generate",
+            "decoding": "greedy loop (llava.eval.driver.batch_generation)" if greedy_loop else "model.generate",
         },
         "chunk": {"index": args.chunk_idx, "count": args.num_chunks},
     }

@@ -11,7 +11,7 @@ where it has one (MMBench's circular rounds). Repeated keys are matched by count
 file (and its folder) is created by the first `append`, so a run that fails before its
 first answer leaves no empty answers file behind.
 
-A run holds ``<answers stem>.lock`` while it writes (`llava.eval.file_lock`: the file holds
+A run holds ``<answers stem>.lock`` while it writes (`llava.eval.driver.file_lock`: the file holds
 its pid; the lock file of a killed run is stale and the next run takes it over). A second
 run on the same answers file while the first is alive is refused (`AnswersFileLockedError`).
 """
@@ -24,9 +24,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator, List, Protocol, Sequence, TypeVar
 
-from llava.eval.file_lock import LOCK_SUFFIX, hold_lock_file
+from llava.eval.driver.file_lock import LOCK_SUFFIX, hold_lock_file
 from llava.eval.io_utils import parse_jsonl_lines
-from llava.eval.sidecar_files import append_lines_durably, drop_partial_last_line, sidecar_path
+from llava.eval.records.sidecar_files import append_lines_durably, drop_partial_last_line, sidecar_path
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def answer_key(question_id: Any, round_id: Any = None) -> str:
 
 
 class Keyed(Protocol):
-    """Anything with a resume `key` (an `llava.eval.eval_common.EvalItem`)."""
+    """Anything with a resume `key` (an `llava.eval.driver.loop.EvalItem`)."""
 
     @property
     def key(self) -> str: ...
@@ -106,7 +106,7 @@ def lock_answers_file(answers_file: str) -> Iterator[Path]:
     """Holds ``<answers stem>.lock`` for the block: one run at a time writes an answers file.
 
     The answers file's folder is created. A lock file left by a run that died is taken over;
-    the lock file is removed when the block ends (`llava.eval.file_lock.hold_lock_file`).
+    the lock file is removed when the block ends (`llava.eval.driver.file_lock.hold_lock_file`).
 
     Args:
         answers_file: the answers file a run is about to write.

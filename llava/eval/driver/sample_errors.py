@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from llava.eval.sidecar_files import ERRORS_SUFFIX, append_lines_durably, sidecar_path
+from llava.eval.records.sidecar_files import ERRORS_SUFFIX, append_lines_durably, sidecar_path
 ON_ERROR_CHOICES = ("skip", "fail")
 
 
@@ -29,7 +29,7 @@ class FailedSample:
     """A question whose image or prompt could not be used.
 
     Attributes:
-        item: the question (an `llava.eval.eval_common.EvalItem`).
+        item: the question (an `llava.eval.driver.loop.EvalItem`).
         field: the question-file field at fault ("image", "text": a prompt with the wrong
             number of image placeholders, text that cannot be encoded, or a prompt longer
             than the model's context).
