@@ -135,3 +135,11 @@ def test_llava_config_declares_upstream_defaults_and_saves_upstream_names(tmp_pa
     loaded.save_pretrained(tmp_path / "again")
     again = json.loads((tmp_path / "again" / "config.json").read_text())
     assert {k: again[k] for k in upstream} == upstream
+
+
+def test_no_recipe_named_looks_one_up_even_after_an_explicit_one(tiny, tiny_checkpoint, tmp_path):
+    _, model, _ = tiny
+    elsewhere = tmp_path / "book.json"
+    shutil.copy(tiny_checkpoint / RECIPE_FILE_IN_CHECKPOINT, elsewhere)
+    assert model.set_pruning(TINY_RECIPE_RATIO, recipe=elsewhere).recipe_file == elsewhere
+    assert model.set_pruning(TINY_RECIPE_RATIO).recipe_file == tiny_checkpoint / RECIPE_FILE_IN_CHECKPOINT

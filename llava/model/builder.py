@@ -256,9 +256,9 @@ def load_pretrained_model(
 
     image_processor = None
     if is_llava:
-        if getattr(model.config, "mm_use_im_patch_token", True):
+        if model.config.mm_use_im_patch_token:
             tokenizer.add_tokens([DEFAULT_IMAGE_PATCH_TOKEN], special_tokens=True)
-        if getattr(model.config, "mm_use_im_start_end", False):
+        if model.config.mm_use_im_start_end:
             tokenizer.add_tokens([DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN], special_tokens=True)
         if len(tokenizer) != model.get_input_embeddings().weight.shape[0]:
             model.resize_token_embeddings(len(tokenizer))
@@ -269,6 +269,7 @@ def load_pretrained_model(
         if on_cpu:
             model.to(device)
         image_processor = vision_tower.image_processor
+        model.apply_config_pruning()  # the config's pruning fields, read once (a no-op after from_pretrained's)
     context_len = getattr(model.config, "max_sequence_length", DEFAULT_CONTEXT_LEN)
     return tokenizer, model, image_processor, context_len
 

@@ -1,7 +1,8 @@
-"""Where a model's recipe file is: an explicit path, the checkpoint's own file, or a shipped one.
+"""Where a model's recipe file is when none is named: the checkpoint's own file, or a shipped one.
 
-The order: the config's ``fitprune_recipe`` path; ``fitprune_recipes.json`` inside the model
-directory; the book shipped for the model name in ``llava/model/pruning/recipes/``; else the shipped
+An explicit file (``set_pruning(recipe=...)``, ``--recipe``) is read as named, without a lookup
+(`llava.model.pruning.from_config.build_pruner`). Otherwise the order: ``fitprune_recipes.json`` inside
+the model directory; the book shipped for the model name in ``llava/model/pruning/recipes/``; else the shipped
 book fitted for a model of the same signature (`shipped_recipe_for_signature`), so that
 ``llava-hf/llava-1.5-7b-hf`` (the same weights under other names) finds ``llava-v1.5-7b``'s recipes.
 
@@ -133,12 +134,9 @@ def shipped_recipe_for_signature(config) -> Optional[Path]:
 
 
 def recipe_search_paths(config) -> List[Path]:
-    """Where the recipe file for `config`'s model is looked for first, in order: the explicit recipe,
-    the checkpoint's own file and the book shipped under the model's name."""
+    """Where the recipe file for `config`'s model is looked for first, in order: the checkpoint's own
+    file and the book shipped under the model's name."""
     paths = []
-    explicit = getattr(config, "fitprune_recipe", None)
-    if explicit:
-        paths.append(Path(explicit))
     model_path = getattr(config, "_name_or_path", "") or ""
     if model_path and os.path.isdir(model_path):
         paths.append(Path(model_path) / RECIPE_FILE_IN_CHECKPOINT)
@@ -156,16 +154,14 @@ def model_name_of(config) -> str:
     return get_model_name_from_path(path) if path else ""
 
 
-def find_recipe_file(config) -> Path:
+def find_recipe_file(config, reduction_ratio: Optional[float] = None) -> Path:
     """The first recipe file that exists for the model (`recipe_search_paths`), else the book shipped
-    for its signature (`shipped_recipe_for_signature`).
+    for its signature (`shipped_recipe_for_signature`); `reduction_ratio` (percent) is named in the
+    error's calibrate command.
 
     Raises:
-        RecipeError: if an explicit recipe path does not exist, or none is found.
+        RecipeError: if none is found.
     """
-    explicit = getattr(config, "fitprune_recipe", None)
-    if explicit and not Path(explicit).is_file():
-        raise RecipeError(f"recipe file {explicit} does not exist")
     searched = recipe_search_paths(config)
     for path in searched:
         if path.is_file():
@@ -174,11 +170,12 @@ def find_recipe_file(config) -> Path:
     if by_signature is not None:
         return by_signature
     name = model_name_of(config) or "this model"
+    ratio = "R" if reduction_ratio is None else f"{reduction_ratio:g}"
     raise RecipeError(
         f"no FitPrune recipe for {name}: none of {[str(p) for p in searched] or 'the search paths'} "
         f"exists; make one with `python -m fitprune.calibrate --model-path "
         f"{getattr(config, '_name_or_path', '') or 'MODEL'} --reduction-ratio "
-        f"{getattr(config, 'reduction_ratio', 'R')} --output recipes.json` and pass --recipe recipes.json"
+        f"{ratio} --output recipes.json` and pass --recipe recipes.json"
     )
 
 
@@ -186,6 +183,6 @@ def load_recipe_book(config) -> RecipeBook:
     """The recipe book of the first recipe file found for the model (see `find_recipe_file`).
 
     Raises:
-        RecipeError: if an explicit recipe path does not exist, none is found, or the file is invalid.
+        RecipeError: if none is found, or the file is invalid.
     """
     return RecipeBook.load(find_recipe_file(config))
