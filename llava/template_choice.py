@@ -31,12 +31,16 @@ def auto_conv_mode(model_name: str) -> str:
         model_name: e.g. ``llava-v1.5-7b``.
 
     Returns:
-        ``llava_llama_2`` if the name has ``llama-2``, else ``llava_v1`` if it has ``v1`` or
+        ``vicuna_v1`` for LLaVA-HR (``llava-hr`` in the name: its eval scripts pass
+        ``--conv-mode vicuna_v1``), else ``llava_llama_2`` if the name has ``llama-2``, else
+        ``llava_v1`` if it has ``v1`` or
         is a Hugging Face conversion of LLaVA-1.5/1.6 (``llava-1.5-7b-hf``: no ``v1`` in the
         name, vicuna_v1 prompts), else ``mpt`` if it has ``mpt``, else ``llava_v0``
         (case-insensitive).
     """
     name = model_name.lower()
+    if "llava-hr" in name:
+        return "vicuna_v1"
     if "llama-2" in name:
         return "llava_llama_2"
     if "v1" in name or "llava-1.5" in name or "llava-1.6" in name:

@@ -12,10 +12,12 @@ from PIL import Image
 from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT
 from llava.model.pruning.recipe import Recipe, RecipeBook
 from llava.constants import IMAGE_TOKEN_INDEX
+from llava.cli_support import load_image, select_conv_mode
 from llava.eval import run_llava
 from llava.mm_utils import tokenizer_image_token
 from llava.serve import cli
 from tests.conftest import TINY_RECIPE_RATIO
+from llava.template_choice import auto_conv_mode
 from tests.helpers import build_prompt
 
 QUESTION = "What is in the picture?"
@@ -117,19 +119,19 @@ def test_both_ratio_spellings_parse_to_the_same_percent(module):
 @pytest.mark.parametrize(
     "name, mode",
     [("llava-v1.5-7b", "llava_v1"), ("llava-llama-2-13b-chat", "llava_llama_2"), ("llava-mpt-7b", "mpt"),
-     ("LLaVA-Lightning-7B", "llava_v0")],
+     ("LLaVA-Lightning-7B", "llava_v0"), ("llava-hr-7b-sft-1024", "vicuna_v1")],
 )
 def test_conv_mode_auto_pick(name, mode):
-    assert run_llava.auto_conv_mode(name) == mode
+    assert auto_conv_mode(name) == mode
 
 
 def test_conv_mode_override_warns_only_when_it_differs(capsys):
-    assert run_llava.select_conv_mode("llava-v1.5-7b", None) == "llava_v1"
-    assert run_llava.select_conv_mode("llava-v1.5-7b", "llava_v1") == "llava_v1"
+    assert select_conv_mode("llava-v1.5-7b", None) == "llava_v1"
+    assert select_conv_mode("llava-v1.5-7b", "llava_v1") == "llava_v1"
     assert capsys.readouterr().err == (
         "conversation template: llava_v1 (guessed from the model name 'llava-v1.5-7b')\n"
         "conversation template: llava_v1 (--conv-mode, the same as guessed from the model name 'llava-v1.5-7b')\n")
-    assert run_llava.select_conv_mode("llava-v1.5-7b", "vicuna_v1") == "vicuna_v1"
+    assert select_conv_mode("llava-v1.5-7b", "vicuna_v1") == "vicuna_v1"
     err = capsys.readouterr().err
     assert "WARNING" in err and "llava_v1" in err and "vicuna_v1" in err
 
@@ -148,7 +150,7 @@ def test_load_image_from_url_is_rgb(monkeypatch, image_file):
 
     requested = []
     monkeypatch.setattr(requests, "get", lambda url, timeout: requested.append(url) or Response())
-    image = run_llava.load_image("https://example.com/shapes.png")
+    image = load_image("https://example.com/shapes.png")
     assert requested == ["https://example.com/shapes.png"]
     assert image.mode == "RGB" and image.size == (60, 40)
 
