@@ -55,7 +55,7 @@ from llava.eval.driver.file_lock import LOCK_SUFFIX, hold_lock_file
 from llava.eval.driver.output_paths import check_output_file, writing_to
 from llava.eval.driver.questions import QuestionFileError, load_questions
 from llava.eval.records.sidecar_files import sidecar_path
-from llava.eval.run_llava import add_image_processing_flag
+from llava.cli_support import add_image_processing_flag
 from fitprune.calibration_set import (
     split_unencodable,
     log_failed_samples,
@@ -72,7 +72,7 @@ from fitprune.recipe_merge import calibration_provenance, existing_book, merge_r
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 from fitprune.recipe_merge import FIT_CHOICES
 from fitprune.calibration_set import PROG
-from llava.utils import OneLineArgumentParser
+from llava.utils import OneLineArgumentParser, usage_error
 
 
 def positive_int(value: str) -> int:
@@ -152,8 +152,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return _calibrate(args, rank, world, all_reduce, started)
     except (QuestionFileError, RecipeError, FileNotFoundError, ValueError) as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
+        return usage_error(PROG, err)
     finally:
         _leave_distributed(world)
 
@@ -268,7 +267,7 @@ def _calibrate_locked(args, rank, world, all_reduce, started, model_name: str, o
         except ValueError as err:
             failed.append(ratio)
             if rank == 0:
-                print(f"{PROG}: error: budget {ratio:g}%: {err}", file=sys.stderr)
+                usage_error(PROG, f"budget {ratio:g}%: {err}")
             continue
         finally:
             bar.close()

@@ -21,6 +21,7 @@ from llava.model.pruning.recipe import (
     RecipeError,
     format_ratio,
 )
+from llava.utils import usage_error
 
 
 def format_table(book: RecipeBook, where: str) -> str:
@@ -91,8 +92,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             book.save(args.output)
             print(format_table(book, args.output))
     except (RecipeError, OSError) as err:
-        print(f"python -m fitprune.recipe: error: {err}", file=sys.stderr)
-        return 2
+        return usage_error("python -m fitprune.recipe", err)
     return 0
 
 

@@ -57,7 +57,7 @@ from llava.eval.driver.output_paths import OutputPathError, check_output_folder,
 from llava.eval.records.sidecar_files import RUN_RECORD_SUFFIX
 from fitprune.metrics_files import parse_metric, record_metric
 from fitprune.run_collection import RowKey, Run, collect_runs
-from llava.utils import OneLineArgumentParser
+from llava.utils import OneLineArgumentParser, usage_error
 
 logger = logging.getLogger(__name__)
 
@@ -360,8 +360,7 @@ def _record_metric_main(argv: Sequence[str]) -> int:
                            "matches": matches}
         path, coverage = record_metric(args.answers_file, args.metric, value, args.benchmark, source_info)
     except ReportError as err:
-        print(f"record-metric: error: {err}", file=sys.stderr)
-        return 2
+        return usage_error("record-metric", err)
     print(f"{args.metric} = {value:g} -> {path}" + (f"; {coverage.describe()}" if coverage else ""))
     return 0
 
@@ -377,8 +376,7 @@ def _build_main(argv: Sequence[str]) -> int:
         check_output_folder(args.output_dir, "--output-dir")
         table, written = build_report(Path(args.runs_dir), Path(args.output_dir))
     except (ReportError, OutputPathError) as err:
-        print(f"report: error: {err}", file=sys.stderr)
-        return 2
+        return usage_error("report", err)
     print(to_markdown(table), end="")
     print("wrote " + ", ".join(str(p) for p in written))
     return 0

@@ -27,6 +27,9 @@ from llava.model.anyres import uses_anyres
 from llava.model.errors import CheckpointError
 from llava.eval.driver.output_paths import OutputPathError, check_output_file, writing_to
 from llava.serve.kept_patches import kept_patch_masks, merged_patch_mask, shade_dropped, tower_view
+from llava.utils import OneLineArgumentParser, usage_error
+
+PROG = "python -m fitprune.visualize"
 
 MAX_PANELS = 6
 
@@ -86,9 +89,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     message, for an unusable image, model or recipe, or an --out that cannot be written: checked
     before the model loads, and a filesystem fault while writing it)."""
     from llava.eval.driver.pruning_flags import add_pruning_args
-    from llava.eval.run_llava import add_image_processing_flag
+    from llava.cli_support import add_image_processing_flag
 
-    parser = argparse.ArgumentParser(prog="python -m fitprune.visualize", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--model-path", default=None)
     parser.add_argument("--model-base", default=None)
     add_image_processing_flag(parser)
@@ -106,8 +109,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         check_output_file(args.out, "--out", {"--image": args.image})
         return _draw(args)
     except (ImageError, CheckpointError, FileNotFoundError, RecipeError, OutputPathError) as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        return 2
+        return usage_error(PROG, err)
 
 
 def _draw(args: argparse.Namespace) -> int:
@@ -133,9 +135,8 @@ def _draw(args: argparse.Namespace) -> int:
     )
     model.eval()
     if uses_anyres(model.config):
-        print("error: visualize draws LLaVA-1.5's square patch grid; anyres (LLaVA-NeXT) models are not supported",
-              file=sys.stderr)
-        return 2
+        return usage_error(PROG, "visualize draws LLaVA-1.5's square patch grid; anyres (LLaVA-NeXT) models are not "
+                                 "supported")
     image = bound_image_geometry(image, processor, getattr(model.config, "image_aspect_ratio", None))
     model.set_pruning(args.reduction_ratio, recipe=args.recipe)
     prompt = build_question_prompt(args.question, args.conv_mode)

@@ -85,7 +85,23 @@ class OneLineArgumentParser(argparse.ArgumentParser):
         self.error_name = error_name or self.prog
 
     def error(self, message: str):
-        self.exit(2, f"{self.error_name}: error: {message}\n")
+        self.exit(USAGE_ERROR_STATUS, error_line(self.error_name, message) + "\n")
+
+
+USAGE_ERROR_STATUS = 2
+"""The exit status of every command for bad input, as argparse gives for a bad flag."""
+
+
+def error_line(name: str, message: object) -> str:
+    """``<name>: error: <message>`` with the message's lines joined by spaces: one line."""
+    return f"{name}: error: {' '.join(str(message).splitlines())}"
+
+
+def usage_error(name: str, message: object) -> int:
+    """Prints `error_line` on stderr and returns `USAGE_ERROR_STATUS`, for a command's ``main``
+    to return on bad input found after parsing (the parser's `error` exits instead)."""
+    print(error_line(name, message), file=sys.stderr)
+    return USAGE_ERROR_STATUS
 
 
 UNREADABLE_WEIGHTS_ERRORS = (RuntimeError, EOFError, OSError, ValueError, SafetensorError)

@@ -7,11 +7,12 @@ import shutil
 import pytest
 from PIL import Image
 
+from llava.cli_support import select_conv_mode
 from llava.eval import run_llava
 from llava.model.convert import main as convert_main
 from llava.model.errors import CheckpointError
 from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
-from llava.template_choice import CONV_MODE_FIELD
+from llava.template_choice import CONV_MODE_FIELD, auto_conv_mode
 from tests.test_eval_scripts import SCRIPTS, _run_script
 
 TOWER_DIR = "clip-vision-tower"
@@ -83,7 +84,7 @@ def test_a_recorded_template_beats_the_name_guess(tiny_checkpoint, tmp_path, ima
     hf = tmp_path / "llava-hf-ok"
     assert convert_main(["--to", "hf", str(tiny_checkpoint), str(hf)]) == 0
     capsys.readouterr()
-    assert run_llava.auto_conv_mode(hf.name) == "llava_v0"
+    assert auto_conv_mode(hf.name) == "llava_v0"
     _answer(hf, image_file)
     lines = capsys.readouterr().err.splitlines()
     assert "conversation template: llava_v1 (recorded in the checkpoint's config.json field 'conv_mode')" in lines
@@ -91,10 +92,10 @@ def test_a_recorded_template_beats_the_name_guess(tiny_checkpoint, tmp_path, ima
 
 def test_the_name_guess_and_an_override_are_said(tiny_checkpoint, tmp_path, capsys):
     plain = shutil.copytree(tiny_checkpoint, tmp_path / "llava-hf-ok")
-    assert run_llava.select_conv_mode(plain.name, None, str(plain)) == "llava_v0"
+    assert select_conv_mode(plain.name, None, str(plain)) == "llava_v0"
     assert capsys.readouterr().err == "conversation template: llava_v0 (guessed from the model name 'llava-hf-ok')\n"
     _edit_config(plain, conv_mode="llava_v1")
-    assert run_llava.select_conv_mode(plain.name, "vicuna_v1", str(plain)) == "vicuna_v1"
+    assert select_conv_mode(plain.name, "vicuna_v1", str(plain)) == "vicuna_v1"
     assert capsys.readouterr().err == (
         "conversation template: vicuna_v1 (--conv-mode; [WARNING] it differs from llava_v1, recorded in the "
         "checkpoint's config.json field 'conv_mode')\n")
@@ -105,7 +106,7 @@ def test_a_recorded_template_that_does_not_exist_is_one_line(tiny_checkpoint, tm
     path = shutil.copytree(tiny_checkpoint, tmp_path / "llava-odd")
     _edit_config(path, conv_mode=value)
     with pytest.raises(CheckpointError) as error:
-        run_llava.select_conv_mode(path.name, None, str(path))
+        select_conv_mode(path.name, None, str(path))
     assert str(error.value).startswith(f"{path / 'config.json'}: field 'conv_mode' is {value!r}; expected one of [")
 
 

@@ -461,6 +461,7 @@ def test_shipped_recipes_are_found_by_signature(name, shipped):
 
 def test_image_processing_flag_reaches_the_loader_of_every_entry_point(checkpoints, tmp_path, monkeypatch):
     from fitprune import calibrate, visualize
+    from llava import cli_support
     from llava.eval import model_vqa_loader, run_llava
     from llava.model import builder
 
@@ -473,7 +474,7 @@ def test_image_processing_flag_reaches_the_loader_of_every_entry_point(checkpoin
             return real(*args, **kwargs)
         return load
 
-    for module in (builder, run_llava):  # the driver and calibrate import the builder's at run time
+    for module in (builder, cli_support):  # the driver and calibrate import the builder's at run time
         monkeypatch.setattr(module, "load_pretrained_model", recording(module.load_pretrained_model))
     folder = tmp_path / "images"
     folder.mkdir()
@@ -496,6 +497,6 @@ def test_image_processing_flag_reaches_the_loader_of_every_entry_point(checkpoin
 
 @pytest.mark.parametrize("name", ["llava-1.5-7b-hf", "llava-1.5-13b-hf", "llava-v1.6-vicuna-7b-hf"])
 def test_hf_checkpoint_names_pick_the_vicuna_v1_template(name):
-    from llava.eval.run_llava import auto_conv_mode
+    from llava.template_choice import auto_conv_mode
 
     assert auto_conv_mode(name) == "llava_v1"

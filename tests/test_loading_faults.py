@@ -14,6 +14,7 @@ from packaging.requirements import Requirement
 from PIL import Image
 from safetensors.torch import save_file
 
+from llava import cli_support
 from llava.eval import run_llava
 from llava.model import builder
 from llava.model.builder import DeviceError, describe_device, load_pretrained_model, resolve_device
@@ -181,7 +182,7 @@ BAD_FLAGS = [
 @pytest.mark.parametrize("command", [run_llava, cli], ids=["run_llava", "cli"])
 def test_a_bad_flag_is_one_line_naming_it_exit_2(command, flags, message, tmp_path, image, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(run_llava, "load_pretrained_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(cli_support, "load_pretrained_model", lambda *a, **k: pytest.fail("the model was loaded"))
     argv = ["--model-path", str(tmp_path / "model"), "--image-file", str(image), *flags]
     with pytest.raises(SystemExit) as exit_info:
         command.main(argv + (["--query", "Q?"] if command is run_llava else []))
@@ -277,7 +278,7 @@ def test_an_uncached_hub_vision_tower_with_the_hub_unreachable_is_one_line(tiny_
 
 @pytest.mark.parametrize("path", ["/nonexistent/llava-v1.5-7b", "./checkpoints/llava-v1.5-7b"])
 def test_a_missing_model_path_is_one_line_before_loading(path, image, capsys, monkeypatch):
-    monkeypatch.setattr(run_llava, "load_pretrained_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(cli_support, "load_pretrained_model", lambda *a, **k: pytest.fail("the model was loaded"))
     with pytest.raises(SystemExit) as exit_info:
         run_llava.main(["--model-path", path, "--image-file", str(image), "--query", "Q?", "--device", "cpu"])
     assert _error_line(capsys, exit_info) == f"model path {path} does not exist"

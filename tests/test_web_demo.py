@@ -18,7 +18,7 @@ from PIL import Image
 
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.conversation import conv_templates
-from llava.eval.run_llava import image_prompt
+from llava.cli_support import image_prompt
 from llava.eval.run_llava import main as run_llava_main
 from llava.mm_utils import tokenizer_image_token
 from llava.model.pruning.recipe import RecipeBook

@@ -16,10 +16,11 @@ they are not computed; LLaVA reports Accuracy.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence
+from llava.utils import usage_error
+from llava.json_reading import read_json_file
 
 OPEN_STRUCTURAL_TYPE = "query"
 DEFAULT_TIER = "testdev_balanced"
@@ -56,8 +57,7 @@ def load_gqa_predictions(path: str) -> Dict[str, str]:
         FileNotFoundError: the file is missing.
         ValueError: not a JSON list, or an entry lacks a field (naming the entry).
     """
-    with open(path, encoding="utf-8") as handle:
-        entries = json.load(handle)
+    entries = read_json_file(path)
     if not isinstance(entries, list):
         raise ValueError(f"{path}: expected a JSON list of {{questionId, prediction}}")
     predictions = {}
@@ -130,8 +130,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     questions_path = args.questions.format(tier=args.tier)
     predictions_path = args.predictions.format(tier=args.tier)
     try:
-        with open(questions_path, encoding="utf-8") as handle:
-            questions = json.load(handle)
+        questions = read_json_file(questions_path)
         if not isinstance(questions, dict):
             raise ValueError(f"{questions_path}: expected a JSON object {{question id: question}}")
         try:
@@ -139,8 +138,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except ValueError as err:
             raise ValueError(f"{questions_path} / {predictions_path}: {err}") from None
     except (FileNotFoundError, ValueError) as err:
-        print(f"eval_gqa: error: {err}", file=sys.stderr)
-        return 2
+        return usage_error("eval_gqa", err)
     print(f"Balanced questions: {score.total} ({score.binary_total} binary, {score.open_total} open)")
     print(f"Binary: {_percent(score.binary)}")
     print(f"Open: {_percent(score.open)}")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from llava.eval.io_utils import read_jsonl, write_text_atomic
+from llava.utils import usage_error
 
 EVAL_TYPES: Dict[str, Tuple[str, ...]] = {
     "Perception": ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark",
@@ -298,8 +299,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             print_report(calculate(args.results_dir))
     except (FileNotFoundError, ValueError) as err:
-        print(f"eval_mme: error: {err}", file=sys.stderr)
-        return 2
+        return usage_error("eval_mme", err)
     return 0
 
 

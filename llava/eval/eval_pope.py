@@ -18,6 +18,7 @@ from typing import Collection, Dict, List, Mapping, Optional, Sequence
 
 from llava.eval.io_utils import read_jsonl
 from llava.eval.records.sidecar_files import SampleCoverage, errors_file_path
+from llava.utils import usage_error
 
 LABEL_FILE_PREFIX = "coco_pope_"
 LABEL_FILE_SUFFIX = ".json"
@@ -252,8 +253,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         eval_pope_files(args.annotation_dir, args.question_file, args.result_file)
     except (FileNotFoundError, ValueError) as err:
-        print(f"eval_pope: error: {err}", file=sys.stderr)
-        return 2
+        return usage_error("eval_pope", err)
     return 0
 
 

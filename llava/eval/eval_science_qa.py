@@ -12,7 +12,6 @@ counts as FAILED. IMG-Accuracy covers the problems whose recorded prompt contain
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -21,6 +20,8 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
 from llava.eval.io_utils import read_jsonl, write_json_atomic
+from llava.utils import usage_error
+from llava.json_reading import read_json_file
 
 DEFAULT_OPTIONS = ("A", "B", "C", "D", "E")
 FAILED = "FAILED"
@@ -179,8 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_json(path: str):
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    return read_json_file(path)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -198,8 +198,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             predictions[row["question_id"]] = row
         score, analysis, result = score_science_qa(problems, splits[args.split], predictions, _options(args.options))
     except (FileNotFoundError, ValueError) as err:
-        print(f"eval_science_qa: error: {err}", file=sys.stderr)
-        return 2
+        return usage_error("eval_science_qa", err)
     img = "n/a" if score.img_accuracy is None else f"{score.img_accuracy * 100:.2f}%"
     print(f"Total: {score.total}, Correct: {score.correct}, Accuracy: {score.accuracy * 100:.2f}%, IMG-Accuracy: {img}")
     write_json_atomic(args.output_file, analysis, indent=2)

@@ -11,9 +11,9 @@ and string ids in the answer file both match.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from llava.json_reading import read_json_file
 
 SEED_DATA_TYPES = ("image", "video")
 
@@ -52,8 +52,7 @@ def load_seed_annotation(path: str) -> dict:
         ValueError: no ``questions`` list, or a question lacks ``question_id``,
             ``question_type_id``, ``data_type`` or ``answer`` (naming its index).
     """
-    with open(path, encoding="utf-8") as handle:
-        annotation = json.load(handle)
+    annotation = read_json_file(path)
     if not isinstance(annotation, dict) or not isinstance(annotation.get("questions"), list):
         raise ValueError(f"{path}: expected a JSON object with a 'questions' list")
     for index, question in enumerate(annotation["questions"]):

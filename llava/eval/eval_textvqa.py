@@ -11,7 +11,6 @@ Each answer is matched to its annotation by (image id, question): the answer fil
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -22,6 +21,8 @@ from llava.eval.io_utils import read_jsonl
 from llava.eval.m4c_evaluator import TextVQAAccuracyEvaluator
 from llava.eval.records.sidecar_files import ANSWERS_SUFFIX, sample_coverage
 from llava.eval.driver.sample_errors import ERRORS_SUFFIX
+from llava.utils import usage_error
+from llava.json_reading import read_json_file
 
 OCR_PROMPT_PREFIX = "OCR tokens: "
 OCR_PROMPT_QUESTION = re.compile(r"Question: (.*?) Short answer:", re.DOTALL)
@@ -83,8 +84,7 @@ def eval_single(annotation_file: str, result_file: str) -> Tuple[int, float]:
             annotation, or an annotation lacks 10 answers.
     """
     print(Path(result_file).stem)
-    with open(annotation_file, encoding="utf-8") as handle:
-        annotations = json.load(handle)
+    annotations = read_json_file(annotation_file)
     if not isinstance(annotations, dict) or "data" not in annotations:
         raise ValueError(f"{annotation_file}: expected a JSON object with a 'data' list")
     by_key = {(a["image_id"], a["question"].lower()): a for a in annotations["data"]}
@@ -119,8 +119,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     of ``--result-dir``; returns the exit code."""
     args = build_parser().parse_args(argv)
     if args.result_file is None and args.result_dir is None:
-        print("eval_textvqa: error: give --result-file or --result-dir", file=sys.stderr)
-        return 2
+        return usage_error("eval_textvqa", "give --result-file or --result-dir")
     try:
         if args.result_file is not None:
             eval_single(args.annotation_file, args.result_file)
@@ -131,8 +130,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     continue
                 eval_single(args.annotation_file, os.path.join(args.result_dir, name))
     except (FileNotFoundError, ValueError) as err:
-        print(f"eval_textvqa: error: {err}", file=sys.stderr)
-        return 2
+        return usage_error("eval_textvqa", err)
     return 0
 
 

@@ -48,6 +48,7 @@ from llava.model.staged_folder import staged_folder
 from llava.model.tokenizer_loading import load_llama_tokenizer
 from llava.template_choice import CONV_MODE_FIELD, choose_conv_mode, describe_choice
 from llava.utils import OneLineArgumentParser
+from llava.json_reading import read_json_file
 
 PROG = "python -m llava.model.convert"
 DEFAULT_MAX_SHARD_SIZE = "5GB"
@@ -62,8 +63,7 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
 
 def source_dtype(src: str) -> torch.dtype:
     """The dtype the source checkpoint's weights are stored in (config.json ``torch_dtype``; float32 if unset)."""
-    with open(checkpoint_file(src, "config.json"), encoding="utf-8") as handle:
-        name = json.load(handle).get("torch_dtype") or "float32"
+    name = read_json_file(checkpoint_file(src, "config.json"), CheckpointError).get("torch_dtype") or "float32"
     if name not in DTYPES:
         raise CheckpointError(f"{src}: config.json field 'torch_dtype' is {name!r}; expected one of {sorted(DTYPES)}")
     return DTYPES[name]

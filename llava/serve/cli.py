@@ -20,7 +20,7 @@ from llava.constants import IMAGE_TOKEN_INDEX
 from llava.conversation import Conversation, conv_templates
 from llava.eval.driver.images import bound_image_geometry
 from llava.eval.driver.pruning_flags import add_pruning_args, pruning_summary
-from llava.eval.run_llava import add_model_args, image_prompt, run_command, select_conv_mode, start_run, stop_string
+from llava.cli_support import add_model_args, image_prompt, run_command, select_conv_mode, start_run, stop_string
 from llava.mm_utils import KeywordsStoppingCriteria, image_model_inputs, move_images, tokenizer_image_token
 from llava.model.anyres import uses_anyres
 from llava.utils import OneLineArgumentParser
@@ -38,7 +38,7 @@ def chat(args: argparse.Namespace) -> Conversation:
         The conversation, one (user, assistant) pair per answered turn.
 
     Raises:
-        The bad-input errors of `llava.eval.run_llava.start_run`.
+        The bad-input errors of `llava.cli_support.start_run`.
     """
     run = start_run(args, DEFAULT_MAX_NEW_TOKENS)
     tokenizer, model = run.tokenizer, run.model
@@ -99,7 +99,7 @@ def build_parser() -> OneLineArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Conversation:
-    """Runs `chat` on the command line's flags (`llava.eval.run_llava.run_command`); returns the
+    """Runs `chat` on the command line's flags (`llava.cli_support.run_command`); returns the
     finished conversation."""
     return run_command(build_parser(), chat, argv)
 

@@ -35,7 +35,7 @@ from llava.conversation import conv_templates
 from llava.eval.driver.batch_generation import answer_text
 from llava.eval.driver.images import DEFAULT_MAX_DECODED_BYTES, ImageError, bound_image_geometry, load_image
 from llava.eval.driver.questions import UnencodableTextError, check_encodable
-from llava.eval.run_llava import BAD_INPUT_ERRORS, UsageError, generation_kwargs, image_prompt, stop_string
+from llava.cli_support import BAD_INPUT_ERRORS, UsageError, generation_kwargs, image_prompt, stop_string
 from llava.eval.records.run_summary import flops_summary
 from llava.mm_utils import KeywordsStoppingCriteria, image_model_inputs, move_images, tokenizer_image_token
 from llava.model.anyres import uses_anyres

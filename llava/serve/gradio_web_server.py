@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from llava.eval.driver.questions import QuestionFileError, load_question_jsonl
-from llava.eval.run_llava import BAD_INPUT_ERRORS, UsageError, select_conv_mode, select_device
+from llava.cli_support import BAD_INPUT_ERRORS, UsageError, select_conv_mode, select_device
 from llava.mm_utils import get_model_name_from_path
 from llava.model.builder import AUTO_DEVICE, check_model_path, describe_device, load_pretrained_model
 from llava.utils import OneLineArgumentParser, disable_torch_init
@@ -81,7 +81,7 @@ def load_demo(args: argparse.Namespace):
         A `llava.serve.demo_requests.DemoModel`.
 
     Raises:
-        The bad-input errors of `llava.eval.run_llava.BAD_INPUT_ERRORS`: a bad device, model path
+        The bad-input errors of `llava.cli_support.BAD_INPUT_ERRORS`: a bad device, model path
         or recipe path, quantisation without CUDA or without bitsandbytes.
     """
     from llava.serve.demo_requests import DemoModel

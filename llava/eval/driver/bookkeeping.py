@@ -16,7 +16,7 @@ import torch
 from llava.model.pruning.flops import DecoderDims
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.eval.driver.batch_generation import Batch, GenerationOutput
-from llava.eval.run_llava import UsageError
+from llava.cli_support import UsageError
 from llava.eval.records.run_record import RunLog
 from llava.eval.driver.flags import NOT_ANSWER_SETTINGS, DriverSpec, resolve_dtype
 from llava.eval.driver.model_loading import LoadedModel, pruning_info

@@ -8,13 +8,10 @@ from dataclasses import dataclass
 import torch
 
 from llava.eval.driver.pruning_flags import add_pruning_args
-from llava.eval.run_llava import UsageError, add_image_processing_flag
+from llava.cli_support import UsageError, add_image_processing_flag
 from llava.eval.driver.sample_errors import ON_ERROR_CHOICES
 from llava.model.builder import DeviceError, check_model_path, resolve_device
 
-
-USAGE_ERROR = 2
-"""Exit status for bad input (missing file, bad flag value, no recipe), as argparse uses."""
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 

@@ -9,7 +9,7 @@ from typing import Any, List, Mapping, Optional, Sequence
 
 from llava.conversation import conv_templates
 from llava.eval.driver.answers_file import answer_key
-from llava.eval.run_llava import UsageError
+from llava.cli_support import UsageError
 
 
 def split_list(items: Sequence, n: int) -> List[Sequence]:

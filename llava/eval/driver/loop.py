@@ -57,14 +57,14 @@ from llava.eval.driver.batch_generation import (
 )
 from llava.eval.io_utils import InputError
 from llava.eval.driver.output_paths import check_output_file, writing_to
-from llava.eval.run_llava import UsageError, stop_string
+from llava.cli_support import UsageError, stop_string
 from llava.eval.records.sidecar_files import RUN_STATS_SUFFIX, drop_partial_last_line, sidecar_path
 from llava.eval.records.run_record import RunLog, write_run_record
 from llava.eval.records.run_summary import RunRecordError
 from llava.eval.driver.sample_errors import FailedSample, SampleErrorLog
 from llava.mm_utils import get_model_name_from_path
 from llava.model.errors import CheckpointError
-from llava.eval.driver.flags import USAGE_ERROR, DriverSpec, check_args, check_model_paths
+from llava.eval.driver.flags import DriverSpec, check_args, check_model_paths
 from llava.eval.driver.items import EvalItem, resolve_conv_mode
 from llava.eval.driver.model_loading import load_model
 from llava.eval.driver.samples import SamplePreparer, PreparedItems, as_sample_list, answer_row, remove_run_files
@@ -77,6 +77,7 @@ from llava.eval.driver.bookkeeping import (
     device_info,
     peak_memory,
 )
+from llava.utils import usage_error
 
 logger = logging.getLogger(__name__)
 
@@ -222,8 +223,7 @@ def run_driver(spec: DriverSpec, args: argparse.Namespace,
             record = _answer_locked(spec, args, items, settings, started, errors)
     except (InputError, AnswersFileError, CheckpointError, FileNotFoundError, RecipeError, RunRecordError,
             UsageError) as err:
-        print(f"{spec.name}: error: {err}", file=sys.stderr)
-        return USAGE_ERROR
+        return usage_error(spec.name, err)
     if errors.count:
         print(f"{spec.name}: {errors.count} of {len(items)} questions skipped (image or prompt unusable; first: "
               f"{errors.first.message}); listed in {errors.path}", file=sys.stderr)

@@ -61,6 +61,7 @@ from llava.eval.records.sidecar_files import (
     merge_errors_files,
     sidecar_path,
 )
+from llava.utils import usage_error
 
 logger = logging.getLogger(__name__)
 
@@ -216,8 +217,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         path = merge_run_records(args.answers_file, args.chunks)
     except RunRecordError as err:
-        print(f"run_record: error: {err}", file=sys.stderr)
-        return 2
+        return usage_error("run_record", err)
     print(f"run record: {path}")
     return 0
 

@@ -13,7 +13,6 @@ all converted from the authors' published schedules by `fitprune.published`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 from collections.abc import Mapping
@@ -22,6 +21,7 @@ from typing import Any, List, Optional, Tuple
 
 from llava.model.pruning.flops import DecoderDims
 from llava.model.pruning.recipe import RecipeBook, RecipeError
+from llava.json_reading import read_json_file
 
 RECIPE_FILE_IN_CHECKPOINT = "fitprune_recipes.json"
 """Name of the recipe file that `python -m fitprune.calibrate` writes into a checkpoint by default."""
@@ -92,7 +92,7 @@ def _shipped_book_kind(path: Path) -> Tuple[DecoderDims, bool, int]:
         RecipeError: the file is not a recipe book (names it).
     """
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = read_json_file(path)
         model = raw["model"]
         dims = DecoderDims(**{f.name: model[f.name] for f in dataclasses.fields(DecoderDims)})
         fractional = any("keep_fractions" in recipe for recipe in raw["recipes"])
