@@ -33,15 +33,8 @@ import torch
 
 from llava.model.pruning.flops import DecoderDims, paper_layer_flops, paper_reduction
 from llava.model.pruning.policies import cross_and_self_scores, fitprune_attention_query
-from llava.model.pruning.recipe import (
-    FIT_INTERSECTION,
-    LABEL_TOLERANCE,
-    ModelSignature,
-    Recipe,
-    RecipeBook,
-    RecipeError,
-    keep_counts_for_fractions,
-)
+from llava.model.pruning.recipe import LABEL_TOLERANCE, ModelSignature, Recipe, RecipeBook, RecipeError
+from llava.model.pruning.recipe_fields import FIT_INTERSECTION, keep_counts_for_fractions
 from fitprune.stats import AttentionStats
 from llava.model.language_model.modeling_llama import AttentionInputs
 from llava.model.language_model.sequence_layout import SequenceLayout

@@ -29,15 +29,8 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from llava.model.pruning.recipe import (
-    FIT_PUBLISHED,
-    FULL_CONVENTION_OTHER_TOKENS,
-    ModelSignature,
-    Recipe,
-    RecipeBook,
-    RecipeError,
-    keep_counts_for_fractions,
-)
+from llava.model.pruning.recipe import ModelSignature, Recipe, RecipeBook, RecipeError
+from llava.model.pruning.recipe_fields import FIT_PUBLISHED, FULL_CONVENTION_OTHER_TOKENS, keep_counts_for_fractions
 from llava.json_reading import loads_json
 from llava.model.pruning.recipe_lookup import config_visual_tokens
 

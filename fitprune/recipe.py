@@ -15,12 +15,8 @@ from typing import Optional, Sequence
 from fitprune.published import import_published
 from fitprune.recipe_plot import plot_recipes
 from llava.json_reading import loads_json
-from llava.model.pruning.recipe import (
-    FULL_CONVENTION_OTHER_TOKENS,
-    RecipeBook,
-    RecipeError,
-    format_ratio,
-)
+from llava.model.pruning.recipe import RecipeBook, RecipeError, format_ratio
+from llava.model.pruning.recipe_fields import FULL_CONVENTION_OTHER_TOKENS
 from llava.utils import usage_error
 
 

@@ -10,13 +10,8 @@ from typing import List, Optional, Sequence
 import torch
 
 from fitprune.fit import FIT_PRODUCT
-from llava.model.pruning.recipe import (
-    FIT_INTERSECTION,
-    RATIO_TOLERANCE,
-    ModelSignature,
-    RecipeBook,
-    RecipeError,
-)
+from llava.model.pruning.recipe import RATIO_TOLERANCE, ModelSignature, RecipeBook, RecipeError
+from llava.model.pruning.recipe_fields import FIT_INTERSECTION
 from fitprune.calibration_set import file_sha256
 
 

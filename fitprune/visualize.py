@@ -25,6 +25,7 @@ from llava.eval.driver.images import ImageError, bound_image_geometry, load_imag
 from llava.eval.driver.questions import build_question_prompt
 from llava.model.anyres import uses_anyres
 from llava.model.errors import CheckpointError
+from llava.eval.driver.pruning_flags import apply_pruning_args
 from llava.eval.driver.output_paths import OutputPathError, check_output_file, writing_to
 from llava.serve.kept_patches import kept_patch_masks, merged_patch_mask, shade_dropped, tower_view
 from llava.utils import OneLineArgumentParser, usage_error
@@ -137,8 +138,8 @@ def _draw(args: argparse.Namespace) -> int:
     if uses_anyres(model.config):
         return usage_error(PROG, "visualize draws LLaVA-1.5's square patch grid; anyres (LLaVA-NeXT) models are not "
                                  "supported")
-    image = bound_image_geometry(image, processor, getattr(model.config, "image_aspect_ratio", None))
-    model.set_pruning(args.reduction_ratio, recipe=args.recipe)
+    image = bound_image_geometry(image, processor, model.config.image_aspect_ratio)
+    apply_pruning_args(model, args)
     prompt = build_question_prompt(args.question, args.conv_mode)
     input_ids = tokenizer_image_token(prompt, tokenizer, return_tensors="pt")[None].to(args.device)
     pixels = process_images([image], processor, model.config).to(args.device, dtype=model.dtype)

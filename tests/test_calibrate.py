@@ -13,7 +13,8 @@ import torch
 from fitprune.calibrate import main as calibrate_main
 from fitprune.fit import FIT_PRODUCT, lowest_within_mass, round_keep_counts, select_deletions
 from llava.model.pruning.flops import DecoderDims, paper_reduction
-from llava.model.pruning.recipe import FIT_INTERSECTION, RecipeBook
+from llava.model.pruning.recipe import RecipeBook
+from llava.model.pruning.recipe_fields import FIT_INTERSECTION
 from fitprune.lab.tiny_checkpoint import TinyLlavaSpec, write_tiny_llava
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,14 +10,8 @@ from pathlib import Path
 import pytest
 
 from llava.model.pruning.flops import paper_reduction
-from llava.model.pruning.recipe import (
-    FIT_PUBLISHED,
-    SCHEMA_VERSION,
-    ModelSignature,
-    Recipe,
-    RecipeBook,
-    RecipeError,
-)
+from llava.model.pruning.recipe import SCHEMA_VERSION, ModelSignature, Recipe, RecipeBook, RecipeError
+from llava.model.pruning.recipe_fields import FIT_PUBLISHED
 from fitprune.published import import_published
 from fitprune.recipe import main
 from llava.model.pruning.ratio import parse_reduction_ratio

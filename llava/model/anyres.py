@@ -30,12 +30,12 @@ MERGE_TYPES = ("flat", "spatial", "spatial_unpad")
 
 
 def merge_type_of(config: Any) -> str:
-    """The config's ``mm_patch_merge_type``, ``"flat"`` when absent.
+    """The `LlavaConfig`'s ``mm_patch_merge_type`` (declared default ``"flat"``; a JSON null reads as it).
 
     Raises:
         ValueError: If the value is not one of `MERGE_TYPES`.
     """
-    merge_type = getattr(config, "mm_patch_merge_type", None) or "flat"
+    merge_type = config.mm_patch_merge_type or "flat"
     if merge_type not in MERGE_TYPES:
         raise ValueError(f"config field 'mm_patch_merge_type'={merge_type!r} is not one of {MERGE_TYPES}")
     return merge_type

@@ -144,7 +144,7 @@ def to_original(src: str, dst: Path, max_shard_bytes: int, conv_mode: Optional[s
     tower = model.get_vision_tower()
     tower.vision_tower.save_pretrained(str(dst / TOWER_DIR), safe_serialization=True)
     processor.save_pretrained(str(dst / TOWER_DIR))
-    anyres = getattr(model.config, "image_aspect_ratio", None) == "anyres"
+    anyres = model.config.image_aspect_ratio == "anyres"
     fields = {k: v for k, v in model.config.to_dict().items() if k not in HF_ONLY_FIELDS}
     fields.update(mm_vision_tower=TOWER_DIR, unfreeze_mm_vision_tower=anyres,
                   torch_dtype=dtype_name(model.config.torch_dtype))

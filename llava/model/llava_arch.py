@@ -231,7 +231,7 @@ class LlavaMetaForCausalLM(ABC):
         features = self.encode_images(torch.cat(views, dim=0))  # (all views, P, D)
         per_image = features.split([v.shape[0] for v in views], dim=0)
         merge_type = merge_type_of(self.config)
-        pinpoints = getattr(self.config, "image_grid_pinpoints", None)
+        pinpoints = self.config.image_grid_pinpoints
         return [
             merge_image_features(
                 image_features,

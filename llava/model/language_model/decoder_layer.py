@@ -86,7 +86,7 @@ class LlamaAttention(nn.Module):
         super().__init__()
         self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
-        self.num_kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads or config.num_attention_heads
         if self.head_dim * self.num_heads != config.hidden_size:
             raise ValueError(
                 f"hidden_size {config.hidden_size} is not divisible by num_attention_heads {self.num_heads}"
@@ -100,9 +100,9 @@ class LlamaAttention(nn.Module):
         self.k_proj = nn.Linear(hidden, self.num_kv_heads * self.head_dim, bias=False)
         self.v_proj = nn.Linear(hidden, self.num_kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, hidden, bias=False)
-        self.rotary_emb = LlamaRotaryEmbedding(
-            self.head_dim, getattr(config, "rope_theta", 10000.0), getattr(config, "rope_scaling", None)
-        )
+        # transformers 4.31's LlamaConfig declares no rope_theta (a checkpoint's config.json may carry one)
+        theta = getattr(config, "rope_theta", 10000.0)
+        self.rotary_emb = LlamaRotaryEmbedding(self.head_dim, theta, config.rope_scaling)
 
     def _split_heads(self, x: torch.Tensor, heads: int) -> torch.Tensor:
         batch, length, _ = x.shape

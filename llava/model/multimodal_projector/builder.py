@@ -61,6 +61,7 @@ def build_vision_projector(config: Any, delay_load: bool = False, **kwargs: Any)
     Raises:
         ValueError: For an unknown projector type, an MLP depth below 1, or missing sizes.
     """
+    # config_checks probes projector types with a SimpleNamespace, not a LlavaConfig
     projector_type = getattr(config, "mm_projector_type", "linear")
     if projector_type == "identity":
         return IdentityMap()

@@ -14,6 +14,8 @@ each sample's initial visual tokens left after the layer; a sample that starts w
 its ``achieved_*`` figures are computed on the calibration samples' own counts. ``keep_fractions`` is an
 optional field: files without it (every absolute recipe) keep the schema version 1 layout.
 
+This module holds the `RecipeBook`; `ModelSignature` and `Recipe` are in `recipe_entries`, the field
+checks and constants in `recipe_fields`, the file writing and reading in `recipe_file`.
 Where a model's recipe file is found: `llava.model.pruning.recipe_lookup`. Recipes are fitted by
 ``python -m fitprune.calibrate``; ``python -m fitprune.recipe show FILE`` prints one.
 """
@@ -21,380 +23,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import numbers
-import operator
 import os
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Union
 
-import numpy as np
-
-from llava.json_reading import json_error_message, read_json_file
-from llava.model.pruning.flops import CountsLike, DecoderDims, full_reduction, paper_reduction
-
-SCHEMA_VERSION = 1
-"""Version of the recipe-book JSON layout; `RecipeBook.load` reads only this version."""
-
-FULL_CONVENTION_OTHER_TOKENS = 64
-"""Prefix + text tokens assumed when a recipe's full-convention reduction (`Recipe.achieved_full`) is computed."""
-
-FIT_PUBLISHED = "published"
-"""`Recipe.fit` of recipes copied from the FitPrune authors' code."""
-
-FIT_INTERSECTION = "fitprune-intersection"
-"""`Recipe.fit` of the paper-faithful fit (delete the intersection of the cross and self threshold sets)."""
-
-RATIO_TOLERANCE = 1e-6
-"""Two reduction ratios (percent) closer than this name the same recipe."""
-
-LABEL_TOLERANCE = 1.0
-"""Percent points by which what a loaded recipe's counts remove (paper convention) may exceed its label
-(``reduction_ratio``) or differ from its recorded ``achieved_paper`` (see `RecipeBook.check_labels`)."""
-
-
-class RecipeError(ValueError):
-    """A recipe or recipe book is invalid, does not fit the model, or is missing."""
-
-
-def format_ratio(ratio: Any) -> str:
-    """A ratio for messages: ``60`` for 60.0, the repr for a value that is not a number."""
-    if isinstance(ratio, numbers.Real) and not isinstance(ratio, bool):
-        return f"{float(ratio):g}"
-    return repr(ratio)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_finite_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def describe_json_error(where: Union[str, os.PathLike], err: json.JSONDecodeError) -> str:
-    """The message for a file that is not valid JSON: file, line, column and the parser's complaint
-    (`llava.json_reading.json_error_message`)."""
-    return json_error_message(where, err)
-
-
-def _check_keys(raw: Any, cls: type, where: str, optional: Sequence[str] = ()) -> None:
-    """Checks that a JSON object has the fields of the dataclass ``cls``, all but ``optional`` required.
-
-    Raises:
-        RecipeError: ``raw`` is not an object, or has a missing or an unknown field.
-    """
-    if not isinstance(raw, dict):
-        raise RecipeError(f"{where}: expected a JSON object, got {type(raw).__name__} {raw!r}")
-    names = [f.name for f in dataclasses.fields(cls)]
-    required = [name for name in names if name not in optional]
-    missing = [name for name in required if name not in raw]
-    if missing:
-        raise RecipeError(f"{where}: missing field '{missing[0]}' (required: {', '.join(required)})")
-    unknown = sorted(set(raw) - set(names))
-    if unknown:
-        raise RecipeError(f"{where}: unknown field '{unknown[0]}' (known: {', '.join(names)})")
-
-
-@dataclass(frozen=True)
-class ModelSignature(DecoderDims):
-    """What a recipe was fitted for: the decoder's dimensions (`DecoderDims`) and the visual-token count.
-
-    Attributes:
-        name: model name (e.g. ``llava-v1.5-7b``); informative only, never compared.
-        num_visual_tokens: visual tokens spliced into the prompt per image (before pruning).
-    """
-
-    name: str
-    num_visual_tokens: int
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str):
-            raise RecipeError(f"model: field 'name' must be a string, got {self.name!r}")
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name != "name" and (not _is_int(value) or value <= 0):
-                raise RecipeError(f"model: field '{f.name}' must be a positive int, got {value!r}")
-        try:
-            super().__post_init__()
-        except ValueError as err:
-            raise RecipeError(f"model: {err}") from None
-
-    @classmethod
-    def from_config(cls, config: Any, num_visual_tokens: int, name: Optional[str] = None) -> "ModelSignature":
-        """Builds the signature of a model from its LlamaConfig-style config.
-
-        Args:
-            config: a transformers config object, or a mapping of its fields (see `DecoderDims.from_config`).
-            num_visual_tokens: visual tokens per image, e.g. (image size / patch size)² for a CLIP tower.
-            name: model name; defaults to the last path component of ``config._name_or_path``, or ''.
-
-        Returns:
-            The signature.
-
-        Raises:
-            ValueError: a config field is missing or invalid (`RecipeError` for the signature's own checks).
-        """
-        dims = DecoderDims.from_config(config)
-        if name is None:
-            raw = config.get("_name_or_path") if isinstance(config, Mapping) else getattr(config, "_name_or_path", None)
-            name = Path(raw).name if raw else ""
-        return cls(name=name, num_visual_tokens=num_visual_tokens, **dataclasses.asdict(dims))
-
-    def dims(self) -> DecoderDims:
-        """The decoder dimensions alone, for the FLOPs functions of `llava.model.pruning.flops`."""
-        return DecoderDims(**{f.name: getattr(self, f.name) for f in dataclasses.fields(DecoderDims)})
-
-
-def _int_counts(keep_counts: Iterable[Any], num_visual_tokens: int, where: str) -> tuple[int, ...]:
-    """Converts keep counts (list, tuple, numpy array, integer torch tensor) to a validated tuple of ints.
-
-    Raises:
-        RecipeError: a count is not an int, is negative, exceeds num_visual_tokens, or rises.
-    """
-    if isinstance(keep_counts, (str, bytes)) or not hasattr(keep_counts, "__iter__"):
-        raise RecipeError(f"{where}: keep_counts must be a list of ints, got {keep_counts!r}")
-    counts = []
-    for i, value in enumerate(keep_counts):
-        if isinstance(value, bool):
-            raise RecipeError(f"{where}: keep_counts[{i}]={value!r} is not an int")
-        try:
-            count = operator.index(value)
-        except TypeError:
-            raise RecipeError(f"{where}: keep_counts[{i}]={value!r} is not an int") from None
-        if count < 0:
-            raise RecipeError(f"{where}: keep_counts[{i}]={count} is negative")
-        if count > num_visual_tokens:
-            raise RecipeError(f"{where}: keep_counts[{i}]={count} is above num_visual_tokens={num_visual_tokens}")
-        if counts and count > counts[-1]:
-            raise RecipeError(
-                f"{where}: keep_counts[{i}]={count} rises above keep_counts[{i - 1}]={counts[-1]} "
-                "(keep counts must not increase)"
-            )
-        counts.append(count)
-    if not counts:
-        raise RecipeError(f"{where}: keep_counts is empty")
-    return tuple(counts)
-
-
-def keep_counts_for_fractions(keep_fractions: CountsLike, num_visual: CountsLike) -> np.ndarray:
-    """Visual tokens a fractional recipe keeps: ``floor(fraction * n + 0.5)`` (halves round up).
-
-    Args:
-        keep_fractions: share of the initial visual tokens left after each layer, shape (layers,).
-        num_visual: each sample's initial visual token count n, a scalar or shape (samples,).
-
-    Returns:
-        (samples, layers) int64 keep counts; non-increasing along layers when the fractions are.
-    """
-    fractions = np.asarray(keep_fractions, dtype=np.float64).reshape(1, -1)
-    counts = np.asarray(num_visual, dtype=np.float64).reshape(-1, 1)
-    return np.floor(fractions * counts + 0.5).astype(np.int64)
-
-
-def _fractions(keep_fractions: Iterable[Any], where: str) -> tuple[float, ...]:
-    """Converts keep fractions to a validated tuple of floats.
-
-    Raises:
-        RecipeError: a value is not a number, is outside [0, 1], or rises; or there is none.
-    """
-    if isinstance(keep_fractions, (str, bytes)) or not hasattr(keep_fractions, "__iter__"):
-        raise RecipeError(f"{where}: keep_fractions must be a list of numbers in [0, 1], got {keep_fractions!r}")
-    fractions: list[float] = []
-    for i, value in enumerate(keep_fractions):
-        if hasattr(value, "item") and not isinstance(value, (list, tuple)):
-            value = value.item()  # numpy or torch scalar
-        if not _is_finite_number(value) or not 0 <= value <= 1:
-            raise RecipeError(f"{where}: keep_fractions[{i}]={value!r} is not a number in [0, 1]")
-        if fractions and value > fractions[-1]:
-            raise RecipeError(
-                f"{where}: keep_fractions[{i}]={value!r} rises above keep_fractions[{i - 1}]={fractions[-1]!r} "
-                "(keep fractions must not increase)"
-            )
-        fractions.append(float(value))
-    if not fractions:
-        raise RecipeError(f"{where}: keep_fractions is empty")
-    return tuple(fractions)
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How many visual tokens survive each decoder layer, for one FLOPs budget.
-
-    Attributes:
-        reduction_ratio: the budget: FLOPs to remove, percent in [0, 100) (paper convention).
-        num_visual_tokens: visual tokens entering layer 0.
-        keep_counts: visual tokens left after each layer (non-increasing, one per layer); for a
-            fractional recipe, what ``keep_fractions`` give for ``num_visual_tokens``.
-        achieved_paper: FLOPs removed under the paper convention, percent (a fractional recipe: on
-            its calibration samples' visual token counts).
-        achieved_full: FLOPs removed under the full convention with `FULL_CONVENTION_OTHER_TOKENS`
-            prefix + text tokens, percent.
-        alpha: the calibration's alpha (None for recipes not fitted here).
-        fit: how the recipe was made, e.g. ``fitprune-intersection`` or ``published``.
-        keep_fractions: None for a recipe of absolute counts; otherwise the share of each sample's
-            initial visual tokens left after each layer (non-increasing, in [0, 1]), see
-            `keep_counts_for_fractions`.
-    """
-
-    reduction_ratio: float
-    num_visual_tokens: int
-    keep_counts: tuple[int, ...]
-    achieved_paper: float
-    achieved_full: float
-    alpha: Optional[float]
-    fit: str
-    keep_fractions: Optional[tuple[float, ...]] = None
-
-    def __post_init__(self) -> None:
-        where = f"recipe {format_ratio(self.reduction_ratio)}"
-        ratio = self.reduction_ratio
-        if not _is_finite_number(ratio) or not 0 <= ratio < 100:
-            raise RecipeError(f"{where}: field 'reduction_ratio' must be a percent in [0, 100), got {ratio!r}")
-        if not _is_int(self.num_visual_tokens) or self.num_visual_tokens <= 0:
-            raise RecipeError(
-                f"{where}: field 'num_visual_tokens' must be a positive int, got {self.num_visual_tokens!r}"
-            )
-        for name in ("achieved_paper", "achieved_full"):
-            value = getattr(self, name)
-            if not _is_finite_number(value) or value > 100:
-                raise RecipeError(f"{where}: field '{name}' must be a percent (finite, at most 100), got {value!r}")
-            object.__setattr__(self, name, float(value))
-        if self.alpha is not None and (not _is_finite_number(self.alpha) or not 0 <= self.alpha <= 1):
-            raise RecipeError(f"{where}: field 'alpha' must be null or a number in [0, 1], got {self.alpha!r}")
-        if not isinstance(self.fit, str) or not self.fit:
-            raise RecipeError(f"{where}: field 'fit' must be a non-empty string, got {self.fit!r}")
-        object.__setattr__(self, "reduction_ratio", float(ratio))
-        object.__setattr__(self, "alpha", None if self.alpha is None else float(self.alpha))
-        object.__setattr__(self, "keep_counts", _int_counts(self.keep_counts, self.num_visual_tokens, where))
-        if self.keep_fractions is not None:
-            fractions = _fractions(self.keep_fractions, where)
-            if len(fractions) != len(self.keep_counts):
-                raise RecipeError(
-                    f"{where}: {len(fractions)} keep_fractions but {len(self.keep_counts)} keep_counts"
-                )
-            expected = tuple(int(c) for c in keep_counts_for_fractions(fractions, self.num_visual_tokens)[0])
-            if expected != self.keep_counts:
-                layer = next(i for i, (a, b) in enumerate(zip(expected, self.keep_counts)) if a != b)
-                raise RecipeError(
-                    f"{where}: keep_counts[{layer}]={self.keep_counts[layer]} but keep_fractions[{layer}]="
-                    f"{fractions[layer]!r} of num_visual_tokens={self.num_visual_tokens} gives {expected[layer]}"
-                )
-            object.__setattr__(self, "keep_fractions", fractions)
-
-    @property
-    def is_fractional(self) -> bool:
-        """True when the recipe states fractions of each sample's visual tokens."""
-        return self.keep_fractions is not None
-
-    @classmethod
-    def from_keep_fractions(
-        cls,
-        signature: ModelSignature,
-        ratio: float,
-        keep_fractions: Iterable[Any],
-        visual_counts: Optional[CountsLike] = None,
-        alpha: Optional[float] = None,
-        fit: str = FIT_INTERSECTION,
-    ) -> "Recipe":
-        """Builds a fractional recipe and what it achieves on the given samples' visual token counts.
-
-        Args:
-            signature: the model the recipe is for (``num_visual_tokens``: tokens per tower image).
-            ratio: the budget, percent of FLOPs to remove.
-            keep_fractions: share of each sample's initial visual tokens left after each layer, one
-                per layer, non-increasing, in [0, 1].
-            visual_counts: initial visual tokens of the samples the achieved figures are computed on
-                (the calibration set's); defaults to one sample of ``signature.num_visual_tokens``.
-            alpha: the calibration's alpha, if any.
-            fit: how the recipe was made.
-
-        Returns:
-            The recipe, with ``keep_counts`` for ``signature.num_visual_tokens`` and the achieved
-            reductions (percent, FLOPs averaged over the samples) filled in.
-
-        Raises:
-            RecipeError: the fractions do not fit the signature (length, range, monotonicity), or a
-                visual count is not a positive int.
-        """
-        where = f"recipe {format_ratio(ratio)}"
-        fractions = _fractions(keep_fractions, where)
-        if len(fractions) != signature.num_layers:
-            raise RecipeError(
-                f"{where}: {len(fractions)} keep fractions but model '{signature.name}' "
-                f"has num_layers={signature.num_layers}"
-            )
-        counts = np.asarray(signature.num_visual_tokens if visual_counts is None else visual_counts).reshape(-1)
-        if counts.size == 0 or not np.issubdtype(counts.dtype, np.integer) or np.any(counts <= 0):
-            raise RecipeError(f"{where}: visual_counts must be positive ints, got {visual_counts!r}")
-        per_sample = keep_counts_for_fractions(fractions, counts)  # (S, L)
-        dims = signature.dims()
-        return cls(
-            reduction_ratio=ratio,
-            num_visual_tokens=signature.num_visual_tokens,
-            keep_counts=tuple(int(c) for c in keep_counts_for_fractions(fractions, signature.num_visual_tokens)[0]),
-            achieved_paper=paper_reduction(dims, per_sample, counts),
-            achieved_full=full_reduction(dims, per_sample, counts, FULL_CONVENTION_OTHER_TOKENS),
-            alpha=alpha,
-            fit=fit,
-            keep_fractions=fractions,
-        )
-
-    @classmethod
-    def from_keep_counts(
-        cls,
-        signature: ModelSignature,
-        ratio: float,
-        keep_counts: Iterable[Any],
-        alpha: Optional[float] = None,
-        fit: str = FIT_INTERSECTION,
-    ) -> "Recipe":
-        """Builds a recipe and computes what it achieves under both FLOPs conventions.
-
-        Args:
-            signature: the model the recipe is for.
-            ratio: the budget, percent of FLOPs to remove.
-            keep_counts: visual tokens left after each layer, one int per layer (list, tuple, numpy
-                array or integer torch tensor).
-            alpha: the calibration's alpha, if any.
-            fit: how the recipe was made.
-
-        Returns:
-            The recipe, with ``achieved_paper`` and ``achieved_full`` (percent) filled in.
-
-        Raises:
-            RecipeError: the counts do not fit the signature (length, range, monotonicity) or a field is invalid.
-        """
-        where = f"recipe {format_ratio(ratio)}"
-        counts = _int_counts(keep_counts, signature.num_visual_tokens, where)
-        if len(counts) != signature.num_layers:
-            raise RecipeError(
-                f"{where}: {len(counts)} keep counts but model '{signature.name}' has num_layers={signature.num_layers}"
-            )
-        dims = signature.dims()
-        return cls(
-            reduction_ratio=ratio,
-            num_visual_tokens=signature.num_visual_tokens,
-            keep_counts=counts,
-            achieved_paper=paper_reduction(dims, counts, signature.num_visual_tokens),
-            achieved_full=full_reduction(dims, counts, signature.num_visual_tokens, FULL_CONVENTION_OTHER_TOKENS),
-            alpha=alpha,
-            fit=fit,
-        )
-
-    @property
-    def deleted_per_layer(self) -> tuple[int, ...]:
-        """Visual tokens deleted after each layer (the authors' format): previous count minus this one."""
-        previous = (self.num_visual_tokens,) + self.keep_counts[:-1]
-        return tuple(before - after for before, after in zip(previous, self.keep_counts))
-
-    @property
-    def final_visual_tokens(self) -> int:
-        """Visual tokens left after the last layer."""
-        return self.keep_counts[-1]
+from llava.model.pruning.flops import paper_reduction
+from llava.model.pruning.recipe_fields import (
+    LABEL_TOLERANCE,
+    RATIO_TOLERANCE,
+    SCHEMA_VERSION,
+    RecipeError,
+    check_keys,
+    format_ratio,
+)
+from llava.model.pruning.recipe_entries import ModelSignature, Recipe
+from llava.model.pruning.recipe_file import read_book_json, write_json_atomically
 
 
 @dataclass(frozen=True)
@@ -469,24 +113,11 @@ class RecipeBook:
         Raises:
             OSError: the folder is not writable.
         """
-        path = Path(path)
         data = dataclasses.asdict(self)
         for recipe in data["recipes"]:
             if recipe["keep_fractions"] is None:  # absolute recipes keep the original layout
                 del recipe["keep_fractions"]
-        temp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-        # os.open with mode 0o666 lets the umask set the permissions, as for a plain open().
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with open(fd, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, indent=1, sort_keys=True, allow_nan=False)
-                handle.write("\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, path)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
+        write_json_atomically(Path(path), data)
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike]) -> "RecipeBook":
@@ -506,31 +137,15 @@ class RecipeBook:
                 file name and names the recipe ratio, field and offending value.
         """
         where = str(path)
+        raw = read_book_json(where, cls)
         try:
-            raw = read_json_file(where, RecipeError)
-        except FileNotFoundError:
-            raise RecipeError(f"{where}: no such recipe file") from None
-        if not isinstance(raw, dict):
-            raise RecipeError(f"{where}: expected a JSON object at the top level, got {type(raw).__name__}")
-        if "schema_version" not in raw:
-            raise RecipeError(f"{where}: missing field 'schema_version' (expected {SCHEMA_VERSION})")
-        if raw["schema_version"] != SCHEMA_VERSION or not _is_int(raw["schema_version"]):
-            raise RecipeError(
-                f"{where}: schema_version={raw['schema_version']!r} is not supported (this code reads {SCHEMA_VERSION})"
-            )
-        _check_keys(raw, cls, where)
-        if not isinstance(raw["recipes"], list):
-            raise RecipeError(f"{where}: field 'recipes' must be a list, got {raw['recipes']!r}")
-        if not isinstance(raw["provenance"], dict):
-            raise RecipeError(f"{where}: field 'provenance' must be an object, got {raw['provenance']!r}")
-        try:
-            _check_keys(raw["model"], ModelSignature, "model")
+            check_keys(raw["model"], ModelSignature, "model")
             model = ModelSignature(**raw["model"])
             recipes = []
             for i, entry in enumerate(raw["recipes"]):
                 has_ratio = isinstance(entry, dict) and "reduction_ratio" in entry
                 label = f"recipe {format_ratio(entry['reduction_ratio'])}" if has_ratio else f"recipes[{i}]"
-                _check_keys(entry, Recipe, label, optional=("keep_fractions",))
+                check_keys(entry, Recipe, label, optional=("keep_fractions",))
                 recipes.append(Recipe(**entry))
             book = cls(model=model, recipes=tuple(recipes), provenance=raw["provenance"], schema_version=SCHEMA_VERSION)
             book.check_labels()

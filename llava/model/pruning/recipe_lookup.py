@@ -73,6 +73,7 @@ def config_visual_tokens(config: Any) -> Optional[int]:
             return multipath_settings(config).fast_grid ** 2
         except (CheckpointError, ValueError, OSError):
             return None
+    # `config` may be a parsed config.json (a namespace of only the keys it holds), so fields are read with defaults
     clip = getattr(config, "mm_vision_tower_config", None) or KNOWN_CLIP_TOWERS.get(
         getattr(config, "mm_vision_tower", None) or ""
     )

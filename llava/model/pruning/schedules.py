@@ -11,7 +11,8 @@ from typing import Sequence
 import torch
 
 from llava.model.pruning.pruner import KeepSchedule
-from llava.model.pruning.recipe import Recipe, RecipeError, keep_counts_for_fractions
+from llava.model.pruning.recipe import Recipe, RecipeError
+from llava.model.pruning.recipe_fields import keep_counts_for_fractions
 
 
 class RecipeSchedule:
