@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
-from fitprune.lab.shapes.data import EVAL_DIR, write_benchmark_layout
+from fitprune.lab.shapes.data import EVAL_DIR
+from fitprune.lab.scenes.eval_layout import write_eval_layout
 from fitprune.lab.scenes.scenes import RelationalScene, RelationalTask, SceneObject, render_scene, sample_scene
 from fitprune.lab.shapes.questions import POPE_CATEGORIES, SPLITS, SUFFIX, absent_pairs
 
@@ -313,7 +314,8 @@ def write_dataset(output: Path, task: RelationalTask, seed: int, calibration_ima
     """Writes the calibration and test splits under `output`: question jsonl (with answers,
     kinds and oracle cells), PNG images, each split's scene metadata
     (`{split}_scenes.jsonl`: image -> objects with boxes and cells) and the test split as
-    LLaVA's eval tree (`eval/`). The train split is generated in memory (`train_conversations`).
+    LLaVA's eval tree (`eval/`, `fitprune.lab.scenes.eval_layout`). The train split is
+    generated in memory (`train_conversations`).
 
     Returns:
         Name -> path of every question and annotation file written.
@@ -331,8 +333,7 @@ def write_dataset(output: Path, task: RelationalTask, seed: int, calibration_ima
         _write_jsonl(written[f"{split}_scenes"], [{"image": i.image, "objects": i.scene.metadata(task)}
                                                  for i in firsts])
         if split == "test":
-            written.update(write_benchmark_layout(
-                output / EVAL_DIR, lambda scene: render_scene(task, scene), items, dataset_name="scenes"))
+            written.update(write_eval_layout(output / EVAL_DIR, task, items))
     return written
 
 

@@ -117,7 +117,9 @@ POPE_IMAGES = "pope/val2014"
 
 
 def write_benchmark_layout(root: Path, render: Callable[[Any], Image.Image], items: Sequence[Any],
-                           dataset_name: Optional[str] = None) -> Dict[str, Path]:
+                           dataset_name: Optional[str] = None,
+                           textvqa: Callable[[Sequence[Any]], Tuple[List[dict], dict]] = textvqa_files,
+                           ) -> Dict[str, Path]:
     """Writes `items` under `root` as the TextVQA (open questions) and POPE (presence)
     benchmark files and image folders that LLaVA's eval scripts read.
 
@@ -126,12 +128,14 @@ def write_benchmark_layout(root: Path, render: Callable[[Any], Image.Image], ite
         render: draws an item's scene.
         items: the split's items (`image`, `scene`, `question`), of any synthetic task.
         dataset_name: the TextVQA annotations' ``dataset_name``, when not the default.
+        textvqa: the TextVQA question lines and annotation file of `items` (`textvqa_files`
+            by default; a task with several open questions per image gives its own).
 
     Returns:
         Name -> path of every question and annotation file written.
     """
     written = {}
-    text_questions, text_annotations = textvqa_files(items)
+    text_questions, text_annotations = textvqa(items)
     if dataset_name is not None:
         text_annotations["dataset_name"] = dataset_name
     pope_questions, labels = pope_files(items)
