@@ -82,7 +82,7 @@ def prepare_batches(model, tokenizer, image_processor, questions, image_folder, 
     from llava.mm_utils import process_images, tokenizer_image_token
 
     batches = []
-    use_start_end = getattr(model.config, "mm_use_im_start_end", False)
+    use_start_end = model.config.mm_use_im_start_end
     device = model.get_model().embed_tokens.weight.device
     for question in tqdm(questions, desc="prepare", unit="sample", leave=False):
         prompt = build_question_prompt(question.text, conv_mode, use_im_start_end=use_start_end)
@@ -91,7 +91,7 @@ def prepare_batches(model, tokenizer, image_processor, questions, image_folder, 
             image = load_image(Path(image_folder) / question.image)
         except ImageError as err:
             raise QuestionFileError(f"{question_file}:{question.line}: field 'image': {err}") from None
-        image = bound_image_geometry(image, image_processor, getattr(model.config, "image_aspect_ratio", None))
+        image = bound_image_geometry(image, image_processor, model.config.image_aspect_ratio)
         pixels = process_images([image], image_processor, model.config).to(device, dtype=model.dtype)
         with torch.no_grad():
             spliced = model.splice_images(input_ids, None, pixels, image_sizes=[image.size])

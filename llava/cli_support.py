@@ -194,7 +194,7 @@ def start_run(args: argparse.Namespace, default_max_new_tokens: int) -> LoadedRu
 
 def image_prompt(query: str, config) -> str:
     """`query` with the image placeholder (and start/end tokens if the model uses them) in front."""
-    if getattr(config, "mm_use_im_start_end", False):
+    if config.mm_use_im_start_end:
         return f"{DEFAULT_IM_START_TOKEN}{DEFAULT_IMAGE_TOKEN}{DEFAULT_IM_END_TOKEN}\n{query}"
     return f"{DEFAULT_IMAGE_TOKEN}\n{query}"
 

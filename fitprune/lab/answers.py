@@ -129,7 +129,7 @@ def encode_questions(questions: Sequence[AnsweredQuestion], tokenizer, image_pro
 
     from llava.mm_utils import process_images, tokenizer_image_token
 
-    use_start_end = getattr(config, "mm_use_im_start_end", False)
+    use_start_end = config.mm_use_im_start_end
     batches = []
     for start in range(0, len(questions), batch_size):
         chunk = questions[start:start + batch_size]

@@ -89,6 +89,8 @@ def _prepare_vision_tower(config, model_path: str) -> None:
             tower is missing or not available offline (`check_vision_tower`).
     """
     where = tower_config_location(config)
+    # read before the model is built: `config` may be a plain LlamaConfig of an older checkpoint, and
+    # `vision_tower` is upstream's fallback name, not a LlavaConfig field
     tower = getattr(config, "mm_vision_tower", None) or getattr(config, "vision_tower", None)
     if not tower:
         raise CheckpointError(

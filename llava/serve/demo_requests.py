@@ -208,7 +208,7 @@ class DemoModel:
         try:
             with self.image_slots.held():
                 image = load_image(image_path, max_bytes=self.max_bytes)
-                aspect = "anyres" if self.anyres else getattr(self.model.config, "image_aspect_ratio", None)
+                aspect = "anyres" if self.anyres else self.model.config.image_aspect_ratio
                 image = bound_image_geometry(image, self.image_processor, aspect)
                 view = None if self.anyres else tower_view(image, self.image_processor, self.model.config)
         except ImageError as err:

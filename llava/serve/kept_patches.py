@@ -76,7 +76,7 @@ def shade_dropped(image: np.ndarray, alive: np.ndarray, strength: float = 0.75,
 def tower_view(image: Image.Image, processor, config) -> np.ndarray:
     """The image as the vision tower sees its geometry: padded to a square when the model
     pads, resized to the tower's input size; (H, W, 3) uint8."""
-    if getattr(config, "image_aspect_ratio", None) == "pad":
+    if config.image_aspect_ratio == "pad":
         image = expand2square(image, tuple(int(x * 255) for x in processor.image_mean))
     crop = processor.crop_size
     size = (crop["width"], crop["height"]) if isinstance(crop, dict) else (crop, crop)

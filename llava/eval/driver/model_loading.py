@@ -48,14 +48,17 @@ def load_model(args: argparse.Namespace) -> LoadedModel:
 
 def pruning_info(model) -> dict:
     """The pruning in effect: ratio (percent), policy, recipe file and the recipe's keep counts and
-    reductions (percent), read from the model's pruner (the recipe is not read again)."""
+    reductions (percent), read from the model's pruner (the recipe is not read again). The policy is
+    named whenever a pruner is installed; the recipe fields stay None for a policy that sets its own
+    counts (DART, DivPrune, PyramidDrop, SparseVLM, VisionZip)."""
     pruner = model.get_model().prefill_hook
     recipe = getattr(pruner, "recipe", None)
-    info = {"reduction_ratio": float(getattr(model.config, "reduction_ratio", 0) or 0), "policy": None,
+    settings = getattr(pruner, "settings", None)
+    info = {"reduction_ratio": float(model.config.reduction_ratio), "policy": settings and settings.policy,
             "recipe_file": None, "keep_counts": None, "achieved_paper": None, "achieved_full": None}
     if recipe is None:
         return info
-    info.update(policy=pruner.settings.policy, recipe_file=str(pruner.recipe_file),
+    info.update(recipe_file=str(pruner.recipe_file),
                 keep_counts=list(recipe.keep_counts), achieved_paper=recipe.achieved_paper,
                 achieved_full=recipe.achieved_full)
     return info

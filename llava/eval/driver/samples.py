@@ -40,7 +40,7 @@ class SamplePreparer:
     def prompt(self, item: EvalItem) -> str:
         """The full conversation prompt of an item."""
         return build_question_prompt(item.question, self.conv_mode, with_image=item.image is not None,
-                                     use_im_start_end=bool(getattr(self.config, "mm_use_im_start_end", False)))
+                                     use_im_start_end=self.config.mm_use_im_start_end)
 
     def load_image(self, item: EvalItem) -> Image.Image:
         """The item's image, RGB, bounded for its preprocessing path (`llava.eval.driver.images`).
@@ -58,7 +58,7 @@ class SamplePreparer:
         """The `image_aspect_ratio` that `pixels` preprocesses with: the config's for `process_images`,
         None for resize-and-crop."""
         if self.image_loading.pad or uses_anyres(self.config):
-            return getattr(self.config, "image_aspect_ratio", None)
+            return self.config.image_aspect_ratio
         return None
 
     def pixels(self, image: Image.Image) -> torch.Tensor:
@@ -75,7 +75,7 @@ class SamplePreparer:
         if pixels.dim() == 3:
             return self.num_visual_tokens
         placeholder = torch.zeros(pixels.shape[0], self.num_visual_tokens, 1)
-        pinpoints = getattr(self.config, "image_grid_pinpoints", None)
+        pinpoints = self.config.image_grid_pinpoints
         run = merge_image_features(placeholder, merge_type_of(self.config), image_size=image_size,
                                    grid_pinpoints=parse_grid_pinpoints(pinpoints) if pinpoints else None,
                                    tile_pixels=self.tile_pixels, image_newline=torch.zeros(1))
