@@ -10,8 +10,7 @@ Modules:
     recipe: ``python -m fitprune.recipe``: show a recipe file, import the authors' recipes.
     recipe_plot: keep counts per layer drawn as a PNG.
     report: ``python -m fitprune.report``: paper-style tables from eval run records.
-    metrics_files: ``<answers stem>.metrics.json``: scores parsed from evaluator logs and recorded.
-    run_collection: the eval runs under a runs folder, read into `Run`s for the report.
+    run_collection: the eval runs under a runs folder (llava.eval.records), read into `Run`s for the report.
     visualize: ``python -m fitprune.visualize``: the kept patches drawn over an image.
     defaults: the bundled default model and data.
     demo, bench, train_demo, synthetic: the lab's commands under their usual names.

@@ -48,6 +48,8 @@ from fitprune.fit import LayerWalk, fit_recipe
 from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT
 from llava.model.pruning.recipe import ModelSignature, RecipeError
 from llava.model.pruning.recipe_lookup import RECIPES_DIR
+from llava.model.pruning.from_config import DEFAULT_POLICY
+from llava.model.pruning.policies import POLICIES, policy_named
 from llava.model.pruning.ratio import parse_reduction_ratio
 from fitprune.recipe_plot import plot_recipes
 from fitprune.stats import collect_stats
@@ -86,6 +88,14 @@ def positive_int(value: str) -> int:
     return number
 
 
+def policy_refusal(name: str) -> str:
+    """Why calibration does not run for the pruning method `name` (any but FitPrune's), in one line."""
+    if hasattr(policy_named(name), "schedule_for_budget"):
+        return f"{name} sets its own keep counts from the budget and reads no recipe; calibrate fits FitPrune's"
+    return (f"calibrate fits FitPrune's recipes; {name} prunes with that book as is (calibrate with fitprune, "
+            f"then pass --policy {name} to run_llava or a driver)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The calibration command line (LLaVA flag names; both ratio spellings)."""
     parser = OneLineArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
@@ -96,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="question jsonl or LLaVA instruction data (default: bundled calibration set)")
     parser.add_argument("--image-folder", default=None)
     parser.add_argument("--conv-mode", default="vicuna_v1")
+    parser.add_argument("--policy", choices=list(POLICIES), default=DEFAULT_POLICY, metavar="NAME",
+                        help="only fitprune: calibration fits FitPrune's recipes (other methods are refused with "
+                             "the reason)")
     parser.add_argument("--reduction-ratio", "--reduction_ratio", dest="reduction_ratios", nargs="+",
                         type=parse_reduction_ratio, default=[30.0, 50.0, 60.0, 70.0],
                         help="budgets in percent of paper-convention FLOPs (0.6 is read as 60)")
@@ -143,6 +156,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.policy != DEFAULT_POLICY:
+        parser.error(f"argument --policy: {policy_refusal(args.policy)}")
     repeated = [r for i, r in enumerate(args.reduction_ratios) if r in args.reduction_ratios[:i]]
     if repeated:
         parser.error(f"argument --reduction-ratio/--reduction_ratio: budget {repeated[0]:g} is given twice")

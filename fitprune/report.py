@@ -2,15 +2,12 @@
 
     python -m fitprune.report --runs-dir playground/data/eval --output-dir reports/
     python -m fitprune.report --runs-dir playground/shapes/eval --output-dir reports/   # demo-model runs
-    python -m fitprune.report record-metric --answers-file ANSWERS.jsonl --metric accuracy --value 58.2
-    python -m fitprune.report record-metric --answers-file ANSWERS.jsonl --metric accuracy \\
-        --from-log ANSWERS.metric.log --pattern 'Accuracy: ([0-9.]+)%' [--reduce last] [--scale 1]
 
 Building collects, under ``--runs-dir``, every run record ``<name>.run.json`` written by the
 generation drivers (chunk records are skipped: their merged record counts) and the metrics
-file ``<name>.metrics.json`` beside it, written by ``record-metric`` (the benchmark scripts
-call it after their metric step; server- and judge-scored benchmarks are recorded by hand
-with ``--value``). Metrics file (``schema_version`` 1)::
+file ``<name>.metrics.json`` beside it, written by ``python -m llava.eval.records.record_metric``
+(the benchmark scripts call it after their metric step; server- and judge-scored benchmarks are
+recorded by hand with ``--value``). Metrics file (``schema_version`` 1)::
 
     {"schema_version": 1, "benchmark": "textvqa", "metric": "accuracy", "value": 58.2,
      "samples": {"answered": 4999, "skipped": 1, "total": 5000, "errors_file": ".../<name>.errors.jsonl"}
@@ -20,11 +17,11 @@ with ``--value``). Metrics file (``schema_version`` 1)::
      "recorded_at": "2024-01-01T00:00:00+0000"}
 
 Every field the report uses is checked (type, finite, range: a score in its metric's range, a
-percentage [0, 100] unless `fitprune.metrics_files.score_range` says otherwise; a ratio in
+percentage [0, 100] unless `llava.eval.records.metrics_files.score_range` says otherwise; a ratio in
 [0, 100); counts non-negative integers). A run whose record or metrics file fails is left out
 with one warning line naming the file and the field, and a results.md footnote, so that one
-damaged file does not cost the table of the other runs; none usable is exit 2. record-metric
-refuses non-finite ``--value``/``--scale`` at the flag and an out-of-range score, exit 2.
+damaged file does not cost the table of the other runs; none usable is exit 2. This module only
+reads llava's records (`llava.eval.records`); it writes none of them.
 
 A run that skipped samples (listed in ``<name>.errors.jsonl``) is scored on the answered
 ones; ``samples`` says so, and the report's "Skipped samples" column repeats it.
@@ -40,11 +37,9 @@ paper-convention FLOPs reduction, one panel per benchmark; needs matplotlib).
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import logging
-import math
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -54,8 +49,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from fitprune.defaults import SHAPES_DIR
 from llava.eval.io_utils import write_text_atomic
 from llava.eval.driver.output_paths import OutputPathError, check_output_folder, writing_to
+from llava.eval.records.metrics_files import ReportError
 from llava.eval.records.sidecar_files import RUN_RECORD_SUFFIX
-from fitprune.metrics_files import parse_metric, record_metric
 from fitprune.run_collection import RowKey, Run, collect_runs
 from llava.utils import OneLineArgumentParser, usage_error
 
@@ -72,7 +67,6 @@ BENCHMARK_COLUMNS = {
     "llavabench": "LLaVA-W", "mmvet": "MM-Vet",
 }
 """Benchmark names of the scripts and their column titles, in LLaVA's table order."""
-from fitprune.metrics_files import REDUCERS, ReportError
 
 
 
@@ -321,53 +315,12 @@ def build_report(runs_dir: Path, output_dir: Path) -> Tuple[Table, List[Path]]:
 # ----------------------------------------------------------------------------- command line
 
 
-def finite_float(text: str) -> float:
-    """A flag's number; nan, inf and values that overflow to inf (1e400) are refused."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
-
-
-def _record_metric_main(argv: Sequence[str]) -> int:
-    parser = OneLineArgumentParser(prog="python -m fitprune.report record-metric", error_name="record-metric",
-                                   description="Stores a benchmark score beside its answers file.")
-    parser.add_argument("--answers-file", required=True, help="the answers JSONL the score is for")
-    parser.add_argument("--benchmark", default=None, help="default: from the run record beside the answers")
-    parser.add_argument("--metric", default="score", help="the score's name, e.g. accuracy")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--value", type=finite_float, help="the score itself (e.g. from an evaluation server)")
-    source.add_argument("--from-log", help="a metric command's output to parse with --pattern")
-    parser.add_argument("--pattern", help="regular expression whose first group is the score (with --from-log)")
-    parser.add_argument("--reduce", choices=sorted(REDUCERS), default="last", help="over several matches")
-    parser.add_argument("--scale", type=finite_float, default=1.0, help="multiplies the parsed value")
-    args = parser.parse_args(argv)
-    try:
-        if args.value is not None:
-            value, source_info = args.value, {"manual": True}
-        else:
-            if not args.pattern:
-                parser.error("--from-log needs --pattern")
-            log = Path(args.from_log)
-            if not log.is_file():
-                raise ReportError(f"{log}: metric log does not exist")
-            log_text = log.read_text(encoding="utf-8", errors="replace")
-            value, matches = parse_metric(log_text, args.pattern, args.reduce, args.scale)
-            source_info = {"log": str(log), "pattern": args.pattern, "reduce": args.reduce, "scale": args.scale,
-                           "matches": matches}
-        path, coverage = record_metric(args.answers_file, args.metric, value, args.benchmark, source_info)
-    except ReportError as err:
-        return usage_error("record-metric", err)
-    print(f"{args.metric} = {value:g} -> {path}" + (f"; {coverage.describe()}" if coverage else ""))
-    return 0
-
-
-def _build_main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fitprune.report", description=__doc__.splitlines()[0],
-                                     epilog="record a score: python -m fitprune.report record-metric --help")
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Builds the report from the flags; returns 0, or 2 after one ``report: error:`` line on
+    stderr for bad input."""
+    parser = OneLineArgumentParser(prog="python -m fitprune.report", description=__doc__.splitlines()[0],
+                                   error_name="report",
+                                   epilog="record a score: python -m llava.eval.records.record_metric --help")
     parser.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR,
                         help=f"searched for *.run.json records (the demo model's runs: {DEMO_EVAL_DIR})")
     parser.add_argument("--output-dir", default="reports", help="where results.md/.csv/.png go")
@@ -380,15 +333,6 @@ def _build_main(argv: Sequence[str]) -> int:
     print(to_markdown(table), end="")
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``record-metric ...`` records a score; anything else builds the report. Returns the exit
-    code: 0, or 2 after one ``error:`` line on stderr for bad input (as argparse)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "record-metric":
-        return _record_metric_main(argv[1:])
-    return _build_main(argv)
 
 
 if __name__ == "__main__":

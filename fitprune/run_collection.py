@@ -1,6 +1,6 @@
 """Eval runs found under a runs folder: each run record with its metrics, ratio and FLOPs, as a `Run`.
 
-Every field the report uses is checked (`fitprune.checked_fields`). A run whose record or
+Every field the report uses is checked (`llava.eval.records.checked_fields`). A run whose record or
 metrics file is unusable (not JSON, a field of the wrong type or out of range) is left out with
 one warning line naming the file and the field, and listed in `Collection.left_out`, so that
 one damaged file among fifty runs costs its own row, not the table; the report stops only
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from fitprune.checked_fields import (count, load_json_file, number, numbers, obj, optional, read_field, strings,
+from llava.eval.records.checked_fields import (count, load_json_file, number, numbers, obj, optional, read_field, strings,
                                      text)
-from fitprune.metrics_files import METRICS_SUFFIX, ReportError, read_metrics
+from llava.eval.records.metrics_files import METRICS_SUFFIX, ReportError, read_metrics
 from llava.eval.records.sidecar_files import ANSWERS_SUFFIX, RUN_RECORD_SUFFIX, sidecar_path
 
 logger = logging.getLogger(__name__)

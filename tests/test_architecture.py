@@ -227,3 +227,34 @@ def test_pruned_inference_runs_without_fitprune(tiny_checkpoint):
     )
     assert result.returncode == 0, result.stderr
     assert f"visual tokens kept after the last layer: {kept} of 144" in result.stderr
+
+
+def test_the_eval_scripts_use_nothing_from_fitprune():
+    """Evaluation runs on llava alone: the scripts call no fitprune module or file (``fitprune`` as
+    the name of the default pruning policy, ``--policy fitprune``, is the method, not the package)."""
+    import re
+
+    uses = [f"{path.name}:{number}: {line.strip()}"
+            for path in sorted((REPO / "scripts" / "v1_5" / "eval").glob("*.sh"))
+            for number, line in enumerate(path.read_text().splitlines(), start=1)
+            if re.search(r"\bfitprune[./]|-m\s+fitprune\b|import\s+fitprune", line)]
+    assert uses == []
+
+
+LIBRARIES_WITH_A_COMMAND = {
+    "llava.eval.records.run_record": "the run-record library; `merge` is a thin command over merge_run_records",
+}
+"""llava modules with a ``__main__`` block that other modules may import, and why."""
+
+
+def test_no_command_line_module_is_imported_for_its_helpers():
+    """Shared command-line plumbing lives in llava.cli_support: no llava command (a module with a
+    ``__main__`` block) is imported by llava or fitprune for its helpers (the lab, which launches
+    commands, is another engineer's room and not checked here)."""
+    commands = {name for name, path in MODULES.items() if _in(name, "llava")
+                and 'if __name__ == "__main__"' in path.read_text()} - set(LIBRARIES_WITH_A_COMMAND)
+    importers = sorted(f"{name} -> {other}" for name, imported in GRAPH.items()
+                       if (_in(name, "llava") or _in(name, "fitprune")) and not _in(name, "fitprune.lab")
+                       for other in imported & commands if other != name)
+    assert "llava.eval.run_llava" in commands
+    assert importers == []

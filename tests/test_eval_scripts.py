@@ -34,9 +34,9 @@ FIRST_REQUIRED = {
 
 
 def _run_script(script, env_overrides, timeout=300, unset=(), **kwargs):
-    """Runs bash with `script`; CKPT, RECIPE, REDUCTION_RATIO, OPENAI_API_KEY and the names in
-    `unset` are removed from the environment, then `env_overrides` applied."""
-    dropped = {"CKPT", "RECIPE", "REDUCTION_RATIO", "OPENAI_API_KEY", *unset}
+    """Runs bash with `script`; CKPT, RECIPE, REDUCTION_RATIO, POLICY, OPENAI_API_KEY and the names
+    in `unset` are removed from the environment, then `env_overrides` applied."""
+    dropped = {"CKPT", "RECIPE", "REDUCTION_RATIO", "POLICY", "OPENAI_API_KEY", *unset}
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     # one thread: the tiny model gains nothing from more, and loses much on a busy machine
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", PYTHON=sys.executable,
@@ -81,6 +81,10 @@ def test_run_names_derive_from_model_ratio_and_recipe(tmp_path):
         assert (result.returncode, result.stdout.strip()) == (0, expected), result.stderr
     explicit = _source_common(tmp_path, 'echo "$CKPT"', CKPT="mine", REDUCTION_RATIO="60")
     assert explicit.stdout.strip() == "mine"
+    for policy, expected in [("fitprune", "llava-v1.5-7b-r60"), ("fastv", "llava-v1.5-7b-r60-fastv")]:
+        result = _source_common(tmp_path, 'echo "$CKPT"', MODEL_PATH="liuhaotian/llava-v1.5-7b", REDUCTION_RATIO="60",
+                                POLICY=policy)
+        assert result.stdout.strip() == expected
 
 
 def test_bad_ratio_and_missing_recipe_are_refused(tmp_path):
@@ -131,6 +135,32 @@ def test_textvqa_script_end_to_end_on_cpu(tiny_checkpoint, tmp_path):
     assert metrics["benchmark"] == "textvqa"
     assert metrics["value"] == pytest.approx(100 * accuracy, abs=0.005)
 
+
+
+def test_policy_reaches_the_driver_and_names_the_run(tiny_checkpoint, tmp_path):
+    """POLICY=divprune: the answers and run record carry the policy in their name, the record names
+    it, and DivPrune's one cut before layer 0 holds through every layer; the metric is recorded."""
+    _tiny_textvqa(tmp_path)
+    env = {"EVAL_DIR": str(tmp_path), "MODEL_PATH": str(tiny_checkpoint), "DEVICE": "cpu",
+           "REDUCTION_RATIO": "60", "POLICY": "divprune", "BATCH_SIZE": "2"}
+    result = _run_script([str(SCRIPTS / "textvqa.sh")], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    answers = tmp_path / "textvqa" / "answers"
+    assert sorted(p.name for p in answers.glob("*.run.json")) == ["llava-v1.5-tiny-r60-divprune.run.json"]
+    record = json.loads((answers / "llava-v1.5-tiny-r60-divprune.run.json").read_text())
+    assert (record["pruning"]["policy"], record["pruning"]["reduction_ratio"]) == ("divprune", 60.0)
+    kept = record["visual_tokens"]["kept_per_layer_mean"]
+    assert len(set(kept)) == 1 and kept[0] < TINY_KEEP_COUNTS[0]
+    assert json.loads((answers / "llava-v1.5-tiny-r60-divprune.metrics.json").read_text())["benchmark"] == "textvqa"
+
+
+def test_an_unknown_policy_stops_the_script_in_one_line(tiny_checkpoint, tmp_path):
+    _tiny_textvqa(tmp_path)
+    result = _run_script([str(SCRIPTS / "textvqa.sh")], {"EVAL_DIR": str(tmp_path), "MODEL_PATH": str(tiny_checkpoint),
+                                                        "DEVICE": "cpu", "POLICY": "nope"})
+    assert result.returncode == 2
+    assert result.stderr.startswith("model_vqa_loader: error: argument --policy: invalid choice: 'nope'")
+    assert result.stderr.count("\n") == 1
 
 
 def test_chunked_run_merges_answers_and_run_records(tiny_checkpoint, tmp_path):
@@ -186,7 +216,7 @@ def test_textvqa_script_on_the_demo_model_scores_its_answers(tmp_path):
 
     model_path = REPO / DEMO_MODEL_PATH
     tokenizer, model, processor, _ = load_pretrained_model(str(model_path), None, model_path.name, device="cpu")
-    model.config.reduction_ratio = 60
+    model.set_pruning(60)
     answered = load_answered_questions(data / "llava_textvqa_val_v051_ocr.jsonl")
     report = answer_accuracy(model, encode_questions(answered, tokenizer, processor, model.config,
                                                      data / "train_images"))

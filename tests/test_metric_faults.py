@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from fitprune import report
-from fitprune.metrics_files import metrics_path
+from llava.eval.records import record_metric
+from llava.eval.records.metrics_files import metrics_path
 from llava.eval import eval_pope, eval_textvqa
 from llava.eval.records.run_record import merge_run_records
 from tests.test_report import VISUAL, _write_run
@@ -124,7 +125,7 @@ def test_metrics_file_printed_line_and_report_give_answered_of_total(tmp_path, c
     answers = tmp_path / "eval" / "textvqa" / "answers" / "llava-v1.5-7b-r0.jsonl"
     _write_run(answers, "textvqa", 0, [VISUAL] * 32, samples=3)
     errors = _skip(answers, 7)
-    assert report.main(["record-metric", "--answers-file", str(answers), "--metric", "accuracy",
+    assert record_metric.main(["--answers-file", str(answers), "--metric", "accuracy",
                         "--value", "50"]) == 0
     assert capsys.readouterr().out.strip().endswith(
         f"; answered 3 of 4 (1 skipped, listed in {errors}; the score is over the answered ones)")
@@ -133,7 +134,7 @@ def test_metrics_file_printed_line_and_report_give_answered_of_total(tmp_path, c
 
     complete = tmp_path / "eval" / "pope" / "answers" / "llava-v1.5-7b-r0.jsonl"
     _write_run(complete, "pope", 0, [VISUAL] * 32, samples=2)
-    assert report.main(["record-metric", "--answers-file", str(complete), "--value", "80"]) == 0
+    assert record_metric.main(["--answers-file", str(complete), "--value", "80"]) == 0
     assert json.loads(metrics_path(str(complete)).read_text())["samples"]["skipped"] == 0
     assert capsys.readouterr().out.strip().endswith("; answered 2 of 2")
 
@@ -231,10 +232,10 @@ def test_report_without_runs_exits_2_saying_where_runs_are(tmp_path):
 
 def test_record_metric_and_merge_bad_input_exit_2(tmp_path):
     answers = tmp_path / "a.jsonl"
-    record = _python(["-m", "fitprune.report", "record-metric", "--answers-file", str(answers), "--value", "1"],
+    record = _python(["-m", "llava.eval.records.record_metric", "--answers-file", str(answers), "--value", "1"],
                      cwd=tmp_path)
     assert (record.returncode, record.stderr) == (
-        2, f"record-metric: error: {tmp_path / 'a.run.json'} does not exist; pass --benchmark\n")
+        2, f"record_metric: error: {tmp_path / 'a.run.json'} does not exist; pass --benchmark\n")
     merge = _python(["-m", "llava.eval.records.run_record", "merge", "--answers-file", str(answers), str(tmp_path / "1_0.jsonl")],
                     cwd=tmp_path)
     assert merge.returncode == 2 and merge.stderr.count("\n") == 1

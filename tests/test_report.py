@@ -6,7 +6,8 @@ import json
 import pytest
 
 from fitprune import report
-from fitprune.metrics_files import metrics_path
+from llava.eval.records import record_metric
+from llava.eval.records.metrics_files import metrics_path
 from llava.model.pruning.flops import DecoderDims, full_prefill_flops, paper_prefill_flops, paper_reduction
 from llava.eval.records.sidecar_files import RUN_RECORD_SUFFIX, sidecar_path
 from llava.eval.records.run_record import RunLog, merge_run_records, write_run_record
@@ -44,7 +45,7 @@ def _write_run(answers, benchmark, ratio, keep_counts, samples=3, chunk=(0, 1)):
 def _record_value(answers, log_text, *args):
     log = answers.with_name("metric.log")
     log.write_text(log_text)
-    return report.main(["record-metric", "--answers-file", str(answers), "--from-log", str(log), *args])
+    return record_metric.main(["--answers-file", str(answers), "--from-log", str(log), *args])
 
 
 @pytest.fixture()
@@ -60,7 +61,7 @@ def runs_dir(tmp_path):
     _write_run(runs / "gqa" / "answers" / "llava-v1.5-7b-r50.jsonl", "gqa", 50, PRUNED_KEEP)
     assert _record_value(base, "Samples: 3\nAccuracy: 58.20%\n", "--metric", "accuracy", "--pattern",
                          r"Accuracy: ([0-9.]+)%") == 0
-    assert report.main(["record-metric", "--answers-file", str(pruned), "--metric", "accuracy",
+    assert record_metric.main(["--answers-file", str(pruned), "--metric", "accuracy",
                         "--value", "55.29"]) == 0
     pope_log = "F1 score: 0.8\nF1 score: 0.9\nF1 score: 0.85\nMean F1 over 3 categories: 0.850\n"
     assert _record_value(pope, pope_log, "--pattern", r"F1 score: ([0-9.]+)", "--reduce", "mean",

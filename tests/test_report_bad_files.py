@@ -14,7 +14,8 @@ import sys
 import pytest
 
 from fitprune import report
-from fitprune.metrics_files import metrics_path
+from llava.eval.records import record_metric
+from llava.eval.records.metrics_files import metrics_path
 from llava.eval.records import run_record
 from llava.eval.records.sidecar_files import RUN_RECORD_SUFFIX, sidecar_path
 from tests.test_report import PRUNED_KEEP, VISUAL, _write_run
@@ -32,7 +33,7 @@ def _runs(tmp_path):
     _write_run(base, "textvqa", 0, [VISUAL] * 32)
     _write_run(pruned, "textvqa", 50, PRUNED_KEEP)
     for answers, value in ((base, "58.2"), (pruned, "55.3")):
-        assert report.main(["record-metric", "--answers-file", str(answers), "--metric", "accuracy",
+        assert record_metric.main(["--answers-file", str(answers), "--metric", "accuracy",
                             "--value", value]) == 0
     return runs, pruned
 
@@ -110,9 +111,9 @@ def test_report_with_no_usable_run_exits_2(tmp_path, capsys):
 def test_record_metric_refuses_a_non_finite_value_at_the_flag(tmp_path, capsys, value):
     answers = tmp_path / "a.jsonl"
     with pytest.raises(SystemExit) as exit_:
-        report.main(["record-metric", "--answers-file", str(answers), "--benchmark", "textvqa", f"--value={value}"])
+        record_metric.main(["--answers-file", str(answers), "--benchmark", "textvqa", f"--value={value}"])
     assert exit_.value.code == 2
-    assert capsys.readouterr().err == (f"record-metric: error: argument --value: must be a finite number, "
+    assert capsys.readouterr().err == (f"record_metric: error: argument --value: must be a finite number, "
                                        f"got '{value}'\n")
     assert not metrics_path(str(answers)).exists()
 
@@ -124,23 +125,23 @@ def test_record_metric_refuses_a_non_finite_value_at_the_flag(tmp_path, capsys, 
 ])
 def test_record_metric_refuses_a_score_out_of_its_range(tmp_path, capsys, args, message):
     answers = tmp_path / "a.jsonl"
-    assert report.main(["record-metric", "--answers-file", str(answers), "--benchmark", "textvqa", *args]) == 2
-    assert capsys.readouterr().err == f"record-metric: error: {message}\n"
+    assert record_metric.main(["--answers-file", str(answers), "--benchmark", "textvqa", *args]) == 2
+    assert capsys.readouterr().err == f"record_metric: error: {message}\n"
     assert not metrics_path(str(answers)).exists()
 
 
 def test_record_metric_reads_a_checked_benchmark_from_the_run_record(tmp_path, capsys):
     answers = tmp_path / "a.jsonl"
     record = _write_run(answers, "mme", 0, [VISUAL] * 32)
-    assert report.main(["record-metric", "--answers-file", str(answers), "--value", "1500"]) == 0, "MME: [0, 2800]"
+    assert record_metric.main(["--answers-file", str(answers), "--value", "1500"]) == 0, "MME: [0, 2800]"
     for content, message in ((NOT_UTF8, "not a JSON file (byte 0 is not UTF-8 text)"),
                              (DEEP.encode(), "JSON nested too deeply to read"),
                              (json.dumps({"benchmark": 5}).encode(), "field 'benchmark' must be a string, got 5")):
         record.write_bytes(content)
         capsys.readouterr()
-        assert report.main(["record-metric", "--answers-file", str(answers), "--value", "1"]) == 2
+        assert record_metric.main(["--answers-file", str(answers), "--value", "1"]) == 2
         err = capsys.readouterr().err
-        assert err.startswith(f"record-metric: error: {record}: {message}") and err.count("\n") == 1
+        assert err.startswith(f"record_metric: error: {record}: {message}") and err.count("\n") == 1
 
 
 def test_a_score_older_than_its_answers_is_marked_stale(tmp_path):

@@ -19,7 +19,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence
-from llava.utils import usage_error
+from llava.utils import OneLineArgumentParser, usage_error
 from llava.json_reading import read_json_file
 
 OPEN_STRUCTURAL_TYPE = "query"
@@ -115,7 +115,8 @@ def _percent(value: Optional[float]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="GQA accuracy (balanced questions, binary/open) of a predictions file")
+    parser = OneLineArgumentParser(
+        error_name="eval_gqa", description="GQA accuracy (balanced questions, binary/open) of a predictions file")
     parser.add_argument("--tier", type=str, default=DEFAULT_TIER, help=f"file name prefix (default {DEFAULT_TIER})")
     parser.add_argument("--questions", type=str, default="{tier}_questions.json",
                         help="questions JSON; '{tier}' is replaced (default {tier}_questions.json)")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from llava.eval.io_utils import read_jsonl, write_text_atomic
-from llava.utils import usage_error
+from llava.utils import OneLineArgumentParser, usage_error
 
 EVAL_TYPES: Dict[str, Tuple[str, ...]] = {
     "Perception": ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark",
@@ -279,7 +279,7 @@ def print_report(report: MMEReport) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="MME: convert LLaVA answers, then score them")
+    parser = OneLineArgumentParser(error_name="eval_mme", description="MME: convert LLaVA answers, then score them")
     commands = parser.add_subparsers(dest="command", required=True)
     convert = commands.add_parser("convert", help="answers/<experiment>.jsonl -> eval_tool/answers/<experiment>/")
     convert.add_argument("--experiment", type=str, required=True)

@@ -18,7 +18,7 @@ from typing import Collection, Dict, List, Mapping, Optional, Sequence
 
 from llava.eval.io_utils import read_jsonl
 from llava.eval.records.sidecar_files import SampleCoverage, errors_file_path
-from llava.utils import usage_error
+from llava.utils import OneLineArgumentParser, usage_error
 
 LABEL_FILE_PREFIX = "coco_pope_"
 LABEL_FILE_SUFFIX = ".json"
@@ -240,7 +240,7 @@ def eval_pope_files(annotation_dir: str, question_file: str, result_file: str) -
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="POPE metrics of a LLaVA answer file")
+    parser = OneLineArgumentParser(error_name="eval_pope", description="POPE metrics of a LLaVA answer file")
     parser.add_argument("--annotation-dir", type=str, required=True)
     parser.add_argument("--question-file", type=str, required=True)
     parser.add_argument("--result-file", type=str, required=True)

@@ -20,7 +20,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
 from llava.eval.io_utils import read_jsonl, write_json_atomic
-from llava.utils import usage_error
+from llava.utils import OneLineArgumentParser, usage_error
 from llava.json_reading import read_json_file
 
 DEFAULT_OPTIONS = ("A", "B", "C", "D", "E")
@@ -169,7 +169,8 @@ def _options(values: Sequence[str]) -> List[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="ScienceQA accuracy of a LLaVA answer file")
+    parser = OneLineArgumentParser(
+        error_name="eval_science_qa", description="ScienceQA accuracy of a LLaVA answer file")
     parser.add_argument("--base-dir", type=str, required=True, help="holds pid_splits.json and problems.json")
     parser.add_argument("--result-file", type=str, required=True)
     parser.add_argument("--output-file", type=str, required=True, help="JSON {correct: [...], incorrect: [...]}")

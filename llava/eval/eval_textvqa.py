@@ -21,7 +21,7 @@ from llava.eval.io_utils import read_jsonl
 from llava.eval.m4c_evaluator import TextVQAAccuracyEvaluator
 from llava.eval.records.sidecar_files import ANSWERS_SUFFIX, sample_coverage
 from llava.eval.driver.sample_errors import ERRORS_SUFFIX
-from llava.utils import usage_error
+from llava.utils import OneLineArgumentParser, usage_error
 from llava.json_reading import read_json_file
 
 OCR_PROMPT_PREFIX = "OCR tokens: "
@@ -107,7 +107,7 @@ def eval_single(annotation_file: str, result_file: str) -> Tuple[int, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="TextVQA accuracy of LLaVA answer files")
+    parser = OneLineArgumentParser(error_name="eval_textvqa", description="TextVQA accuracy of LLaVA answer files")
     parser.add_argument("--annotation-file", type=str, required=True)
     parser.add_argument("--result-file", type=str, default=None)
     parser.add_argument("--result-dir", type=str, default=None, help="evaluate every *.jsonl in this folder (errors files excepted)")

@@ -24,6 +24,8 @@ from llava.cli_support import BAD_INPUT_ERRORS, UsageError, select_conv_mode, se
 from llava.mm_utils import get_model_name_from_path
 from llava.model.builder import AUTO_DEVICE, check_model_path, describe_device, load_pretrained_model
 from llava.utils import OneLineArgumentParser, disable_torch_init
+from llava.model.pruning.from_config import DEFAULT_POLICY
+from llava.model.pruning.policies import POLICIES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_PATH = REPO_ROOT / "playground" / "models" / "llava-v1.5-shapes"
@@ -71,6 +73,8 @@ def build_parser() -> OneLineArgumentParser:
     parser.add_argument("--recipe", default=None, metavar="PATH",
                         help="recipe book JSON (default: fitprune_recipes.json in the checkpoint, then the shipped ones)")
     parser.add_argument("--max-new-tokens", type=int, default=128, help="answer length limit selected at first")
+    parser.add_argument("--policy", choices=list(POLICIES), default=DEFAULT_POLICY, metavar="NAME",
+                        help=f"pruning method selected at first, one of {', '.join(POLICIES)} (default fitprune)")
     return parser
 
 
@@ -139,6 +143,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         ratios=(0.0,) + ratios[len(ratios) // 2:][:1],
         max_new_tokens=args.max_new_tokens,
         examples=bundled_examples(),
+        policy=args.policy,
     )
     page = build_page(demo, defaults)
     page.queue(default_concurrency_limit=1, max_size=64)

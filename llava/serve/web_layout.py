@@ -23,7 +23,8 @@ import pandas as pd
 from PIL import Image
 
 from llava.conversation import conv_templates
-from llava.model.pruning.policies import POLICIES
+from llava.model.pruning.from_config import DEFAULT_POLICY
+from llava.model.pruning.policies import METHOD_LABELS, POLICIES
 from llava.serve.demo_limits import return_large_blocks
 from llava.serve.demo_requests import MAX_BUDGETS, DemoModel, DemoRequest, RequestError, parse_ratios, run_request
 from llava.serve.demo_results import (
@@ -42,9 +43,6 @@ logger = logging.getLogger(__name__)
 DISPLAY_SIDE = 240
 """Pixels the image views are enlarged to (at least), with whole-pixel patches."""
 
-POLICY_ORDER = ("fitprune", "fastv", "random")
-
-
 @dataclass(frozen=True)
 class PageDefaults:
     """What the page shows before the user changes anything.
@@ -54,12 +52,14 @@ class PageDefaults:
         ratios: the reduction ratios ticked.
         max_new_tokens: the answer length limit.
         examples: bundled (image path, question) pairs.
+        policy: the pruning method selected (a key of `POLICIES`).
     """
 
     conv_mode: str
     ratios: Tuple[float, ...] = (0.0,)
     max_new_tokens: int = 128
     examples: Sequence[Tuple[str, str]] = ()
+    policy: str = DEFAULT_POLICY
 
 
 @dataclass
@@ -157,7 +157,7 @@ class Page:
                     with gr.Row():
                         conv_mode = gr.Dropdown(sorted(conv_templates), value=self.defaults.conv_mode,
                                                 label="Conversation template", elem_id="conv-mode")
-                        policy = gr.Radio([p for p in POLICY_ORDER if p in POLICIES], value="fitprune",
+                        policy = gr.Radio([(METHOD_LABELS[p], p) for p in POLICIES], value=self.defaults.policy,
                                           label="Pruning policy", elem_id="policy")
                     checked = gr.CheckboxGroup([(ratio_label(r), ratio_value(r)) for r in ratios],
                                                value=[ratio_value(r) for r in self.defaults.ratios if r in ratios],
@@ -232,7 +232,7 @@ class Page:
         """Submit handler: streams each budget's column as `run_request` answers it."""
         try:
             request = DemoRequest(image_path, question or "", conv_mode, parse_ratios(checked, other),
-                                  policy or "fitprune", float(temperature), int(max_new_tokens))
+                                  policy or DEFAULT_POLICY, float(temperature), int(max_new_tokens))
         except RequestError as err:
             yield self._failed(str(err))
             return

@@ -11,6 +11,7 @@ from llava.eval.driver.pruning_flags import add_pruning_args
 from llava.cli_support import UsageError, add_image_processing_flag
 from llava.eval.driver.sample_errors import ON_ERROR_CHOICES
 from llava.model.builder import DeviceError, check_model_path, resolve_device
+from llava.utils import OneLineArgumentParser
 
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -70,7 +71,8 @@ def build_parser(spec: DriverSpec, description: str) -> argparse.ArgumentParser:
     Returns:
         The parser; drivers add their own flags to it.
     """
-    parser = argparse.ArgumentParser(prog=f"python -m llava.eval.{spec.name}", description=description)
+    parser = OneLineArgumentParser(prog=f"python -m llava.eval.{spec.name}", description=description,
+                                   error_name=spec.name)
     parser.add_argument("--model-path", type=str, default="facebook/opt-350m")
     parser.add_argument("--model-base", type=str, default=None)
     add_image_processing_flag(parser)

@@ -1,4 +1,5 @@
-"""Questions as `EvalItem`s (read by `llava.eval.driver.questions`): chunking (`--num-chunks`/`--chunk-idx`), conversation mode."""
+"""Questions as `EvalItem`s (read by `llava.eval.driver.questions`): chunking (`--num-chunks`/`--chunk-idx`),
+conversation mode."""
 from __future__ import annotations
 
 import argparse

@@ -43,7 +43,6 @@ Run record schema (``schema_version`` 1); FLOPs are per sample, as in `llava.mod
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -61,7 +60,7 @@ from llava.eval.records.sidecar_files import (
     merge_errors_files,
     sidecar_path,
 )
-from llava.utils import usage_error
+from llava.utils import OneLineArgumentParser, usage_error
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +207,8 @@ def merge_run_records(answers_file: PathLike, chunk_answers: Sequence[PathLike])
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m llava.eval.records.run_record merge --answers-file MERGED CHUNK...``; returns the exit
     code (2 after one line on stderr for an unusable log)."""
-    parser = argparse.ArgumentParser(prog="python -m llava.eval.records.run_record", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(error_name="run_record", prog="python -m llava.eval.records.run_record",
+                                     description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     merge = commands.add_parser("merge", help="write the run record of a merged answers file from its chunks")
     merge.add_argument("--answers-file", required=True, help="the merged answers file (merge.jsonl)")

@@ -5,7 +5,10 @@
 #   MODEL_PATH       checkpoint folder or hub id            (default: the bundled demo model, see below)
 #   REDUCTION_RATIO  FitPrune FLOPs reduction, percent       (default 0: unpruned)
 #   RECIPE           recipe book JSON                        (default: the checkpoint's, then the shipped one)
-#   CKPT             run name in answer file names           (default <model name>-r<ratio>[-<recipe name>])
+#   POLICY           pruning method (--policy: fitprune, fastv, random, dart, divprune, pyramiddrop, ...;
+#                    the drivers list them all)               (default: the checkpoint's, fitprune)
+#   CKPT             run name in answer file names           (default <model name>-r<ratio>[-<recipe name>][-<policy>],
+#                                                             the policy named unless it is fitprune)
 #   CONV_MODE        conversation template                   (default vicuna_v1)
 #   DEVICE           cuda or cpu                             (default cuda)
 #   BATCH_SIZE       questions per generate call             (default 1)
@@ -28,7 +31,7 @@
 # the first failed chunk's).
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
-# the repository's llava and fitprune, installed or not, from any working directory
+# the repository's packages, installed or not, from any working directory
 export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
 if [[ -z ${MODEL_PATH:-} ]]; then
     MODEL_PATH=$REPO_ROOT/playground/models/llava-v1.5-shapes
@@ -38,6 +41,7 @@ fi
 EVAL_DIR=${EVAL_DIR:-$REPO_ROOT/playground/data/eval}
 REDUCTION_RATIO=${REDUCTION_RATIO:-0}
 RECIPE=${RECIPE:-}
+POLICY=${POLICY:-}
 CONV_MODE=${CONV_MODE:-vicuna_v1}
 DEVICE=${DEVICE:-cuda}
 BATCH_SIZE=${BATCH_SIZE:-1}
@@ -89,12 +93,15 @@ fi
     || die "REDUCTION_RATIO must be a percent such as 60 (or a fraction such as 0.6), got '$REDUCTION_RATIO'"
 RATIO_PERCENT=$(awk -v r="$REDUCTION_RATIO" 'BEGIN { if (r > 0 && r < 1) r *= 100; printf "%g", r }')
 if [[ -n $RECIPE ]]; then
-    require_file "$RECIPE" "python -m fitprune.calibrate --output $RECIPE (or unset RECIPE to use the checkpoint's)"
+    require_file "$RECIPE" "calibration for this model (README: calibrate) (or unset RECIPE to use the checkpoint's)"
 fi
 if [[ -z ${CKPT:-} ]]; then
     CKPT="$(model_name "$MODEL_PATH")-r${RATIO_PERCENT}"
     if [[ -n $RECIPE ]]; then
         CKPT+="-$(basename "${RECIPE%.json}")"
+    fi
+    if [[ -n $POLICY && $POLICY != fitprune ]]; then
+        CKPT+="-$POLICY"
     fi
 fi
 
@@ -104,6 +111,9 @@ DRIVER_ARGS=(
 )
 if [[ -n $RECIPE ]]; then
     DRIVER_ARGS+=(--recipe "$RECIPE")
+fi
+if [[ -n $POLICY ]]; then
+    DRIVER_ARGS+=(--policy "$POLICY")
 fi
 
 # run_chunked DIR ARGS...: model_vqa_loader with ARGS, one process per GPU of
@@ -145,13 +155,13 @@ run_chunked() {
 
 # evaluate ANSWERS METRIC PATTERN REDUCE SCALE CMD...: runs the metric command CMD, keeps its
 # output in <answers>.metric.log, and stores the score parsed from it (the PATTERN group,
-# REDUCE = first|last|mean over matches, times SCALE) in <answers>.metrics.json for
-# `python -m fitprune.report`.
+# REDUCE = first|last|mean over matches, times SCALE) in <answers>.metrics.json
+# (llava.eval.records.record_metric), where the results table reads it.
 evaluate() {
     local answers=$1 metric=$2 pattern=$3 reduce=$4 scale=$5
     shift 5
     local log="${answers%.jsonl}.metric.log"
     "$@" | tee "$log"
-    "$PYTHON" -m fitprune.report record-metric --answers-file "$answers" --benchmark "$BENCHMARK" \
+    "$PYTHON" -m llava.eval.records.record_metric --answers-file "$answers" --benchmark "$BENCHMARK" \
         --metric "$metric" --from-log "$log" --pattern "$pattern" --reduce "$reduce" --scale "$scale"
 }

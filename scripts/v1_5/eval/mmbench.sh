@@ -1,7 +1,7 @@
 #!/bin/bash
 # MMBench dev: model_vqa_mmbench answers (needs pandas), converted to the xlsx of the OpenCompass
 # server (https://opencompass.org.cn/leaderboard-multimodal); no local score. Record the server's
-# score with: python -m fitprune.report record-metric --answers-file <answers> --value X
+# score with: python -m llava.eval.records.record_metric --answers-file <answers> --value X
 # MMBENCH_LANG=en (default, MMBench) or cn (MMBench-CN, as scripts/v1_5/eval/mmbench_cn.sh runs it).
 # Settings through the environment: see common.sh (MODEL_PATH, REDUCTION_RATIO, RECIPE, CKPT, DEVICE, ...).
 set -euo pipefail

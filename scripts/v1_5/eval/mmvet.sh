@@ -1,7 +1,7 @@
 #!/bin/bash
 # MM-Vet: model_vqa answers, converted for MM-Vet's GPT-4 grader
 # (https://github.com/yuweihao/MM-Vet); no local score. Record the grader's score with:
-# python -m fitprune.report record-metric --answers-file <answers> --value X
+# python -m llava.eval.records.record_metric --answers-file <answers> --value X
 # Settings through the environment: see common.sh (MODEL_PATH, REDUCTION_RATIO, RECIPE, CKPT, DEVICE, ...).
 set -euo pipefail
 BENCHMARK=mmvet

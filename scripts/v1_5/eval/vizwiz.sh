@@ -1,7 +1,7 @@
 #!/bin/bash
 # VizWiz test: model_vqa_loader answers, converted for the EvalAI server
 # (https://eval.ai/web/challenges/challenge-page/1911); no local score. Record the server's
-# score with: python -m fitprune.report record-metric --answers-file <answers> --value X
+# score with: python -m llava.eval.records.record_metric --answers-file <answers> --value X
 # Settings through the environment: see common.sh (MODEL_PATH, REDUCTION_RATIO, RECIPE, CKPT, DEVICE, ...).
 set -euo pipefail
 BENCHMARK=vizwiz

@@ -1,7 +1,7 @@
 #!/bin/bash
 # VQAv2 test-dev: model_vqa_loader answers, one process per GPU, converted for the EvalAI
 # server (https://eval.ai/web/challenges/challenge-page/830); no local score. Record the
-# server's score with: python -m fitprune.report record-metric --answers-file <merge.jsonl> --value X
+# server's score with: python -m llava.eval.records.record_metric --answers-file <merge.jsonl> --value X
 # Settings through the environment: see common.sh (MODEL_PATH, REDUCTION_RATIO, RECIPE, CKPT, DEVICE, ...).
 set -euo pipefail
 BENCHMARK=vqav2

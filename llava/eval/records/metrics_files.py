@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from fitprune.checked_fields import (ReportError, count, load_json_file, number, obj, optional, read_field,
+from llava.eval.records.checked_fields import (ReportError, count, load_json_file, number, obj, optional, read_field,
                                      text)
 from llava.eval.io_utils import write_json_atomic
 from llava.eval.records.sidecar_files import RUN_RECORD_SUFFIX, SampleCoverage, sample_coverage, sidecar_path
