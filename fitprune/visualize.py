@@ -20,11 +20,11 @@ import torch
 from PIL import Image
 
 from fitprune.defaults import ensure_default_model
+from llava.errors import CheckpointError
 from llava.model.pruning.recipe import RecipeError
 from llava.eval.driver.images import ImageError, bound_image_geometry, load_image
 from llava.eval.driver.questions import build_question_prompt
 from llava.model.anyres import uses_anyres
-from llava.model.errors import CheckpointError
 from llava.eval.driver.pruning_flags import apply_pruning_args
 from llava.eval.driver.output_paths import OutputPathError, check_output_file, writing_to
 from llava.serve.kept_patches import kept_patch_masks, merged_patch_mask, shade_dropped, tower_view

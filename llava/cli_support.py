@@ -21,6 +21,7 @@ from PIL import Image
 
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN
 from llava.conversation import Conversation, SeparatorStyle, conv_templates
+from llava.errors import CheckpointError, ContextLengthError, MissingDependencyError
 from llava.eval.driver.images import ImageError, decode_image, load_image as read_image_file
 from llava.eval.driver.pruning_flags import apply_pruning_args
 from llava.eval.io_utils import InputError
@@ -33,7 +34,6 @@ from llava.model.builder import (
     load_pretrained_model,
     resolve_device,
 )
-from llava.model.errors import CheckpointError, ContextLengthError, MissingDependencyError
 from llava.model.hf_config import IMAGE_PROCESSING_CHOICES, IMAGE_PROCESSING_LLAVA
 from llava.model.pruning.recipe import RecipeError
 from llava.template_choice import choose_conv_mode, describe_choice

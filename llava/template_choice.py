@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import NamedTuple, Optional
 
 from llava.conversation import conv_templates
+from llava.errors import CheckpointError
 from llava.model.checkpoint_files import checkpoint_file, read_checkpoint_json
-from llava.model.errors import CheckpointError
 
 CONV_MODE_FIELD = "conv_mode"
 """config.json field naming the checkpoint's conversation template (not in upstream configs, which

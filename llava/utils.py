@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file as load_safetensors
 
 from llava.constants import LOGDIR
-from llava.model.errors import CheckpointError
+from llava.errors import CheckpointError
 
 server_error_msg = "**NETWORK ERROR DUE TO HIGH TRAFFIC. PLEASE REGENERATE OR REFRESH THIS PAGE.**"
 moderation_msg = "YOUR INPUT VIOLATES OUR CONTENT MODERATION GUIDELINES. PLEASE TRY AGAIN."

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from llava.errors import CheckpointError
 from llava.model.builder import load_pretrained_model
-from llava.model.errors import CheckpointError
 from llava.model.tokenizer_loading import load_llama_tokenizer
 from tests.checkpoint_copies import WritesAFile, converted_to_hf, copy_checkpoint
 

@@ -9,12 +9,12 @@ import pytest
 from PIL import Image
 
 from fitprune.recipe import main as recipe_main
+from llava.errors import CheckpointError
 from llava.eval import run_llava
 from llava.eval.io_utils import JsonlError, read_jsonl
 from llava.eval.driver.questions import QuestionFileError, load_questions
 from llava.model import config_checks
 from llava.model.builder import load_pretrained_model
-from llava.model.errors import CheckpointError
 from llava.model.hf_weights import SAFETENSORS_INDEX, read_hf_weight_files
 from llava.model.pruning.recipe import RecipeBook, RecipeError
 from tests.checkpoint_copies import converted_to_hf, copy_checkpoint

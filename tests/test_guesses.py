@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from llava.cli_support import select_conv_mode
+from llava.errors import CheckpointError
 from llava.eval import run_llava
 from llava.model.convert import main as convert_main
-from llava.model.errors import CheckpointError
 from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
 from llava.template_choice import CONV_MODE_FIELD, auto_conv_mode
 from tests.test_eval_scripts import SCRIPTS, _run_script

@@ -16,10 +16,10 @@ from transformers import AutoConfig, AutoTokenizer, CLIPImageProcessor, CLIPVisi
 from fitprune.lab.tiny_checkpoint import TinyLlavaSpec, write_tiny_llava
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.conversation import conv_templates
+from llava.errors import CheckpointError
 from llava.mm_utils import process_images, tokenizer_image_token
 from llava.model.builder import load_pretrained_model
 from llava.model.convert import main as convert_main
-from llava.model.errors import CheckpointError
 from llava.model.hf_config import HfCheckpoint, llava_config_from_hf
 from llava.model.hf_weights import CLASSIC, NESTED, VOCAB_KEYS, HfWeightFiles, plan_hf_names
 from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM

@@ -15,10 +15,10 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from llava import cli_support
+from llava.errors import CheckpointError
 from llava.eval import run_llava
 from llava.model import builder
 from llava.model.builder import DeviceError, describe_device, load_pretrained_model, resolve_device
-from llava.model.errors import CheckpointError
 from llava.serve import cli
 from tests.checkpoint_copies import WritesAFile, copy_checkpoint
 

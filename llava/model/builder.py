@@ -11,9 +11,9 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
+from llava.errors import CheckpointError, MissingDependencyError
 from llava.model.checkpoint_files import check_no_remote_code, checkpoint_file, read_checkpoint_json
 from llava.model.config_checks import check_language_fields, check_llava_fields, check_memory
-from llava.model.errors import CheckpointError, MissingDependencyError
 from llava.model.hf_config import (
     IMAGE_PROCESSING_CHOICES,
     IMAGE_PROCESSING_LLAVA,

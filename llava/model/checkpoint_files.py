@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Optional
 
+from llava.errors import CheckpointError
 from llava.json_reading import read_json_file
-from llava.model.errors import CheckpointError
 
 REMOTE_CODE_FIELD = "auto_map"
 """The field with which a config or tokenizer config names Python files of the checkpoint for

@@ -12,7 +12,7 @@ from typing import Any, Dict, Mapping, Optional
 
 import torch
 
-from llava.model.errors import CheckpointError
+from llava.errors import CheckpointError
 from llava.model.multimodal_encoder.clip_encoder import SELECT_FEATURES
 from llava.model.multimodal_projector.builder import build_vision_projector
 

@@ -30,10 +30,10 @@ from transformers import GenerationConfig
 from transformers.utils.hub import convert_file_size_to_int
 
 from llava.conversation import conv_templates
+from llava.errors import CheckpointError
 from llava.mm_utils import get_model_name_from_path
 from llava.model.builder import check_model_path, load_pretrained_model
 from llava.model.checkpoint_files import checkpoint_file
-from llava.model.errors import CheckpointError
 from llava.model.hf_config import (
     IMAGE_TOKEN,
     PAD_TOKEN,

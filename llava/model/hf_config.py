@@ -24,9 +24,9 @@ from typing import Any, Dict, Mapping, Optional
 from transformers import CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlamaTokenizer
 
 from llava.constants import IGNORE_INDEX
+from llava.errors import CheckpointError
 from llava.model.checkpoint_files import checkpoint_file, read_checkpoint_json, read_json_object
 from llava.model.config_checks import check_language_fields
-from llava.model.errors import CheckpointError
 from llava.model.language_model.llava_llama import LlavaConfig
 from llava.model.tokenizer_loading import load_llama_tokenizer
 

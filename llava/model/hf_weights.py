@@ -25,8 +25,8 @@ from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import torch
 
+from llava.errors import CheckpointError
 from llava.model.checkpoint_files import checkpoint_file, read_json_object
-from llava.model.errors import CheckpointError
 from llava.model.hf_config import hf_vocab_rows
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"

@@ -12,8 +12,8 @@ from typing import Any
 
 from transformers import LlamaTokenizer
 
+from llava.errors import CheckpointError
 from llava.model.checkpoint_files import check_no_remote_code, checkpoint_file, read_checkpoint_json
-from llava.model.errors import CheckpointError
 
 LLAMA_TOKENIZER_CLASSES = ("LlamaTokenizer", "LlamaTokenizerFast")
 """The ``tokenizer_class`` values loaded (as the slow `LlamaTokenizer`); any other is refused."""

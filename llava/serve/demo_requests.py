@@ -32,6 +32,7 @@ from PIL import Image
 
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.conversation import conv_templates
+from llava.errors import ContextLengthError, check_context_length
 from llava.eval.driver.batch_generation import answer_text
 from llava.eval.driver.images import DEFAULT_MAX_DECODED_BYTES, ImageError, bound_image_geometry, load_image
 from llava.eval.driver.questions import UnencodableTextError, check_encodable
@@ -39,7 +40,6 @@ from llava.cli_support import BAD_INPUT_ERRORS, UsageError, generation_kwargs, i
 from llava.eval.records.run_summary import flops_summary
 from llava.mm_utils import KeywordsStoppingCriteria, image_model_inputs, move_images, tokenizer_image_token
 from llava.model.anyres import uses_anyres
-from llava.model.errors import ContextLengthError, check_context_length
 from llava.model.pruning.flops import DecoderDims
 from llava.model.pruning.from_config import PruningSettings
 from llava.model.pruning.policies import POLICIES

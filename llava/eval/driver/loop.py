@@ -55,6 +55,7 @@ from llava.eval.driver.batch_generation import (
     generate_batch,
     uses_logits_processing,
 )
+from llava.errors import CheckpointError
 from llava.eval.io_utils import InputError
 from llava.eval.driver.output_paths import check_output_file, writing_to
 from llava.cli_support import UsageError, stop_string
@@ -63,7 +64,6 @@ from llava.eval.records.run_record import RunLog, write_run_record
 from llava.eval.records.run_summary import RunRecordError
 from llava.eval.driver.sample_errors import FailedSample, SampleErrorLog
 from llava.mm_utils import get_model_name_from_path
-from llava.model.errors import CheckpointError
 from llava.eval.driver.flags import DriverSpec, check_args, check_model_paths
 from llava.eval.driver.items import EvalItem, resolve_conv_mode
 from llava.eval.driver.model_loading import load_model

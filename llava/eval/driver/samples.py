@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from llava.constants import IMAGE_TOKEN_INDEX
+from llava.errors import ContextLengthError, check_context_length
 from llava.eval.driver.batch_generation import PreparedSample
 from llava.eval.driver.images import ImageError, bound_image_geometry, decode_base64_image, load_image
 from llava.eval.driver.questions import UnencodableTextError, build_question_prompt, check_encodable
@@ -17,7 +18,6 @@ from llava.eval.records.sidecar_files import RUN_RECORD_SUFFIX, RUN_STATS_SUFFIX
 from llava.eval.driver.sample_errors import FailedSample, SampleErrorLog
 from llava.mm_utils import parse_grid_pinpoints, process_images, tokenizer_image_token
 from llava.model.anyres import merge_image_features, merge_type_of, uses_anyres
-from llava.model.errors import ContextLengthError, check_context_length
 from llava.eval.driver.flags import ImageLoading
 from llava.eval.driver.items import EvalItem
 from llava.eval.driver.model_loading import LoadedModel

@@ -3,7 +3,7 @@
 import os
 from typing import Any
 
-from llava.model.errors import CheckpointError
+from llava.errors import CheckpointError
 from llava.model.multimodal_encoder.clip_encoder import (
     CLIPVisionTower,
     hub_file_is_cached,

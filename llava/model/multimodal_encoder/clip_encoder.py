@@ -10,7 +10,7 @@ import torch.nn as nn
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 from transformers.utils import is_offline_mode
 
-from llava.model.errors import CheckpointError
+from llava.errors import CheckpointError
 from llava.model.multimodal_encoder.visionzip import (
     TowerSelection,
     cls_attention_and_keys,

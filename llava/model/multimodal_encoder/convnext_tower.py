@@ -19,7 +19,7 @@ from torch import nn
 from transformers import CLIPImageProcessor, ConvNextConfig
 from transformers.models.convnext.modeling_convnext import ConvNextLayer, ConvNextLayerNorm
 
-from llava.model.errors import CheckpointError
+from llava.errors import CheckpointError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
-from llava.model.errors import CheckpointError
+from llava.errors import CheckpointError
 from llava.model.multimodal_encoder.clip_encoder import load_tower_part, tower_config_location
 from llava.model.multimodal_encoder.convnext_tower import (
     SLOW_CONFIG_FIELD,

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Any, List, Optional, Tuple
 
+from llava.errors import CheckpointError
 from llava.model.pruning.flops import DecoderDims
 from llava.model.pruning.recipe import RecipeBook, RecipeError
 from llava.json_reading import read_json_file
@@ -63,7 +64,6 @@ def config_visual_tokens(config: Any) -> Optional[int]:
     Returns:
         The count, or None when the config does not tell (an unknown tower, invalid HR fields).
     """
-    from llava.model.errors import CheckpointError
     from llava.model.multimodal_encoder.multipath_encoder import KNOWN_CLIP_TOWERS, is_multipath, multipath_settings
 
     if isinstance(config, Mapping):
