@@ -36,7 +36,7 @@ from llava.model.builder import (
 )
 from llava.model.hf_config import IMAGE_PROCESSING_CHOICES, IMAGE_PROCESSING_LLAVA
 from llava.model.pruning.recipe import RecipeError
-from llava.template_choice import choose_conv_mode, describe_choice
+from llava.model.template_choice import choose_conv_mode, describe_choice
 from llava.utils import OneLineArgumentParser, disable_torch_init
 
 URL_TIMEOUT_S = 30
@@ -57,7 +57,7 @@ context, an optional package a flag needs, no fitting recipe, a bad flag value."
 
 
 def select_conv_mode(model_name: str, requested: Optional[str], model_path: Optional[str] = None) -> str:
-    """The template to use (`llava.template_choice.choose_conv_mode`): `requested` if given, else
+    """The template to use (`llava.model.template_choice.choose_conv_mode`): `requested` if given, else
     the one the checkpoint at `model_path` records, else the guess from `model_name`.
 
     Prints one line on stderr naming the template and why it was chosen, with a warning when

@@ -17,7 +17,7 @@ from llava.eval import run_llava
 from llava.mm_utils import tokenizer_image_token
 from llava.serve import cli
 from tests.conftest import TINY_RECIPE_RATIO
-from llava.template_choice import auto_conv_mode
+from llava.model.template_choice import auto_conv_mode
 from tests.helpers import build_prompt
 
 QUESTION = "What is in the picture?"

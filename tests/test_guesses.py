@@ -12,7 +12,7 @@ from llava.errors import CheckpointError
 from llava.eval import run_llava
 from llava.model.convert import main as convert_main
 from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
-from llava.template_choice import CONV_MODE_FIELD, auto_conv_mode
+from llava.model.template_choice import CONV_MODE_FIELD, auto_conv_mode
 from tests.test_eval_scripts import SCRIPTS, _run_script
 
 TOWER_DIR = "clip-vision-tower"

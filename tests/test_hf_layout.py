@@ -25,7 +25,7 @@ from llava.model.hf_weights import CLASSIC, NESTED, VOCAB_KEYS, HfWeightFiles, p
 from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
 from llava.model.pruning.recipe import ModelSignature, Recipe, RecipeBook
 from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT, RECIPES_DIR, find_recipe_file
-from llava.template_choice import CONV_MODE_FIELD
+from llava.model.template_choice import CONV_MODE_FIELD
 from tests.helpers import QUESTIONS, build_prompt, encode_batch, sample_images
 from tests.test_checkpoint_layout import LLAVA_V15_13B_CONFIG, LLAVA_V15_7B_CONFIG
 from tests.test_llava_next import IMAGE_SIZES, LLAVA_V16_VICUNA_7B_CONFIG, _clip_l_vision_weight_map, picture
@@ -497,6 +497,6 @@ def test_image_processing_flag_reaches_the_loader_of_every_entry_point(checkpoin
 
 @pytest.mark.parametrize("name", ["llava-1.5-7b-hf", "llava-1.5-13b-hf", "llava-v1.6-vicuna-7b-hf"])
 def test_hf_checkpoint_names_pick_the_vicuna_v1_template(name):
-    from llava.template_choice import auto_conv_mode
+    from llava.model.template_choice import auto_conv_mode
 
     assert auto_conv_mode(name) == "llava_v1"

@@ -12,7 +12,7 @@ vocabulary, the tower (config, weights, processor) in ``clip-vision-tower/`` nam
 the original tokenizer. A recipe file (``fitprune_recipes.json``) is copied along. Weights keep
 the source's dtype (config.json ``torch_dtype``). config.json records the conversation template
 (``conv_mode``: ``--conv-mode``, else the source's recorded one, else the guess from the source's
-name, `llava.template_choice`); one stderr line says which and why.
+name, `llava.model.template_choice`); one stderr line says which and why.
 
 The checkpoint is written into a hidden sibling folder of DST and renamed to DST at the end, so
 DST appears only complete; a killed run leaves the hidden folder, which the next run removes.
@@ -45,8 +45,8 @@ from llava.model.hf_weights import KEY_STYLES, hf_tensors, write_shards
 from llava.model.language_model.llava_llama import LlavaConfig
 from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT
 from llava.model.staged_folder import staged_folder
+from llava.model.template_choice import CONV_MODE_FIELD, choose_conv_mode, describe_choice
 from llava.model.tokenizer_loading import load_llama_tokenizer
-from llava.template_choice import CONV_MODE_FIELD, choose_conv_mode, describe_choice
 from llava.utils import OneLineArgumentParser
 from llava.json_reading import read_json_file
 
