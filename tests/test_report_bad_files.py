@@ -1,7 +1,7 @@
-"""Issue 27 fault 6: the report and record-metric check the files they read field by field.
+"""Issue 27 fault 6: the report and record_metric check the files they read field by field.
 
 A bad run record or metrics file leaves its run out of the report with one warning line naming
-the file and the field (and a footnote in results.md); record-metric refuses non-finite values
+the file and the field (and a footnote in results.md); record_metric refuses non-finite values
 at the flag and out-of-range scores with exit 2; a score older than its answers file is
 marked stale."""
 import csv
