@@ -32,7 +32,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from any directory
     sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.long_prompt_memory import reset_peak_resident, resident_bytes  # noqa: E402
-from llava.eval.driver.images import DEFAULT_MAX_DECODED_BYTES, decoded_bytes  # noqa: E402
+from llava.image_loading import DEFAULT_MAX_DECODED_BYTES, decoded_bytes  # noqa: E402
 from llava.utils import OneLineArgumentParser  # noqa: E402
 
 DEFAULT_MODEL_PATH = REPO_ROOT / "playground" / "models" / "llava-v1.5-shapes"

@@ -71,14 +71,14 @@ def draw_samples(questions: Sequence[Question], num_samples: int, seed: int) -> 
 def prepare_batches(model, tokenizer, image_processor, questions, image_folder, conv_mode, question_file=""):
     """Spliced prefill inputs, one sample per batch: (inputs_embeds (1, T, D), layout).
 
-    Images are read with `llava.eval.driver.images.load_image` and go through `process_images` with
+    Images are read with `llava.image_loading.load_image` and go through `process_images` with
     the model's config (anyres views for LLaVA-NeXT, whose original sizes are passed as
     `image_sizes`).
 
     Raises:
         QuestionFileError: an image that cannot be used, naming the question file, line and field.
     """
-    from llava.eval.driver.images import ImageError, bound_image_geometry, load_image
+    from llava.image_loading import ImageError, bound_image_geometry, load_image
     from llava.mm_utils import process_images, tokenizer_image_token
 
     batches = []

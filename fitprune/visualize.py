@@ -21,12 +21,12 @@ from PIL import Image
 
 from fitprune.defaults import ensure_default_model
 from llava.errors import CheckpointError
+from llava.image_loading import ImageError, bound_image_geometry, load_image
 from llava.model.pruning.recipe import RecipeError
-from llava.eval.driver.images import ImageError, bound_image_geometry, load_image
 from llava.eval.driver.questions import build_question_prompt
 from llava.model.anyres import uses_anyres
-from llava.eval.driver.pruning_flags import apply_pruning_args
 from llava.eval.driver.output_paths import OutputPathError, check_output_file, writing_to
+from llava.pruning_flags import apply_pruning_args
 from llava.serve.kept_patches import kept_patch_masks, merged_patch_mask, shade_dropped, tower_view
 from llava.utils import OneLineArgumentParser, usage_error
 
@@ -89,7 +89,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs one pruned prefill and draws what it kept; returns the exit code (2, after a one-line
     message, for an unusable image, model or recipe, or an --out that cannot be written: checked
     before the model loads, and a filesystem fault while writing it)."""
-    from llava.eval.driver.pruning_flags import add_pruning_args
+    from llava.pruning_flags import add_pruning_args
     from llava.cli_support import add_image_processing_flag
 
     parser = OneLineArgumentParser(prog=PROG, description=__doc__.splitlines()[0])

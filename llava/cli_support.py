@@ -21,10 +21,8 @@ from PIL import Image
 
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN
 from llava.conversation import Conversation, SeparatorStyle, conv_templates
-from llava.errors import CheckpointError, ContextLengthError, MissingDependencyError
-from llava.eval.driver.images import ImageError, decode_image, load_image as read_image_file
-from llava.eval.driver.pruning_flags import apply_pruning_args
-from llava.eval.io_utils import InputError
+from llava.errors import CheckpointError, ContextLengthError, InputError, MissingDependencyError
+from llava.image_loading import ImageError, decode_image, load_image as read_image_file
 from llava.mm_utils import get_model_name_from_path
 from llava.model.builder import (
     AUTO_DEVICE,
@@ -37,6 +35,7 @@ from llava.model.builder import (
 from llava.model.hf_config import IMAGE_PROCESSING_CHOICES, IMAGE_PROCESSING_LLAVA
 from llava.model.pruning.recipe import RecipeError
 from llava.model.template_choice import choose_conv_mode, describe_choice
+from llava.pruning_flags import apply_pruning_args
 from llava.utils import OneLineArgumentParser, disable_torch_init
 
 URL_TIMEOUT_S = 30
@@ -85,7 +84,7 @@ def stop_string(conv: Conversation) -> str:
 
 
 def load_image(image_file: str) -> Image.Image:
-    """Reads an image from a local path or an http(s) URL, checked, as RGB (`llava.eval.driver.images`).
+    """Reads an image from a local path or an http(s) URL, checked, as RGB (`llava.image_loading`).
 
     Args:
         image_file: path or URL.

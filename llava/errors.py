@@ -1,4 +1,9 @@
-"""Errors of checkpoint loading that command lines report in one line (exit status 2)."""
+"""Errors of bad input and checkpoint loading that command lines report in one line (exit status 2)."""
+
+
+class InputError(ValueError):
+    """Bad user input (a question file, an image, a data file); the one-line message names the
+    file, and the line and field where there is one. Command lines print it and exit with 2."""
 
 
 class CheckpointError(ValueError):

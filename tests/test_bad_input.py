@@ -3,7 +3,7 @@ field (exit status 2 from the command lines), or, for inputs that must work, wha
 
 Areas and how a row is checked:
 
-- image: `llava.eval.driver.images.load_image` raises the row's error, or gives the image the row's
+- image: `llava.image_loading.load_image` raises the row's error, or gives the image the row's
   check expects; `test_benchmark_run_lists_bad_images_and_answers_the_rest` then runs every
   image row through a driver (errors.jsonl, --on-error skip / fail, resume);
 - question file, recipe, ratio, model path: ``python -m llava.eval.model_vqa_loader`` with
@@ -38,7 +38,7 @@ from llava.eval import model_vqa_loader, run_llava
 from llava.eval.driver import loop as driver_loop
 from llava.eval.driver.items import EvalItem
 from llava.eval.driver.model_loading import LoadedModel
-from llava.eval.driver.images import (
+from llava.image_loading import (
     DEFAULT_MAX_DECODED_BYTES,
     MAX_SIDE_IN_TOWER_SIDES,
     ImageError,
@@ -46,11 +46,11 @@ from llava.eval.driver.images import (
     load_image,
     tower_input_side,
 )
-from llava.eval.driver.pruning_flags import apply_pruning_args
 from llava.eval.driver.questions import load_questions
 from llava.eval.records.sidecar_files import RUN_RECORD_SUFFIX, sidecar_path
 from llava.eval.driver.sample_errors import ERRORS_SUFFIX
 from llava.mm_utils import process_images
+from llava.pruning_flags import apply_pruning_args
 from tests.conftest import TINY_KEEP_COUNTS, TINY_RECIPE_RATIO
 
 IMAGE, QUESTIONS, CALIBRATION, RECIPE, RATIO, MODEL = (

@@ -17,8 +17,8 @@ from llava.eval.driver import loop as driver_loop
 from llava.eval.driver.batch_generation import PreparedSample, answer_text, collate, greedy_generate
 from llava.eval.driver.items import EvalItem, get_chunk, split_list
 from llava.eval.driver.model_loading import LoadedModel
-from llava.eval.driver.pruning_flags import apply_pruning_args
 from llava.eval.records.sidecar_files import RUN_RECORD_SUFFIX, RUN_STATS_SUFFIX, sidecar_path
+from llava.pruning_flags import apply_pruning_args
 from tests.conftest import TINY_KEEP_COUNTS
 from tests.helpers import QUESTIONS, build_prompt, encode_batch, sample_images
 

@@ -1,5 +1,5 @@
 """Images budgeted by decoded bytes, 16-bit images converted in integers, and the web demo's memory
-under parallel hostile uploads (`llava.eval.driver.images`, `llava.serve.demo_limits`,
+under parallel hostile uploads (`llava.image_loading`, `llava.serve.demo_limits`,
 `benchmarks/upload_memory.py`). Memory is measured in child processes (VmHWM after resetting it), so
 what other tests allocated does not count."""
 import json
@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from fitprune.lab.tiny_checkpoint import VISION_TOWER_DIR
-from llava.eval.driver import images
-from llava.eval.driver.images import ImageError, decoded_bytes, load_image, to_rgb
+from llava import image_loading as images
+from llava.image_loading import ImageError, decoded_bytes, load_image, to_rgb
 from llava.serve.demo_limits import IMAGE_SLOTS, cap_new_tokens
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,7 +84,7 @@ import json, sys
 import numpy as np
 from PIL import Image
 from benchmarks.long_prompt_memory import reset_peak_resident, resident_bytes
-from llava.eval.driver.images import to_rgb
+from llava.image_loading import to_rgb
 from llava.serve.demo_limits import return_large_blocks
 return_large_blocks()
 side = int(sys.argv[1])

@@ -244,7 +244,7 @@ def test_a_pruned_run_parses_its_ratio_once_and_reads_its_recipe_once(tiny_check
     (the pruner keeps its settings), and the recipe file is read once (the run record takes the
     recipe from the pruner)."""
     from llava.eval import model_vqa_loader, run_llava
-    from llava.eval.driver import pruning_flags
+    from llava import pruning_flags
     from llava.model import pruning_setup
     from llava.model.pruning import ratio
     from llava.model.pruning.recipe import RecipeBook

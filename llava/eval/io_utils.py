@@ -19,14 +19,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Type, Union
 
+from llava.errors import InputError
 from llava.json_reading import loads_json
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-
-class InputError(ValueError):
-    """Bad user input (a question file, an image, a data file); the one-line message names the
-    file, and the line and field where there is one. Command lines print it and exit with 2."""
 
 
 class JsonlError(InputError):

@@ -20,10 +20,10 @@ import torch
 from llava.cli_support import add_model_args, image_prompt, run_command, select_conv_mode, start_run, stop_string
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.conversation import conv_templates
-from llava.eval.driver.images import bound_image_geometry
-from llava.eval.driver.pruning_flags import add_pruning_args, pruning_summary
+from llava.image_loading import bound_image_geometry
 from llava.mm_utils import KeywordsStoppingCriteria, image_model_inputs, move_images, tokenizer_image_token
 from llava.model.anyres import uses_anyres
+from llava.pruning_flags import add_pruning_args, pruning_summary
 from llava.utils import OneLineArgumentParser
 
 DEFAULT_MAX_NEW_TOKENS = 1024

@@ -7,8 +7,8 @@
     return_large_blocks()         # once, at server start
 
 Reading an upload (decoding, converting to RGB, bounding its geometry, drawing the tower's view)
-takes up to a few times its decoded bytes (`llava.eval.driver.images.decoded_bytes`, at most
-`llava.eval.driver.images.DEFAULT_MAX_DECODED_BYTES`). Without a limit, N simultaneous uploads take N
+takes up to a few times its decoded bytes (`llava.image_loading.decoded_bytes`, at most
+`llava.image_loading.DEFAULT_MAX_DECODED_BYTES`). Without a limit, N simultaneous uploads take N
 times that; with `IMAGE_SLOTS` slots the server holds at most that many images at once, however
 many uploads arrive, provided freed image buffers go back to the system: glibc's allocator
 otherwise raises its mmap threshold to the largest block freed (up to 32 MiB), after which

@@ -34,10 +34,10 @@ from llava.constants import IMAGE_TOKEN_INDEX
 from llava.conversation import conv_templates
 from llava.errors import ContextLengthError, check_context_length
 from llava.eval.driver.batch_generation import answer_text
-from llava.eval.driver.images import DEFAULT_MAX_DECODED_BYTES, ImageError, bound_image_geometry, load_image
 from llava.eval.driver.questions import UnencodableTextError, check_encodable
 from llava.cli_support import BAD_INPUT_ERRORS, UsageError, generation_kwargs, image_prompt, stop_string
 from llava.eval.records.run_summary import flops_summary
+from llava.image_loading import DEFAULT_MAX_DECODED_BYTES, ImageError, bound_image_geometry, load_image
 from llava.mm_utils import KeywordsStoppingCriteria, image_model_inputs, move_images, tokenizer_image_token
 from llava.model.anyres import uses_anyres
 from llava.model.pruning.flops import DecoderDims
@@ -160,7 +160,7 @@ class DemoModel:
         tokenizer, model, image_processor: from `load_pretrained_model`.
         model_name: the name LLaVA derives from the model path.
         recipe_file: an explicit recipe book, or None to look one up (`recipe_lookup`).
-        max_bytes: most bytes an image may take decoded (`llava.eval.driver.images.decoded_bytes`).
+        max_bytes: most bytes an image may take decoded (`llava.image_loading.decoded_bytes`).
         image_slots: bounds the images read at once (`load_view`).
         lock: held by each generation, from configuring its pruning to resetting it.
     """

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import torch
 
-from llava.eval.driver.pruning_flags import add_pruning_args
 from llava.cli_support import UsageError, add_image_processing_flag
 from llava.eval.driver.sample_errors import ON_ERROR_CHOICES
 from llava.model.builder import DeviceError, check_model_path, resolve_device
+from llava.pruning_flags import add_pruning_args
 from llava.utils import OneLineArgumentParser
 
 

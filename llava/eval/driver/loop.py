@@ -28,7 +28,7 @@ context with its visual tokens) is found while the run goes: with ``--on-error s
 (default) it is listed in ``<answers stem>.errors.jsonl`` and the run goes on, the skips
 counted on the progress bar and in one line at the end; with ``--on-error fail`` it stops the
 run (see `llava.eval.driver.sample_errors`). A run that skips every question exits with status 2
-and one line giving the first error. Images are read by `llava.eval.driver.images` (checked, RGB,
+and one line giving the first error. Images are read by `llava.image_loading` (checked, RGB,
 bounded in size).
 """
 from __future__ import annotations

@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 
-from llava.eval.driver.pruning_flags import apply_pruning_args
 from llava.mm_utils import get_model_name_from_path
 from llava.eval.driver.flags import resolve_dtype
+from llava.pruning_flags import apply_pruning_args
 
 @dataclass
 class LoadedModel:

@@ -12,10 +12,10 @@ from PIL import Image
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.errors import ContextLengthError, check_context_length
 from llava.eval.driver.batch_generation import PreparedSample
-from llava.eval.driver.images import ImageError, bound_image_geometry, decode_base64_image, load_image
 from llava.eval.driver.questions import UnencodableTextError, build_question_prompt, check_encodable
 from llava.eval.records.sidecar_files import RUN_RECORD_SUFFIX, RUN_STATS_SUFFIX, sidecar_path
 from llava.eval.driver.sample_errors import FailedSample, SampleErrorLog
+from llava.image_loading import ImageError, bound_image_geometry, decode_base64_image, load_image
 from llava.mm_utils import parse_grid_pinpoints, process_images, tokenizer_image_token
 from llava.model.anyres import merge_image_features, merge_type_of, uses_anyres
 from llava.eval.driver.flags import ImageLoading
@@ -43,7 +43,7 @@ class SamplePreparer:
                                      use_im_start_end=self.config.mm_use_im_start_end)
 
     def load_image(self, item: EvalItem) -> Image.Image:
-        """The item's image, RGB, bounded for its preprocessing path (`llava.eval.driver.images`).
+        """The item's image, RGB, bounded for its preprocessing path (`llava.image_loading`).
 
         Raises:
             ImageError: the image cannot be used (the message names the file or the base64 source).

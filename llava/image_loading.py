@@ -55,7 +55,7 @@ from typing import Any, BinaryIO, Optional, Tuple, Union
 import numpy as np
 from PIL import Image, ImageMode, UnidentifiedImageError
 
-from llava.eval.io_utils import InputError
+from llava.errors import InputError
 
 DEFAULT_MAX_DECODED_BYTES = 256 * 1024 * 1024
 """Bytes an image may take decoded (`decoded_bytes`): 256 MiB, which lets an RGB image have PIL's
