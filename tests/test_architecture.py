@@ -108,28 +108,49 @@ def _folder(module: str) -> str:
     return ".".join(MODULES[module].relative_to(REPO).parent.parts)
 
 
+def _unit(module: str, package: str) -> str:
+    """The unit of the folder-level check: a module directly in `package` (``llava.utils``) is
+    its own unit, any other module counts as its folder."""
+    folder = _folder(module)
+    return module if folder == package else folder
+
+
 def _folder_graph(package: str) -> Dict[str, Set[str]]:
-    """Folder -> the folders its modules import, inside `package`. A folder and a folder inside it
-    are one unit here: a package uses its sub-packages and they build on its modules, as upstream's
-    ``llava/model/`` (``builder`` loads ``language_model.llava_llama``, which extends ``llava_arch``)."""
+    """Unit (`_unit`) -> the units its modules import, inside `package`. A folder and a folder
+    inside it are one unit here: a package uses its sub-packages and they build on its modules, as
+    upstream's ``llava/model/`` (``builder`` loads ``language_model.llava_llama``, which extends
+    ``llava_arch``). The package's own modules are checked one by one against every folder: the
+    folders build on them (``llava.utils``, ``llava.errors``), so none of them may import a folder
+    that imports it back."""
     graph: Dict[str, Set[str]] = {}
     for name, imported in GRAPH.items():
         if not _in(name, package):
             continue
-        source = _folder(name)
+        source = _unit(name, package)
         targets = graph.setdefault(source, set())
         for other in imported:
             if other in MODULES and _in(other, package):
-                target = _folder(other)
-                if not (_in(target, source) or _in(source, target)):
+                target = _unit(other, package)
+                if target != source and not (_folder(name) != package and _folder(other) != package
+                                             and (_in(target, source) or _in(source, target))):
                     targets.add(target)
     return graph
 
 
 def test_no_two_folders_inside_llava_import_each_other():
-    """The decoder owns its hook contract: ``pruning/`` builds on ``language_model/``, never the reverse."""
-    assert "llava.model.language_model" in _folder_graph("llava")["llava.model.pruning"]
-    assert _cycles(_folder_graph("llava")) == []
+    """The decoder owns its hook contract: ``pruning/`` builds on ``language_model/``, never the
+    reverse; ``llava/model/`` builds on the package's own modules (``llava.utils``,
+    ``llava.errors``), never the reverse."""
+    graph = _folder_graph("llava")
+    assert "llava.model.language_model" in graph["llava.model.pruning"]
+    assert {"llava.utils", "llava.errors"} <= graph["llava.model"]
+    assert _cycles(graph) == []
+
+
+def test_folder_check_sees_a_package_module_and_a_folder_importing_each_other():
+    graph = dict(_folder_graph("llava"))
+    graph["llava.utils"] = graph["llava.utils"] | {"llava.model"}
+    assert ["llava.model", "llava.utils"] in _cycles(graph)
 
 
 def test_cycle_finder_finds_a_cycle():
