@@ -1,6 +1,6 @@
 """LLaVA-NeXT ("anyres") image features: from per-tile tower features to one token run.
 
-`llava.mm_utils.process_anyres_image` turns an image into a base view plus a grid of
+`llava.image_tiling.process_anyres_image` turns an image into a base view plus a grid of
 tiles. After the vision tower and projector, each view is a square grid of feature
 rows. `merge_image_features` assembles them as LLaVA-NeXT does, depending on the
 config's ``mm_patch_merge_type``:
@@ -23,7 +23,8 @@ from typing import Any, Optional, Sequence, Tuple
 
 import torch
 
-from llava.mm_utils import Resolution, get_anyres_image_grid_shape, uses_anyres  # noqa: F401 (uses_anyres: re-exported)
+from llava.image_tiling import Resolution, get_anyres_image_grid_shape
+from llava.mm_utils import uses_anyres  # noqa: F401 (uses_anyres: re-exported)
 
 MERGE_TYPES = ("flat", "spatial", "spatial_unpad")
 """The ``mm_patch_merge_type`` values understood here (``flat`` when the config has none)."""
@@ -107,7 +108,7 @@ def merge_image_features(
 
     Args:
         view_features: ``(views, P, D)``: the base view first, then the tiles row by
-            row (the layout of `llava.mm_utils.process_anyres_image`).
+            row (the layout of `llava.image_tiling.process_anyres_image`).
         merge_type: One of `MERGE_TYPES`.
         image_size: ``(width, height)`` of the original image; needed for the spatial
             types when there are tiles.

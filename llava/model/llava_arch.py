@@ -19,7 +19,7 @@ from torch import nn
 
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.errors import check_context_length
-from llava.mm_utils import Resolution, parse_grid_pinpoints
+from llava.image_tiling import Resolution, parse_grid_pinpoints
 from llava.model.anyres import merge_image_features, merge_type_of, uses_anyres
 from llava.model.language_model.sequence_layout import (
     SEGMENT_PAD,
