@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from fitprune.calibrate import main as calibrate_main
-from fitprune.fit import FIT_PRODUCT, lowest_within_mass, round_keep_counts, select_deletions
+from fitprune.fit import FIT_PRODUCT, lowest_within_mass, select_deletions
+from fitprune.keep_rounding import round_keep_counts
 from llava.model.pruning.flops import DecoderDims, paper_reduction
 from llava.model.pruning.recipe import RecipeBook
 from llava.model.pruning.recipe_fields import FIT_INTERSECTION

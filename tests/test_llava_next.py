@@ -13,7 +13,7 @@ from PIL import Image
 from transformers import AutoConfig, CLIPImageProcessor, CLIPVisionConfig
 
 from fitprune.calibrate import main as calibrate_main
-from fitprune.fit import round_keep_fractions
+from fitprune.keep_rounding import round_keep_fractions
 from llava.model.pruning.flops import DecoderDims
 from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT
 from llava.model.pruning.schedules import FractionSchedule
