@@ -46,9 +46,8 @@ mlp2x_gelu projector and a LLaMA decoder, with a SentencePiece tokenizer trained
 holds every answer as one piece. Everything is trained end to end with AdamW on the answer
 tokens of multi-turn vicuna_v1 conversations (one question of each kind about one image per
 sequence, as in LLaVA's instruction data; the first turn is exactly the single-turn eval
-prompt). The checkpoint has the real layout: config.json, pytorch_model.bin without the
-tower, the tower (weights and image processor) in `clip-vision-tower/` named relative to the
-checkpoint, tokenizer files, and `training.json`.
+prompt). The checkpoint has LLaVA-1.5's layout (`fitprune.lab.demo_checkpoint`) plus
+`training.json`.
 """
 from __future__ import annotations
 
@@ -65,9 +64,17 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from tqdm import tqdm
-from transformers import GenerationConfig
 
 from fitprune.lab.answers import answer_accuracy, answer_token, encode_questions, load_answered_questions, pad_right
+from fitprune.lab.demo_checkpoint import (
+    build_untrained,
+    load_initial_weights,
+    load_tower,
+    read_checkpoint_weights,
+    reuse_tokenizer,
+    save_checkpoint,
+    training_record,
+)
 from fitprune.lab.shapes.scenes import ShapesTask, render_scene
 from fitprune.lab.shapes.questions import VisualQuestion, train_conversations
 from fitprune.lab.scenes import questions as scene_questions, scenes as relational_scenes
@@ -75,15 +82,8 @@ from fitprune.lab.lr_schedule import warmup_cosine
 from fitprune.lab.shapes.data import tokenizer_sentences
 from llava.constants import IGNORE_INDEX
 from llava.eval.driver.questions import build_question_prompt
-from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
-from fitprune.lab.tiny_checkpoint import (
-    DEMO_SPEC,
-    SCENES_SPEC,
-    VISION_TOWER_DIR,
-    TinyLlavaSpec,
-    llava_config_fields,
-    write_vision_tower,
-)
+from llava.utils import usage_error
+from fitprune.lab.tiny_checkpoint import DEMO_SPEC, SCENES_SPEC, TinyLlavaSpec
 
 logger = logging.getLogger(__name__)
 
@@ -179,115 +179,6 @@ class TrainConfig:
     max_minutes: float = 0.0
 
 
-class TrainableLlava(LlavaLlamaForCausalLM):
-    """The LLaVA model with gradients through the vision tower (at inference the tower
-    is frozen and runs under no_grad)."""
-
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Projected visual features (N, V, D) of images (N, 3, H, W), differentiable."""
-        tower = self.get_model().get_vision_tower()
-        outputs = tower.vision_tower(images.to(tower.dtype), output_hidden_states=True)
-        return self.get_model().mm_projector(tower.feature_select(outputs))
-
-
-def read_checkpoint_weights(checkpoint: Path) -> Tuple[dict, dict, bytes]:
-    """The weights of a checkpoint written by this script, read before anything is written.
-
-    Returns:
-        (state dict of everything but the tower, state dict of the tower, tokenizer.model bytes).
-
-    Raises:
-        FileNotFoundError: naming the first missing file.
-    """
-    from transformers import CLIPVisionModel
-
-    for name in ("pytorch_model.bin", f"{VISION_TOWER_DIR}/config.json", "tokenizer.model"):
-        if not (checkpoint / name).is_file():
-            raise FileNotFoundError(f"{checkpoint / name}: --init-from needs a checkpoint written by this script")
-    language = torch.load(checkpoint / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    tower = CLIPVisionModel.from_pretrained(checkpoint / VISION_TOWER_DIR).state_dict()
-    return language, tower, (checkpoint / "tokenizer.model").read_bytes()
-
-
-def load_initial_weights(model: "TrainableLlava", out_dir: Path, weights: Tuple[dict, dict, bytes]) -> None:
-    """Replaces the random weights of `model` with a checkpoint's (`read_checkpoint_weights`).
-
-    Raises:
-        ValueError: if the checkpoint's tokenizer differs from the one written into `out_dir`
-            (its token ids would mean other pieces), a weight is missing or extra, or has another size.
-    """
-    language, tower, tokenizer_bytes = weights
-    if (out_dir / "tokenizer.model").read_bytes() != tokenizer_bytes:
-        raise ValueError("--init-from: the checkpoint's tokenizer.model differs from this task's; "
-                         "its colours and shapes must be the same")
-    try:
-        missing, unexpected = model.load_state_dict(language, strict=False)
-    except RuntimeError as err:
-        raise ValueError(f"--init-from: the checkpoint's decoder has other sizes (pass the --hidden-size etc. of "
-                         f"its training.json spec): {str(err).splitlines()[-1].strip()}") from None
-    missing = [name for name in missing if not name.startswith("model.vision_tower.")]
-    if missing or unexpected:
-        raise ValueError(f"--init-from: weights missing {missing[:3]}, unexpected {unexpected[:3]}")
-    model.get_model().get_vision_tower().vision_tower.load_state_dict(tower)
-
-
-def load_tower(model: "TrainableLlava", directory: Path) -> dict:
-    """Puts a pretrained tower (`fitprune.lab.patch_pretraining`) into `model`; returns its record.
-
-    Raises:
-        FileNotFoundError: the directory lacks the tower or its record.
-        ValueError: its sizes are not the model's tower's.
-    """
-    from fitprune.lab.patch_pretraining import read_pretrained_tower
-
-    state, record = read_pretrained_tower(directory)
-    tower = model.get_model().get_vision_tower().vision_tower
-    try:
-        tower.load_state_dict(state)
-    except RuntimeError as err:
-        raise ValueError(f"--init-tower {directory}: not this task's tower ({str(err).splitlines()[-1].strip()})") from None
-    return record
-
-
-def reuse_tokenizer(out_dir: Path, checkpoint: Path, task):
-    """Replaces the tokenizer files in `out_dir` with `checkpoint`'s and loads them.
-
-    Raises:
-        ValueError: if an answer of `task` is not one of its pieces.
-    """
-    import shutil
-
-    from transformers import LlamaTokenizer
-
-    for name in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copyfile(checkpoint / name, out_dir / name)
-    tokenizer = LlamaTokenizer.from_pretrained(str(out_dir))
-    for answer in task.answers:
-        answer_token(tokenizer, answer)
-    return tokenizer
-
-
-def build_untrained(out_dir: Path, spec: TinyLlavaSpec, task: ShapesTask, seed: int,
-                    sentences: Callable = tokenizer_sentences):
-    """Writes the tokenizer (trained with `sentences(task)`) and a random tower into `out_dir`
-    and builds the random model.
-
-    Returns:
-        (tokenizer, model, image_processor), the model's every parameter trainable.
-    """
-    from fitprune.lab.tokenizer import train_tiny_tokenizer
-
-    torch.manual_seed(seed)
-    tokenizer = train_tiny_tokenizer(out_dir, vocab_size=spec.vocab_size, extra_sentences=sentences(task))
-    tower_dir = write_vision_tower(out_dir / VISION_TOWER_DIR, spec)
-    config = LlavaConfig(**llava_config_fields(spec, str(tower_dir.resolve()), len(tokenizer)))
-    model = TrainableLlava(config)
-    tower = model.get_model().get_vision_tower()
-    tower.load_model()
-    tower.vision_tower.requires_grad_(True)
-    return tokenizer, model, tower.image_processor
-
-
 def conversation_tokens(tokenizer, questions: Sequence[VisualQuestion]) -> Tuple[List[int], List[int]]:
     """Token ids and labels of a multi-turn vicuna_v1 conversation about one image.
 
@@ -374,31 +265,6 @@ def train(model, tokenizer, image_processor, task: ShapesTask, config: TrainConf
     return log
 
 
-def save_checkpoint(model: TrainableLlava, out_dir: Path) -> None:
-    """Writes the trained tower into `clip-vision-tower/` and the rest as a LLaVA-1.5
-    checkpoint (no tower weights in pytorch_model.bin; `mm_vision_tower` relative)."""
-    tower = model.get_model().get_vision_tower()
-    tower.vision_tower.config._name_or_path = VISION_TOWER_DIR  # not the absolute path it was loaded from
-    tower.vision_tower.save_pretrained(out_dir / VISION_TOWER_DIR, safe_serialization=False)
-    plain = LlavaLlamaForCausalLM(model.config)
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("model.vision_tower.")}
-    plain.load_state_dict(state)
-    plain.config.mm_vision_tower = VISION_TOWER_DIR
-    plain.config.architectures = ["LlavaLlamaForCausalLM"]
-    plain.save_pretrained(out_dir, safe_serialization=False)
-    config = plain.config
-    GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
-                     pad_token_id=config.pad_token_id, max_length=config.max_position_embeddings).save_pretrained(out_dir)
-
-
-def _training_record(checkpoint: Path) -> dict:
-    """The training.json of a checkpoint (the stage a run starts from), or a stub naming it."""
-    path = checkpoint / "training.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    return {"checkpoint": str(checkpoint), "wall_time_s": 0.0}
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Trains and writes the demo model; returns the exit code."""
     defaults = TrainConfig()
@@ -447,7 +313,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise ValueError(f"--presence-follow-up applies to --task scenes only, not {args.task}")
             task = replace(task, presence_follow_up=True)
         initial = read_checkpoint_weights(Path(args.init_from)) if args.init_from else None
-        previous = _training_record(Path(args.init_from)) if args.init_from else None
+        previous = training_record(Path(args.init_from)) if args.init_from else None
         inherited = (previous or {}).get("spec", {})  # a later stage keeps its checkpoint's decoder sizes
         base = replace(demo.spec, **{name: inherited[name] for name in (*DECODER_SIZE_FIELDS, "num_key_value_heads")
                                      if name in inherited})
@@ -463,8 +329,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                       tokenizer, image_processor, model.config,
                                       args.validation_folder or demo.validation_folder)
     except (FileNotFoundError, ValueError) as err:  # a QuestionFileError is a ValueError
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        return 2
+        return usage_error(parser.prog, err)
     log = train(model, tokenizer, image_processor, task, config, validation, demo)
     save_checkpoint(model, out_dir)
     record = {
