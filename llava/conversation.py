@@ -6,22 +6,14 @@ single string that is tokenized for the language model. The module-level
 templates are shared and read-only: always work on ``template.copy()``.
 """
 
-import base64
 import dataclasses
 from enum import Enum, auto
-from io import BytesIO
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from PIL import Image
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
-from llava.mm_utils import expand2square
-
-# Pad colour of the gradio helpers: CLIP's mean pixel, int(mean * 255).
-GRADIO_PAD_COLOR = (122, 116, 104)
-# Bounds of the thumbnails sent to the web UI (display only, never to the model).
-_THUMBNAIL_MAX_LONG_EDGE = 800
-_THUMBNAIL_MAX_SHORT_EDGE = 400
+from llava.conversation_images import chatbot_html, display_image, encode_png_base64
 
 # A message is plain text, ``None`` (the slot the model will fill), or, for the
 # first user turn of the web UI, a ``(text, PIL image, image_process_mode)`` tuple.
@@ -43,27 +35,6 @@ def _message_text(message: Message) -> Optional[str]:
     if isinstance(message, tuple):
         return message[0]
     return message
-
-
-def _encode_png_base64(image: Image.Image) -> str:
-    """Encode a PIL image as a base64 PNG string."""
-    buffer = BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def _thumbnail(image: Image.Image) -> Image.Image:
-    """Shrink an image for display, keeping its aspect ratio; never enlarge it."""
-    long_edge, short_edge = max(image.size), min(image.size)
-    aspect_ratio = long_edge / short_edge
-    new_short = int(min(_THUMBNAIL_MAX_LONG_EDGE / aspect_ratio, _THUMBNAIL_MAX_SHORT_EDGE, short_edge))
-    new_long = int(new_short * aspect_ratio)
-    if new_long == long_edge:
-        return image
-    width, height = image.size
-    if height > width:
-        return image.resize((new_short, new_long))
-    return image.resize((new_long, new_short))
 
 
 @dataclasses.dataclass
@@ -222,12 +193,8 @@ class Conversation:
             if index % 2 != 0 or not isinstance(message, tuple):
                 continue
             _, image, mode = message
-            if mode == "Pad":
-                image = expand2square(image, GRADIO_PAD_COLOR)
-            elif mode not in ("Default", "Crop"):
-                raise ValueError(f"Invalid image_process_mode: {mode!r}; expected 'Pad', 'Default' or 'Crop'")
-            image = _thumbnail(image)
-            images.append(image if return_pil else _encode_png_base64(image))
+            image = display_image(image, mode)
+            images.append(image if return_pil else encode_png_base64(image))
         return images
 
     def to_gradio_chatbot(self) -> List[List[Optional[str]]]:
@@ -236,10 +203,7 @@ class Conversation:
         for index, (_, message) in enumerate(self.messages[self.offset:]):
             if index % 2 == 0:
                 if isinstance(message, tuple):
-                    text, image, _ = message
-                    img_b64 = _encode_png_base64(_thumbnail(image))
-                    img_html = f'<img src="data:image/png;base64,{img_b64}" alt="user upload image" />'
-                    message = img_html + text.replace(DEFAULT_IMAGE_TOKEN, "").strip()
+                    message = chatbot_html(message[0], message[1])
                 pairs.append([message, None])
             else:
                 pairs[-1][-1] = message
