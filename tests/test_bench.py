@@ -6,7 +6,7 @@ import json
 from fitprune.lab.answers import wilson_interval
 from fitprune.lab.bench import baselines_for, main, section_heading
 from fitprune.lab.benchmarks_file import write_section
-from fitprune.defaults import DEMO_MODEL_PATH
+from fitprune.defaults import DEMO_MODEL_PATH, SHAPES_CALIBRATION_FILE, SHAPES_DIR, SHAPES_TEST_FILE
 from llava.model.pruning.flops import DecoderDims
 from llava.model.pruning.recipe import RecipeBook
 from llava.model.language_model.llava_llama import LlavaConfig
@@ -33,7 +33,8 @@ def test_peers_remove_at_least_what_fitprune_removes():
 def test_bench_writes_its_section_and_keeps_the_others(tmp_path, capsys):
     output = tmp_path / "BENCHMARKS.md"
     output.write_text("# Benchmarks\n\n## Prefill speed\n\nkept\n")
-    assert main(["--recipe", RECIPES, "--reduction-ratio", "0", "60", "--limit", "30", "--repeats", "1", "--probe-depths",
+    assert main(["--model-path", DEMO_MODEL_PATH, "--question-file", SHAPES_TEST_FILE, "--calibration-file",
+                 SHAPES_CALIBRATION_FILE, "--image-folder", SHAPES_DIR, "--recipe", RECIPES, "--reduction-ratio", "0", "60", "--limit", "30", "--repeats", "1", "--probe-depths",
                  "--output", str(output), "--plot", str(tmp_path / "quality.png"), "--json", ""]) == 0
     text = output.read_text()
     assert "## Prefill speed\n\nkept\n" in text and text.count(SECTION_HEADING) == 1
@@ -86,14 +87,13 @@ def test_bench_on_the_scenes_adds_the_oracle_and_writes_the_json(tmp_path):
 def test_depth_probe_runs_each_policy_on_its_counts():
     from fitprune.lab.answers import answer_accuracy, encode_questions, load_answered_questions
     from fitprune.lab.bench import PROBE_POLICIES, depth_probe
-    from fitprune.defaults import DEFAULT_IMAGE_FOLDER, DEFAULT_TEST_FILE
     from llava.model.pruning.policies import RandomPolicy
     from fitprune.lab.baselines import pruner_installed
     from llava.model.builder import load_pretrained_model
 
     tokenizer, model, processor, _ = load_pretrained_model(DEMO_MODEL_PATH, None, "llava-v1.5-shapes", device="cpu")
-    batches = encode_questions(load_answered_questions(DEFAULT_TEST_FILE, 24), tokenizer, processor, model.config,
-                               DEFAULT_IMAGE_FOLDER)
+    batches = encode_questions(load_answered_questions(SHAPES_TEST_FILE, 24), tokenizer, processor, model.config,
+                               SHAPES_DIR)
     layers = model.config.num_hidden_layers
     probe = depth_probe(model, batches, [1, 99], [0, 3], seed=0)
     assert list(probe) == [(1, 0), (1, 3), (layers, 0), (layers, 3)]

@@ -1,8 +1,10 @@
-"""The shipped demo model: it answers the fixed test split, and pruning quality is measurable on it."""
+"""The shipped demo models: the shapes model answers its fixed test split and pruning quality is measurable
+on it; `python -m fitprune.demo` runs the scenes model by default and the shapes one with --model shapes."""
 import pytest
 
 from fitprune.lab.answers import answer_accuracy, encode_questions, load_answered_questions
-from fitprune.defaults import DEFAULT_IMAGE_FOLDER, DEFAULT_TEST_FILE, DEMO_MODEL_PATH, ensure_default_model
+from fitprune.defaults import DEMO_MODEL_PATH, SHAPES_DIR, SHAPES_TEST_FILE, ensure_default_model
+from fitprune.lab.demo import main as demo_main
 from llava.model.pruning.policies import RandomPolicy
 from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT
 from llava.model.pruning.recipe import RecipeBook
@@ -21,8 +23,8 @@ def demo():
     path = ensure_default_model(DEMO_MODEL_PATH)
     tokenizer, model, processor, _ = load_pretrained_model(path, None, "llava-v1.5-shapes", device="cpu")
     model.eval()
-    questions = load_answered_questions(DEFAULT_TEST_FILE, NUM_QUESTIONS)
-    batches = encode_questions(questions, tokenizer, processor, model.config, DEFAULT_IMAGE_FOLDER, batch_size=50)
+    questions = load_answered_questions(SHAPES_TEST_FILE, NUM_QUESTIONS)
+    batches = encode_questions(questions, tokenizer, processor, model.config, SHAPES_DIR, batch_size=50)
     return model, batches
 
 
@@ -62,3 +64,25 @@ def test_random_pruning_at_90_percent_loses_accuracy(demo, unpruned):
     random = _accuracy_with(model, batches, RandomPolicy(0), recipe.keep_counts)
     assert model.last_pruning_trace.counts()[-1].tolist() == [recipe.keep_counts[-1]] * batches[-1].input_ids.shape[0]
     assert random.accuracy <= unpruned.accuracy - RANDOM_LOSS_AT_90, (random.per_kind, unpruned.per_kind)
+
+
+def _demo_table(capsys, *flags):
+    """`python -m fitprune.demo` on 5 questions at 90% with FastV as the only other method: (header
+    line naming the model, table rows)."""
+    assert demo_main(["--limit", "5", "--reduction-ratio", "90", "--methods", "fastv", *flags]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    return next(line for line in lines if line.startswith("model ")), [line for line in lines if line.startswith("| ")]
+
+
+def test_the_demo_runs_the_scenes_model_by_default(capsys):
+    header, rows = _demo_table(capsys)
+    assert header.startswith("model playground/models/llava-v1.5-scenes;") and "first 5 questions" in header
+    assert rows[0].split(" | ")[2:4] == ["FitPrune", "random (same counts)"] and "oracle (same counts)" in rows[0]
+    cells = rows[1].split(" | ")
+    assert cells[0] == "| 90" and cells[4].startswith("FastV ") and len(cells) == 8
+
+
+def test_the_demo_flag_picks_the_shapes_model(capsys):
+    header, rows = _demo_table(capsys, "--model", "shapes")
+    assert header.startswith(f"model {DEMO_MODEL_PATH};")
+    assert "oracle" not in rows[0] and len(rows[1].split(" | ")) == 7  # shapes questions name no cells

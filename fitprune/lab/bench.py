@@ -1,7 +1,10 @@
 """`python -m fitprune.bench`: pruning quality on the bundled demo model, FitPrune against
 FastV, random and a uniform per-layer baseline at matched FLOPs.
 
-    python -m fitprune.bench                      # demo model, shapes test split
+    python -m fitprune.bench --all-methods [--model shapes]   # every method, paired statistics
+    python -m fitprune.bench --model-path playground/models/llava-v1.5-shapes \
+        --question-file playground/shapes/test.jsonl --image-folder playground/shapes \
+        --calibration-file playground/shapes/calibration.jsonl
     python -m fitprune.bench --recipe playground/models/llava-v1.5-shapes/fitprune_recipes.json
 
 For each budget (percent of paper-convention FLOPs removed) FitPrune's recipe is fitted on
@@ -393,7 +396,12 @@ def calibrate(model_path: str, calibration_file: str, image_folder: str, ratios:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Runs the benchmark; returns the exit code."""
+    """Runs the benchmark (with ``--all-methods`` first: `fitprune.lab.compare`); returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--all-methods"]:
+        from fitprune.lab.compare import main as compare_main
+
+        return compare_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m fitprune.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--model-path", default=None, help="checkpoint (default: the bundled demo model)")
     parser.add_argument("--question-file", default=DEFAULT_TEST_FILE, help="question jsonl with answers")
@@ -413,8 +421,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="depth probe: visual tokens kept after them")
     parser.add_argument("--output", default="BENCHMARKS.md", help="Markdown file to write the section into")
     parser.add_argument("--plot", default="benchmarks/pruning_quality.png")
-    parser.add_argument("--json", default="benchmarks/pruning_quality.json",
-                        help="where to write the accuracies as JSON (empty: not written)")
+    parser.add_argument("--json", default="",
+                        help="where to write the accuracies as JSON, schema 1 (default: not written; "
+                             "benchmarks/pruning_quality.json is --all-methods', schema 2)")
     args = parser.parse_args(argv)
 
     from llava.mm_utils import get_model_name_from_path
@@ -452,7 +461,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
                    f"torch {torch.__version__}",
         "date": datetime.date.today().isoformat(),
-        "command": "python -m fitprune.bench " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m fitprune.bench " + shlex.join(argv),
         "plot": args.plot,
     }
     if args.plot:

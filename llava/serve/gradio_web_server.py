@@ -28,7 +28,7 @@ from llava.model.pruning.from_config import DEFAULT_POLICY
 from llava.model.pruning.policies import POLICIES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL_PATH = REPO_ROOT / "playground" / "models" / "llava-v1.5-shapes"
+DEFAULT_MODEL_PATH = REPO_ROOT / "playground" / "models" / "llava-v1.5-scenes"
 """The bundled demo model, found from this file so the server starts from any directory."""
 EXAMPLES_FILE = REPO_ROOT / "playground" / "shapes" / "test.jsonl"
 """Bundled example questions (the shapes task's test split); their images lie beside it."""
