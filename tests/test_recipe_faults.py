@@ -10,7 +10,7 @@ import torch
 
 from fitprune.calibrate import main as calibrate_main
 from fitprune.recipe_merge import merge_provenance
-from fitprune.defaults import DEFAULT_CALIBRATION_FILE, DEMO_MODEL_PATH
+from fitprune.defaults import DEFAULT_CALIBRATION_FILE, DEFAULT_MODEL_PATH
 from fitprune.fit import TrialResult, fit_recipe
 from llava.model.pruning.flops import paper_reduction
 from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT
@@ -226,16 +226,16 @@ def test_overwrite_writes_a_new_file_with_this_runs_budgets(checkpoint_copy, cap
 
 def test_plain_calibrate_does_not_rewrite_the_tracked_demo_recipes(tmp_path, monkeypatch, capsys):
     # a copy of the files the command reads before loading the model, so the tracked file cannot change
-    for name in (f"{DEMO_MODEL_PATH}/config.json", f"{DEMO_MODEL_PATH}/{RECIPE_FILE_IN_CHECKPOINT}",
+    for name in (f"{DEFAULT_MODEL_PATH}/config.json", f"{DEFAULT_MODEL_PATH}/{RECIPE_FILE_IN_CHECKPOINT}",
                  DEFAULT_CALIBRATION_FILE):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / name, tmp_path / name)
     monkeypatch.chdir(tmp_path)
-    recipes = Path(DEMO_MODEL_PATH) / RECIPE_FILE_IN_CHECKPOINT
+    recipes = Path(DEFAULT_MODEL_PATH) / RECIPE_FILE_IN_CHECKPOINT
     before = recipes.read_bytes()
     assert calibrate_main(["--num-samples", "8"]) == 2
     assert f"{recipes}: already holds recipe(s) for budget(s) 30, 50, 60, 70 from another calibration " \
-           "(num_samples 256 there, 8 now)" in capsys.readouterr().err
+           "(num_samples 128 there, 8 now)" in capsys.readouterr().err
     assert recipes.read_bytes() == before
 
 
