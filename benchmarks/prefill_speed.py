@@ -42,6 +42,7 @@ from fitprune.lab.benchmarks_file import command_line, write_section
 from fitprune.lab.prefill_setup import BENCHMARK_SIZES, build_config, build_prompt, fit_keep_counts
 from llava.model.language_model.modeling_llama import LlamaForCausalLM
 from llava.model.language_model.attention_scores import AttentionQuery
+from llava.model.language_model.layer_probe import LayerProbe
 from llava.model.language_model.sequence_layout import SequenceLayout
 from llava.model.pruning.flops import DecoderDims, full_prefill_flops, full_reduction, paper_reduction
 from llava.model.pruning.policies import FitPrunePolicy, RandomPolicy
@@ -85,11 +86,29 @@ def logit_rows_of(args: argparse.Namespace) -> Optional[int]:
 
 
 class TimedHook:
-    """Wraps a prefill hook and adds up the time spent inside it (scoring, ranking, gather)."""
+    """Wraps a prefill hook and adds up the time spent inside it (scoring, ranking, gather); its
+    `policy` and `schedule` are the wrapped pruner's, so a policy acting in the vision tower
+    (VisionZip) still sees them."""
 
     def __init__(self, hook: TokenPruner):
         self.hook = hook
+        self.policy, self.schedule = hook.policy, hook.schedule
         self.seconds = 0.0
+
+    def before_layer(
+        self, layer_idx: int, hidden: torch.Tensor, layout: SequenceLayout, probe: LayerProbe
+    ) -> Tuple[torch.Tensor, SequenceLayout]:
+        """The wrapped hook's drop before the layer (DART, DivPrune, PyramidDrop), timed."""
+        return self._timed(hidden.device, lambda: self.hook.before_layer(layer_idx, hidden, layout, probe))
+
+    def _timed(self, device: torch.device, work):
+        """`work()`, its time added (on a GPU from the queued work before it to its own finished work)."""
+        _wait_for(device)
+        start = time.perf_counter()
+        result = work()
+        _wait_for(device)
+        self.seconds += time.perf_counter() - start
+        return result
 
     def attention_query(self, layer_idx: int, layout: SequenceLayout) -> Optional[AttentionQuery]:
         """The wrapped hook's statistics request, timed."""
@@ -103,12 +122,7 @@ class TimedHook:
     ) -> Tuple[torch.Tensor, SequenceLayout]:
         """The wrapped hook's pruning (scoring, ranking, gather), timed (on a GPU from the layer's
         finished attention to the hook's finished work)."""
-        _wait_for(hidden.device)
-        start = time.perf_counter()
-        result = self.hook.after_attention(layer_idx, hidden, attention_sums, layout)
-        _wait_for(hidden.device)
-        self.seconds += time.perf_counter() - start
-        return result
+        return self._timed(hidden.device, lambda: self.hook.after_attention(layer_idx, hidden, attention_sums, layout))
 
 
 def _wait_for(device: torch.device) -> None:

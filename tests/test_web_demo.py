@@ -12,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -21,6 +22,8 @@ from llava.conversation import conv_templates
 from llava.cli_support import image_prompt
 from llava.eval.run_llava import main as run_llava_main
 from llava.mm_utils import tokenizer_image_token
+from llava.model.multimodal_encoder.visionzip import token_split
+from llava.model.pruning.policies import METHOD_LABELS, POLICIES
 from llava.model.pruning.recipe import RecipeBook
 from llava.serve.demo_limits import BUSY_MESSAGE, ImageSlots
 from llava.serve.demo_requests import (
@@ -31,6 +34,7 @@ from llava.serve.demo_requests import (
     run_request,
 )
 from llava.serve.demo_results import BudgetDone, BudgetFailed, PartialAnswer, RequestDone, RequestFailed
+from llava.serve.kept_patches import MERGED
 from llava.serve.timed_generation import GenerationTiming
 
 from tests.conftest import TINY_KEEP_COUNTS, TINY_RECIPE_RATIO
@@ -285,6 +289,41 @@ def test_an_upload_waits_for_an_image_slot_and_is_refused_when_none_frees_up(dem
         assert time.monotonic() - started >= 0.2
     assert demo.load_view(str(image))[0].size == (48, 48)  # the slot is free again
 
+
+def test_visionzip_answers_with_merged_cells_tinted_and_flops_against_the_tower_count(demo, image):
+    events = list(run_request(demo, _request(image, ratios=(TINY_RECIPE_RATIO,), policy="visionzip")))
+    result = next(e.result for e in events if isinstance(e, BudgetDone))
+    dims = demo.model.config
+    n, d, m = demo.model.get_model().num_visual_tokens(), dims.hidden_size, dims.intermediate_size
+
+    def layer(k):  # paper-convention multiply-adds of a layer entered and left by k visual tokens
+        return 3 * k * d * d + 2 * k * k * d + k * d * d + 3 * k * d * m
+
+    k = max(k for k in range(1, n + 1) if 100 * (1 - layer(k) / layer(n)) >= TINY_RECIPE_RATIO)
+    dominant, _ = token_split(k)
+    assert (result.num_visual, result.keep_counts) == (n, [k] * dims.num_hidden_layers)
+    assert result.flops["paper_reduction_pct"] == pytest.approx(100 * (1 - layer(k) / layer(n)), rel=1e-12)
+    # the [CLS] token is a dominant one; every other patch not kept as it is was merged
+    assert int(result.masks[0].sum()) == dominant - 1
+    assert int(result.merged.sum()) == n - (dominant - 1) and not (result.merged & result.masks[0]).any()
+    view = np.full((24, 24, 3), 200, dtype=np.uint8)  # 2x2 pixels per cell of the tiny 12x12 grid
+    picture = result.overlay(view, 0)
+    row, col = (int(i) for i in np.argwhere(result.merged)[0])
+    assert picture[2 * row, 2 * col].tolist() == [int(0.5 * 200 + 0.5 * c) for c in MERGED]
+    row, col = (int(i) for i in np.argwhere(result.masks[0])[0])
+    assert picture[2 * row, 2 * col].tolist() == [200, 200, 200]
+    assert result.summary_lines()[0].endswith(f"(of {n}; {n - dominant + 1} patches merged in the vision tower)")
+    assert _is_unpruned(demo.model)
+
+
+def test_the_page_lists_every_policy_by_its_label(demo):
+    pytest.importorskip("gradio")
+    from llava.serve.web_layout import PageDefaults, build_page
+
+    page = build_page(demo, PageDefaults(conv_mode="llava_v1", examples=()))
+    radio = next(c for c in page.blocks.values() if getattr(c, "elem_id", None) == "policy")
+    assert [tuple(choice) for choice in radio.choices] == [(METHOD_LABELS[name], name) for name in POLICIES]
+    assert ("VisionZip", "visionzip") in [tuple(choice) for choice in radio.choices]
 
 def test_the_page_queues_upload_previews_to_the_image_slots(demo):
     pytest.importorskip("gradio")

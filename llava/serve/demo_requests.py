@@ -46,6 +46,7 @@ from llava.model.pruning.policies import POLICIES
 from llava.model.pruning.ratio import ReductionRatioError, parse_reduction_ratio
 from llava.model.pruning.recipe import RecipeBook, RecipeError
 from llava.model.pruning.recipe_lookup import load_recipe_book
+from llava.model.pruning.traced_flops import unpruned_visual_counts
 from llava.serve.demo_limits import ImageSlots, ImageSlotsBusy, cap_new_tokens
 from llava.serve.demo_results import (
     BudgetDone,
@@ -57,7 +58,7 @@ from llava.serve.demo_results import (
     RequestFailed,
     RequestStarted,
 )
-from llava.serve.kept_patches import kept_patch_masks, tower_view
+from llava.serve.kept_patches import kept_patch_masks, merged_patch_mask, tower_view
 from llava.serve.timed_generation import CancelCriteria, GenerationTiming, TimedTextStreamer, stream_in_thread
 
 logger = logging.getLogger(__name__)
@@ -144,12 +145,14 @@ class PreparedInput:
 @dataclass
 class _Generated:
     """What a generation thread hands back: new token ids, timing, the prefill's trace (None
-    unpruned) and its visual token count before pruning."""
+    unpruned), its visual token count before any pruning (the tower's) and, under a policy acting
+    in the tower (VisionZip), the grid cells merged into contextual tokens ((P,) bool)."""
 
     new_tokens: List[int]
     timing: GenerationTiming
     trace: object = None
     initial_visual: Optional[int] = None
+    merged: Optional[torch.Tensor] = None
 
 
 @dataclass
@@ -286,9 +289,11 @@ class DemoModel:
                                                      **generation)
                 timing = GenerationTiming.from_arrivals(start, streamer.arrivals)
                 new_tokens = output_ids[0, prepared.input_ids.shape[1]:].tolist()
-                visual = self.model.last_visual_counts
+                visual = unpruned_visual_counts(self.model, self.model.last_visual_counts)
+                selection = getattr(self.model, "last_tower_selection", None)
                 return _Generated(new_tokens, timing, self.model.last_pruning_trace,
-                                  int(visual[0]) if visual is not None else None)
+                                  visual[0] if visual is not None else None,
+                                  selection.merged_into[0].cpu() if selection is not None else None)
             finally:
                 self.model.set_pruning()
 
@@ -301,22 +306,25 @@ class DemoModel:
         trace = generated.trace
         num_visual = prepared.num_visual if prepared.num_visual is not None else generated.initial_visual
         layers = self.model.config.num_hidden_layers
-        keep_counts = masks = flops = None
+        keep_counts = masks = flops = entered = merged = None
         if trace is not None:
             keep_counts = trace.counts()[:, 0].tolist()
+            entered = np.array([trace.entered()[:, 0].tolist()])
         elif num_visual is not None:
             keep_counts = [num_visual] * layers
         if prepared.num_visual is not None:
             kept = ([trace.kept_indices(layer, 0) for layer in range(layers)] if trace is not None
                     else [torch.arange(num_visual)] * layers)
             masks = kept_patch_masks(kept, num_visual)
+            if generated.merged is not None:
+                merged = merged_patch_mask(generated.merged, num_visual)
         if num_visual is not None:
             flops = flops_summary(DecoderDims.from_config(self.model.config), np.array([num_visual]),
                                   np.array([prepared.num_other_tokens]), np.array([keep_counts]),
-                                  np.array([len(generated.new_tokens)]))
+                                  np.array([len(generated.new_tokens)]), entered)
         answer = answer_text(self.tokenizer, generated.new_tokens, prepared.stop_str)
         return BudgetResult(settings.reduction_ratio, settings.policy, answer, len(generated.new_tokens),
-                            keep_counts, num_visual, masks, flops, generated.timing)
+                            keep_counts, num_visual, masks, flops, generated.timing, merged)
 
 
 def decoding_arguments(request: DemoRequest, prepared: PreparedInput) -> Tuple[dict, Optional[str]]:

@@ -32,6 +32,8 @@ class BudgetResult:
         masks: (L, side, side) bool, the patches alive after each layer, or None for anyres models.
         flops: `llava.eval.records.run_summary.flops_summary` of this answer, or None without keep counts.
         timing: prefill latency and decode speed.
+        merged: (side, side) bool, the patches merged into contextual tokens in the vision tower
+            (VisionZip), or None.
     """
 
     ratio: float
@@ -43,20 +45,23 @@ class BudgetResult:
     masks: Optional[np.ndarray]
     flops: Optional[dict]
     timing: GenerationTiming
+    merged: Optional[np.ndarray] = None
 
     def overlay(self, view: np.ndarray, layer: int) -> Optional[np.ndarray]:
-        """`view` (H, W, 3) with the patches dropped by the end of `layer` greyed out
-        (layer clamped to the model's), or None when the patches are not known."""
+        """`view` (H, W, 3) with the patches dropped by the end of `layer` greyed out and those
+        merged into contextual tokens tinted (layer clamped to the model's), or None when the
+        patches are not known."""
         if self.masks is None or view is None:
             return None
-        return shade_dropped(view, self.masks[min(max(layer, 0), len(self.masks) - 1)])
+        return shade_dropped(view, self.masks[min(max(layer, 0), len(self.masks) - 1)], merged=self.merged)
 
     def summary_lines(self) -> List[str]:
         """Plain-text lines: kept tokens per layer, FLOPs removed in both conventions, speed."""
         lines = []
         if self.keep_counts is not None:
             kept = ", ".join(str(k) for k in self.keep_counts)
-            lines.append(f"Visual tokens kept after each layer: {kept} (of {self.num_visual})")
+            merged = f"; {int(self.merged.sum())} patches merged in the vision tower" if self.merged is not None else ""
+            lines.append(f"Visual tokens kept after each layer: {kept} (of {self.num_visual}{merged})")
         if self.flops is not None:
             lines.append(
                 f"FLOPs removed: {self.flops['paper_reduction_pct']:.2f}% paper (visual tokens, prefill) · "

@@ -261,7 +261,7 @@ class Page:
                        self.preview: enlarge(event.view), self.state: state}
             for i, slot in enumerate(self.slots):
                 shown = i < len(event.ratios)
-                title = f"### {ratio_label(event.ratios[i])} · {request.policy}" if shown else ""
+                title = f"### {ratio_label(event.ratios[i])} · {METHOD_LABELS[request.policy]}" if shown else ""
                 updates.update({slot.column: gr.update(visible=shown), slot.title: title,
                                 slot.answer: gr.update(value="", visible=True),
                                 slot.overlay: gr.update(value=None, label="Kept patches", visible=True),

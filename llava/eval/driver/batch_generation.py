@@ -19,6 +19,8 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 import torch
 from transformers import GenerationConfig
 
+from llava.model.pruning.traced_flops import unpruned_visual_counts
+
 LOGITS_PROCESSING_FIELDS = (
     "repetition_penalty", "encoder_repetition_penalty", "no_repeat_ngram_size",
     "encoder_no_repeat_ngram_size", "bad_words_ids", "min_length", "min_new_tokens",
@@ -116,11 +118,13 @@ class GenerationOutput:
         new_tokens: per sample, the generated ids up to and including the first stop.
         keep_counts: (L, B) visual tokens left after each layer in the prefill, or None
             when nothing was pruned.
-        initial_visual: per sample, visual tokens spliced in before any pruning, or None
-            when the prefill's layout was not seen (`generate`).
+        initial_visual: per sample, visual tokens before any pruning (the tower's, also under a
+            policy acting in the tower), or None when the prefill's layout was not seen (`generate`).
         prefill_s: wall time of the prefill forward (first token included), or None.
         decode_s: wall time of the decode steps, or None.
         decode_tokens: tokens the decode steps added to unfinished answers.
+        entered_counts: (L, B) visual tokens entering each layer in the prefill, or None when
+            nothing was pruned.
     """
 
     new_tokens: List[List[int]]
@@ -129,6 +133,7 @@ class GenerationOutput:
     prefill_s: Optional[float] = None
     decode_s: Optional[float] = None
     decode_tokens: int = 0
+    entered_counts: Optional[torch.Tensor] = None
 
 
 def _synchronize(device: torch.device) -> None:
@@ -139,6 +144,11 @@ def _synchronize(device: torch.device) -> None:
 def _trace_counts(model) -> Optional[torch.Tensor]:
     trace = getattr(model, "last_pruning_trace", None)
     return trace.counts() if trace is not None and trace.live_counts else None
+
+
+def _trace_entered(model) -> Optional[torch.Tensor]:
+    trace = getattr(model, "last_pruning_trace", None)
+    return trace.entered() if trace is not None and trace.entering_counts else None
 
 
 def eos_token_ids(model) -> List[int]:
@@ -200,7 +210,9 @@ def greedy_generate(
         _synchronize(device)
         prefill_s = time.perf_counter() - start
         keep_counts = _trace_counts(model)
-        initial_visual = out.sequence_layout.initial_visual.tolist() if out.sequence_layout is not None else None
+        layout = out.sequence_layout
+        initial_visual = unpruned_visual_counts(model, layout.initial_visual.tolist() if layout is not None else None)
+        entered_counts = _trace_entered(model)
         cache = out.past_key_values
         for step in range(max_new_tokens):
             tokens = next_tokens.tolist()
@@ -220,7 +232,8 @@ def greedy_generate(
             next_tokens = out.logits[:, -1].argmax(dim=-1)
         _synchronize(device)
         decode_s = time.perf_counter() - start - prefill_s
-    return GenerationOutput(generated, keep_counts, initial_visual, prefill_s, decode_s, decode_tokens)
+    return GenerationOutput(generated, keep_counts, initial_visual, prefill_s, decode_s, decode_tokens,
+                            entered_counts)
 
 
 def _on_model_device(model, batch: Batch) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
@@ -262,7 +275,8 @@ def hf_generate(model, batch: Batch, settings: GenerationSettings) -> Generation
                                 image_sizes=batch.image_sizes or None, **kwargs)
     eos = set(eos_token_ids(model))
     rows = output[:, batch.input_ids.shape[1]:].tolist()
-    return GenerationOutput([_until_eos(row, eos) for row in rows], _trace_counts(model))
+    return GenerationOutput([_until_eos(row, eos) for row in rows], _trace_counts(model),
+                            entered_counts=_trace_entered(model))
 
 
 def generate_batch(model, batch: Batch, settings: GenerationSettings) -> GenerationOutput:

@@ -95,10 +95,11 @@ def log_header(spec: DriverSpec, args: argparse.Namespace, loaded: LoadedModel, 
 def batch_stats(batch: Batch, output: GenerationOutput, num_visual_tokens: int, num_layers: int) -> dict:
     """One run-stats log entry for an answered batch.
 
-    A sample's visual tokens are those the prefill spliced in when the output has them,
-    else its image placeholders times `num_visual_tokens`.
+    A sample's visual tokens are those before any pruning when the output has them, else its
+    image placeholders times `num_visual_tokens`; the tokens entering each layer are the trace's
+    (else layer 0 entered by all of them, layer l by what left layer l-1).
     """
-    keep_counts, num_visual, num_other = [], [], []
+    keep_counts, num_visual, num_other, entered = [], [], [], []
     for b, sample in enumerate(batch.samples):
         placeholders = int((sample.input_ids == IMAGE_TOKEN_INDEX).sum())
         if output.initial_visual is not None:
@@ -111,11 +112,16 @@ def batch_stats(batch: Batch, output: GenerationOutput, num_visual_tokens: int, 
             keep_counts.append(output.keep_counts[:, b].tolist())
         else:
             keep_counts.append([visual] * num_layers)
+        if output.entered_counts is not None:
+            entered.append(output.entered_counts[:, b].tolist())
+        else:
+            entered.append([visual] + keep_counts[-1][:-1])
     return {
         "keys": [s.item.key for s in batch.samples],
         "num_visual": num_visual,
         "num_other_tokens": num_other,
         "keep_counts": keep_counts,
+        "entered_counts": entered,
         "new_tokens": [len(tokens) for tokens in output.new_tokens],
         "prefill_s": output.prefill_s,
         "decode_s": output.decode_s,

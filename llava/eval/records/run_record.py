@@ -8,8 +8,8 @@ Beside an answers file ``<name>.jsonl`` a driver keeps two files:
   - ``{"header": {...}}`` once, when the log is created: the settings that change answers
     (compared on resume), the decoder's dimensions, the recipe in use;
   - ``{"batch": {...}}`` after each batch: per sample its resume key, visual tokens before
-    pruning, other (prefix + text) tokens, visual tokens left after each layer and new
-    tokens; per batch the prefill and decode wall times and the tokens decoded;
+    pruning, other (prefix + text) tokens, visual tokens entering and left after each layer
+    and new tokens; per batch the prefill and decode wall times and the tokens decoded;
   - ``{"run": {...}}`` when a process finishes: device, wall time, peak memory, versions.
 
 - ``<name>.run.json``: the run record, recomputed from the whole log at the end of each
@@ -29,9 +29,11 @@ Run record schema (``schema_version`` 1); FLOPs are per sample, as in `llava.mod
     generation: conv_mode, temperature, top_p, num_beams, max_new_tokens, decoding
     chunk:      index, count (a chunk's own record) or count, merged_from (merged record)
     samples:    answered (lines of the answers file), measured (with stats), with_image
-    visual_tokens: initial_mean, kept_per_layer_mean[L]   (over samples with an image)
+    visual_tokens: initial_mean (the tower's, before any pruning), kept_per_layer_mean[L],
+                entered_per_layer_mean[L]   (over samples with an image)
     flops:      paper_prefill, paper_prefill_unpruned, paper_reduction_pct   (image samples;
-                visual tokens only, multiply-adds)
+                visual tokens only, multiply-adds; from the tokens entering and leaving each
+                layer, `llava.model.pruning.traced_flops`)
                 full_prefill, full_prefill_unpruned, full_prefill_reduction_pct,
                 full_decode, full_total   (all samples; every token, 2 FLOPs per MAC)
     timing:     prefill_latency_ms_median (per batch: vision encoder + prefill to the first

@@ -76,7 +76,8 @@ def build_pruner(settings: PruningSettings, config: Any, num_visual_tokens: int)
         num_visual_tokens: visual tokens per tower image of this model (for anyres models the
             base view's; their recipes state fractions, see `FractionSchedule`).
 
-    A policy with ``schedule_for_budget`` (DART, DivPrune, PyramidDrop, SparseVLM) brings its own keep
+    A policy with ``check_model`` (VisionZip) refuses here a model it cannot act on. A policy with
+    ``schedule_for_budget`` (DART, DivPrune, PyramidDrop, SparseVLM, VisionZip) brings its own keep
     counts for the ratio, solved from the config's dimensions (`llava.model.pruning.budget`); the
     others follow the recipe file.
 
@@ -84,10 +85,14 @@ def build_pruner(settings: PruningSettings, config: Any, num_visual_tokens: int)
         RecipeError: no recipe for the model or the ratio, or a recipe for another model (the
             message starts with the recipe file).
         BudgetError: (a RecipeError) a policy's own schedule cannot reach the ratio.
+        TowerPolicyError: (a RecipeError) the policy cannot act on this model (`check_model`).
     """
     if settings.reduction_ratio == 0:
         return None
     policy = policy_named(settings.policy, settings.seed)
+    check_model = getattr(policy, "check_model", None)
+    if check_model is not None:
+        check_model(config)
     own_schedule = getattr(policy, "schedule_for_budget", None)
     if own_schedule is not None:
         schedule = own_schedule(settings.reduction_ratio, DecoderDims.from_config(config), num_visual_tokens)

@@ -11,7 +11,9 @@ from typing import Any, Optional, Tuple
 
 import torch
 
+from llava.model.anyres import uses_anyres
 from llava.model.language_model.sequence_layout import SequenceLayout
+from llava.model.multimodal_encoder.multipath_encoder import is_multipath
 from llava.model.multimodal_encoder.visionzip import token_split
 from llava.model.pruning.budget import BudgetError, single_cut_fractions
 from llava.model.pruning.flops import DecoderDims
@@ -78,6 +80,28 @@ class VisionZipPolicy:
             raise BudgetError(f"{err} (VisionZip keeps at least 1 dominant token, the [CLS] token)") from None
         return TowerCutSchedule(fractions[0])
 
+    def check_model(self, config: Any) -> None:
+        """Refuses, when pruning is set up, a model whose tower this policy cannot act in.
+
+        Raises:
+            TowerPolicyError: `config` is anyres (LLaVA-NeXT) or asks for LLaVA-HR's multi-path tower.
+        """
+        if uses_anyres(config):
+            raise _anyres_refusal(self)
+        if is_multipath(config):
+            raise _tower_refusal(self, "LLaVA-HR's multi-path tower (is_multipath_encoder)")
+
+
+def _anyres_refusal(policy: Any) -> TowerPolicyError:
+    return TowerPolicyError(
+        f"policy {policy.name!r} ({policy.label}) reduces one square CLIP view per image; anyres "
+        "(LLaVA-NeXT) models are not supported"
+    )
+
+
+def _tower_refusal(policy: Any, tower: str) -> TowerPolicyError:
+    return TowerPolicyError(f"policy {policy.name!r} ({policy.label}) needs a CLIP vision tower; {tower} is not one")
+
 
 def tower_token_split(hook: Any, tower: Any, anyres: bool) -> Optional[Tuple[int, int]]:
     """(dominant, contextual) tokens `tower` keeps of its ``num_visual_tokens`` under the prefill
@@ -90,12 +114,7 @@ def tower_token_split(hook: Any, tower: Any, anyres: bool) -> Optional[Tuple[int
     if not getattr(policy, "acts_in_tower", False):
         return None
     if anyres:
-        raise TowerPolicyError(
-            f"policy {policy.name!r} ({policy.label}) reduces one square CLIP view per image; anyres "
-            "(LLaVA-NeXT) models are not supported"
-        )
+        raise _anyres_refusal(policy)
     if not hasattr(tower, "encode_visionzip"):
-        raise TowerPolicyError(
-            f"policy {policy.name!r} ({policy.label}) needs a CLIP vision tower; {type(tower).__name__} is not one"
-        )
+        raise _tower_refusal(policy, type(tower).__name__)
     return token_split(hook.schedule.tower_tokens(tower.num_visual_tokens))
