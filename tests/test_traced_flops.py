@@ -10,6 +10,7 @@ import torch
 
 from benchmarks.prefill_speed import TimedHook
 from llava.eval import run_llava
+from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
 from llava.model.pruning.flops import DecoderDims, full_reduction, paper_reduction
 from llava.model.pruning.from_config import PruningSettings, build_pruner
 from llava.model.pruning.recipe import RecipeBook
@@ -94,16 +95,24 @@ def test_visionzip_refuses_next_and_hr_models_when_pruning_is_set_up(tiny, field
     assert str(caught.value) == message
 
 
-def test_run_llava_with_visionzip_on_llava_hr_is_one_line_before_generating(tiny_hr_checkpoint, capsys):
+@pytest.mark.parametrize("checkpoint, message", [
+    ("tiny_hr_checkpoint", "needs a CLIP vision tower; LLaVA-HR's multi-path tower (is_multipath_encoder) is not one"),
+    ("next_checkpoint", "reduces one square CLIP view per image; anyres (LLaVA-NeXT) models are not supported"),
+])
+def test_run_llava_with_visionzip_on_hr_or_next_is_one_line_before_generating(checkpoint, message, request, capsys,
+                                                                             monkeypatch):
+    def no_generation(*args, **kwargs):
+        pytest.fail("the model generated before the policy was refused")
+
+    monkeypatch.setattr(LlavaLlamaForCausalLM, "generate", no_generation)
     with pytest.raises(SystemExit) as caught:
-        run_llava.main(["--model-path", str(tiny_hr_checkpoint), "--image-file", IMAGE, "--query", "What is it?",
-                        "--device", "cpu", "--temperature", "0", "--max-new-tokens", "2",
+        run_llava.main(["--model-path", str(request.getfixturevalue(checkpoint)), "--image-file", IMAGE,
+                        "--query", "What is it?", "--device", "cpu", "--temperature", "0", "--max-new-tokens", "2",
                         "--reduction-ratio", "50", "--policy", "visionzip"])
     assert caught.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].endswith("policy 'visionzip' (VisionZip) needs a CLIP vision tower; LLaVA-HR's multi-path "
-                            "tower (is_multipath_encoder) is not one")
-    assert "Traceback" not in "\n".join(err) and "ASSISTANT" not in "\n".join(err)
+    out, err = capsys.readouterr()
+    assert err.strip().splitlines()[-1] == f"run_llava: error: policy 'visionzip' (VisionZip) {message}"
+    assert out == "" and "Traceback" not in err
 
 
 @pytest.mark.parametrize("policy", ["divprune", "visionzip"])
