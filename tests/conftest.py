@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny LLaVA checkpoint written once per session, loaded offline."""
+"""Shared fixtures: the tiny LLaVA checkpoints (v1.5 and LLaVA-HR once per session, LLaVA-NeXT once per
+module), loaded offline; drivers on the tiny model; a folder of run records."""
 import json
 import os
 
@@ -7,8 +8,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from pathlib import Path  # noqa: E402
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from llava.model.pruning.recipe import ModelSignature, Recipe, RecipeBook  # noqa: E402
 from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT, shipped_recipe_path  # noqa: E402
@@ -16,13 +19,16 @@ from llava.model.builder import load_pretrained_model  # noqa: E402
 from fitprune.lab.tiny_checkpoint import write_tiny_llava  # noqa: E402
 from fitprune.lab.tiny_hr_checkpoint import write_tiny_hr  # noqa: E402
 from fitprune.published import resampled_book  # noqa: E402
+from llava.eval.driver import loop as driver_loop  # noqa: E402
+from llava.eval.driver.model_loading import LoadedModel  # noqa: E402
+from llava.eval.records import record_metric  # noqa: E402
+from llava.pruning_flags import apply_pruning_args  # noqa: E402
+from tests.checkpoint_copies import converted_to_hf  # noqa: E402
+from tests.helpers import NEXT_NAME, NEXT_SPEC, QUESTIONS, TINY_KEEP_COUNTS, TINY_RECIPE_RATIO  # noqa: E402
+from tests.records import PRUNED_KEEP, VISUAL, record_value, write_run  # noqa: E402
 
 # tiny models are overhead-bound: one thread is faster, and steadier on a shared 2-core machine
 torch.set_num_threads(1)
-
-TINY_RECIPE_RATIO = 50.0
-# visual tokens left after each of the tiny model's 4 layers (it has 144)
-TINY_KEEP_COUNTS = (144, 97, 61, 30)
 
 
 @pytest.fixture(scope="session")
@@ -60,6 +66,84 @@ def tiny(_loaded_tiny):
     tokenizer, model, processor, _ = _loaded_tiny
     yield tokenizer, model, processor
     model.set_pruning()
+
+
+@pytest.fixture(scope="module")
+def hf_checkpoint(tiny_checkpoint, tmp_path_factory) -> Path:
+    """The tiny checkpoint converted to the llava-hf layout, once per module."""
+    return converted_to_hf(tiny_checkpoint, tmp_path_factory.mktemp("hf"))
+
+
+@pytest.fixture(scope="module")
+def next_checkpoint(tmp_path_factory) -> Path:
+    """A tiny random LLaVA-NeXT (anyres) checkpoint, written once per module (tests add recipes to it)."""
+    return write_tiny_llava(tmp_path_factory.mktemp("next") / NEXT_NAME, NEXT_SPEC)
+
+
+@pytest.fixture(scope="module")
+def _loaded_next(next_checkpoint):
+    return load_pretrained_model(str(next_checkpoint), None, NEXT_NAME, device="cpu")
+
+
+@pytest.fixture()
+def next_model(_loaded_next):
+    """(tokenizer, model, image_processor); pruning is switched off after each test (`set_pruning`)."""
+    tokenizer, model, processor, _ = _loaded_next
+    yield tokenizer, model, processor
+    model.set_pruning()
+
+
+@pytest.fixture()
+def preloaded(tiny, monkeypatch):
+    """Drivers get the session's tiny model instead of loading it again (pruning flags applied)."""
+    tokenizer, model, processor = tiny
+    loads = []
+
+    def load(args):
+        loads.append(args)
+        apply_pruning_args(model, args)
+        return LoadedModel(tokenizer, model, processor, "llava-v1.5-tiny")
+
+    monkeypatch.setattr(driver_loop, "load_model", load)
+    return loads
+
+
+@pytest.fixture()
+def vqa_data(tmp_path):
+    """Five questions of different lengths on images of different sizes; ids int and str."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    lines = []
+    for i in range(5):
+        pixels = rng.integers(0, 256, size=(24 + 9 * i, 40 - 3 * i, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+        question_id = i * 10 if i % 2 else f"img{i}"
+        lines.append({"question_id": question_id, "image": f"{i}.png", "text": QUESTIONS[i % len(QUESTIONS)] + "?" * i})
+    question_file = tmp_path / "questions.jsonl"
+    question_file.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return question_file, folder
+
+
+@pytest.fixture()
+def runs_dir(tmp_path):
+    """textvqa at ratios 0 and 50 (both scored), pope at ratio 0 only (scored), gqa at 50 (unscored)."""
+    runs = tmp_path / "eval"
+    base = runs / "textvqa" / "answers" / "llava-v1.5-7b-r0.jsonl"
+    pruned = runs / "textvqa" / "answers" / "llava-v1.5-7b-r50.jsonl"
+    pope = runs / "pope" / "answers" / "llava-v1.5-7b-r0.jsonl"
+    write_run(base, "textvqa", 0, [VISUAL] * 32)
+    write_run(pruned, "textvqa", 50, PRUNED_KEEP)
+    write_run(pope, "pope", 0, [VISUAL] * 32)
+    write_run(runs / "gqa" / "answers" / "llava-v1.5-7b-r50.jsonl", "gqa", 50, PRUNED_KEEP)
+    assert record_value(base, "Samples: 3\nAccuracy: 58.20%\n", "--metric", "accuracy", "--pattern",
+                        r"Accuracy: ([0-9.]+)%") == 0
+    assert record_metric.main(["--answers-file", str(pruned), "--metric", "accuracy",
+                               "--value", "55.29"]) == 0
+    pope_log = "F1 score: 0.8\nF1 score: 0.9\nF1 score: 0.85\nMean F1 over 3 categories: 0.850\n"
+    assert record_value(pope, pope_log, "--pattern", r"F1 score: ([0-9.]+)", "--reduce", "mean",
+                        "--scale", "100") == 0
+    return runs
 
 
 @pytest.fixture(autouse=True)

@@ -1,9 +1,25 @@
-"""Prompt, image and batch builders shared by the tests."""
+"""Constants of the tiny test checkpoints, and the prompt, image, batch and greedy-answer helpers
+shared by the tests."""
+import json
+
 import torch
 from PIL import Image
 
 from llava.conversation import conv_templates
 from llava.mm_utils import process_images, tokenizer_image_token
+from fitprune.lab.tiny_checkpoint import TinyLlavaSpec
+
+TINY_RECIPE_RATIO = 50.0
+# visual tokens left after each of the tiny model's 4 layers (it has 144)
+TINY_KEEP_COUNTS = (144, 97, 61, 30)
+
+# the tiny LLaVA-NeXT (anyres) checkpoint
+NEXT_SPEC = TinyLlavaSpec(version="v1.6", image_size=24)
+NEXT_NAME = "llava-v1.6-tiny"
+# (width, height) -> grid (across x down), feature rows x columns kept of the grid's: 2x1, 6 x 12 of
+# 6 x 12 (exact width 11, margin 0); 1x3, 18 x 6 of 18 x 6 (exact 5); 3x1, 6 x 14 of 6 x 18 (exact 13,
+# margin 2 a side); 2x2, 12 x 12, nothing cropped
+IMAGE_SIZES = [(50, 26), (30, 100), (90, 40), (50, 50)]
 
 
 def build_prompt(question: str, conv_mode: str = "vicuna_v1", image: bool = True) -> str:
@@ -43,3 +59,32 @@ def encode_batch(tokenizer, prompts, padding_side: str = "right"):
         ids[b, span] = row
         mask[b, span] = 1
     return ids, mask
+
+
+def picture(size, seed=0) -> Image.Image:
+    """A random RGB image of `size` (width, height)."""
+    generator = torch.Generator().manual_seed(seed)
+    pixels = (torch.rand(size[1], size[0], 3, generator=generator) * 255).to(torch.uint8)
+    return Image.fromarray(pixels.numpy())
+
+
+def greedy_answers(model, tokenizer, ids, mask, images, max_new_tokens=10):
+    """Per row, the token ids `generate` adds greedily (cached) after the prompt."""
+    with torch.inference_mode():
+        out = model.generate(ids, attention_mask=mask, images=images, do_sample=False,
+                             max_new_tokens=max_new_tokens, use_cache=True)
+    return [row.tolist() for row in out[:, ids.shape[1]:]]
+
+
+def strip_pad(tokens):
+    """`tokens` without its trailing pad ids (0)."""
+    while tokens and tokens[-1] == 0:
+        tokens = tokens[:-1]
+    return tokens
+
+
+def write_jsonl(path, rows):
+    """`rows` as JSON lines (UTF-8) at `path`, its folders made; returns `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path

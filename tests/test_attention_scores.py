@@ -15,8 +15,7 @@ from llava.model.language_model.sequence_layout import SEGMENT_PAD, SEGMENT_PREF
 from llava.model.pruning.policies import FastVPolicy, FitPrunePolicy, cross_and_self_scores, fitprune_attention_query
 from llava.model.pruning.pruner import TokenPruner
 from llava.model.pruning.schedules import FractionSchedule
-from tests.helpers import QUESTIONS, build_prompt, encode_batch, sample_images
-from tests.test_llava_next import IMAGE_SIZES, _loaded_next, next_checkpoint, next_model, picture  # noqa: F401
+from tests.helpers import IMAGE_SIZES, QUESTIONS, build_prompt, encode_batch, picture, sample_images
 
 BATCH, HEADS, KV_HEADS, HEAD_DIM = 2, 4, 2, 16
 PREFIX, VISUAL, TEXT, PAD = 5, 600, 119, 24

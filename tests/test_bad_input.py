@@ -51,7 +51,7 @@ from llava.eval.records.sidecar_files import RUN_RECORD_SUFFIX, sidecar_path
 from llava.eval.driver.sample_errors import ERRORS_SUFFIX
 from llava.mm_utils import process_images
 from llava.pruning_flags import apply_pruning_args
-from tests.conftest import TINY_KEEP_COUNTS, TINY_RECIPE_RATIO
+from tests.helpers import TINY_KEEP_COUNTS, TINY_RECIPE_RATIO
 
 IMAGE, QUESTIONS, CALIBRATION, RECIPE, RATIO, MODEL = (
     "image", "question file", "calibration data", "recipe", "ratio", "model path")

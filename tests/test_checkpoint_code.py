@@ -20,7 +20,7 @@ from PIL import Image
 from llava.errors import CheckpointError
 from llava.model.builder import load_pretrained_model
 from llava.model.tokenizer_loading import load_llama_tokenizer
-from tests.checkpoint_copies import WritesAFile, converted_to_hf, copy_checkpoint
+from tests.checkpoint_copies import WritesAFile, copy_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT_S = 120
@@ -138,11 +138,6 @@ def test_a_model_base_with_auto_map_is_refused(tiny_checkpoint, tmp_path):
     with pytest.raises(CheckpointError) as err:
         load_pretrained_model(str(checkpoint), str(base), "llava-v1.5-tiny-lora", device="cpu")
     assert str(err.value) == f"{base}/tokenizer_config.json: {AUTO_MAP_REFUSED}"
-
-
-@pytest.fixture(scope="module")
-def hf_checkpoint(tiny_checkpoint, tmp_path_factory) -> Path:
-    return converted_to_hf(tiny_checkpoint, tmp_path_factory.mktemp("hf"))
 
 
 @pytest.mark.parametrize("filename, fields, message", [

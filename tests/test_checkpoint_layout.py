@@ -9,90 +9,14 @@ import torch
 from transformers import AutoConfig, CLIPVisionConfig
 
 from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
+from tests.released_configs import LLAVA_V15_13B_CONFIG, LLAVA_V15_7B_CONFIG, WEIGHT_MAP_DIMS, expected_weight_map
 
-# Released config.json of liuhaotian/llava-v1.5-7b (spec 3.1); mm_vision_tower is replaced per test.
-LLAVA_V15_7B_CONFIG = {
-    "_name_or_path": "./checkpoints/llava-v1.5-7b",
-    "architectures": ["LlavaLlamaForCausalLM"],
-    "model_type": "llava",
-    "bos_token_id": 1,
-    "eos_token_id": 2,
-    "pad_token_id": 0,
-    "hidden_act": "silu",
-    "hidden_size": 4096,
-    "intermediate_size": 11008,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 32,
-    "max_position_embeddings": 4096,
-    "max_length": 4096,
-    "rms_norm_eps": 1e-05,
-    "initializer_range": 0.02,
-    "pretraining_tp": 1,
-    "rope_scaling": None,
-    "tie_word_embeddings": False,
-    "torch_dtype": "float16",
-    "transformers_version": "4.31.0",
-    "use_cache": True,
-    "vocab_size": 32000,
-    "image_aspect_ratio": "pad",
-    "mm_hidden_size": 1024,
-    "mm_projector_type": "mlp2x_gelu",
-    "mm_vision_tower": "openai/clip-vit-large-patch14-336",
-    "mm_vision_select_layer": -2,
-    "mm_vision_select_feature": "patch",
-    "mm_use_im_start_end": False,
-    "mm_use_im_patch_token": False,
-    "mm_resampler_type": None,
-    "use_mm_proj": True,
-    "tune_mm_mlp_adapter": False,
-    "freeze_mm_mlp_adapter": False,
-    "freeze_mm_vision_resampler": False,
-    "tune_mm_vision_resampler": False,
-    "unfreeze_mm_vision_tower": False,
-}
-LLAVA_V15_13B_CONFIG = {
-    **LLAVA_V15_7B_CONFIG,
-    "_name_or_path": "./checkpoints/llava-v1.5-13b",
-    "hidden_size": 5120,
-    "intermediate_size": 13824,
-    "num_hidden_layers": 40,
-    "num_attention_heads": 40,
-    "num_key_value_heads": 40,
-}
-# The checkpoint's dimensions, written out from spec 3.7 rather than read from the config.
-WEIGHT_MAP_DIMS = {
-    "7b": dict(vocab=32000, hidden=4096, ffn=11008, layers=32, head_dim=128, vision=1024),
-    "13b": dict(vocab=32000, hidden=5120, ffn=13824, layers=40, head_dim=128, vision=1024),
-}
 CONFIGS = {"7b": LLAVA_V15_7B_CONFIG, "13b": LLAVA_V15_13B_CONFIG}
 
 LLAVA_V15_7B_TOTAL_SIZE = 13_518_798_848  # pytorch_model.bin.index.json "total_size"
 LLAVA_V15_7B_LLAMA_PARAMS = 6_738_415_616
 LLAVA_V15_7B_PROJECTOR_PARAMS = 20_979_712
 CLIP_L_336_VISUAL_TOKENS = (336 // 14) ** 2  # 576
-
-
-def expected_weight_map(vocab, hidden, ffn, layers, head_dim, vision):
-    """{key: shape} of the released LLaVA-1.5 checkpoint (spec 3.7)."""
-    shapes = {"model.embed_tokens.weight": (vocab, hidden)}
-    for i in range(layers):
-        prefix = f"model.layers.{i}"
-        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            shapes[f"{prefix}.self_attn.{proj}.weight"] = (hidden, hidden)
-        shapes[f"{prefix}.self_attn.rotary_emb.inv_freq"] = (head_dim // 2,)
-        shapes[f"{prefix}.mlp.gate_proj.weight"] = (ffn, hidden)
-        shapes[f"{prefix}.mlp.up_proj.weight"] = (ffn, hidden)
-        shapes[f"{prefix}.mlp.down_proj.weight"] = (hidden, ffn)
-        shapes[f"{prefix}.input_layernorm.weight"] = (hidden,)
-        shapes[f"{prefix}.post_attention_layernorm.weight"] = (hidden,)
-    shapes["model.norm.weight"] = (hidden,)
-    shapes["lm_head.weight"] = (vocab, hidden)
-    shapes["model.mm_projector.0.weight"] = (hidden, vision)
-    shapes["model.mm_projector.0.bias"] = (hidden,)
-    shapes["model.mm_projector.2.weight"] = (hidden, hidden)
-    shapes["model.mm_projector.2.bias"] = (hidden,)
-    return shapes
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,8 @@ from llava.cli_support import load_image, select_conv_mode
 from llava.eval import run_llava
 from llava.mm_utils import tokenizer_image_token
 from llava.serve import cli
-from tests.conftest import TINY_RECIPE_RATIO
 from llava.model.template_choice import auto_conv_mode
-from tests.helpers import build_prompt
+from tests.helpers import TINY_RECIPE_RATIO, build_prompt
 
 QUESTION = "What is in the picture?"
 MAX_NEW_TOKENS = 6

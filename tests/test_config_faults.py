@@ -17,7 +17,7 @@ from llava.model import config_checks
 from llava.model.builder import load_pretrained_model
 from llava.model.hf_weights import SAFETENSORS_INDEX, read_hf_weight_files
 from llava.model.pruning.recipe import RecipeBook, RecipeError
-from tests.checkpoint_copies import converted_to_hf, copy_checkpoint
+from tests.checkpoint_copies import copy_checkpoint
 
 DEPTH = 100_000
 GIB = 1024 ** 3
@@ -122,11 +122,6 @@ def test_on_cuda_the_free_memory_of_every_gpu_counts_with_the_free_ram(monkeypat
     monkeypatch.setattr(config_checks.torch.cuda, "mem_get_info", lambda index: (free[index], 80 * GIB))
     assert config_checks.available_memory_bytes("cuda:1") == AVAILABLE + 8 * GIB
     assert config_checks.available_memory_bytes("cpu") == AVAILABLE
-
-
-@pytest.fixture(scope="module")
-def hf_checkpoint(tiny_checkpoint, tmp_path_factory) -> Path:
-    return converted_to_hf(tiny_checkpoint, tmp_path_factory.mktemp("hf"))
 
 
 @pytest.mark.parametrize("name, value, message", [

@@ -16,13 +16,9 @@ from llava.eval import model_vqa, model_vqa_loader, model_vqa_mmbench, model_vqa
 from llava.eval.driver import loop as driver_loop
 from llava.eval.driver.batch_generation import PreparedSample, answer_text, collate, greedy_generate
 from llava.eval.driver.items import EvalItem, get_chunk, split_list
-from llava.eval.driver.model_loading import LoadedModel
 from llava.eval.records.sidecar_files import RUN_RECORD_SUFFIX, RUN_STATS_SUFFIX, sidecar_path
-from llava.pruning_flags import apply_pruning_args
-from tests.conftest import TINY_KEEP_COUNTS
-from tests.helpers import QUESTIONS, build_prompt, encode_batch, sample_images
-
-MAX_NEW_TOKENS = "8"
+from tests.driver_runs import driver_argv, ids_and_texts, read_rows
+from tests.helpers import QUESTIONS, TINY_KEEP_COUNTS, build_prompt, encode_batch, sample_images
 
 
 @pytest.fixture(autouse=True)
@@ -34,63 +30,15 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture()
-def preloaded(tiny, monkeypatch):
-    """Drivers get the session's tiny model instead of loading it again (pruning flags applied)."""
-    tokenizer, model, processor = tiny
-    loads = []
-
-    def load(args):
-        loads.append(args)
-        apply_pruning_args(model, args)
-        return LoadedModel(tokenizer, model, processor, "llava-v1.5-tiny")
-
-    monkeypatch.setattr(driver_loop, "load_model", load)
-    return loads
-
-
-@pytest.fixture()
-def vqa_data(tmp_path):
-    """Five questions of different lengths on images of different sizes; ids int and str."""
-    folder = tmp_path / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(3)
-    lines = []
-    for i in range(5):
-        pixels = rng.integers(0, 256, size=(24 + 9 * i, 40 - 3 * i, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(folder / f"{i}.png")
-        question_id = i * 10 if i % 2 else f"img{i}"
-        lines.append({"question_id": question_id, "image": f"{i}.png", "text": QUESTIONS[i % len(QUESTIONS)] + "?" * i})
-    question_file = tmp_path / "questions.jsonl"
-    question_file.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    return question_file, folder
-
-
-def _argv(tiny_checkpoint, question_file, image_folder, answers, *extra):
-    return [
-        "--model-path", str(tiny_checkpoint), "--question-file", str(question_file),
-        "--image-folder", str(image_folder), "--answers-file", str(answers), "--temperature", "0",
-        "--conv-mode", "vicuna_v1", "--device", "cpu", "--max-new-tokens", MAX_NEW_TOKENS, *extra,
-    ]
-
-
-def _rows(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def _id_and_text(rows):
-    return [(row["question_id"], row["text"]) for row in rows]
-
-
 def test_batch_of_four_writes_the_answers_of_batch_of_one(tiny_checkpoint, vqa_data, preloaded, tmp_path):
     question_file, folder = vqa_data
     one, four = tmp_path / "one.jsonl", tmp_path / "four.jsonl"
-    assert model_vqa_loader.main(_argv(tiny_checkpoint, question_file, folder, one, "--batch-size", "1")) == 0
-    assert model_vqa_loader.main(_argv(tiny_checkpoint, question_file, folder, four, "--batch-size", "4")) == 0
+    assert model_vqa_loader.main(driver_argv(tiny_checkpoint, question_file, folder, one, "--batch-size", "1")) == 0
+    assert model_vqa_loader.main(driver_argv(tiny_checkpoint, question_file, folder, four, "--batch-size", "4")) == 0
 
-    rows_one, rows_four = _rows(one), _rows(four)
+    rows_one, rows_four = read_rows(one), read_rows(four)
     assert [type(r["question_id"]) for r in rows_four] == [str, int, str, int, str]
-    assert _id_and_text(rows_four) == _id_and_text(rows_one)
+    assert ids_and_texts(rows_four) == ids_and_texts(rows_one)
     assert [r["prompt"] for r in rows_four] == [json.loads(q)["text"] for q in question_file.read_text().splitlines()]
     assert any(r["text"] for r in rows_one), "the tiny model answered nothing; the comparison would be vacuous"
     assert set(rows_four[0]) == {"question_id", "prompt", "text", "answer_id", "model_id", "metadata"}
@@ -103,7 +51,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_answers(tiny_checkpoint
                                                                    monkeypatch):
     question_file, folder = vqa_data
     whole, resumed = tmp_path / "whole.jsonl", tmp_path / "resumed.jsonl"
-    assert model_vqa_loader.main(_argv(tiny_checkpoint, question_file, folder, whole)) == 0
+    assert model_vqa_loader.main(driver_argv(tiny_checkpoint, question_file, folder, whole)) == 0
 
     real_generate = driver_loop.generate_batch
     calls = []
@@ -115,16 +63,16 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_answers(tiny_checkpoint
         return real_generate(*args, **kwargs)
 
     monkeypatch.setattr(driver_loop, "generate_batch", interrupted)
-    argv = _argv(tiny_checkpoint, question_file, folder, resumed, "--batch-size", "2")
+    argv = driver_argv(tiny_checkpoint, question_file, folder, resumed, "--batch-size", "2")
     with pytest.raises(KeyboardInterrupt):
         model_vqa_loader.main(argv)
-    assert len(_rows(resumed)) == 2, "the first batch is on disk, the one in flight is lost"
+    assert len(read_rows(resumed)) == 2, "the first batch is on disk, the one in flight is lost"
     with resumed.open("a") as handle:  # a write cut short
         handle.write('{"question_id": "img2", "te')
     monkeypatch.setattr(driver_loop, "generate_batch", real_generate)
 
     assert model_vqa_loader.main(argv) == 0
-    assert _id_and_text(_rows(resumed)) == _id_and_text(_rows(whole))
+    assert ids_and_texts(read_rows(resumed)) == ids_and_texts(read_rows(whole))
     record = json.loads(sidecar_path(resumed, RUN_RECORD_SUFFIX).read_text())
     assert record["samples"]["answered"] == record["samples"]["measured"] == 5
     assert len(record["runs"]) == 1, "the interrupted run wrote no run entry"
@@ -133,17 +81,17 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_answers(tiny_checkpoint
     loads_before = len(preloaded)
     assert model_vqa_loader.main(argv) == 0
     assert len(preloaded) == loads_before, "nothing left to answer: the model is not loaded"
-    assert len(_rows(resumed)) == 5
+    assert len(read_rows(resumed)) == 5
 
 
 def test_a_partial_answers_file_is_completed(tiny_checkpoint, vqa_data, preloaded, tmp_path):
     question_file, folder = vqa_data
     whole, partial = tmp_path / "whole.jsonl", tmp_path / "partial.jsonl"
-    assert model_vqa_loader.main(_argv(tiny_checkpoint, question_file, folder, whole)) == 0
+    assert model_vqa_loader.main(driver_argv(tiny_checkpoint, question_file, folder, whole)) == 0
     partial.write_text("".join(line + "\n" for line in whole.read_text().splitlines()[:2]))
 
-    assert model_vqa_loader.main(_argv(tiny_checkpoint, question_file, folder, partial, "--batch-size", "3")) == 0
-    assert _id_and_text(_rows(partial)) == _id_and_text(_rows(whole))
+    assert model_vqa_loader.main(driver_argv(tiny_checkpoint, question_file, folder, partial, "--batch-size", "3")) == 0
+    assert ids_and_texts(read_rows(partial)) == ids_and_texts(read_rows(whole))
     record = json.loads(sidecar_path(partial, RUN_RECORD_SUFFIX).read_text())
     assert record["samples"]["answered"] == 5
     assert record["samples"]["measured"] == 3, "only this run's answers have statistics"
@@ -158,50 +106,52 @@ def test_repeated_question_ids_resume_by_count_in_file_order(tiny_checkpoint, vq
     repeated = tmp_path / "repeated.jsonl"
     repeated.write_text("".join(json.dumps(line) + "\n" for line in lines))
     whole, resumed = tmp_path / "whole.jsonl", tmp_path / "resumed.jsonl"
-    assert model_vqa_loader.main(_argv(tiny_checkpoint, repeated, folder, whole)) == 0
-    assert [row["question_id"] for row in _rows(whole)] == ["shared", "shared", "img2", "shared", "img4"]
-    assert model_vqa_loader.main(_argv(tiny_checkpoint, repeated, folder, resumed)) == 0
+    assert model_vqa_loader.main(driver_argv(tiny_checkpoint, repeated, folder, whole)) == 0
+    assert [row["question_id"] for row in read_rows(whole)] == ["shared", "shared", "img2", "shared", "img4"]
+    assert model_vqa_loader.main(driver_argv(tiny_checkpoint, repeated, folder, resumed)) == 0
     kept = resumed.read_text().splitlines()[:2]  # as if killed after the second answer
     resumed.write_text("\n".join(kept) + "\n")
-    assert model_vqa_loader.main(_argv(tiny_checkpoint, repeated, folder, resumed)) == 0
-    assert [(r["question_id"], r["prompt"], r["text"]) for r in _rows(resumed)] == \
-        [(r["question_id"], r["prompt"], r["text"]) for r in _rows(whole)]
+    assert model_vqa_loader.main(driver_argv(tiny_checkpoint, repeated, folder, resumed)) == 0
+    assert [(r["question_id"], r["prompt"], r["text"]) for r in read_rows(resumed)] == \
+        [(r["question_id"], r["prompt"], r["text"]) for r in read_rows(whole)]
 
 
 def test_resuming_with_other_answer_settings_is_refused(tiny_checkpoint, vqa_data, preloaded, tmp_path, capsys):
     question_file, folder = vqa_data
     answers = tmp_path / "a.jsonl"
-    assert model_vqa_loader.main(_argv(tiny_checkpoint, question_file, folder, answers)) == 0
+    assert model_vqa_loader.main(driver_argv(tiny_checkpoint, question_file, folder, answers)) == 0
     capsys.readouterr()
-    code = model_vqa_loader.main(_argv(tiny_checkpoint, question_file, folder, answers, "--reduction-ratio", "50"))
+    code = model_vqa_loader.main(driver_argv(tiny_checkpoint, question_file, folder, answers,
+                                             "--reduction-ratio", "50"))
     assert code == 2
     err = capsys.readouterr().err
     assert "reduction_ratio: 0.0 then, 50.0 now" in err and str(answers) in err
-    assert model_vqa_loader.main(_argv(tiny_checkpoint, question_file, folder, answers, "--reduction-ratio", "50",
-                                       "--overwrite")) == 0
+    assert model_vqa_loader.main(driver_argv(tiny_checkpoint, question_file, folder, answers, "--reduction-ratio", "50",
+                                             "--overwrite")) == 0
 
 
 def test_chunks_concatenated_are_the_whole_run(tiny_checkpoint, vqa_data, preloaded, tmp_path):
     question_file, folder = vqa_data
     whole = tmp_path / "whole.jsonl"
-    assert model_vqa_loader.main(_argv(tiny_checkpoint, question_file, folder, whole, "--batch-size", "2")) == 0
+    assert model_vqa_loader.main(driver_argv(tiny_checkpoint, question_file, folder, whole, "--batch-size", "2")) == 0
     chunks = []
     for index in range(2):
         path = tmp_path / f"2_{index}.jsonl"
-        assert model_vqa_loader.main(_argv(tiny_checkpoint, question_file, folder, path,
-                                           "--num-chunks", "2", "--chunk-idx", str(index))) == 0
-        chunks.append(_rows(path))
+        assert model_vqa_loader.main(driver_argv(tiny_checkpoint, question_file, folder, path,
+                                                 "--num-chunks", "2", "--chunk-idx", str(index))) == 0
+        chunks.append(read_rows(path))
     assert [len(c) for c in chunks] == [3, 2]
-    assert _id_and_text(chunks[0] + chunks[1]) == _id_and_text(_rows(whole))
+    assert ids_and_texts(chunks[0] + chunks[1]) == ids_and_texts(read_rows(whole))
 
 
 def test_beam_search_goes_through_generate(tiny_checkpoint, vqa_data, preloaded, tmp_path):
     question_file, folder = vqa_data
     one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
     for answers, batch_size in ((one, "1"), (two, "2")):
-        argv = _argv(tiny_checkpoint, question_file, folder, answers, "--num_beams", "2", "--batch-size", batch_size)
+        argv = driver_argv(tiny_checkpoint, question_file, folder, answers, "--num_beams", "2",
+                           "--batch-size", batch_size)
         assert model_vqa_loader.main(argv) == 0
-    assert _id_and_text(_rows(two)) == _id_and_text(_rows(one))
+    assert ids_and_texts(read_rows(two)) == ids_and_texts(read_rows(one))
     record = json.loads(sidecar_path(two, RUN_RECORD_SUFFIX).read_text())
     assert record["generation"]["decoding"] == "model.generate"
     assert record["timing"]["prefill_latency_ms_median"] is None, "generate gives no phase timings"
@@ -218,8 +168,8 @@ def test_split_list_uses_ceil_sized_contiguous_chunks():
 def test_pruned_run_record_reports_the_recipe(tiny_checkpoint, vqa_data, preloaded, tmp_path):
     question_file, folder = vqa_data
     answers = tmp_path / "pruned.jsonl"
-    argv = _argv(tiny_checkpoint, question_file, folder, answers, "--reduction_ratio", "50", "--batch-size", "2",
-                 "--benchmark", "toy", "--run-name", "tiny-r50")
+    argv = driver_argv(tiny_checkpoint, question_file, folder, answers, "--reduction_ratio", "50", "--batch-size", "2",
+                       "--benchmark", "toy", "--run-name", "tiny-r50")
     assert model_vqa_loader.main(argv) == 0
 
     recipe = RecipeBook.load(tiny_checkpoint / RECIPE_FILE_IN_CHECKPOINT).get(50.0)
@@ -297,7 +247,7 @@ def test_answer_text_post_processing(tiny):
 
 def test_missing_question_file_stops_before_loading(tiny_checkpoint, preloaded, tmp_path, capsys):
     missing = tmp_path / "nowhere.jsonl"
-    code = model_vqa_loader.main(_argv(tiny_checkpoint, missing, tmp_path, tmp_path / "a.jsonl"))
+    code = model_vqa_loader.main(driver_argv(tiny_checkpoint, missing, tmp_path, tmp_path / "a.jsonl"))
     assert code == 2
     assert preloaded == []
     assert f"{missing}: question file does not exist" in capsys.readouterr().err
@@ -306,7 +256,7 @@ def test_missing_question_file_stops_before_loading(tiny_checkpoint, preloaded, 
 def test_missing_field_names_file_and_line(tiny_checkpoint, preloaded, tmp_path, capsys):
     questions = tmp_path / "q.jsonl"
     questions.write_text('{"question_id": 1, "image": "a.png", "text": "x"}\n{"question_id": 2, "image": "b.png"}\n')
-    assert model_vqa_loader.main(_argv(tiny_checkpoint, questions, tmp_path, tmp_path / "a.jsonl")) == 2
+    assert model_vqa_loader.main(driver_argv(tiny_checkpoint, questions, tmp_path, tmp_path / "a.jsonl")) == 2
     assert f"{questions}:2: field 'text' is missing" in capsys.readouterr().err
     assert preloaded == []
 
@@ -319,12 +269,12 @@ def test_model_vqa_preprocesses_without_padding(tiny_checkpoint, vqa_data, prelo
     real_collate = driver_loop.collate
     monkeypatch.setattr(driver_loop, "collate", lambda samples, pad: seen.append(samples) or real_collate(samples, pad))
     answers = tmp_path / "vqa.jsonl"
-    assert model_vqa.main(_argv(tiny_checkpoint, short, folder, answers, "--batch-size", "2")) == 0
+    assert model_vqa.main(driver_argv(tiny_checkpoint, short, folder, answers, "--batch-size", "2")) == 0
 
     processor = tiny[2]
     expected = processor.preprocess(Image.open(folder / "0.png"), return_tensors="pt")["pixel_values"][0]
     assert torch.equal(seen[0][0].image, expected)
-    assert [r["question_id"] for r in _rows(answers)] == ["img0", 10]
+    assert [r["question_id"] for r in read_rows(answers)] == ["img0", 10]
     args = build_parser(model_vqa.SPEC, "x").parse_args([])
     assert (args.max_new_tokens, args.conv_mode) == (1024, "llava_v1")
 
@@ -343,10 +293,10 @@ def test_science_driver_with_a_text_only_item(tiny_checkpoint, preloaded, tmp_pa
     question_file = tmp_path / "sqa.json"
     question_file.write_text(json.dumps(items))
     answers = tmp_path / "sqa.jsonl"
-    argv = _argv(tiny_checkpoint, question_file, folder, answers, "--single-pred-prompt", "--batch-size", "2")
+    argv = driver_argv(tiny_checkpoint, question_file, folder, answers, "--single-pred-prompt", "--batch-size", "2")
     assert model_vqa_science.main(argv) == 0
 
-    rows = _rows(answers)
+    rows = read_rows(answers)
     suffix = "\nAnswer with the option's letter from the given choices directly."
     assert [r["question_id"] for r in rows] == ["p1", "p2"]
     assert rows[0]["prompt"] == "<image>\nWhich shape?\nA. circle\nB. square" + suffix
@@ -357,9 +307,9 @@ def test_science_driver_with_a_text_only_item(tiny_checkpoint, preloaded, tmp_pa
 
     alone = tmp_path / "alone.jsonl"
     (tmp_path / "only_text.json").write_text(json.dumps(items[1:]))
-    assert model_vqa_science.main(_argv(tiny_checkpoint, tmp_path / "only_text.json", folder, alone,
-                                        "--single-pred-prompt")) == 0
-    assert _rows(alone)[0]["text"] == rows[1]["text"], "a text-only item answers as it does alone"
+    assert model_vqa_science.main(driver_argv(tiny_checkpoint, tmp_path / "only_text.json", folder, alone,
+                                              "--single-pred-prompt")) == 0
+    assert read_rows(alone)[0]["text"] == rows[1]["text"], "a text-only item answers as it does alone"
 
 
 def _png_base64(seed):
@@ -393,10 +343,10 @@ def test_mmbench_driver_reads_the_tsv(tiny_checkpoint, preloaded, tmp_path):
     question_file = tmp_path / "mmbench.tsv"
     table.to_csv(question_file, sep="\t", index=False)
     answers = tmp_path / "mmb.jsonl"
-    argv = _argv(tiny_checkpoint, question_file, tmp_path, answers, "--single-pred-prompt", "--all-rounds",
-                 "--batch-size", "3")
+    argv = driver_argv(tiny_checkpoint, question_file, tmp_path, answers, "--single-pred-prompt", "--all-rounds",
+                       "--batch-size", "3")
     assert model_vqa_mmbench.main(argv) == 0
-    rows = _rows(answers)
+    rows = read_rows(answers)
     assert [(r["question_id"], r["round_id"]) for r in rows] == [(11, 0), (11, 1), (12, 0), (12, 1)]
     assert rows[3]["prompt"] == "A hint.\nShape?\nA. square\nB. round"
     assert rows[3]["option_char"] == ["B", "A"]

@@ -18,8 +18,8 @@ from llava.eval.driver.model_loading import LoadedModel
 from llava.eval.driver.samples import SamplePreparer
 from llava.eval.records.sidecar_files import RUN_RECORD_SUFFIX, RUN_STATS_SUFFIX, sidecar_path
 from llava.eval.driver.sample_errors import ERRORS_SUFFIX
-from tests.test_eval_drivers import _argv, _rows, preloaded, vqa_data  # noqa: F401 (fixtures)
-from tests.test_llava_next import _loaded_next, next_checkpoint, next_model, picture  # noqa: F401 (fixtures)
+from tests.driver_runs import driver_argv, read_rows
+from tests.helpers import picture
 
 REPO = Path(__file__).resolve().parents[1]
 HOLD_LOCK = ("import sys; from llava.eval.driver.answers_file import lock_answers_file; "
@@ -59,7 +59,7 @@ def test_a_second_run_is_refused_and_a_killed_runs_lock_is_taken_over(tiny_check
                               stdout=subprocess.PIPE)
     try:
         assert holder.stdout.readline() == b"locked\n"
-        assert _run(_argv(tiny_checkpoint, question_file, folder, answers)) == 2
+        assert _run(driver_argv(tiny_checkpoint, question_file, folder, answers)) == 2
         (line,) = _error_lines(capsys.readouterr().err)
         assert line.startswith(f"model_vqa_loader: error: {answers}: another run is writing this answers file "
                                f"(pid {holder.pid}, lock file {sidecar_path(answers, LOCK_SUFFIX)})")
@@ -70,8 +70,8 @@ def test_a_second_run_is_refused_and_a_killed_runs_lock_is_taken_over(tiny_check
     lock = sidecar_path(answers, LOCK_SUFFIX)
     assert lock.read_text() == f"{holder.pid}\n", "the killed run's lock file is left, stale"
 
-    assert _run(_argv(tiny_checkpoint, question_file, folder, answers, "--batch-size", "2")) == 0
-    assert len(_rows(answers)) == 5
+    assert _run(driver_argv(tiny_checkpoint, question_file, folder, answers, "--batch-size", "2")) == 0
+    assert len(read_rows(answers)) == 5
     assert not lock.exists(), "the lock is removed when the run ends"
 
 
@@ -85,12 +85,12 @@ def test_a_crash_in_the_run_record_is_resumed(tiny_checkpoint, vqa_data, preload
 
     monkeypatch.setattr(driver_loop, "write_run_record", crash)
     with pytest.raises(RuntimeError):
-        model_vqa_loader.main(_argv(tiny_checkpoint, question_file, folder, answers))
+        model_vqa_loader.main(driver_argv(tiny_checkpoint, question_file, folder, answers))
     assert not sidecar_path(answers, LOCK_SUFFIX).exists(), "a crashed run releases its lock"
     monkeypatch.setattr(driver_loop, "write_run_record", real_write)
 
-    assert _run(_argv(tiny_checkpoint, question_file, folder, answers)) == 0
-    assert len(_rows(answers)) == 5, "each question answered once"
+    assert _run(driver_argv(tiny_checkpoint, question_file, folder, answers)) == 0
+    assert len(read_rows(answers)) == 5, "each question answered once"
     assert json.loads(sidecar_path(answers, RUN_RECORD_SUFFIX).read_text())["samples"]["answered"] == 5
 
 
@@ -100,7 +100,7 @@ def test_a_run_stats_log_with_two_headers_is_one_line(tiny_checkpoint, vqa_data,
     answers = tmp_path / "run.jsonl"
     log = sidecar_path(answers, RUN_STATS_SUFFIX)
     log.write_text('{"header": {}}\n{"header": {}}\n')
-    assert _run(_argv(tiny_checkpoint, question_file, folder, answers)) == 2
+    assert _run(driver_argv(tiny_checkpoint, question_file, folder, answers)) == 2
     (line,) = _error_lines(capsys.readouterr().err)
     assert line == f"model_vqa_loader: error: {log}:2: a second header"
 
@@ -114,9 +114,9 @@ def test_text_the_tokenizer_cannot_encode_is_a_bad_sample(tiny_checkpoint, vqa_d
                                 {"question_id": "lone", "image": "2.png", "text": "What is \udc80 this?"})
     assert "\\udc80" in questions.read_text(), "valid JSON, ASCII-escaped"
     answers = tmp_path / "run.jsonl"
-    assert _run(_argv(tiny_checkpoint, questions, folder, answers, "--batch-size", "3")) == 0
-    assert [row["question_id"] for row in _rows(answers)] == ["img0", 10]
-    (error,) = _rows(sidecar_path(answers, ERRORS_SUFFIX))
+    assert _run(driver_argv(tiny_checkpoint, questions, folder, answers, "--batch-size", "3")) == 0
+    assert [row["question_id"] for row in read_rows(answers)] == ["img0", 10]
+    (error,) = read_rows(sidecar_path(answers, ERRORS_SUFFIX))
     assert (error["question_id"], error["line"], error["field"]) == ("lone", 3, "text")
     assert error["message"] == (f"{questions}:3: field 'text': character 8 (U+DC80) cannot be encoded as UTF-8 "
                                 "(surrogates not allowed); the tokenizer cannot read it")
@@ -128,9 +128,9 @@ def test_a_prompt_longer_than_the_context_is_a_bad_sample(tiny_checkpoint, vqa_d
     questions = _with_questions(tmp_path, question_file,
                                 {"question_id": "long", "image": "2.png", "text": "word " * 4000})
     answers = tmp_path / "run.jsonl"
-    assert _run(_argv(tiny_checkpoint, questions, folder, answers, "--batch-size", "3")) == 0
-    assert [row["question_id"] for row in _rows(answers)] == ["img0", 10], "the long sample did not sink its batch"
-    (error,) = _rows(sidecar_path(answers, ERRORS_SUFFIX))
+    assert _run(driver_argv(tiny_checkpoint, questions, folder, answers, "--batch-size", "3")) == 0
+    assert [row["question_id"] for row in read_rows(answers)] == ["img0", 10], "the long sample did not sink its batch"
+    (error,) = read_rows(sidecar_path(answers, ERRORS_SUFFIX))
     assert (error["question_id"], error["field"]) == ("long", "text")
     found = re.fullmatch(rf"{re.escape(str(questions))}:3: field 'text': prompt is (\d+) tokens \((\d+) text \+ 144 "
                          r"visual\), longer than the model's context of 4096 tokens \(max_position_embeddings\)",
@@ -169,7 +169,8 @@ def test_a_bad_flag_value_is_one_line_naming_the_flag(tiny_checkpoint, vqa_data,
                                                       flag, value, message):
     question_file, folder = vqa_data
     answers = tmp_path / "run.jsonl"
-    assert _run([*_argv(tiny_checkpoint, question_file, folder, answers), flag, value]) == 2  # the last value wins
+    argv = [*driver_argv(tiny_checkpoint, question_file, folder, answers), flag, value]
+    assert _run(argv) == 2  # the last value wins
     assert _error_lines(capsys.readouterr().err) == [f"model_vqa_loader: error: {message}"]
     assert preloaded == [] and not answers.exists()
 
@@ -183,13 +184,13 @@ def test_a_wrong_image_folder_is_one_summary_line_and_a_failure(tiny_checkpoint,
     wrong = tmp_path / "no-such-folder"
     answers = tmp_path / "run.jsonl"
     errors_file = sidecar_path(answers, ERRORS_SUFFIX)
-    assert _run(_argv(tiny_checkpoint, question_file, wrong, answers, "--batch-size", "2")) == 2
+    assert _run(driver_argv(tiny_checkpoint, question_file, wrong, answers, "--batch-size", "2")) == 2
     err = capsys.readouterr().err
     (line,) = _error_lines(err)
     assert line == (f"model_vqa_loader: error: all 5 samples were skipped (first error: {question_file}:1: "
                     f"field 'image': {wrong / '0.png'}: image file does not exist); see {errors_file}")
     assert err.count("field 'image'") == 1, "skips are counted, not listed one by one"
-    assert len(_rows(errors_file)) == 5
+    assert len(read_rows(errors_file)) == 5
     assert not answers.exists(), "no empty answers file"
 
 
@@ -206,6 +207,6 @@ def test_a_missing_model_path_is_reported_before_the_eval_data(tmp_path, capsys)
 def test_a_failed_start_leaves_no_answers_file(tiny_checkpoint, vqa_data, preloaded, tmp_path, capsys):
     question_file, folder = vqa_data
     answers = tmp_path / "out" / "run.jsonl"
-    assert _run(_argv(tiny_checkpoint, question_file, folder, answers, "--reduction-ratio", "30")) == 2
+    assert _run(driver_argv(tiny_checkpoint, question_file, folder, answers, "--reduction-ratio", "30")) == 2
     assert "no recipe" in _error_lines(capsys.readouterr().err)[0].lower()
     assert sorted(p.name for p in answers.parent.iterdir()) == [], "no answers file, log or lock left behind"

@@ -2,20 +2,14 @@
 chunked runs, and textvqa.sh end to end on the tiny checkpoint."""
 import importlib.util
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from fitprune.defaults import DEMO_MODEL_PATH, SHAPES_DIR
-from tests.conftest import TINY_KEEP_COUNTS
-
-REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = REPO / "scripts" / "v1_5" / "eval"
+from tests.helpers import TINY_KEEP_COUNTS
+from tests.scripts import REPO, SCRIPTS, run_script, tiny_textvqa
 
 FIRST_REQUIRED = {
     "textvqa": "textvqa/llava_textvqa_val_v051_ocr.jsonl",
@@ -33,18 +27,6 @@ FIRST_REQUIRED = {
 }
 
 
-def _run_script(script, env_overrides, timeout=300, unset=(), **kwargs):
-    """Runs bash with `script`; CKPT, RECIPE, REDUCTION_RATIO, POLICY, OPENAI_API_KEY and the names
-    in `unset` are removed from the environment, then `env_overrides` applied."""
-    dropped = {"CKPT", "RECIPE", "REDUCTION_RATIO", "POLICY", "OPENAI_API_KEY", *unset}
-    env = {k: v for k, v in os.environ.items() if k not in dropped}
-    # one thread: the tiny model gains nothing from more, and loses much on a busy machine
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", PYTHON=sys.executable,
-               **env_overrides)
-    return subprocess.run(["bash", *script], env=env, capture_output=True, text=True, timeout=timeout,
-                          cwd=REPO, **kwargs)
-
-
 def test_every_benchmark_has_a_script():
     assert sorted(p.stem for p in SCRIPTS.glob("*.sh") if p.stem != "common") == sorted(FIRST_REQUIRED)
 
@@ -52,9 +34,9 @@ def test_every_benchmark_has_a_script():
 @pytest.mark.parametrize("bench", sorted(FIRST_REQUIRED))
 def test_missing_data_stops_before_loading_the_model(bench, tmp_path):
     (tmp_path / "no-model").mkdir()  # a folder that is no checkpoint: loading it would fail, naming it
-    result = _run_script([str(SCRIPTS / f"{bench}.sh")],
-                         {"EVAL_DIR": str(tmp_path), "MODEL_PATH": str(tmp_path / "no-model"), "DEVICE": "cpu"},
-                         timeout=30)
+    result = run_script([str(SCRIPTS / f"{bench}.sh")],
+                        {"EVAL_DIR": str(tmp_path), "MODEL_PATH": str(tmp_path / "no-model"), "DEVICE": "cpu"},
+                        timeout=30)
     assert result.returncode == 2
     expected = tmp_path / FIRST_REQUIRED[bench]
     assert result.stderr.startswith(f"{bench}.sh: error: missing data file {expected}; it comes from ")
@@ -64,7 +46,7 @@ def test_missing_data_stops_before_loading_the_model(bench, tmp_path):
 
 def _source_common(tmp_path, snippet, timeout=30, **env):
     script = f'set -euo pipefail; BENCHMARK=toy; source "{SCRIPTS / "common.sh"}"; {snippet}'
-    return _run_script(["-c", script], {"EVAL_DIR": str(tmp_path), **env}, timeout=timeout)
+    return run_script(["-c", script], {"EVAL_DIR": str(tmp_path), **env}, timeout=timeout)
 
 
 def test_run_names_derive_from_model_ratio_and_recipe(tmp_path):
@@ -94,34 +76,15 @@ def test_bad_ratio_and_missing_recipe_are_refused(tmp_path):
     assert missing.returncode == 2 and f"missing data file {tmp_path / 'none.json'}" in missing.stderr
 
 
-def _tiny_textvqa(eval_dir):
-    """Two TextVQA questions (ids are image ids) with images and annotations."""
-    data = eval_dir / "textvqa"
-    (data / "train_images").mkdir(parents=True)
-    rng = np.random.default_rng(5)
-    questions, annotations = [], []
-    for i, (question, tokens) in enumerate([("what is written here?", "stop, sign"), ("what brand is it?", "")]):
-        image_id = f"0a{i}b"
-        Image.fromarray(rng.integers(0, 256, size=(30, 44, 3), dtype=np.uint8)).save(
-            data / "train_images" / f"{image_id}.jpg")
-        lines = [question.capitalize()] + ([f"Reference OCR token: {tokens}"] if tokens else [])
-        text = "\n".join(lines + ["Answer the question using a single word or phrase."])
-        questions.append({"question_id": image_id, "image": f"{image_id}.jpg", "text": text})
-        annotations.append({"image_id": image_id, "question": question.capitalize(), "answers": ["stop"] * 10})
-    (data / "llava_textvqa_val_v051_ocr.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
-    (data / "TextVQA_0.5.1_val.json").write_text(json.dumps({"data": annotations}))
-    return data
-
-
 @pytest.mark.skipif(importlib.util.find_spec("llava.eval.eval_textvqa") is None,
                     reason="llava.eval.eval_textvqa (the metric step) is not written yet")
 def test_textvqa_script_end_to_end_on_cpu(tiny_checkpoint, tmp_path):
     from llava.eval.eval_textvqa import eval_single
 
-    data = _tiny_textvqa(tmp_path)
+    data = tiny_textvqa(tmp_path)
     env = {"EVAL_DIR": str(tmp_path), "MODEL_PATH": str(tiny_checkpoint), "DEVICE": "cpu",
            "REDUCTION_RATIO": "50", "BATCH_SIZE": "2"}
-    result = _run_script([str(SCRIPTS / "textvqa.sh")], env)
+    result = run_script([str(SCRIPTS / "textvqa.sh")], env)
     assert result.returncode == 0, result.stderr[-3000:]
 
     answers = data / "answers" / "llava-v1.5-tiny-r50.jsonl"
@@ -140,10 +103,10 @@ def test_textvqa_script_end_to_end_on_cpu(tiny_checkpoint, tmp_path):
 def test_policy_reaches_the_driver_and_names_the_run(tiny_checkpoint, tmp_path):
     """POLICY=divprune: the answers and run record carry the policy in their name, the record names
     it, and DivPrune's one cut before layer 0 holds through every layer; the metric is recorded."""
-    _tiny_textvqa(tmp_path)
+    tiny_textvqa(tmp_path)
     env = {"EVAL_DIR": str(tmp_path), "MODEL_PATH": str(tiny_checkpoint), "DEVICE": "cpu",
            "REDUCTION_RATIO": "60", "POLICY": "divprune", "BATCH_SIZE": "2"}
-    result = _run_script([str(SCRIPTS / "textvqa.sh")], env)
+    result = run_script([str(SCRIPTS / "textvqa.sh")], env)
     assert result.returncode == 0, result.stderr[-3000:]
     answers = tmp_path / "textvqa" / "answers"
     assert sorted(p.name for p in answers.glob("*.run.json")) == ["llava-v1.5-tiny-r60-divprune.run.json"]
@@ -155,8 +118,8 @@ def test_policy_reaches_the_driver_and_names_the_run(tiny_checkpoint, tmp_path):
 
 
 def test_an_unknown_policy_stops_the_script_in_one_line(tiny_checkpoint, tmp_path):
-    _tiny_textvqa(tmp_path)
-    result = _run_script([str(SCRIPTS / "textvqa.sh")], {"EVAL_DIR": str(tmp_path), "MODEL_PATH": str(tiny_checkpoint),
+    tiny_textvqa(tmp_path)
+    result = run_script([str(SCRIPTS / "textvqa.sh")], {"EVAL_DIR": str(tmp_path), "MODEL_PATH": str(tiny_checkpoint),
                                                         "DEVICE": "cpu", "POLICY": "nope"})
     assert result.returncode == 2
     assert result.stderr.startswith("model_vqa_loader: error: argument --policy: invalid choice: 'nope'")
@@ -184,10 +147,10 @@ def test_chunked_run_merges_answers_and_run_records(tiny_checkpoint, tmp_path):
 def test_no_model_means_the_demo_model_on_its_shapes_data_on_cpu():
     script = f'set -euo pipefail; BENCHMARK=toy; source "{SCRIPTS / "common.sh"}"; echo "$MODEL_PATH|$EVAL_DIR|$DEVICE|$CKPT"'
     unset = ("MODEL_PATH", "EVAL_DIR", "DEVICE")
-    result = _run_script(["-c", script], {"REDUCTION_RATIO": "60"}, timeout=30, unset=unset)
+    result = run_script(["-c", script], {"REDUCTION_RATIO": "60"}, timeout=30, unset=unset)
     assert result.stdout.strip() == f"{REPO / DEMO_MODEL_PATH}|{REPO / SHAPES_DIR}/eval|cpu|llava-v1.5-shapes-r60", \
         result.stderr
-    named = _run_script(["-c", script], {"MODEL_PATH": "liuhaotian/llava-v1.5-7b"}, timeout=30, unset=unset)
+    named = run_script(["-c", script], {"MODEL_PATH": "liuhaotian/llava-v1.5-7b"}, timeout=30, unset=unset)
     assert named.stdout.strip() == f"liuhaotian/llava-v1.5-7b|{REPO}/playground/data/eval|cuda|llava-v1.5-7b-r0"
 
 
@@ -209,8 +172,8 @@ def test_textvqa_script_on_the_demo_model_scores_its_answers(tmp_path):
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(source / "train_images" / question["image"], target)
     shutil.copy(source / "TextVQA_0.5.1_val.json", data / "TextVQA_0.5.1_val.json")
-    result = _run_script([str(SCRIPTS / "textvqa.sh")], {"EVAL_DIR": str(tmp_path), "REDUCTION_RATIO": "60",
-                                                         "BATCH_SIZE": "8"}, unset=("MODEL_PATH", "DEVICE"))
+    result = run_script([str(SCRIPTS / "textvqa.sh")], {"EVAL_DIR": str(tmp_path), "REDUCTION_RATIO": "60",
+                                                        "BATCH_SIZE": "8"}, unset=("MODEL_PATH", "DEVICE"))
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((data / "answers" / "llava-v1.5-shapes-r60.metrics.json").read_text())
 

@@ -19,8 +19,7 @@ from llava.eval.driver.output_paths import OutputPathError, check_output_file, c
 from llava.eval.records.sidecar_files import sidecar_path
 from llava.model.pruning.recipe import RecipeBook
 from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT
-from tests.test_eval_drivers import _argv, _id_and_text, _rows, preloaded, vqa_data  # noqa: F401 (fixtures)
-from tests.test_report import runs_dir  # noqa: F401 (fixture)
+from tests.driver_runs import driver_argv, ids_and_texts, read_rows
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = Path(__file__).parent / "data"
@@ -128,7 +127,7 @@ def test_an_answers_file_that_is_a_directory_or_the_question_file_is_refused_bef
     for answers, reason in ((folder, f"{folder}: --answers-file is a directory"),
                             (question_file, f"{question_file}: --answers-file is the same file as --question-file"),
                             (link, f"{link}: --answers-file is the same file as --question-file")):
-        assert _exit_code(model_vqa_loader.main, _argv(tiny_checkpoint, question_file, folder, answers)) == 2
+        assert _exit_code(model_vqa_loader.main, driver_argv(tiny_checkpoint, question_file, folder, answers)) == 2
         assert _one_error_line(capsys.readouterr().err).startswith(f"model_vqa_loader: error: {reason}")
     assert preloaded == [], "refused before the model is loaded"
     assert question_file.read_bytes() == before
@@ -140,7 +139,8 @@ def test_a_write_fault_mid_run_is_one_line_and_a_rerun_resumes(tiny_checkpoint, 
                                                                monkeypatch, capsys, code):
     question_file, folder = vqa_data
     reference = tmp_path / "reference.jsonl"
-    assert model_vqa_loader.main(_argv(tiny_checkpoint, question_file, folder, reference, "--batch-size", "2")) == 0
+    argv = driver_argv(tiny_checkpoint, question_file, folder, reference, "--batch-size", "2")
+    assert model_vqa_loader.main(argv) == 0
     answers = tmp_path / "out" / "run.jsonl"
     real = answers_file.append_lines_durably
 
@@ -151,7 +151,7 @@ def test_a_write_fault_mid_run_is_one_line_and_a_rerun_resumes(tiny_checkpoint, 
     monkeypatch.setattr(answers_file, "append_lines_durably", lambda *a: fail(real, *a))
     capsys.readouterr()
     assert _exit_code(model_vqa_loader.main,
-                      _argv(tiny_checkpoint, question_file, folder, answers, "--batch-size", "2")) == 2
+                      driver_argv(tiny_checkpoint, question_file, folder, answers, "--batch-size", "2")) == 2
     line = _one_error_line(capsys.readouterr().err)
     name = errno.errorcode[code]
     assert line == (f"model_vqa_loader: error: {answers}: cannot write ({os.strerror(code)}, {name}); "
@@ -159,8 +159,8 @@ def test_a_write_fault_mid_run_is_one_line_and_a_rerun_resumes(tiny_checkpoint, 
     assert len(answers.read_text().splitlines()) == 3, "two answers, then a cut-off line"
 
     monkeypatch.setattr(answers_file, "append_lines_durably", real)  # space freed
-    assert model_vqa_loader.main(_argv(tiny_checkpoint, question_file, folder, answers, "--batch-size", "2")) == 0
-    assert _id_and_text(_rows(answers)) == _id_and_text(_rows(reference))
+    assert model_vqa_loader.main(driver_argv(tiny_checkpoint, question_file, folder, answers, "--batch-size", "2")) == 0
+    assert ids_and_texts(read_rows(answers)) == ids_and_texts(read_rows(reference))
 
 
 # ----------------------------------------------------------------------------- calibration
@@ -243,7 +243,7 @@ def test_calibration_refuses_unwritable_outputs_before_loading_and_maps_a_full_d
 
 def test_visualize_refuses_a_directory_before_loading_and_maps_a_read_only_folder(tiny_checkpoint, tmp_path,
                                                                                   monkeypatch, capsys):
-    from tests.conftest import TINY_RECIPE_RATIO
+    from tests.helpers import TINY_RECIPE_RATIO
 
     image = tmp_path / "img.png"
     Image.fromarray(np.full((20, 30, 3), 90, dtype=np.uint8)).save(image)

@@ -13,7 +13,7 @@ from llava.eval import run_llava
 from llava.model.convert import main as convert_main
 from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
 from llava.model.template_choice import CONV_MODE_FIELD, auto_conv_mode
-from tests.test_eval_scripts import SCRIPTS, _run_script
+from tests.scripts import SCRIPTS, run_script
 
 TOWER_DIR = "clip-vision-tower"
 
@@ -123,7 +123,7 @@ def _textvqa_data(root):
 @pytest.mark.parametrize("model", ["/nonexistent/llava", "./no/such/llava"])
 def test_a_missing_local_model_path_is_named_before_anything_else(model, tmp_path):
     _textvqa_data(tmp_path)
-    result = _run_script([str(SCRIPTS / "textvqa.sh")], {"EVAL_DIR": str(tmp_path), "MODEL_PATH": model},
-                         timeout=60, unset=("DEVICE",))
+    result = run_script([str(SCRIPTS / "textvqa.sh")], {"EVAL_DIR": str(tmp_path), "MODEL_PATH": model},
+                        timeout=60, unset=("DEVICE",))
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == f"textvqa.sh: error: MODEL_PATH {model} does not exist\n"

@@ -26,10 +26,9 @@ from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
 from llava.model.pruning.recipe import ModelSignature, Recipe, RecipeBook
 from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT, RECIPES_DIR, find_recipe_file
 from llava.model.template_choice import CONV_MODE_FIELD
-from tests.helpers import QUESTIONS, build_prompt, encode_batch, sample_images
-from tests.test_checkpoint_layout import LLAVA_V15_13B_CONFIG, LLAVA_V15_7B_CONFIG
-from tests.test_llava_next import IMAGE_SIZES, LLAVA_V16_VICUNA_7B_CONFIG, _clip_l_vision_weight_map, picture
-from tests.test_modeling import _strip_pad
+from tests.helpers import IMAGE_SIZES, QUESTIONS, build_prompt, encode_batch, picture, sample_images, strip_pad
+from tests.released_configs import (LLAVA_V15_13B_CONFIG, LLAVA_V15_7B_CONFIG, LLAVA_V16_VICUNA_7B_CONFIG,
+                                    clip_l_vision_weight_map)
 
 SPECS = {"v1.5": TinyLlavaSpec(), "v1.6": TinyLlavaSpec(version="v1.6", image_size=24)}
 VERSIONS = pytest.mark.parametrize("version", list(SPECS))
@@ -117,7 +116,7 @@ def _generate(model, ids, mask, images, sizes):
     with torch.inference_mode():
         out = model.generate(ids, attention_mask=mask, images=images, image_sizes=sizes, do_sample=False,
                              max_new_tokens=6, use_cache=True)
-    return [_strip_pad(row.tolist()) for row in out[:, ids.shape[1]:]]
+    return [strip_pad(row.tolist()) for row in out[:, ids.shape[1]:]]
 
 
 def _kept_sets(trace, batch):
@@ -390,7 +389,7 @@ def published_hf_weight_map(hidden, ffn, layers, newline):
             shapes[f"{layer}mlp.{proj}.weight"] = shape
         shapes[f"{layer}input_layernorm.weight"] = (hidden,)
         shapes[f"{layer}post_attention_layernorm.weight"] = (hidden,)
-    shapes.update(_clip_l_vision_weight_map(prefix="vision_tower.vision_model."))
+    shapes.update(clip_l_vision_weight_map(prefix="vision_tower.vision_model."))
     if newline:
         shapes["image_newline"] = (hidden,)
     return shapes

@@ -16,8 +16,7 @@ from llava.model.pruning.pruner import TokenPruner
 from llava.model.pruning.recipe import ModelSignature, RecipeBook
 from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT, RECIPES_DIR, find_recipe_file
 from llava.model.pruning.schedules import RecipeSchedule
-from tests.helpers import QUESTIONS, build_prompt, encode_batch, sample_images
-from tests.test_modeling import _answers, _strip_pad
+from tests.helpers import QUESTIONS, build_prompt, encode_batch, greedy_answers, sample_images, strip_pad
 
 HR_7B_BOOK = RECIPES_DIR / "llava-hr-7b-sft-1024.json"
 NEXT_7B_BOOK = RECIPES_DIR / "llava-v1.6-vicuna-7b.json"
@@ -124,17 +123,17 @@ def test_pruned_batch_of_four_keeps_the_sets_and_answers_of_each_alone(hr, tiny_
     tokenizer, model, _ = hr
     ids, mask, images = _batch(hr, padding_side)
     model.set_pruning(ratio)
-    batched = _answers(model, tokenizer, ids, mask, images, max_new_tokens=6)
+    batched = greedy_answers(model, tokenizer, ids, mask, images, max_new_tokens=6)
     trace = model.last_pruning_trace
     keep = _tiny_keep_counts(tiny_hr_checkpoint, ratio)
     assert trace.counts().tolist() == [[k] * len(QUESTIONS) for k in keep]
     batched_kept = [[trace.kept_indices(layer, b).tolist() for layer in range(len(keep))] for b in range(len(QUESTIONS))]
     for b, question in enumerate(QUESTIONS):
         alone_ids = tokenizer_image_token(build_prompt(question), tokenizer, return_tensors="pt")[None]
-        alone = _answers(model, tokenizer, alone_ids, None, images[b:b + 1], max_new_tokens=6)[0]
+        alone = greedy_answers(model, tokenizer, alone_ids, None, images[b:b + 1], max_new_tokens=6)[0]
         alone_trace = model.last_pruning_trace
         assert [alone_trace.kept_indices(layer, 0).tolist() for layer in range(len(keep))] == batched_kept[b]
-        assert _strip_pad(batched[b]) == _strip_pad(alone)
+        assert strip_pad(batched[b]) == strip_pad(alone)
 
 
 def test_kv_cache_holds_the_kept_tokens(hr, tiny_hr_checkpoint):
@@ -155,12 +154,12 @@ def test_greedy_answers_at_ratio_0_equal_the_unpruned_path(hr):
     tokenizer, model, _ = hr
     ids, mask, images = _batch(hr, "left")
     model.set_pruning(0)
-    plain = _answers(model, tokenizer, ids, mask, images, max_new_tokens=8)
+    plain = greedy_answers(model, tokenizer, ids, mask, images, max_new_tokens=8)
     assert model.last_pruning_trace is None
     num_visual = model.get_model().num_visual_tokens()
     keep_all = RecipeSchedule([num_visual] * model.config.num_hidden_layers, num_visual)
     with model.prefill_hook_installed(TokenPruner(FitPrunePolicy(), keep_all)):
-        through_the_pruner = _answers(model, tokenizer, ids, mask, images, max_new_tokens=8)
+        through_the_pruner = greedy_answers(model, tokenizer, ids, mask, images, max_new_tokens=8)
         assert model.last_pruning_trace.counts()[-1].tolist() == [num_visual] * len(QUESTIONS)
     assert plain == through_the_pruner
 
@@ -172,7 +171,7 @@ def test_half_precision_pruned_runs_keep_the_recipe_counts(tiny_hr_checkpoint, d
     ids, mask = encode_batch(tokenizer, [build_prompt(q) for q in QUESTIONS[:2]], "left")
     images = sample_images(processor, model.config, 2).to(dtype)
     model.set_pruning(60)
-    answers = _answers(model, tokenizer, ids, mask, images, max_new_tokens=3)
+    answers = greedy_answers(model, tokenizer, ids, mask, images, max_new_tokens=3)
     keep = _tiny_keep_counts(tiny_hr_checkpoint, 60)
     assert model.dtype == dtype and len(answers) == 2
     assert model.last_pruning_trace.counts().tolist() == [[k, k] for k in keep]
@@ -189,10 +188,10 @@ def test_run_llava_answers_with_the_resampled_book_at_60(tiny_hr_checkpoint, cap
 
 
 def test_textvqa_script_prunes_the_hr_checkpoint(tiny_hr_checkpoint, tmp_path):
-    from tests.test_eval_scripts import SCRIPTS, _run_script, _tiny_textvqa
+    from tests.scripts import SCRIPTS, run_script, tiny_textvqa
 
-    data = _tiny_textvqa(tmp_path)
-    result = _run_script([str(SCRIPTS / "textvqa.sh")], {
+    data = tiny_textvqa(tmp_path)
+    result = run_script([str(SCRIPTS / "textvqa.sh")], {
         "EVAL_DIR": str(tmp_path), "MODEL_PATH": str(tiny_hr_checkpoint), "DEVICE": "cpu",
         "REDUCTION_RATIO": "60", "BATCH_SIZE": "2"})
     assert result.returncode == 0, result.stderr[-3000:]

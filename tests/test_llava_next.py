@@ -20,99 +20,14 @@ from llava.model.pruning.schedules import FractionSchedule
 from llava.model.pruning.recipe import ModelSignature, Recipe, RecipeBook, RecipeError
 from llava.mm_utils import parse_grid_pinpoints, process_images, select_best_resolution, tokenizer_image_token
 from llava.model.anyres import merge_image_features
-from llava.model.builder import load_pretrained_model
 from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
-from fitprune.lab.tiny_checkpoint import TinyLlavaSpec, write_tiny_llava
-from tests.helpers import QUESTIONS, build_prompt, encode_batch
-from tests.test_checkpoint_layout import WEIGHT_MAP_DIMS, expected_weight_map
-from tests.test_modeling import _strip_pad
+from tests.helpers import IMAGE_SIZES, NEXT_SPEC, QUESTIONS, build_prompt, encode_batch, picture, strip_pad
+from tests.released_configs import (LLAVA_V16_VICUNA_7B_CONFIG, WEIGHT_MAP_DIMS, clip_l_vision_weight_map,
+                                    expected_weight_map)
 
-SPEC = TinyLlavaSpec(version="v1.6", image_size=24)
-NAME = "llava-v1.6-tiny"
-# (width, height) -> grid (across x down), feature rows x columns kept of the grid's: 2x1, 6 x 12 of
-# 6 x 12 (exact width 11, margin 0); 1x3, 18 x 6 of 18 x 6 (exact 5); 3x1, 6 x 14 of 6 x 18 (exact 13,
-# margin 2 a side); 2x2, 12 x 12, nothing cropped
-IMAGE_SIZES = [(50, 26), (30, 100), (90, 40), (50, 50)]
 FRACTIONAL_RATIO = 50.0
 KEEP_FRACTIONS = (1.0, 0.7, 0.45, 0.25)
-
-# config.json of liuhaotian/llava-v1.6-vicuna-7b; mm_vision_tower is replaced per test.
-LLAVA_V16_VICUNA_7B_CONFIG = {
-    "_name_or_path": "liuhaotian/llava-v1.6-vicuna-7b",
-    "architectures": ["LlavaLlamaForCausalLM"],
-    "attention_bias": False,
-    "attention_dropout": 0.0,
-    "bos_token_id": 1,
-    "eos_token_id": 2,
-    "freeze_mm_mlp_adapter": False,
-    "freeze_mm_vision_resampler": False,
-    "hidden_act": "silu",
-    "hidden_size": 4096,
-    "image_aspect_ratio": "anyres",
-    "image_crop_resolution": 224,
-    "image_grid_pinpoints": [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]],
-    "image_split_resolution": 224,
-    "initializer_range": 0.02,
-    "intermediate_size": 11008,
-    "max_position_embeddings": 4096,
-    "mm_hidden_size": 1024,
-    "mm_patch_merge_type": "spatial_unpad",
-    "mm_projector_lr": None,
-    "mm_projector_type": "mlp2x_gelu",
-    "mm_resampler_type": None,
-    "mm_use_im_patch_token": False,
-    "mm_use_im_start_end": False,
-    "mm_vision_select_feature": "patch",
-    "mm_vision_select_layer": -2,
-    "mm_vision_tower": "openai/clip-vit-large-patch14-336",
-    "mm_vision_tower_lr": 2e-06,
-    "model_type": "llava",
-    "num_attention_heads": 32,
-    "num_hidden_layers": 32,
-    "num_key_value_heads": 32,
-    "pad_token_id": 0,
-    "pretraining_tp": 1,
-    "rms_norm_eps": 1e-05,
-    "rope_scaling": None,
-    "rope_theta": 10000.0,
-    "tie_word_embeddings": False,
-    "tokenizer_model_max_length": 4096,
-    "tokenizer_padding_side": "right",
-    "torch_dtype": "bfloat16",
-    "transformers_version": "4.36.2",
-    "tune_mm_mlp_adapter": False,
-    "tune_mm_vision_resampler": False,
-    "unfreeze_mm_vision_tower": True,
-    "use_cache": True,
-    "use_mm_proj": True,
-    "vocab_size": 32000,
-}
 V16_PINPOINTS = LLAVA_V16_VICUNA_7B_CONFIG["image_grid_pinpoints"]
-
-
-def picture(size, seed=0):
-    """A random RGB image of `size` (width, height)."""
-    generator = torch.Generator().manual_seed(seed)
-    pixels = (torch.rand(size[1], size[0], 3, generator=generator) * 255).to(torch.uint8)
-    return Image.fromarray(pixels.numpy())
-
-
-@pytest.fixture(scope="module")
-def next_checkpoint(tmp_path_factory):
-    return write_tiny_llava(tmp_path_factory.mktemp("next") / NAME, SPEC)
-
-
-@pytest.fixture(scope="module")
-def _loaded_next(next_checkpoint):
-    return load_pretrained_model(str(next_checkpoint), None, NAME, device="cpu")
-
-
-@pytest.fixture()
-def next_model(_loaded_next):
-    """(tokenizer, model, image_processor); pruning is switched off after each test (`set_pruning`)."""
-    tokenizer, model, processor, _ = _loaded_next
-    yield tokenizer, model, processor
-    model.set_pruning()
 
 
 # ----------------------------------------------------------------------------- the checkpoint
@@ -125,12 +40,12 @@ def test_tiny_v16_checkpoint_loads_with_its_newline_and_tower_weights(next_check
     assert config["image_aspect_ratio"] == "anyres" and config["mm_patch_merge_type"] == "spatial_unpad"
     assert config["image_grid_pinpoints"] == [[24, 48], [48, 24], [48, 48], [72, 24], [24, 72]]
     assert set(saved) == set(model.state_dict())
-    assert saved["model.image_newline"].shape == (SPEC.hidden_size,)
+    assert saved["model.image_newline"].shape == (NEXT_SPEC.hidden_size,)
     assert torch.equal(model.get_model().image_newline, saved["model.image_newline"])
     tower_keys = [k for k in saved if k.startswith("model.vision_tower.vision_tower.vision_model.")]
     assert tower_keys and all(torch.equal(model.state_dict()[k], saved[k]) for k in tower_keys)
-    assert model.get_model().num_visual_tokens() == (SPEC.image_size // SPEC.patch_size) ** 2
-    assert processor.crop_size["height"] == SPEC.image_size
+    assert model.get_model().num_visual_tokens() == (NEXT_SPEC.image_size // NEXT_SPEC.patch_size) ** 2
+    assert processor.crop_size["height"] == NEXT_SPEC.image_size
 
 
 # ----------------------------------------------------------------------------- anyres rules
@@ -264,7 +179,7 @@ def _answers_with_sizes(model, ids, mask, pixels, sizes, max_new_tokens=8):
     with torch.inference_mode():
         out = model.generate(ids, attention_mask=mask, images=pixels, image_sizes=sizes, do_sample=False,
                              max_new_tokens=max_new_tokens, use_cache=True)
-    return [_strip_pad(row.tolist()) for row in out[:, ids.shape[1]:]]
+    return [strip_pad(row.tolist()) for row in out[:, ids.shape[1]:]]
 
 
 def _save_fractional_recipe(checkpoint, model):
@@ -462,31 +377,6 @@ def clip_l_336_dir(tmp_path_factory):
     return path
 
 
-def _clip_l_vision_weight_map(prefix="model.vision_tower.vision_tower.vision_model."):
-    """{key: shape} of CLIP ViT-L/14-336's vision model: width 1024, 24 layers, MLP 4096, 577 positions."""
-    width, mlp, patch, positions = 1024, 4096, 14, (336 // 14) ** 2 + 1
-    shapes = {
-        "embeddings.class_embedding": (width,),
-        "embeddings.patch_embedding.weight": (width, 3, patch, patch),
-        "embeddings.position_embedding.weight": (positions, width),
-        "pre_layrnorm.weight": (width,), "pre_layrnorm.bias": (width,),
-        "post_layernorm.weight": (width,), "post_layernorm.bias": (width,),
-    }
-    for i in range(24):
-        layer = f"encoder.layers.{i}."
-        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            shapes[f"{layer}self_attn.{proj}.weight"] = (width, width)
-            shapes[f"{layer}self_attn.{proj}.bias"] = (width,)
-        for norm in ("layer_norm1", "layer_norm2"):
-            shapes[f"{layer}{norm}.weight"] = (width,)
-            shapes[f"{layer}{norm}.bias"] = (width,)
-        shapes[f"{layer}mlp.fc1.weight"] = (mlp, width)
-        shapes[f"{layer}mlp.fc1.bias"] = (mlp,)
-        shapes[f"{layer}mlp.fc2.weight"] = (width, mlp)
-        shapes[f"{layer}mlp.fc2.bias"] = (width,)
-    return {prefix + key: shape for key, shape in shapes.items()}
-
-
 def test_v16_vicuna_7b_config_and_weight_map_on_meta(clip_l_336_dir, tmp_path):
     fields = {**LLAVA_V16_VICUNA_7B_CONFIG, "mm_vision_tower": str(clip_l_336_dir)}
     (tmp_path / "config.json").write_text(json.dumps(fields, indent=2))
@@ -500,7 +390,7 @@ def test_v16_vicuna_7b_config_and_weight_map_on_meta(clip_l_336_dir, tmp_path):
     with torch.device("meta"):
         model = LlavaLlamaForCausalLM(config)
     expected = {**expected_weight_map(**WEIGHT_MAP_DIMS["7b"]), "model.image_newline": (4096,),
-                **_clip_l_vision_weight_map()}
+                **clip_l_vision_weight_map()}
     actual = {key: tuple(tensor.shape) for key, tensor in model.state_dict().items()}
     assert sorted(set(actual) - set(expected)) == [], "keys the checkpoint does not have"
     assert sorted(set(expected) - set(actual)) == [], "checkpoint keys the model lacks"

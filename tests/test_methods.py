@@ -13,10 +13,8 @@ from llava.model.pruning.budget import BudgetError
 from llava.model.pruning.flops import DecoderDims
 from llava.model.pruning.from_config import PruningSettings
 from llava.model.pruning.policies import POLICIES, policy_named
-from fitprune.lab.tiny_checkpoint import write_tiny_llava
 from llava.mm_utils import process_images
-from tests.helpers import QUESTIONS, build_prompt, encode_batch, sample_images
-from tests.test_llava_next import IMAGE_SIZES, NAME as NEXT_NAME, SPEC as NEXT_SPEC, picture
+from tests.helpers import IMAGE_SIZES, QUESTIONS, build_prompt, encode_batch, picture, sample_images
 
 OWN_SCHEDULE = ("dart", "divprune", "pyramiddrop", "sparsevlm-drop")
 ON_RECIPE = ("recipe+fastv", "recipe+dart", "recipe+divprune", "fitprune-selfmean")
@@ -276,14 +274,6 @@ def test_an_unknown_policy_lists_the_known_names():
     assert str(err.value) == f"unknown pruning policy 'sparsevlm'; choose one of {sorted(POLICIES)}"
     for name in OWN_SCHEDULE + ON_RECIPE:
         assert name in POLICIES
-
-
-@pytest.fixture(scope="module")
-def next_model(tmp_path_factory):
-    """The tiny LLaVA-NeXT (anyres) checkpoint, whose samples differ in visual tokens."""
-    path = write_tiny_llava(tmp_path_factory.mktemp("next") / NEXT_NAME, NEXT_SPEC)
-    tokenizer, model, processor, _ = load_pretrained_model(str(path), None, NEXT_NAME, device="cpu")
-    return tokenizer, model, processor
 
 
 @pytest.mark.parametrize("policy", OWN_SCHEDULE)

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from fitprune import report
@@ -16,24 +15,17 @@ from llava.eval.records import record_metric
 from llava.eval.records.metrics_files import metrics_path
 from llava.eval import eval_pope, eval_textvqa
 from llava.eval.records.run_record import merge_run_records
-from tests.test_report import VISUAL, _write_run
-
-REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = REPO / "scripts" / "v1_5" / "eval"
+from tests.helpers import write_jsonl
+from tests.records import VISUAL, write_run
+from tests.scripts import REPO, SCRIPTS
 SHORT = "Answer the question using a single word or phrase."
-
-
-def _write_jsonl(path, rows):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return path
 
 
 def _skip(answers, *question_ids):
     """The errors file a driver writes beside `answers` for questions it skipped."""
     rows = [{"question_id": q, "round_id": None, "line": 1, "field": "image", "message": "bad image"}
             for q in question_ids]
-    return _write_jsonl(answers.with_name(answers.name[:-len(".jsonl")] + ".errors.jsonl"), rows)
+    return write_jsonl(answers.with_name(answers.name[:-len(".jsonl")] + ".errors.jsonl"), rows)
 
 
 # ---------------------------------------------------------------- fault 5: POPE with a skipped image
@@ -45,15 +37,15 @@ def _pope(tmp_path, skipped_qid=None):
     data = {"adversarial": (["yes", "no", "yes"], ["Yes", "No", "No"]), "random": (["no", "yes"], ["Yes", "Yes"])}
     questions, answers = [], []
     for category, (labels, texts) in data.items():
-        _write_jsonl(tmp_path / "coco" / f"coco_pope_{category}.json", [{"label": label} for label in labels])
+        write_jsonl(tmp_path / "coco" / f"coco_pope_{category}.json", [{"label": label} for label in labels])
         for i, text in enumerate(texts):
             qid = f"{category[0]}{i}"
             questions.append({"question_id": qid, "category": category, "text": "Is there ...?", "image": "x.jpg"})
             if qid != skipped_qid:
                 answers.append({"question_id": qid, "text": text})
-    answers_file = _write_jsonl(tmp_path / "answers.jsonl", answers)
+    answers_file = write_jsonl(tmp_path / "answers.jsonl", answers)
     return (["--annotation-dir", str(tmp_path / "coco"), "--question-file",
-             str(_write_jsonl(tmp_path / "questions.jsonl", questions)), "--result-file", str(answers_file)],
+             str(write_jsonl(tmp_path / "questions.jsonl", questions)), "--result-file", str(answers_file)],
             answers_file)
 
 
@@ -90,13 +82,13 @@ def test_pope_refuses_an_unanswered_question_that_was_not_skipped(tmp_path, caps
 
 
 def _textvqa(tmp_path):
-    annotation = _write_jsonl(tmp_path / "ann.jsonl", [])
+    annotation = write_jsonl(tmp_path / "ann.jsonl", [])
     annotation.write_text(json.dumps({"data": [
         {"image_id": "img1", "question": "What animal?", "answers": ["dog"] * 10},
         {"image_id": "img2", "question": "What colour?", "answers": ["red"] * 10},
         {"image_id": "img3", "question": "What brand?", "answers": ["acme"] * 10},
     ]}))
-    answers = _write_jsonl(tmp_path / "answers" / "run.jsonl", [
+    answers = write_jsonl(tmp_path / "answers" / "run.jsonl", [
         {"question_id": "img1", "prompt": f"What animal?\n{SHORT}", "text": "dog"},
     ])
     return str(annotation), answers
@@ -123,7 +115,7 @@ def test_textvqa_result_dir_does_not_read_errors_files_as_answers(tmp_path, caps
 
 def test_metrics_file_printed_line_and_report_give_answered_of_total(tmp_path, capsys):
     answers = tmp_path / "eval" / "textvqa" / "answers" / "llava-v1.5-7b-r0.jsonl"
-    _write_run(answers, "textvqa", 0, [VISUAL] * 32, samples=3)
+    write_run(answers, "textvqa", 0, [VISUAL] * 32, samples=3)
     errors = _skip(answers, 7)
     assert record_metric.main(["--answers-file", str(answers), "--metric", "accuracy",
                         "--value", "50"]) == 0
@@ -133,7 +125,7 @@ def test_metrics_file_printed_line_and_report_give_answered_of_total(tmp_path, c
     assert metrics["samples"] == {"answered": 3, "skipped": 1, "total": 4, "errors_file": str(errors)}
 
     complete = tmp_path / "eval" / "pope" / "answers" / "llava-v1.5-7b-r0.jsonl"
-    _write_run(complete, "pope", 0, [VISUAL] * 32, samples=2)
+    write_run(complete, "pope", 0, [VISUAL] * 32, samples=2)
     assert record_metric.main(["--answers-file", str(complete), "--value", "80"]) == 0
     assert json.loads(metrics_path(str(complete)).read_text())["samples"]["skipped"] == 0
     assert capsys.readouterr().out.strip().endswith("; answered 2 of 2")
@@ -150,7 +142,7 @@ def test_metrics_file_printed_line_and_report_give_answered_of_total(tmp_path, c
 def test_merged_chunks_keep_their_skipped_samples(tmp_path):
     parts = [tmp_path / "2_0.jsonl", tmp_path / "2_1.jsonl"]
     for index, part in enumerate(parts):
-        _write_run(part, "gqa", 0, [VISUAL] * 32, samples=2, chunk=(index, 2))
+        write_run(part, "gqa", 0, [VISUAL] * 32, samples=2, chunk=(index, 2))
     _skip(parts[0], 1)
     _skip(parts[1], 5, 6)
     merged = tmp_path / "merge.jsonl"
@@ -184,9 +176,9 @@ def test_pope_script_with_one_corrupt_image_records_a_partial_score(tiny_checkpo
             Image.fromarray(np.full((20, 20, 3), 50 * i, dtype=np.uint8)).save(image)
         questions.append({"question_id": i, "image": image.name, "text": f"Is there a dog?\n{SHORT}",
                           "category": "random" if i % 2 else "popular"})
-    _write_jsonl(data / "llava_pope_test.jsonl", questions)
+    write_jsonl(data / "llava_pope_test.jsonl", questions)
     for category in ("popular", "random"):
-        _write_jsonl(data / "coco" / f"coco_pope_{category}.json", [{"label": "yes"}, {"label": "no"}])
+        write_jsonl(data / "coco" / f"coco_pope_{category}.json", [{"label": "yes"}, {"label": "no"}])
     result = subprocess.run(["bash", str(SCRIPTS / "pope.sh")], capture_output=True, text=True, timeout=300,
                             cwd=REPO, env=_script_env(EVAL_DIR=str(tmp_path), MODEL_PATH=str(tiny_checkpoint),
                                                       DEVICE="cpu"))

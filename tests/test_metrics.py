@@ -11,6 +11,7 @@ from llava.eval import eval_gqa, eval_mme, eval_pope, eval_science_qa, eval_text
 from llava.eval.eval_seed import question_type_names, seed_accuracy, seed_report_lines
 from llava.eval.io_utils import JsonlError, read_answer_texts, read_jsonl, write_json_atomic, write_text_atomic
 from llava.eval.m4c_evaluator import EvalAIAnswerProcessor, TextVQAAccuracyEvaluator
+from tests.helpers import write_jsonl
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 SHORT = "Answer the question using a single word or phrase."
@@ -22,12 +23,6 @@ def _script(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _write_jsonl(path, rows):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return path
 
 
 def _write_json(path, obj):
@@ -156,7 +151,7 @@ def test_textvqa_eval_single_and_cli(tmp_path, capsys):
         {"image_id": "img1", "question": "What Animal?", "answers": GT},
         {"image_id": "img2", "question": "What animal?", "answers": ["cow"] * 10},
     ]})
-    result = _write_jsonl(tmp_path / "answers" / "exp.jsonl", [
+    result = write_jsonl(tmp_path / "answers" / "exp.jsonl", [
         {"question_id": "img1", "prompt": f"what animal?\nReference OCR token: x\n{SHORT}", "text": "Dog"},
         {"question_id": "img2", "prompt": f"What animal?\n{SHORT}", "text": "a cow"},
     ])
@@ -170,7 +165,7 @@ def test_textvqa_eval_single_and_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Skipping notes.txt" in out and "Accuracy: 80.00%" in out
 
-    _write_jsonl(result, [{"question_id": "img3", "prompt": f"What animal?\n{SHORT}", "text": "cow"}])
+    write_jsonl(result, [{"question_id": "img3", "prompt": f"What animal?\n{SHORT}", "text": "cow"}])
     assert eval_textvqa.main(["--annotation-file", str(annotation), "--result-file", str(result)]) == 2
     assert "no annotation for (image_id, question) ('img3', 'what animal?')" in capsys.readouterr().err
 
@@ -203,15 +198,15 @@ def _pope_files(tmp_path):
     }
     questions, answers = [], []
     for category, (labels, texts) in categories.items():
-        _write_jsonl(tmp_path / "coco" / f"coco_pope_{category}.json", [{"label": label} for label in labels])
+        write_jsonl(tmp_path / "coco" / f"coco_pope_{category}.json", [{"label": label} for label in labels])
         for i, text in enumerate(texts):
             qid = f"{category[0]}{i}"
             questions.append({"question_id": qid, "category": category, "text": "Is there ...?", "image": "x.jpg"})
             answers.append({"question_id": qid, "text": text, "order": (i, len(answers))})
     # interleave the categories in the answer file (a0 p0 r0 a1 ...); order within a category is kept
     answers.sort(key=lambda answer: answer.pop("order"))
-    return (tmp_path / "coco", _write_jsonl(tmp_path / "questions.jsonl", questions),
-            _write_jsonl(tmp_path / "answers.jsonl", answers))
+    return (tmp_path / "coco", write_jsonl(tmp_path / "questions.jsonl", questions),
+            write_jsonl(tmp_path / "answers.jsonl", answers))
 
 
 def test_pope_counts_f1_and_mean_f1(tmp_path, capsys):
@@ -238,7 +233,7 @@ def test_pope_rejects_stray_files_and_length_mismatch(tmp_path, capsys):
     annotation_dir, question_file, result_file = _pope_files(tmp_path)
     argv = ["--annotation-dir", str(annotation_dir), "--question-file", str(question_file),
             "--result-file", str(result_file)]
-    _write_jsonl(annotation_dir / "coco_pope_random.json", [{"label": "no"}])
+    write_jsonl(annotation_dir / "coco_pope_random.json", [{"label": "no"}])
     assert eval_pope.main(argv) == 2
     assert "coco_pope_random.json: 1 labels but 2 questions of category 'random' in " in capsys.readouterr().err
     (annotation_dir / "README.md").write_text("x")
@@ -276,7 +271,7 @@ def test_science_qa_img_accuracy_and_outputs(tmp_path, capsys):
                 for pid, answer in [("1", 0), ("2", 1), ("3", 2), ("4", 0), ("5", 1), ("9", 0)]}
     _write_json(tmp_path / "sqa" / "problems.json", problems)
     _write_json(tmp_path / "sqa" / "pid_splits.json", {"test": ["1", "2", "3", "4", "5"], "val": ["9"]})
-    result = _write_jsonl(tmp_path / "answers.jsonl", [
+    result = write_jsonl(tmp_path / "answers.jsonl", [
         {"question_id": "1", "prompt": "<image>\nQ1", "text": "A"},                   # image, right
         {"question_id": "2", "prompt": "<image>\nQ2", "text": "C. r"},                # image, wrong
         {"question_id": "3", "prompt": "Q3", "text": "The answer is C."},             # no image, right
@@ -330,7 +325,7 @@ def test_gqa_accuracy_balanced_only_with_binary_and_open():
 
 
 def test_gqa_converter_then_evaluator_from_the_data_folder(tmp_path, monkeypatch, capsys):
-    answers = _write_jsonl(tmp_path / "merge.jsonl", [
+    answers = write_jsonl(tmp_path / "merge.jsonl", [
         {"question_id": qid, "text": text}
         for qid, text in [("q1", "Yes."), ("q2", "Yes"), ("q3", "Red."), ("q4", "desk"), ("q5", "CAT"), ("q6", "x")]
     ])
@@ -373,7 +368,7 @@ def _mme_tree(tmp_path):
         ("code_reasoning/code1.png", "Will this print 3?", "No"),               # right
         ("code_reasoning/code1.png", "Will this print 4?", "No"),               # wrong
     ]
-    _write_jsonl(mme / "answers" / "exp.jsonl", [
+    write_jsonl(mme / "answers" / "exp.jsonl", [
         {"question_id": qid, "prompt": f"{question}\n{SHORT}", "text": text} for qid, question, text in answers
     ])
     return mme
@@ -415,8 +410,8 @@ def test_mme_prediction_parsing(text, expected):
 
 def test_mme_errors_name_the_problem(tmp_path):
     mme = _mme_tree(tmp_path)
-    _write_jsonl(mme / "answers" / "bad.jsonl",
-                 [{"question_id": "existence/img1.jpg", "prompt": "Is it?", "text": "y"}])
+    write_jsonl(mme / "answers" / "bad.jsonl",
+                [{"question_id": "existence/img1.jpg", "prompt": "Is it?", "text": "y"}])
     # neither spelling of the suffix is in the ground truth; the message shows the last one tried
     with pytest.raises(ValueError, match=r"answer 1: \(existence, img1.txt, 'Is it\?  Please answer yes or no.'\) "
                                          "is not in the MME ground truth"):
@@ -462,7 +457,7 @@ def test_seed_accuracy_per_type_and_subsets():
 
 def test_seed_converter_prints_and_needs_every_answer_for_upload(tmp_path, capsys):
     annotation = _write_json(tmp_path / "SEED-Bench.json", SEED_ANNOTATION)
-    result = _write_jsonl(tmp_path / "merge.jsonl", SEED_ANSWERS)
+    result = write_jsonl(tmp_path / "merge.jsonl", SEED_ANSWERS)
     upload = tmp_path / "upload" / "exp.jsonl"
     convert = _script("convert_seed_for_submission")
     argv = ["--annotation-file", str(annotation), "--result-file", str(result), "--result-upload-file", str(upload)]
@@ -474,7 +469,7 @@ def test_seed_converter_prints_and_needs_every_answer_for_upload(tmp_path, capsy
     ]
     assert "1 of 5 questions have no answer (first: '202')" in captured.err
     assert not upload.exists()
-    _write_jsonl(result, SEED_ANSWERS + [{"question_id": 202, "text": "B"}])
+    write_jsonl(result, SEED_ANSWERS + [{"question_id": 202, "text": "B"}])
     assert convert.main(argv) == 0
     assert read_jsonl(upload) == [{"question_id": qid, "prediction": text} for qid, text in
                                   [("101", "A"), ("102", "B."), ("103", "C"), ("201", "D"), ("202", "B")]]
@@ -485,10 +480,10 @@ def test_seed_converter_prints_and_needs_every_answer_for_upload(tmp_path, capsy
 
 def test_vqav2_converter_normalises_and_fills_missing_with_empty(tmp_path, capsys):
     root = tmp_path / "vqav2"
-    _write_jsonl(root / "llava_vqav2_mscoco_test2015.jsonl",
-                 [{"question_id": qid, "image": "x.jpg", "text": "?"} for qid in (3, 1, 2)])
-    _write_jsonl(root / "answers" / "split" / "ckpt" / "merge.jsonl",
-                 [{"question_id": 1, "text": "Two dogs."}, {"question_id": 3, "text": "Yes"}])
+    write_jsonl(root / "llava_vqav2_mscoco_test2015.jsonl",
+                [{"question_id": qid, "image": "x.jpg", "text": "?"} for qid in (3, 1, 2)])
+    write_jsonl(root / "answers" / "split" / "ckpt" / "merge.jsonl",
+                [{"question_id": 1, "text": "Two dogs."}, {"question_id": 3, "text": "Yes"}])
     convert = _script("convert_vqav2_for_submission")
     assert convert.main(["--dir", str(root), "--split", "split", "--ckpt", "ckpt"]) == 0
     uploaded = json.loads((root / "answers_upload" / "split" / "ckpt.json").read_text())
@@ -499,26 +494,26 @@ def test_vqav2_converter_normalises_and_fills_missing_with_empty(tmp_path, capsy
 
 
 def test_vizwiz_converter_requires_every_answer(tmp_path, capsys):
-    test_file = _write_jsonl(tmp_path / "llava_test.jsonl", [
+    test_file = write_jsonl(tmp_path / "llava_test.jsonl", [
         {"question_id": "a", "image": "VizWiz_test_1.jpg", "text": "?"},
         {"question_id": "b", "image": "VizWiz_test_2.jpg", "text": "?"},
     ])
-    result = _write_jsonl(tmp_path / "answers.jsonl", [{"question_id": "a", "text": "The Red Can."}])
+    result = write_jsonl(tmp_path / "answers.jsonl", [{"question_id": "a", "text": "The Red Can."}])
     upload = tmp_path / "upload" / "exp.json"
     convert = _script("convert_vizwiz_for_submission")
     argv = ["--annotation-file", str(test_file), "--result-file", str(result), "--result-upload-file", str(upload)]
     assert convert.main(argv) == 2
     assert "1 of 2 questions in" in capsys.readouterr().err
     assert not upload.exists()
-    _write_jsonl(result, [{"question_id": "b", "text": "unanswerable"}, {"question_id": "a", "text": "The Red Can."}])
+    write_jsonl(result, [{"question_id": "b", "text": "unanswerable"}, {"question_id": "a", "text": "The Red Can."}])
     assert convert.main(argv) == 0
     assert json.loads(upload.read_text()) == [{"image": "VizWiz_test_1.jpg", "answer": "red can"},
                                               {"image": "VizWiz_test_2.jpg", "answer": "unanswerable"}]
 
 
 def test_mmvet_converter_keys(tmp_path):
-    src = _write_jsonl(tmp_path / "answers.jsonl",
-                       [{"question_id": 0, "text": "A cat."}, {"question_id": 12, "text": "3"}])
+    src = write_jsonl(tmp_path / "answers.jsonl",
+                      [{"question_id": 0, "text": "A cat."}, {"question_id": 12, "text": "3"}])
     dst = tmp_path / "results" / "exp.json"
     assert _script("convert_mmvet_for_eval").main(["--src", str(src), "--dst", str(dst)]) == 0
     assert json.loads(dst.read_text()) == {"v1_0": "A cat.", "v1_12": "3"}
@@ -549,8 +544,8 @@ def test_mmbench_converter_round_trip(tmp_path):
     rows = [[i, f"q{i}", "h", "a", "b", "c", "d", "A", "cat", "b64", "src", "l2", "-", "dev"] for i in (10, 11, 12)]
     tsv = tmp_path / "mmbench.tsv"
     pd.DataFrame(rows, columns=columns).to_csv(tsv, sep="\t", index=False)
-    _write_jsonl(tmp_path / "answers" / "exp.jsonl",
-                 [{"question_id": 12, "text": "C"}, {"question_id": 10, "text": "A"}])
+    write_jsonl(tmp_path / "answers" / "exp.jsonl",
+                [{"question_id": 12, "text": "C"}, {"question_id": 10, "text": "A"}])
     convert = _script("convert_mmbench_for_submission")
     assert convert.main(["--annotation-file", str(tsv), "--result-dir", str(tmp_path / "answers"),
                          "--upload-dir", str(tmp_path / "upload"), "--experiment", "exp"]) == 0

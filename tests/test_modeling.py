@@ -7,7 +7,7 @@ import transformers
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.mm_utils import tokenizer_image_token
 from llava.model.language_model.modeling_llama import LlamaForCausalLM
-from tests.helpers import QUESTIONS, build_prompt, encode_batch, sample_images
+from tests.helpers import QUESTIONS, build_prompt, encode_batch, greedy_answers, sample_images, strip_pad
 
 
 def _llama_config(num_kv_heads: int) -> transformers.LlamaConfig:
@@ -63,19 +63,6 @@ def test_cached_greedy_equals_recompute():
     assert torch.equal(cached, _greedy_by_recompute(model, ids, 12))
 
 
-def _answers(model, tokenizer, ids, mask, images, max_new_tokens=10):
-    with torch.inference_mode():
-        out = model.generate(ids, attention_mask=mask, images=images, do_sample=False,
-                             max_new_tokens=max_new_tokens, use_cache=True)
-    return [row.tolist() for row in out[:, ids.shape[1]:]]
-
-
-def _strip_pad(tokens):
-    while tokens and tokens[-1] == 0:
-        tokens = tokens[:-1]
-    return tokens
-
-
 @pytest.mark.parametrize("padding_side", ["left", "right"])
 def test_batch_of_four_equals_each_alone(tiny, padding_side):
     tokenizer, model, processor = tiny
@@ -83,18 +70,18 @@ def test_batch_of_four_equals_each_alone(tiny, padding_side):
     images = sample_images(processor, model.config, 4)
     ids, mask = encode_batch(tokenizer, prompts, padding_side)
     assert len(set(mask.sum(1).tolist())) == 4, "questions must have different lengths"
-    batched = _answers(model, tokenizer, ids, mask, images)
+    batched = greedy_answers(model, tokenizer, ids, mask, images)
     for b, prompt in enumerate(prompts):
         alone_ids = tokenizer_image_token(prompt, tokenizer, return_tensors="pt")[None]
-        alone = _answers(model, tokenizer, alone_ids, None, images[b:b + 1])[0]
-        assert _strip_pad(batched[b]) == _strip_pad(alone)
+        alone = greedy_answers(model, tokenizer, alone_ids, None, images[b:b + 1])[0]
+        assert strip_pad(batched[b]) == strip_pad(alone)
 
 
 def test_llava_cached_generation_equals_recompute(tiny):
     tokenizer, model, processor = tiny
     ids = tokenizer_image_token(build_prompt(QUESTIONS[0]), tokenizer, return_tensors="pt")[None]
     images = sample_images(processor, model.config, 1)
-    cached = _answers(model, tokenizer, ids, None, images, max_new_tokens=8)[0]
+    cached = greedy_answers(model, tokenizer, ids, None, images, max_new_tokens=8)[0]
     spliced = model.splice_images(ids, None, images)
     embeds = spliced.inputs_embeds
     generated = []
@@ -152,10 +139,10 @@ def test_text_only_sample_in_a_batch(tiny):
     prompts = [build_prompt(QUESTIONS[0]), build_prompt("Say hello.", image=False)]
     ids, mask = encode_batch(tokenizer, prompts, "left")
     images = sample_images(processor, model.config, 2)
-    batched = _answers(model, tokenizer, ids, mask, images)
+    batched = greedy_answers(model, tokenizer, ids, mask, images)
     alone_ids = tokenizer_image_token(prompts[1], tokenizer, return_tensors="pt")[None]
-    alone = _answers(model, tokenizer, alone_ids, None, None)[0]
-    assert _strip_pad(batched[1]) == _strip_pad(alone)
+    alone = greedy_answers(model, tokenizer, alone_ids, None, None)[0]
+    assert strip_pad(batched[1]) == strip_pad(alone)
 
 
 def test_generation_computes_logits_of_the_last_row_only(tiny, monkeypatch):

@@ -1,6 +1,5 @@
 """``--policy NAME`` on every entry point: the named method prunes, and an unknown name is one line
 listing the registry's names, exit 2."""
-import json
 import re
 
 import pytest
@@ -9,7 +8,8 @@ from fitprune import calibrate, visualize
 from llava.eval import model_vqa_loader, run_llava
 from llava.model.pruning.policies import POLICIES
 from llava.serve import cli, gradio_web_server
-from tests.conftest import TINY_KEEP_COUNTS, TINY_RECIPE_RATIO
+from tests.driver_runs import driver_record
+from tests.helpers import TINY_KEEP_COUNTS, TINY_RECIPE_RATIO
 
 IMAGE = "tests/data/shapes.png"
 KEPT_LINE = re.compile(r"visual tokens kept after the last layer: (\d+) of (\d+)")
@@ -26,17 +26,6 @@ def _run_llava(checkpoint, capsys, *extra) -> int:
     return int(kept[0][0])
 
 
-def _driver_record(checkpoint, tmp_path, *extra) -> dict:
-    questions = tmp_path / "q.jsonl"
-    questions.write_text(json.dumps({"question_id": 0, "image": "shapes.png", "text": "What is it?"}) + "\n")
-    answers = tmp_path / "answers.jsonl"
-    assert model_vqa_loader.main([
-        "--model-path", str(checkpoint), "--question-file", str(questions), "--image-folder", "tests/data",
-        "--answers-file", str(answers), "--device", "cpu", "--temperature", "0", "--max_new_tokens", "2",
-        "--reduction-ratio", f"{TINY_RECIPE_RATIO:g}", *extra]) == 0
-    return json.loads(answers.with_name("answers.run.json").read_text())
-
-
 def test_run_llava_and_a_driver_prune_with_the_named_policy(tiny_checkpoint, tmp_path, capsys):
     assert _run_llava(tiny_checkpoint, capsys) == TINY_KEEP_COUNTS[-1]  # default: the checkpoint's FitPrune recipe
     divprune = _run_llava(tiny_checkpoint, capsys, "--policy", "divprune")
@@ -44,7 +33,7 @@ def test_run_llava_and_a_driver_prune_with_the_named_policy(tiny_checkpoint, tmp
     # layer 0 (all 144), more than it keeps after the last layer
     assert TINY_KEEP_COUNTS[-1] < divprune < TINY_KEEP_COUNTS[0]
 
-    record = _driver_record(tiny_checkpoint, tmp_path, "--policy", "divprune")
+    record = driver_record(tiny_checkpoint, tmp_path, "--policy", "divprune")
     assert record["pruning"]["policy"] == "divprune"
     assert record["visual_tokens"]["kept_per_layer_mean"] == [divprune] * len(TINY_KEEP_COUNTS)
 

@@ -20,9 +20,8 @@ from llava.model.language_model.sequence_layout import (
 )
 from llava.eval.records.sidecar_files import RUN_RECORD_SUFFIX, sidecar_path
 from llava.model.pruning.pruner import TokenPruner
-from tests.conftest import TINY_KEEP_COUNTS, TINY_RECIPE_RATIO
-from tests.helpers import QUESTIONS, build_prompt, encode_batch, sample_images
-from tests.test_modeling import _answers, _strip_pad
+from tests.helpers import (QUESTIONS, TINY_KEEP_COUNTS, TINY_RECIPE_RATIO, build_prompt, encode_batch, greedy_answers,
+                           sample_images, strip_pad)
 
 
 @pytest.fixture()
@@ -127,7 +126,7 @@ def test_cached_pruned_generation_equals_recompute_with_forced_kept_sets(tiny):
     images = sample_images(processor, model.config, 1)
     model.config.reduction_ratio = TINY_RECIPE_RATIO
     steps = 8
-    cached = _answers(model, tokenizer, ids, None, images, max_new_tokens=steps)[0]
+    cached = greedy_answers(model, tokenizer, ids, None, images, max_new_tokens=steps)[0]
     trace = model.last_pruning_trace
     kept = {layer: trace.kept_indices(layer, 0)[None] for layer in range(len(TINY_KEEP_COUNTS))}
     num_visual = model.get_model().num_visual_tokens()
@@ -157,12 +156,12 @@ def test_pruned_batch_of_four_equals_each_alone(tiny, padding_side, policy):
     tokenizer, model, _ = tiny
     ids, mask, images = _batch(tiny, padding_side)
     model.set_pruning(TINY_RECIPE_RATIO, policy=policy)
-    batched = _answers(model, tokenizer, ids, mask, images)
+    batched = greedy_answers(model, tokenizer, ids, mask, images)
     assert model.last_pruning_trace.counts()[-1].tolist() == [TINY_KEEP_COUNTS[-1]] * len(QUESTIONS)
     for b, question in enumerate(QUESTIONS):
         alone_ids = tokenizer_image_token(build_prompt(question), tokenizer, return_tensors="pt")[None]
-        alone = _answers(model, tokenizer, alone_ids, None, images[b:b + 1])[0]
-        assert _strip_pad(batched[b]) == _strip_pad(alone)
+        alone = greedy_answers(model, tokenizer, alone_ids, None, images[b:b + 1])[0]
+        assert strip_pad(batched[b]) == strip_pad(alone)
 
 
 def test_pruning_changes_the_answer_logits(tiny):

@@ -14,8 +14,7 @@ from llava.model.pruning.pruner import TokenPruner
 from llava.model.pruning.recipe import RecipeBook, RecipeError
 from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT
 from llava.model.pruning.schedules import RecipeSchedule
-from tests.conftest import TINY_KEEP_COUNTS, TINY_RECIPE_RATIO
-from tests.helpers import QUESTIONS, build_prompt, encode_batch, sample_images
+from tests.helpers import QUESTIONS, TINY_KEEP_COUNTS, TINY_RECIPE_RATIO, build_prompt, encode_batch, sample_images
 
 
 def _batch(tiny, n=2):

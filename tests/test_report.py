@@ -6,68 +6,11 @@ import json
 import pytest
 
 from fitprune import report
-from llava.eval.records import record_metric
 from llava.eval.records.metrics_files import metrics_path
-from llava.model.pruning.flops import DecoderDims, full_prefill_flops, paper_prefill_flops, paper_reduction
-from llava.eval.records.sidecar_files import RUN_RECORD_SUFFIX, sidecar_path
-from llava.eval.records.run_record import RunLog, merge_run_records, write_run_record
-
-DIMS = DecoderDims(num_layers=32, hidden_size=4096, intermediate_size=11008, num_attention_heads=32,
-                   num_key_value_heads=32, vocab_size=32000)
-VISUAL = 576
-OTHER_TOKENS = 60
-PRUNED_KEEP = [576] * 2 + [400] * 10 + [200] * 10 + [100] * 10
-
-
-def _write_run(answers, benchmark, ratio, keep_counts, samples=3, chunk=(0, 1)):
-    """An answers file with its run-stats log (as a driver writes it) and its run record."""
-    answers.parent.mkdir(parents=True, exist_ok=True)
-    answers.write_text("".join(json.dumps({"question_id": i, "text": "a"}) + "\n" for i in range(samples)))
-    log = RunLog(sidecar_path(answers, ".run-stats.ndjson"))
-    log.write_header({
-        "benchmark": benchmark, "run_name": answers.stem, "driver": "model_vqa_loader", "question_file": "q.jsonl",
-        "settings": {"reduction_ratio": float(ratio), "chunk_idx": chunk[0]},
-        "model": {"path": "liuhaotian/llava-v1.5-7b", "name": "llava-v1.5-7b", "base": None, "dtype": "float16",
-                  "num_visual_tokens": VISUAL, "decoder_dims": vars(DIMS).copy()},
-        "pruning": {"reduction_ratio": float(ratio), "policy": "fitprune" if ratio else None,
-                    "recipe_file": "/x/llava-v1.5-7b.json" if ratio else None},
-        "generation": {"conv_mode": "vicuna_v1"},
-        "chunk": {"index": chunk[0], "count": chunk[1]},
-    })
-    log.append_batch({"keys": [str(i) for i in range(samples)], "num_visual": [VISUAL] * samples,
-                      "num_other_tokens": [OTHER_TOKENS] * samples, "keep_counts": [keep_counts] * samples,
-                      "new_tokens": [2] * samples, "prefill_s": 0.1, "decode_s": 0.02, "decode_tokens": samples})
-    log.append_run({"wall_time_s": 5.0, "generation_time_s": 4.0, "peak_memory_bytes": 1000,
-                    "peak_memory_measure": "ru_maxrss", "device": {"type": "cpu"}, "software": {}})
-    return write_run_record(answers)
-
-
-def _record_value(answers, log_text, *args):
-    log = answers.with_name("metric.log")
-    log.write_text(log_text)
-    return record_metric.main(["--answers-file", str(answers), "--from-log", str(log), *args])
-
-
-@pytest.fixture()
-def runs_dir(tmp_path):
-    """textvqa at ratios 0 and 50 (both scored), pope at ratio 0 only (scored), gqa at 50 (unscored)."""
-    runs = tmp_path / "eval"
-    base = runs / "textvqa" / "answers" / "llava-v1.5-7b-r0.jsonl"
-    pruned = runs / "textvqa" / "answers" / "llava-v1.5-7b-r50.jsonl"
-    pope = runs / "pope" / "answers" / "llava-v1.5-7b-r0.jsonl"
-    _write_run(base, "textvqa", 0, [VISUAL] * 32)
-    _write_run(pruned, "textvqa", 50, PRUNED_KEEP)
-    _write_run(pope, "pope", 0, [VISUAL] * 32)
-    _write_run(runs / "gqa" / "answers" / "llava-v1.5-7b-r50.jsonl", "gqa", 50, PRUNED_KEEP)
-    assert _record_value(base, "Samples: 3\nAccuracy: 58.20%\n", "--metric", "accuracy", "--pattern",
-                         r"Accuracy: ([0-9.]+)%") == 0
-    assert record_metric.main(["--answers-file", str(pruned), "--metric", "accuracy",
-                        "--value", "55.29"]) == 0
-    pope_log = "F1 score: 0.8\nF1 score: 0.9\nF1 score: 0.85\nMean F1 over 3 categories: 0.850\n"
-    assert _record_value(pope, pope_log, "--pattern", r"F1 score: ([0-9.]+)", "--reduce", "mean",
-                         "--scale", "100") == 0
-    return runs
-
+from llava.model.pruning.flops import full_prefill_flops, paper_prefill_flops, paper_reduction
+from llava.eval.records.sidecar_files import RUN_RECORD_SUFFIX
+from llava.eval.records.run_record import merge_run_records
+from tests.records import DIMS, OTHER_TOKENS, PRUNED_KEEP, VISUAL, record_value, write_run
 
 def test_metrics_files_hold_the_parsed_scores(runs_dir):
     pope = json.loads((runs_dir / "pope" / "answers" / "llava-v1.5-7b-r0.metrics.json").read_text())
@@ -80,7 +23,7 @@ def test_metrics_files_hold_the_parsed_scores(runs_dir):
 
 def test_record_metric_without_a_match_fails_naming_the_pattern(tmp_path, capsys):
     answers = tmp_path / "a.jsonl"
-    assert _record_value(answers, "nothing here\n", "--benchmark", "textvqa", "--pattern", "Accuracy: ([0-9.]+)") == 2
+    assert record_value(answers, "nothing here\n", "--benchmark", "textvqa", "--pattern", "Accuracy: ([0-9.]+)") == 2
     assert "'Accuracy: ([0-9.]+)' matches nothing" in capsys.readouterr().err
     assert not metrics_path(str(answers)).exists()
 
@@ -129,7 +72,7 @@ def test_chunk_records_are_replaced_by_their_merged_record(tmp_path, chunks):
     folder = tmp_path / "eval" / "gqa" / "answers" / "split" / "llava-v1.5-7b-r0"
     parts = [folder / f"{chunks}_{index}.jsonl" for index in range(chunks)]
     for index, part in enumerate(parts):
-        _write_run(part, "gqa", 0, [VISUAL] * 32, samples=3 - index, chunk=(index, chunks))
+        write_run(part, "gqa", 0, [VISUAL] * 32, samples=3 - index, chunk=(index, chunks))
     merged = folder / "merge.jsonl"
     merged.write_text("".join(part.read_text() for part in parts))
 
@@ -144,8 +87,8 @@ def test_chunk_records_are_replaced_by_their_merged_record(tmp_path, chunks):
 
 def test_merging_chunks_run_with_other_settings_is_refused(tmp_path):
     parts = [tmp_path / "2_0.jsonl", tmp_path / "2_1.jsonl"]
-    _write_run(parts[0], "gqa", 0, [VISUAL] * 32, chunk=(0, 2))
-    _write_run(parts[1], "gqa", 50, PRUNED_KEEP, chunk=(1, 2))
+    write_run(parts[0], "gqa", 0, [VISUAL] * 32, chunk=(0, 2))
+    write_run(parts[1], "gqa", 50, PRUNED_KEEP, chunk=(1, 2))
     with pytest.raises(ValueError, match="reduction_ratio: 50.0 vs 0.0"):
         merge_run_records(tmp_path / "merge.jsonl", parts)
 

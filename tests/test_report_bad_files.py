@@ -18,7 +18,7 @@ from llava.eval.records import record_metric
 from llava.eval.records.metrics_files import metrics_path
 from llava.eval.records import run_record
 from llava.eval.records.sidecar_files import RUN_RECORD_SUFFIX, sidecar_path
-from tests.test_report import PRUNED_KEEP, VISUAL, _write_run
+from tests.records import PRUNED_KEEP, VISUAL, write_run
 
 DEEP = "[" * 100_000 + "]" * 100_000
 """JSON nested 100,000 levels: past Python's recursion limit."""
@@ -30,8 +30,8 @@ def _runs(tmp_path):
     runs = tmp_path / "eval"
     base = runs / "textvqa" / "answers" / "llava-v1.5-7b-r0.jsonl"
     pruned = runs / "textvqa" / "answers" / "llava-v1.5-7b-r50.jsonl"
-    _write_run(base, "textvqa", 0, [VISUAL] * 32)
-    _write_run(pruned, "textvqa", 50, PRUNED_KEEP)
+    write_run(base, "textvqa", 0, [VISUAL] * 32)
+    write_run(pruned, "textvqa", 50, PRUNED_KEEP)
     for answers, value in ((base, "58.2"), (pruned, "55.3")):
         assert record_metric.main(["--answers-file", str(answers), "--metric", "accuracy",
                             "--value", value]) == 0
@@ -100,7 +100,7 @@ def test_bad_file_warning_is_one_stderr_line_from_the_command(tmp_path):
 def test_report_with_no_usable_run_exits_2(tmp_path, capsys):
     runs = tmp_path / "eval"
     answers = runs / "a.jsonl"
-    _write_run(answers, "textvqa", 0, [VISUAL] * 32)
+    write_run(answers, "textvqa", 0, [VISUAL] * 32)
     sidecar_path(answers, RUN_RECORD_SUFFIX).write_bytes(NOT_UTF8)
     assert report.main(["--runs-dir", str(runs), "--output-dir", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err == (f"report: error: none of the 1 run records under {runs} is usable "
@@ -132,7 +132,7 @@ def test_record_metric_refuses_a_score_out_of_its_range(tmp_path, capsys, args, 
 
 def test_record_metric_reads_a_checked_benchmark_from_the_run_record(tmp_path, capsys):
     answers = tmp_path / "a.jsonl"
-    record = _write_run(answers, "mme", 0, [VISUAL] * 32)
+    record = write_run(answers, "mme", 0, [VISUAL] * 32)
     assert record_metric.main(["--answers-file", str(answers), "--value", "1500"]) == 0, "MME: [0, 2800]"
     for content, message in ((NOT_UTF8, "not a JSON file (byte 0 is not UTF-8 text)"),
                              (DEEP.encode(), "JSON nested too deeply to read"),
@@ -167,7 +167,7 @@ def test_a_score_older_than_its_answers_is_marked_stale(tmp_path):
 
 def test_merge_of_a_binary_chunk_log_is_one_line(tmp_path, capsys):
     chunk = tmp_path / "2_0.jsonl"
-    _write_run(chunk, "gqa", 0, [VISUAL] * 32, chunk=(0, 2))
+    write_run(chunk, "gqa", 0, [VISUAL] * 32, chunk=(0, 2))
     log = sidecar_path(chunk, ".run-stats.ndjson")
     log.write_bytes(NOT_UTF8 + b"\n")
     assert run_record.main(["merge", "--answers-file", str(tmp_path / "merge.jsonl"), str(chunk)]) == 2

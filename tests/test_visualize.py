@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from fitprune.visualize import choose_layers, kept_patch_masks, main, shade_dropped
-from tests.conftest import TINY_KEEP_COUNTS, TINY_RECIPE_RATIO
+from tests.helpers import TINY_KEEP_COUNTS, TINY_RECIPE_RATIO
 
 
 def test_masks_and_shading_follow_the_kept_grid_indices():
