@@ -308,3 +308,28 @@ def test_no_module_outside_tests_is_over_400_lines_but_the_named_exceptions():
     over = _lines_over_limit()
     assert {path: lines for path, lines in over.items() if path not in LONG_MODULES} == {}
     assert sorted(set(LONG_MODULES) - set(over)) == []
+
+
+def _test_modules_imported(source: str) -> Set[str]:
+    """Names of the ``tests/test_*`` modules an import statement in `source` names, at any depth:
+    ``import tests.test_x``, ``from tests.test_x import ...``, ``from tests import test_x``,
+    ``from .test_x import ...``."""
+    named = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            named.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            module = ("tests." if node.level else "") + (node.module or "")
+            named.add(module)
+            named.update(f"{module.rstrip('.')}.{alias.name}" for alias in node.names)
+    return {name.split(".")[1] for name in named if name.startswith("tests.test_")}
+
+
+def test_no_test_module_imports_another():
+    """Shared fixtures live in tests/conftest.py and shared helpers in tests/ helper modules
+    (helpers, records, scripts, ...): a test module never imports another test module."""
+    sample = "from tests.test_a import x\nfrom tests import test_b, helpers\ndef f():\n    from .test_c import y\n"
+    assert _test_modules_imported(sample) == {"test_a", "test_b", "test_c"}
+    importers = {path.name: sorted(_test_modules_imported(path.read_text(encoding="utf-8")))
+                 for path in sorted((REPO / "tests").glob("*.py"))}
+    assert {name: named for name, named in importers.items() if named} == {}
