@@ -161,7 +161,7 @@ def _set_up(model, ratio: float, method: str, seed: int) -> Iterator[None]:
         model.set_pruning(0)
 
 
-def _pruning(model, method: str, budget: Budget, book: RecipeBook, seed: int) -> Tuple[ContextManager, str, object]:
+def pruning_for(model, method: str, budget: Budget, book: RecipeBook, seed: int) -> Tuple[ContextManager, str, object]:
     """`method`'s pruning for `budget`: (a context that installs it, setting text, oracle policy or None).
 
     Raises:
@@ -239,7 +239,7 @@ def run_method(model, batches: Sequence[PromptBatch], method: Optional[str], bud
     """
     if method is None:
         return _answer(model, batches, "unpruned", "unpruned")
-    context, setting, oracle = _pruning(model, method, budget, book, seed)
+    context, setting, oracle = pruning_for(model, method, budget, book, seed)
     with context:
         return _answer(model, batches, method, setting, oracle)
 
