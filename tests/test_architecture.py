@@ -236,7 +236,7 @@ def test_pruned_inference_runs_without_fitprune(tiny_checkpoint):
     from llava.model.pruning.recipe import RecipeBook
     from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT
 
-    from tests.conftest import TINY_RECIPE_RATIO
+    from tests.helpers import TINY_RECIPE_RATIO
 
     kept = RecipeBook.load(tiny_checkpoint / RECIPE_FILE_IN_CHECKPOINT).get(TINY_RECIPE_RATIO).keep_counts[-1]
     result = subprocess.run(
@@ -311,8 +311,8 @@ def test_no_module_outside_tests_is_over_400_lines_but_the_named_exceptions():
 
 
 def _test_modules_imported(source: str) -> Set[str]:
-    """Names of the ``tests/test_*`` modules an import statement in `source` names, at any depth:
-    ``import tests.test_x``, ``from tests.test_x import ...``, ``from tests import test_x``,
+    """Names of the ``tests/test_*`` modules and ``conftest`` that an import statement in `source` names,
+    at any depth: ``import tests.test_x``, ``from tests.test_x import ...``, ``from tests import test_x``,
     ``from .test_x import ...``."""
     named = set()
     for node in ast.walk(ast.parse(source)):
@@ -322,14 +322,16 @@ def _test_modules_imported(source: str) -> Set[str]:
             module = ("tests." if node.level else "") + (node.module or "")
             named.add(module)
             named.update(f"{module.rstrip('.')}.{alias.name}" for alias in node.names)
-    return {name.split(".")[1] for name in named if name.startswith("tests.test_")}
+    return {name.split(".")[1] for name in named if name.startswith(("tests.test_", "tests.conftest"))}
 
 
 def test_no_test_module_imports_another():
-    """Shared fixtures live in tests/conftest.py and shared helpers in tests/ helper modules
-    (helpers, records, scripts, ...): a test module never imports another test module."""
-    sample = "from tests.test_a import x\nfrom tests import test_b, helpers\ndef f():\n    from .test_c import y\n"
-    assert _test_modules_imported(sample) == {"test_a", "test_b", "test_c"}
+    """Shared fixtures live in tests/conftest.py (pytest hands them out; nobody imports it) and shared
+    helpers in tests/ helper modules (helpers, records, scripts, ...): a test module never imports
+    another test module or conftest."""
+    sample = ("from tests.test_a import x\nfrom tests import test_b, helpers\ndef f():\n    from .test_c import y\n"
+              "from tests.conftest import Z\n")
+    assert _test_modules_imported(sample) == {"test_a", "test_b", "test_c", "conftest"}
     importers = {path.name: sorted(_test_modules_imported(path.read_text(encoding="utf-8")))
                  for path in sorted((REPO / "tests").glob("*.py"))}
     assert {name: named for name, named in importers.items() if named} == {}

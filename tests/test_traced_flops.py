@@ -16,9 +16,8 @@ from llava.model.pruning.from_config import PruningSettings, build_pruner
 from llava.model.pruning.recipe import RecipeBook
 from llava.model.pruning.traced_flops import traced_flops
 from llava.model.pruning.visionzip import TowerPolicyError
-from tests.conftest import TINY_RECIPE_RATIO
 from tests.driver_runs import driver_record  # model_vqa_loader's run record of one question
-from tests.helpers import QUESTIONS, build_prompt, encode_batch, sample_images
+from tests.helpers import QUESTIONS, TINY_RECIPE_RATIO, build_prompt, encode_batch, sample_images
 
 IMAGE = "tests/data/shapes.png"
 

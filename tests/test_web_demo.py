@@ -37,7 +37,7 @@ from llava.serve.demo_results import BudgetDone, BudgetFailed, PartialAnswer, Re
 from llava.serve.kept_patches import MERGED
 from llava.serve.timed_generation import GenerationTiming
 
-from tests.conftest import TINY_KEEP_COUNTS, TINY_RECIPE_RATIO
+from tests.helpers import TINY_KEEP_COUNTS, TINY_RECIPE_RATIO
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_MODEL = REPO / "playground" / "models" / "llava-v1.5-shapes"
