@@ -57,7 +57,7 @@ from llava.eval.driver.file_lock import LOCK_SUFFIX, hold_lock_file
 from llava.eval.driver.output_paths import check_output_file, writing_to
 from llava.eval.driver.questions import QuestionFileError, load_questions
 from llava.eval.records.sidecar_files import sidecar_path
-from llava.cli_support import add_image_processing_flag
+from llava.cli_support import AUTO_DEVICE, add_image_processing_flag
 from fitprune.calibration_set import (
     split_unencodable,
     log_failed_samples,
@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", default=None, help="recipe JSON (default: where the eval scripts look)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing recipe file with this run's budgets only, whatever its provenance")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=AUTO_DEVICE,
+                        help="cuda, cuda:N, cpu, or auto (default): CUDA when it is available, else the CPU")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                         help="default: float16 on GPU, float32 on CPU")
     parser.add_argument("--plot", default=None, help="PNG of keep counts per layer, one line per budget")

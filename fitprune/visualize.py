@@ -20,13 +20,14 @@ import torch
 from PIL import Image
 
 from fitprune.defaults import ensure_default_model
+from llava.cli_support import AUTO_DEVICE, UsageError, add_image_processing_flag, select_device
 from llava.errors import CheckpointError
 from llava.image_loading import ImageError, bound_image_geometry, load_image
 from llava.model.pruning.recipe import RecipeError
 from llava.eval.driver.questions import build_question_prompt
 from llava.model.anyres import uses_anyres
 from llava.eval.driver.output_paths import OutputPathError, check_output_file, writing_to
-from llava.pruning_flags import apply_pruning_args
+from llava.pruning_flags import add_pruning_args, apply_pruning_args
 from llava.serve.kept_patches import kept_patch_masks, merged_patch_mask, shade_dropped, tower_view
 from llava.utils import OneLineArgumentParser, usage_error
 
@@ -89,9 +90,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs one pruned prefill and draws what it kept; returns the exit code (2, after a one-line
     message, for an unusable image, model or recipe, or an --out that cannot be written: checked
     before the model loads, and a filesystem fault while writing it)."""
-    from llava.pruning_flags import add_pruning_args
-    from llava.cli_support import add_image_processing_flag
-
     parser = OneLineArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--model-path", default=None)
     parser.add_argument("--model-base", default=None)
@@ -99,7 +97,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--image", required=True)
     parser.add_argument("--question", required=True)
     parser.add_argument("--conv-mode", default="vicuna_v1")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default=AUTO_DEVICE,
+                        help="cuda, cuda:N, cpu, or auto (default): CUDA when it is available, else the CPU")
     parser.add_argument("--out", required=True, help="PNG (or GIF with --gif)")
     parser.add_argument("--gif", action="store_true")
     add_pruning_args(parser)
@@ -107,9 +106,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.reduction_ratio:
         parser.error("--reduction-ratio must be above 0 to show pruning")
     try:
+        args.device = select_device(args.device)
         check_output_file(args.out, "--out", {"--image": args.image})
         return _draw(args)
-    except (ImageError, CheckpointError, FileNotFoundError, RecipeError, OutputPathError) as err:
+    except (ImageError, CheckpointError, FileNotFoundError, RecipeError, OutputPathError, UsageError) as err:
         return usage_error(PROG, err)
 
 
