@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import platform
 import shlex
 import sys
@@ -46,6 +47,15 @@ def section_heading(model_name: str) -> str:
     return f"## Which method: every policy on {model_name} (python -m fitprune.bench --all-methods)"
 
 
+def render(entry: dict, model_name: str, plot: str, output: Path) -> str:
+    """Draws `plot` (unless empty) and writes the model's section into `output` from its JSON entry; returns it."""
+    if plot:
+        plot_comparison(entry, Path(plot), f"{model_name}: every method at matched FLOPs")
+    section = format_section(section_heading(model_name), entry, plot)
+    write_section(output, section_heading(model_name), section)
+    return section
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the comparison; returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m fitprune.bench --all-methods", description=__doc__.splitlines()[0])
@@ -63,15 +73,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--output", default="BENCHMARKS.md")
     parser.add_argument("--plot", default=None, help="default benchmarks/compare_<model>.png")
     parser.add_argument("--json", default="benchmarks/pruning_quality.json", help="empty: not written")
+    parser.add_argument("--render-only", action="store_true",
+                        help="redraw the plot and section from the model's entry in --json, running nothing")
     args = parser.parse_args(argv)
+    demo = DEMO_MODELS[args.model]
+    model_name = Path(demo.path).name
+    if args.render_only:
+        entry = json.loads(Path(args.json).read_text())["models"][model_name]
+        print(render(entry, model_name, args.plot or f"benchmarks/compare_{args.model}.png", Path(args.output)))
+        return 0
 
     from llava.model.builder import load_pretrained_model
 
     started = time.time()
     torch.manual_seed(args.seed)
-    demo = DEMO_MODELS[args.model]
     files = args.question_file or list(demo.bench_files)
-    model_name = Path(demo.path).name
     tokenizer, model, processor, _ = load_pretrained_model(demo.path, None, model_name, device="cpu")
     model.eval()
     questions = [q for f in files for q in load_answered_questions(f, args.limit)]
@@ -83,20 +99,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     unpruned, blind = run_method(model, batches, None, None, None), blind_run(model, batches)
     results, skipped = run_all(model, batches, budgets, methods, book, args.seed,
                                lambda b, m: print(f"{b.label} {m} done at {time.time() - started:.0f} s", flush=True))
-    plot = args.plot or f"benchmarks/compare_{args.model}.png"
     context = {"model": demo.path, "question_files": files, "num_visual": num_visual,
                "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
                           f"torch {torch.__version__}",
                "date": datetime.date.today().isoformat(),
                "wall": f"{(time.time() - started) / 60:.0f} min wall on a shared machine",
                "command": "python -m fitprune.bench --all-methods " + shlex.join(argv if argv is not None else sys.argv[1:])}
-    if plot:
-        plot_comparison(results, methods, unpruned, Path(plot), f"{model_name}: every method at matched FLOPs")
-    heading = section_heading(model_name)
-    section = format_section(heading, results, methods, unpruned, blind, context, skipped, plot)
-    write_section(Path(args.output), heading, section)
+    entry = quality_json(results, unpruned, blind, context, skipped)
     if args.json:
-        write_quality_json(Path(args.json), model_name, quality_json(results, unpruned, blind, context, skipped))
+        write_quality_json(Path(args.json), model_name, entry)
+    section = render(entry, model_name, args.plot or f"benchmarks/compare_{args.model}.png", Path(args.output))
     print(section)
     return 0
 

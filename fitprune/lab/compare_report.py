@@ -107,87 +107,91 @@ def write_quality_json(path: Path, model_name: str, entry: dict) -> None:
     path.write_text(json.dumps(data, indent=1) + "\n")
 
 
-def _cell(run: MethodRun, reference: Optional[MethodRun]) -> str:
-    low, high = wilson_interval(int(run.hits.sum()), run.hits.size)
-    text = f"{run.accuracy:.1f} [{low:.0f}, {high:.0f}]"
-    if reference is not None and run is not reference:
-        paired = paired_bootstrap(run.hits, reference.hits)
-        text += f" Δ {paired.difference:+.1f} [{paired.low:+.1f}, {paired.high:+.1f}]"
-    return text + f" · {run.flops_paper:.0f}/{run.flops_full:.0f}"
+def _budgets(entry: dict) -> List[str]:
+    """The entry's budget labels in run order."""
+    labels: List[str] = []
+    for budgets in entry["methods"].values():
+        labels += [b for b in budgets if b not in labels]
+    return labels
 
 
-def format_tables(results: Results, methods: Sequence[str]) -> List[str]:
-    """Markdown: one table per budget kind, methods as rows, budgets as columns."""
+def _cell(result: dict) -> str:
+    low, high = result["ci95"]
+    text = f"{result['accuracy']:.1f} [{low:.0f}, {high:.0f}]"
+    if "difference_vs_fitprune" in result:
+        d_low, d_high = result["difference_ci95"]
+        text += f" Δ {result['difference_vs_fitprune']:+.1f} [{d_low:+.1f}, {d_high:+.1f}]"
+    return text + f" · {result['flops_removed_paper']:.0f}/{result['flops_removed_full']:.0f}"
+
+
+def format_tables(entry: dict) -> List[str]:
+    """Markdown: one table per budget kind (matched FLOPs, token rows), methods as rows."""
     lines = []
-    for kind, budgets in (("matched FLOPs budgets", [b for b in results if b.tokens is None]),
-                          ("the literature's token rows", [b for b in results if b.tokens is not None])):
+    labels = _budgets(entry)
+    for kind, budgets in (("matched FLOPs budgets", [b for b in labels if b.endswith("%")]),
+                          ("the literature's token rows", [b for b in labels if b.endswith("tokens")])):
+        methods = [m for m, results in entry["methods"].items() if any(b in results for b in budgets)]
         if not budgets:
             continue
         lines += [f"Accuracy % [95% Wilson] Δ vs FitPrune, points [paired bootstrap 95%] · FLOPs removed % "
                   f"paper/full — {kind}:", "",
-                  "| method | " + " | ".join(b.label for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
+                  "| method | " + " | ".join(budgets) + " |", "|---|" + "---|" * len(budgets)]
         for method in methods:
-            cells = []
-            for budget in budgets:
-                run = results[budget].get(method)
-                cells.append("—" if run is None else _cell(run, results[budget].get(REFERENCE)))
-            lines.append(f"| {label(method)} | " + " | ".join(cells) + " |")
+            results = entry["methods"][method]
+            lines.append(f"| {label(method)} | " + " | ".join(_cell(results[b]) if b in results else "—"
+                                                            for b in budgets) + " |")
         lines.append("")
     return lines
 
 
-def format_kinds(results: Results, methods: Sequence[str]) -> List[str]:
+def format_kinds(entry: dict) -> List[str]:
     """Markdown: per question kind, each method's difference from FitPrune at every budget."""
-    first = next(iter(next(iter(results.values())).values()))
-    kinds = sorted(set(first.kinds))
+    kinds = sorted(entry["unpruned"]["per_kind"])
     lines = ["Per question kind: Δ vs FitPrune, points [paired bootstrap 95%]:", "",
              "| budget | method | " + " | ".join(kinds) + " |", "|---|---|" + "---|" * len(kinds)]
-    for budget, row in results.items():
-        reference = row.get(REFERENCE)
-        for method in methods:
-            run = row.get(method)
-            if run is None or reference is None or method == REFERENCE:
+    for budget in _budgets(entry):
+        for method, results in entry["methods"].items():
+            per_kind = results.get(budget, {}).get("per_kind", {})
+            if not per_kind or "difference_vs_fitprune" not in next(iter(per_kind.values())):
                 continue
-            cells = []
-            for kind in kinds:
-                mask = _kind_mask(run, kind)
-                paired = paired_bootstrap(run.hits[mask], reference.hits[mask])
-                cells.append(f"{paired.difference:+.1f} [{paired.low:+.0f}, {paired.high:+.0f}]")
-            lines.append(f"| {budget.label} | {label(method)} | " + " | ".join(cells) + " |")
+            cells = [f"{per_kind[k]['difference_vs_fitprune']:+.1f} [{per_kind[k]['difference_ci95'][0]:+.0f}, "
+                     f"{per_kind[k]['difference_ci95'][1]:+.0f}]" for k in kinds]
+            lines.append(f"| {budget} | {label(method)} | " + " | ".join(cells) + " |")
     return lines + [""]
 
 
-def format_section(heading: str, results: Results, methods: Sequence[str], unpruned: MethodRun, blind: MethodRun,
-                   context: dict, skipped: Dict[Tuple[str, str], str], plot: Optional[str]) -> str:
-    """The BENCHMARKS.md section of one model."""
-    share, mdd, total = detectable(results)
+def format_section(heading: str, entry: dict, plot: Optional[str]) -> str:
+    """The BENCHMARKS.md section of one model, from its `quality_json` entry."""
+    stats = entry["statistics"]
+    files = ", ".join(f"`{q}`" for q in entry["question_files"])
     lines = [heading, "",
-             f"Model `{context['model']}`, {total} questions of {', '.join(f'`{q}`' for q in context['question_files'])} "
-             f"(first-token exact match). {context['machine']}; {context['date']}; {context['wall']}. "
-             f"Reproduce: `{context['command']}`.", "",
-             f"Unpruned: {unpruned.accuracy:.1f}%; every visual token dropped after layer 0: {blind.accuracy:.1f}%. "
-             "Matched rows: every method removes at least the budget's paper-convention FLOPs (FitPrune, random, "
-             "the oracle and the recipe+ variants follow the model's FitPrune recipe; FastV and uniform are matched "
-             "to what it removes; DART, DivPrune, PyramidDrop, SparseVLM (drop-only) and VisionZip solve their own "
-             "schedule). Token rows: 192/128/64 of 576 scaled to this model's "
-             f"{context['num_visual']} tokens, each method as its paper states the count (module docstring of "
-             "`fitprune.lab.method_runs`; this project's variants and uniform run at matched FLOPs only), so FLOPs "
-             "differ: read them.", "",
-             f"Statistics: differences are paired on the same questions (bootstrap over questions, "
-             f"{BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}). The median share of questions on which a "
-             f"method and FitPrune disagree is {100 * share:.1f}%, so with {total} questions a McNemar test detects "
-             f"a difference of about {mdd:.1f} points with 80% power (5% two-sided).", ""]
-    lines += format_tables(results, methods)
-    if skipped:
-        lines += ["Not run: " + "; ".join(f"{label(m)} at {b}: {why}" for (b, m), why in skipped.items()), ""]
-    lines += format_kinds(results, methods)
+             f"Model `{entry['model']}`, {stats['questions']} questions of {files} (first-token exact match). "
+             f"{entry['machine']}; {entry['date']}; {entry['wall']}. Reproduce: `{entry['command']}`.", "",
+             f"Unpruned: {entry['unpruned']['accuracy']:.1f}%; every visual token dropped after layer 0: "
+             f"{entry['no_visual_after_layer_0']['accuracy']:.1f}%. Matched rows: every method removes at least the "
+             "budget's paper-convention FLOPs (FitPrune, random, the oracle and the recipe+ variants follow the "
+             "model's FitPrune recipe; FastV and uniform are matched to what it removes; DART, DivPrune, PyramidDrop, "
+             "SparseVLM (drop-only) and VisionZip solve their own schedule). Token rows: 192/128/64 of 576 scaled to "
+             f"this model's {entry['num_visual']} tokens, each method as its paper states the count (FitPrune, random "
+             "and the oracle: the recipe nearest the FLOPs of keeping that count in every layer; module docstring of "
+             "`fitprune.lab.method_runs`); this project's variants and uniform run at matched FLOPs only. FLOPs "
+             "differ within a token row: read them.", "",
+             f"Statistics: {stats['interval']}. The median share of questions on which a method and FitPrune "
+             f"disagree is {100 * stats['median_discordant_share']:.1f}%, so with {stats['questions']} questions a "
+             f"McNemar test detects a difference of about {stats['detectable_difference_points_80pct_power']:.1f} "
+             "points with 80% power (5% two-sided).", ""]
+    lines += format_tables(entry)
+    if entry["skipped"]:
+        skipped = [(key.split(" @ "), why) for key, why in entry["skipped"].items()]
+        lines += ["Not run: " + "; ".join(f"{label(method)} at {budget}: {why}" for (method, budget), why in skipped), ""]
+    lines += format_kinds(entry)
     if plot:
         lines.append(f"![accuracy vs FLOPs removed, every method]({plot})")
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def plot_comparison(results: Results, methods: Sequence[str], unpruned: MethodRun, path: Path, title: str) -> None:
-    """Accuracy against paper-convention FLOPs removed (matched rows), one line per method; the
+def plot_comparison(entry: dict, path: Path, title: str) -> None:
+    """Accuracy against paper-convention FLOPs removed (matched budgets), one line per method; the
     oracle and random dashed as the bounds, unpruned as a horizontal line. PNG."""
     import matplotlib
 
@@ -195,17 +199,18 @@ def plot_comparison(results: Results, methods: Sequence[str], unpruned: MethodRu
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(11, 5.5))
-    colours = plt.get_cmap("tab20").colors
+    palette = [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (14, 15)]  # greys are the bounds'
+    colours = palette[0::2] + palette[1::2]
     bounds = {"oracle": "black", "random": "dimgrey"}
-    for index, method in enumerate(methods):
-        points = sorted((row[method].flops_paper, row[method].accuracy) for budget, row in results.items()
-                        if budget.tokens is None and method in row)
+    for index, (method, results) in enumerate(entry["methods"].items()):
+        points = sorted((r["flops_removed_paper"], r["accuracy"]) for b, r in results.items() if b.endswith("%"))
         if not points:
             continue
         ax.plot(*zip(*points), marker="osD^v<>pPXh*d8"[index % 14], linestyle="--" if method in bounds else "-",
-                linewidth=2.5 if method == REFERENCE else 1.2, color=bounds.get(method, colours[(2 * index) % 20 + index // 10]),
+                linewidth=2.5 if method == REFERENCE else 1.2,
+                color=bounds.get(method, colours[index % len(colours)]),
                 label=label(method).replace(" (this project's variant)", " (variant)"))
-    ax.axhline(unpruned.accuracy, color="grey", linestyle=":", label="unpruned")
+    ax.axhline(entry["unpruned"]["accuracy"], color="grey", linestyle=":", label="unpruned")
     ax.set_xlabel("FLOPs removed, % (paper convention)")
     ax.set_ylabel("accuracy, %")
     ax.set_title(title)
