@@ -87,7 +87,7 @@ def pair(loaded, request):
     """The (original, hf) pair of `version`; pruning is reset after the test."""
     yield loaded[request.param]
     for _, model, _ in loaded[request.param]:
-        model.config.reduction_ratio = 0
+        model.set_pruning()
 
 
 PAIRS = pytest.mark.parametrize("pair", list(SPECS), indirect=True)

@@ -149,7 +149,6 @@ def test_generation_computes_logits_of_the_last_row_only(tiny, monkeypatch):
     tokenizer, model, processor = tiny
     ids, mask = encode_batch(tokenizer, [build_prompt(q) for q in QUESTIONS], "left")
     images = sample_images(processor, model.config, len(QUESTIONS))
-    model.config.reduction_ratio = 0
     with torch.no_grad():
         full = model(input_ids=ids, attention_mask=mask, images=images, use_cache=False)
         last = model(input_ids=ids, attention_mask=mask, images=images, use_cache=False, num_logits_to_keep=1)
