@@ -68,6 +68,11 @@ def test_compare_writes_schema_2_and_keeps_other_models(tmp_path, shapes_dims):
     text = output.read_text()
     assert section_heading("llava-v1.5-shapes") in text and "| DivPrune |" in text
     assert (tmp_path / "p.png").stat().st_size > 0
+    # the section is drawn from the JSON alone
+    redrawn = tmp_path / "again.md"
+    assert main(["--model", "shapes", "--render-only", "--json", str(quality), "--output", str(redrawn), "--plot",
+                 str(tmp_path / "p.png")]) == 0
+    assert redrawn.read_text() == text
 
 
 def test_the_bench_hands_all_methods_to_the_comparison(capsys):
