@@ -48,15 +48,18 @@ class RandomBeforeLayer(RandomPolicy):
         return self.score(layer_idx, None, probe.layout)
 
 
-def _median_ms(model, ids: torch.Tensor, images: torch.Tensor, repeats: int) -> float:
-    times = []
+def _prefill_ms(model, ids: torch.Tensor, images: torch.Tensor) -> float:
+    """Wall time of one prefill forward, milliseconds."""
+    start = time.perf_counter()
     with torch.inference_mode():
         model(input_ids=ids, images=images, use_cache=False)
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(input_ids=ids, images=images, use_cache=False)
-            times.append((time.perf_counter() - start) * 1000)
-    return min(times)
+    return (time.perf_counter() - start) * 1000
+
+
+def _best_ms(model, ids: torch.Tensor, images: torch.Tensor, repeats: int) -> float:
+    """Best of `repeats` prefills after one untimed warm-up, milliseconds."""
+    _prefill_ms(model, ids, images)
+    return min(_prefill_ms(model, ids, images) for _ in range(repeats))
 
 
 def overhead_rows(model, book: RecipeBook, ids: torch.Tensor, images: torch.Tensor, ratio: float,
@@ -68,13 +71,13 @@ def overhead_rows(model, book: RecipeBook, ids: torch.Tensor, images: torch.Tens
             continue
         context, _, _ = pruning_for(model, method, Budget(ratio=ratio), book, 0)
         with context:
-            timed = _median_ms(model, ids, images, repeats)
+            timed = _best_ms(model, ids, images, repeats)
             trace = model.last_pruning_trace
             before = getattr(model.get_model().prefill_hook.policy, "acts_before_layer", False)
         counts = trace.counts()[:, 0].tolist()
         control = RandomBeforeLayer(0) if before else RandomPolicy(0)
         with pruner_installed(model, control, counts if not before else trace.entered()[:, 0].tolist()):
-            random_ms = _median_ms(model, ids, images, repeats)
+            random_ms = _best_ms(model, ids, images, repeats)
         rows.append(f"| {label(method)} | {timed:.1f} | {random_ms:.1f} | {timed - random_ms:+.1f} "
                     f"({100 * (timed - random_ms) / random_ms:+.0f}%) | {'yes' if READS_ATTENTION[method] else 'no'} |")
     return rows
