@@ -38,8 +38,8 @@ def test_matched_fastv_meets_the_target_with_the_most_tokens(target):
     baseline = matched_fastv(DIMS, V, target, k=2)
     kept = baseline.keep_counts[-1]
     assert baseline.keep_counts[0] == V
-    assert baseline.reduction_paper == pytest.approx(paper_reduction(DIMS, list(baseline.keep_counts), V))
-    assert baseline.reduction_paper >= target
+    assert baseline.paper_reduction == pytest.approx(paper_reduction(DIMS, list(baseline.keep_counts), V))
+    assert baseline.paper_reduction >= target
     one_more = fastv_keep_counts(DIMS.num_layers, V, 2, 100 * (1 - (kept + 1) / V))
     assert paper_reduction(DIMS, list(one_more), V) < target
 
@@ -47,17 +47,17 @@ def test_matched_fastv_meets_the_target_with_the_most_tokens(target):
 def test_matched_fastv_names_the_reachable_maximum_when_k_is_too_late():
     with pytest.raises(ValueError, match=r"FastV with K=2: a reduction of 90% is out of reach: at most"):
         matched_fastv(DIMS, V, 90.0, k=2)
-    assert matched_fastv(DIMS, V, 90.0, k=1).reduction_paper >= 90.0
+    assert matched_fastv(DIMS, V, 90.0, k=1).paper_reduction >= 90.0
 
 
 @pytest.mark.parametrize("target", [30.0, 60.0, 90.0])
 def test_matched_uniform_meets_the_target(target):
     baseline = matched_uniform(DIMS, V, target)
     counts = baseline.keep_counts
-    assert baseline.reduction_paper >= target
+    assert baseline.paper_reduction >= target
     assert all(a >= b for a, b in zip(counts, counts[1:]))
     looser = tuple(c + 1 if c < V else c for c in counts)
-    assert paper_reduction(DIMS, list(looser), V) < baseline.reduction_paper
+    assert paper_reduction(DIMS, list(looser), V) < baseline.paper_reduction
 
 
 def test_installed_schedule_prunes_to_its_counts_and_clears(tiny):

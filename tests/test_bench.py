@@ -26,7 +26,7 @@ def test_peers_remove_at_least_what_fitprune_removes():
         assert schedules["random"].keep_counts == fitprune.keep_counts
         for method in ("fastv", "uniform"):
             if method in schedules:
-                assert schedules[method].reduction_paper >= fitprune.reduction_paper - 1e-9, (ratio, method)
+                assert schedules[method].paper_reduction >= fitprune.paper_reduction - 1e-9, (ratio, method)
     assert set(baselines_for(book, 0.0, dims, 144)) == {"fitprune", "fastv", "random", "uniform"}
 
 

@@ -209,7 +209,7 @@ def test_calibrate_fits_a_budget_on_the_hr_checkpoint(tiny_hr_checkpoint, tmp_pa
                            "--reduction-ratio", "50", "--num-samples", "3"]) == 0
     book = RecipeBook.load(output)
     assert book.model.num_visual_tokens == 64 and book.ratios() == (50.0,)
-    assert 49 <= book.removed_paper(book.get(50)) <= 51
+    assert 49 <= book.paper_reduction_of(book.get(50)) <= 51
 
 
 def test_visualize_draws_the_kept_patches_on_the_hr_grid(tiny_hr_checkpoint, tmp_path, capsys, monkeypatch):

@@ -88,7 +88,7 @@ def test_fractional_recipe_over_its_label_is_refused(signature, tmp_path):
                          ids=lambda p: str(p.relative_to(REPO)))
 def test_shipped_recipe_files_load(path):
     book = RecipeBook.load(path)
-    assert book.recipes and all(book.removed_paper(r) <= r.reduction_ratio + 1 for r in book.recipes)
+    assert book.recipes and all(book.paper_reduction_of(r) <= r.reduction_ratio + 1 for r in book.recipes)
 
 
 def test_authors_published_v15_recipes_load_after_import(tmp_path):
@@ -96,7 +96,7 @@ def test_authors_published_v15_recipes_load_after_import(tmp_path):
     book.save(tmp_path / "published.json")
     loaded = RecipeBook.load(tmp_path / "published.json")
     assert loaded == book and len(loaded.recipes) == 11
-    assert round(loaded.removed_paper(loaded.get(10)), 2) == 6.44  # falls short of its label, as published
+    assert round(loaded.paper_reduction_of(loaded.get(10)), 2) == 6.44  # falls short of its label, as published
 
 
 def test_authors_published_next_and_hr_recipes_load(tmp_path):

@@ -35,13 +35,13 @@ class Baseline:
     Attributes:
         name: the baseline's family ("fastv", "uniform").
         keep_counts: visual tokens left after each layer.
-        reduction_paper: FLOPs removed, percent, paper convention.
+        paper_reduction: FLOPs removed, percent, paper convention.
         setting: the family's parameters, for tables (e.g. "K=2 R=87.5%").
     """
 
     name: str
     keep_counts: Tuple[int, ...]
-    reduction_paper: float
+    paper_reduction: float
     setting: str
 
 

@@ -206,7 +206,7 @@ def quality_json(results: Dict[float, List[MethodResult]], reference: Dict[str, 
     for ratio, rows in results.items():
         for row in rows:
             entry = _report_json(row.report)
-            entry.update(flops_removed_paper=round(row.baseline.reduction_paper, 2),
+            entry.update(flops_removed_paper=round(row.baseline.paper_reduction, 2),
                          keep_counts=list(row.baseline.keep_counts), setting=row.baseline.setting)
             if row.referred_kept is not None:
                 entry["referred_cells_kept_pct"] = [round(share, 2) for share in row.referred_kept]
@@ -311,10 +311,10 @@ def format_section(results: Dict[float, List[MethodResult]], context: dict,
             text = _with_interval(result.report)
             if ratio and method in ("fastv", "uniform"):
                 setting = f"{result.baseline.setting}, " if method == "fastv" else ""
-                text += f" ({setting}{result.baseline.reduction_paper:.1f})"
+                text += f" ({setting}{result.baseline.paper_reduction:.1f})"
             return text
 
-        lines.append(f"| {ratio:g} | {by['fitprune'].baseline.reduction_paper:.1f} | "
+        lines.append(f"| {ratio:g} | {by['fitprune'].baseline.paper_reduction:.1f} | "
                      f"{by['fitprune'].baseline.keep_counts[-1]} | " + " | ".join(cell(m) for m in methods) + " |")
     lines.append("")
     kinds = list(unpruned.per_kind)
@@ -363,7 +363,7 @@ def plot_results(results: Dict[float, List[MethodResult]], path: Path, title: st
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method in METHODS:
-        points = [(r.baseline.reduction_paper, r.accuracy) for rows in results.values() for r in rows
+        points = [(r.baseline.paper_reduction, r.accuracy) for rows in results.values() for r in rows
                   if r.method == method]
         if points:
             ax.plot(*zip(*points), marker="o", label=method)

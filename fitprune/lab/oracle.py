@@ -201,7 +201,7 @@ def measure(model, tokenizer, processor, question_file: Path, image_folder: str,
             counts, removed, source = recipe.keep_counts, recipe.achieved_paper, "fitprune recipe"
         else:
             baseline = matched_uniform(dims, num_visual, ratio)
-            counts, removed, source = baseline.keep_counts, baseline.reduction_paper, "uniform baseline"
+            counts, removed, source = baseline.keep_counts, baseline.paper_reduction, "uniform baseline"
         row = {"keep_counts": list(counts), "flops_removed_paper": round(removed, 1), "counts_from": source,
                "oracle": _summary(oracle_accuracy(model, batches, counts, seed))}
         for name, policy in (("random", RandomPolicy(seed)), ("fitprune", FitPrunePolicy()), ("fastv", FastVPolicy())):

@@ -198,14 +198,14 @@ class RecipeBook:
         kept = tuple(r for r in self.recipes if abs(r.reduction_ratio - recipe.reduction_ratio) >= RATIO_TOLERANCE)
         return dataclasses.replace(self, recipes=kept + (recipe,))
 
-    def removed_paper(self, recipe: Recipe) -> float:
+    def paper_reduction_of(self, recipe: Recipe) -> float:
         """FLOPs a recipe removes under the paper convention, percent, recomputed from its keep counts
         and this book's model (for a fractional recipe: what its fractions remove of a sample of
         ``num_visual_tokens`` visual tokens, the counts it carries)."""
         return paper_reduction(self.model.dims(), recipe.keep_counts, recipe.num_visual_tokens)
 
     def check_labels(self) -> None:
-        """Checks what each recipe's keep counts remove (`removed_paper`) against what it says.
+        """Checks what each recipe's keep counts remove (`paper_reduction_of`) against what it says.
 
         A recipe may not remove more than `LABEL_TOLERANCE` points over its label (``reduction_ratio``);
         it may fall short of it, as the authors' published low budgets do (their "10" removes 6.44%,
@@ -218,7 +218,7 @@ class RecipeBook:
         """
         for recipe in self.recipes:
             where = f"recipe {format_ratio(recipe.reduction_ratio)}"
-            removed = self.removed_paper(recipe)
+            removed = self.paper_reduction_of(recipe)
             if removed > recipe.reduction_ratio + LABEL_TOLERANCE:
                 raise RecipeError(
                     f"{where}: its keep counts remove {removed:.2f}% of FLOPs (paper convention) but its label "
