@@ -201,9 +201,8 @@ def _python(args, cwd, **env):
 def test_demo_outside_the_repository_root_is_one_line_and_exit_2(tmp_path):
     result = _python(["-m", "fitprune.demo"], cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr == ("python -m fitprune.demo: error: playground/models/llava-v1.5-shapes/config.json: the "
-                             "demo model is missing; run from the repository root, or retrain it with `python -m "
-                             "fitprune.train_demo --output playground/models/llava-v1.5-shapes`\n")
+    assert result.stderr == ("python -m fitprune.demo: error: playground/models/llava-v1.5-scenes/config.json does not "
+                             "exist; run python -m fitprune.demo from the repository root\n")
 
 
 def test_demo_with_a_missing_recipe_file_is_one_line_and_exit_2(tmp_path):
