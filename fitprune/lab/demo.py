@@ -32,7 +32,7 @@ from llava.model.pruning.ratio import parse_reduction_ratio
 from llava.model.pruning.recipe import RecipeBook, RecipeError
 
 DEMO_RATIOS = (50.0, 70.0, 90.0)
-DEMO_QUESTIONS = 250
+DEMO_QUESTIONS = 400
 DEMO_RECIPE_DIR = "checkpoints/demo-recipes"
 NOT_OTHERS = ("fitprune", "random", "oracle")
 
