@@ -22,180 +22,31 @@ Run: ``python benchmarks/long_prompt_memory.py [--text-tokens 3500] [--reduction
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from fitprune.defaults import DEMO_MODEL_PATH, SHAPES_DIR
-from fitprune.lab.benchmarks_file import command_line, write_section
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # run as a script from any directory
+    sys.path.insert(0, str(REPO_ROOT))
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from benchmarks.long_prompt_memory_report import (  # noqa: E402
+    DRIVER, FILLER_SENTENCE, SECTION_HEADING, RatioResult, format_section,
+)
+from benchmarks.memory_probe import BenchmarkError, probe_main, resident_bytes  # noqa: E402
+from fitprune.defaults import DEMO_MODEL_PATH, SHAPES_DIR  # noqa: E402
+from fitprune.lab.benchmarks_file import command_line, write_section  # noqa: E402
+
 COMMAND = "python benchmarks/long_prompt_memory.py"
-SECTION_HEADING = "## Long-prompt memory (benchmarks/long_prompt_memory.py)"
 PROBE_FLAG = "--probe-prefill"
-DRIVER = "llava.eval.model_vqa_loader"
 RUN_RECORD_SUFFIX = ".run.json"  # llava.eval.records.sidecar_files.RUN_RECORD_SUFFIX (importing llava loads torch)
-FILLER_SENTENCE = "The red square is to the left of the blue circle. "
 QUESTION = "What color is the triangle?\nAnswer the question using a single word or phrase."
 UNMAPPED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "65536"}
-PEAK_LIMIT = 1.2  # issue 15: peak memory of a pruned run at most 1.2x the unpruned one
-
-
-class BenchmarkError(Exception):
-    """A child process failed or the setup cannot run; the message is one line for stderr."""
-
-
-@dataclass
-class RatioResult:
-    """What one reduction ratio measured.
-
-    Attributes:
-        ratio: the reduction ratio, percent (0: unpruned).
-        record: the driver's run record.
-        probe: the prefill probe's report with the default malloc (see `probe_prefill`).
-        probe_unmapped: the same with large blocks unmapped when freed.
-    """
-
-    ratio: float
-    record: dict
-    probe: dict
-    probe_unmapped: dict
-
-    @property
-    def driver_peak(self) -> int:
-        """Peak resident bytes of the driver process, from its run record."""
-        return int(self.record["memory"]["peak_bytes"])
-
-    def measures(self) -> Dict[str, int]:
-        """Each memory figure of the table, in bytes, by column name."""
-        return {
-            "driver peak MiB": self.driver_peak,
-            "1st prefill +MiB": self.probe["increments"][0],
-            "2nd prefill +MiB": self.probe["increments"][1],
-            "1st prefill +MiB, large blocks unmapped": self.probe_unmapped["increments"][0],
-        }
-
-
-# ----------------------------------------------------------------------------- the probe (a child process)
-
-
-def resident_bytes() -> Dict[str, int]:
-    """This process's resident set now (VmRSS) and its high-water mark (VmHWM), in bytes, from
-    /proc/self/status.
-
-    Raises:
-        BenchmarkError: no /proc/self/status (not Linux).
-    """
-    try:
-        lines = Path("/proc/self/status").read_text().splitlines()
-    except OSError as err:
-        raise BenchmarkError(f"cannot read /proc/self/status ({err}); the memory probe needs Linux") from None
-    fields = dict(line.split(":", 1) for line in lines if ":" in line)
-    return {key: int(fields[key].split()[0]) * 1024 for key in ("VmRSS", "VmHWM")}  # the values are in kB
-
-
-def reset_peak_resident() -> None:
-    """Returns freed heap memory to the system (glibc's malloc_trim, where there is one) and
-    resets the resident-set high-water mark to the current resident set."""
-    import ctypes
-
-    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
-    if trim is not None:
-        trim(0)
-    Path("/proc/self/clear_refs").write_text("5")
-
-
-def probe_prefill(driver_flags: Sequence[str]) -> dict:
-    """Loads the model as the driver would with `driver_flags` and measures two prefills of the
-    question file's first question.
-
-    Args:
-        driver_flags: `llava.eval.model_vqa_loader` flags.
-
-    Returns:
-        prompt_tokens (conv template + question, ids), visual_tokens, visual_left (after the
-        last layer), cache_tokens (per layer), increments (bytes: the resident set's rise over
-        the first and the second prefill), prefill_s (their wall times), context, and the
-        machine and versions.
-
-    Raises:
-        BenchmarkError: a flag, the model or the question cannot be used (one line).
-    """
-    import platform
-
-    import torch
-    import transformers
-
-    from fitprune.lab.bench_timing import available_cores, cpu_model
-    from llava.eval.driver.batch_generation import PreparedSample, collate
-    from llava.eval.driver.flags import build_parser, check_args
-    from llava.eval.driver.items import resolve_conv_mode
-    from llava.eval.driver.questions import read_question_jsonl
-    from llava.eval.driver.model_loading import load_model
-    from llava.eval.driver.samples import SamplePreparer
-    from llava.eval.model_vqa_loader import SPEC
-
-    args = build_parser(SPEC, "prefill probe").parse_args(list(driver_flags))
-    check_args(args)
-    loaded = load_model(args)
-    item = read_question_jsonl(args.question_file)[0]
-    conv_mode = resolve_conv_mode(args.conv_mode, loaded.model_name, SPEC.mmtag_rule)
-    preparer = SamplePreparer(loaded, conv_mode, args.image_folder, SPEC.image_loading, args.question_file)
-    sample = preparer(item)
-    if not isinstance(sample, PreparedSample):
-        raise BenchmarkError(sample.message)
-    model = loaded.model
-
-    def prefill(prepared: PreparedSample):
-        batch = collate([prepared], pad_token_id=0)
-        images = batch.images.to(device=model.device, dtype=model.dtype)
-        return model(input_ids=batch.input_ids.to(model.device), attention_mask=batch.attention_mask.to(model.device),
-                     images=images, image_sizes=batch.image_sizes, use_cache=True, num_logits_to_keep=1)
-
-    increments, seconds = [], []
-    with torch.inference_mode():
-        for _ in range(2):
-            reset_peak_resident()
-            before = resident_bytes()["VmRSS"]
-            start = time.perf_counter()
-            out = prefill(sample)
-            seconds.append(time.perf_counter() - start)
-            increments.append(resident_bytes()["VmHWM"] - before)
-    trace = model.last_pruning_trace
-    visual = int(out.sequence_layout.initial_visual[0])
-    return {
-        "prompt_tokens": int(len(sample.input_ids)) - 1,  # less the image placeholder
-        "visual_tokens": visual,
-        "visual_left": int(trace.counts()[-1, 0]) if trace is not None and trace.live_counts else visual,
-        "cache_tokens": out.past_key_values.layer_lengths(),
-        "increments": increments,
-        "prefill_s": seconds,
-        "context": int(model.config.max_position_embeddings),
-        "machine": f"{cpu_model()}, {available_cores()} cores, {torch.get_num_threads()} torch threads",
-        "versions": f"torch {torch.__version__}, transformers {transformers.__version__}, "
-                    f"Python {platform.python_version()}",
-    }
-
-
-def probe_main(driver_flags: Sequence[str]) -> int:
-    """The probe process: prints `probe_prefill`'s report as one JSON line; 2 on bad input."""
-    try:
-        report = probe_prefill(driver_flags)
-    except BenchmarkError as err:
-        print(f"long_prompt_memory probe: error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(report))
-    return 0
-
-
-# ----------------------------------------------------------------------------- the benchmark (this process)
 
 
 def filler_text(tokenizer_model: Path, text_tokens: int) -> str:
@@ -269,64 +120,6 @@ def measure_ratio(args: argparse.Namespace, question_file: Path, work: Path, rat
 def own_peak_resident() -> int:
     """This process's peak resident set, in bytes (a child's ru_maxrss starts at it)."""
     return resident_bytes()["VmHWM"]
-
-
-def format_section(args: argparse.Namespace, command: str, results: List[RatioResult], parent_peak: int,
-                   wall: float) -> str:
-    """The Markdown section: setup, machine, the table and the requirement's check."""
-    base, probe = results[0], results[0].probe
-    sequence = probe["prompt_tokens"] + probe["visual_tokens"]
-    columns = list(base.measures())
-    header = "| ratio | visual left | " + " | ".join(f"{name} | vs unpruned" for name in columns) + " | prefill s |"
-    lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    for result in results:
-        cells = [f"{value / 2**20:.0f} | {value / base.measures()[name]:.2f}"
-                 for name, value in result.measures().items()]
-        lines.append(f"| {ratio_label(result.ratio)} | {result.probe['visual_left']} | " + " | ".join(cells)
-                     + f" | {result.probe['prefill_s'][1]:.2f} |")
-    checks = [
-        f"ratio {r.ratio:g}: {r.driver_peak / base.driver_peak:.2f}x "
-        f"({'met' if r.driver_peak <= PEAK_LIMIT * base.driver_peak else 'NOT met'})"
-        for r in results[1:]
-    ]
-    inherited = max(r.driver_peak for r in results) <= parent_peak
-    return "\n".join([
-        SECTION_HEADING,
-        "",
-        f"{args.questions} question(s) of {probe['prompt_tokens']} prompt tokens (conversation template + "
-        f"`{FILLER_SENTENCE.strip()}` repeated to {args.text_tokens} tokens or more + a question) with the image "
-        f"`{args.image}`, i.e. {sequence} tokens with its {probe['visual_tokens']} visual tokens of the model's "
-        f"{probe['context']}-token context, answered by `python -m {DRIVER}` on `{args.model_path}` ({args.device}, "
-        f"fp32, greedy, at most {args.max_new_tokens} new tokens), one process per ratio.",
-        "",
-        f"- Machine: {probe['machine']}; {probe['versions']}.",
-        f"- Date: {datetime.date.today().isoformat()}. Command: `{command}`; took {wall:.0f} s.",
-        "- driver peak: the run record's `memory.peak_bytes` (ru_maxrss of the whole driver process: Python, torch, "
-        "the model, the run). 1st / 2nd prefill +MiB: the rise of the resident set over the first and the second "
-        "prefill of the same prompt (vision tower, decoder and pruning up to the first token's logits) in a fresh "
-        "process per ratio that loads the model as the driver does: the high-water mark after the prefill (reset "
-        "just before it, `/proc/self/clear_refs`, after `malloc_trim`) minus the resident set before it. Large "
-        "blocks unmapped: the first prefill with `MALLOC_MMAP_THRESHOLD_=65536`, so that glibc returns every block "
-        "of 64 KiB or more to the system when it is freed and the resident set follows the live tensors. "
-        "prefill s: the second prefill's wall time.",
-        f"- Requirement (issue 15), driver peak at most {PEAK_LIMIT}x the unpruned run's: " + "; ".join(checks) + ".",
-        f"- This process's peak resident set when it started the children: {parent_peak / 2**20:.0f} MiB"
-        + (" — at least the drivers' peaks, so their ru_maxrss may be this process's (on Linux a child's starts at "
-           "its parent's); run the benchmark on its own." if inherited else
-           " (below the drivers' peaks, which are therefore their own)."),
-        "",
-        *lines,
-        "",
-        "Cache tokens per layer after the prefill:",
-        "",
-        *[f"- {ratio_label(r.ratio)}: {r.probe['cache_tokens']}" for r in results],
-        "",
-    ])
-
-
-def ratio_label(ratio: float) -> str:
-    """A ratio as the table shows it: "unpruned" for 0, else the percent."""
-    return "unpruned" if ratio == 0 else f"{ratio:g}"
 
 
 PARSE_RATIOS = """import json, sys

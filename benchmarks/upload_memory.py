@@ -31,7 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script from any directory
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.long_prompt_memory import reset_peak_resident, resident_bytes  # noqa: E402
+from benchmarks.memory_probe import reset_peak_resident, resident_bytes  # noqa: E402
 from llava.image_loading import DEFAULT_MAX_DECODED_BYTES, decoded_bytes  # noqa: E402
 from llava.utils import OneLineArgumentParser  # noqa: E402
 

@@ -283,11 +283,7 @@ def test_no_command_line_module_is_imported_for_its_helpers():
 
 MAX_MODULE_LINES = 400
 SOURCE_FOLDERS = PACKAGES + ("benchmarks", "scripts")
-LONG_MODULES = {
-    "fitprune/lab/bench.py": "being rewritten with the speed benchmarks (benchmarks in one home); split by job there",
-    "benchmarks/prefill_speed.py": "being rewritten with the bench (benchmarks in one home); split by job there",
-    "benchmarks/long_prompt_memory.py": "being rewritten with the bench (benchmarks in one home); split by job there",
-}
+LONG_MODULES: Dict[str, str] = {}
 """Modules allowed over `MAX_MODULE_LINES` lines, and why."""
 
 

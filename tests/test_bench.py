@@ -4,7 +4,9 @@ import pytest
 import json
 
 from fitprune.lab.answers import wilson_interval
-from fitprune.lab.bench import baselines_for, main, section_heading
+from fitprune.lab.bench import main
+from fitprune.lab.bench_methods import baselines_for
+from fitprune.lab.bench_report import section_heading
 from fitprune.lab.benchmarks_file import write_section
 from fitprune.defaults import DEMO_MODEL_PATH, SHAPES_CALIBRATION_FILE, SHAPES_DIR, SHAPES_TEST_FILE
 from llava.model.pruning.flops import DecoderDims
@@ -86,7 +88,7 @@ def test_bench_on_the_scenes_adds_the_oracle_and_writes_the_json(tmp_path):
 
 def test_depth_probe_runs_each_policy_on_its_counts():
     from fitprune.lab.answers import answer_accuracy, encode_questions, load_answered_questions
-    from fitprune.lab.bench import PROBE_POLICIES, depth_probe
+    from fitprune.lab.bench_methods import PROBE_POLICIES, depth_probe
     from llava.model.pruning.policies import RandomPolicy
     from fitprune.lab.baselines import pruner_installed
     from llava.model.builder import load_pretrained_model

@@ -83,7 +83,7 @@ CONVERSION_PROBE = """
 import json, sys
 import numpy as np
 from PIL import Image
-from benchmarks.long_prompt_memory import reset_peak_resident, resident_bytes
+from benchmarks.memory_probe import reset_peak_resident, resident_bytes
 from llava.image_loading import to_rgb
 from llava.serve.demo_limits import return_large_blocks
 return_large_blocks()

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from fitprune.lab.benchmarks_file import command_line
-from benchmarks.prefill_speed import SECTION_HEADING, main, section_heading
+from benchmarks.prefill_speed import main
+from benchmarks.prefill_speed_report import SECTION_HEADING, section_heading
 
 TOY = ["--hidden", "64", "--intermediate", "128", "--layers", "4", "--heads", "4", "--vocab", "100",
        "--visual-tokens", "144", "--repeats", "1", "--warmup", "0", "--shape", "published", "--max-seconds", "1",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.prefill_speed import TimedHook
+from fitprune.lab.timed_hook import TimedHook
 from llava.eval import run_llava
 from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
 from llava.model.pruning.flops import DecoderDims, full_reduction, paper_reduction
