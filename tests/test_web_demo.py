@@ -411,7 +411,8 @@ def server(tmp_path):
     log = tmp_path / "server.log"
     with log.open("w") as output:
         process = subprocess.Popen([sys.executable, "-m", "llava.serve.gradio_web_server", "--host", "127.0.0.1",
-                                    "--port", str(port), "--device", "cpu"], cwd=REPO, env=env,
+                                    "--port", str(port), "--device", "cpu", "--model-path", str(DEMO_MODEL)],
+                                   cwd=REPO, env=env,
                                    stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -510,7 +511,7 @@ def test_the_page_answers_at_two_ratios_as_run_llava_does(server, browser, tmp_p
     for (title, answer, stats), ratio in zip(pages, (30, 60)):
         kept = re.search(r"Visual tokens kept after each layer: ([\d, ]+) \(of 144\)", stats).group(1)
         counts = [int(k) for k in kept.split(", ")]
-        assert title == f"{ratio} % · fitprune"
+        assert title == f"{ratio} % · FitPrune"  # the method label (METHOD_LABELS)
         assert (answer, counts[-1]) == _run_llava(DEMO_MODEL, SHAPES_IMAGE, SHAPES_QUESTION, ratio, capsys, 128)
         assert counts == list(book.get(ratio).keep_counts)
         assert re.search(r"FLOPs removed: [\d.]+% paper .* [\d.]+% full", stats), stats
