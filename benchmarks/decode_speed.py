@@ -48,7 +48,7 @@ from llava.model.pruning.pruner import TokenPruner
 from llava.model.pruning.schedules import RecipeSchedule
 from llava.model.pruning.ratio import parse_reduction_ratio
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 COMMAND = "python benchmarks/decode_speed.py"
 DEFAULT_BATCH_SIZES = (1, 8, 32)
 DEFAULT_RATIOS = (60.0, 90.0)
