@@ -33,10 +33,11 @@ from fitprune.lab.answers import PromptBatch, predict_first_tokens
 from fitprune.lab.baselines import FASTV_K, fastv_keep_counts, matched_fastv, matched_uniform, pruner_installed
 from fitprune.lab.oracle import OraclePolicy
 from llava.model.pruning.budget import before_layer_reduction, cut_counts, scaled_layer
-from llava.model.pruning.flops import DecoderDims, full_layer_flops, paper_layer_flops
+from llava.model.pruning.flops import DecoderDims
 from llava.model.pruning.policies import POLICIES, FitPrunePolicy, SparseVLMDropPolicy, policy_named
 from llava.model.pruning.recipe import RecipeBook
 from llava.model.pruning.similarity import PAPER_DEPTH, DartPolicy
+from llava.model.pruning.traced_flops import traced_reductions
 
 LITERATURE_VISUAL = 576
 LITERATURE_TOKENS = (192, 128, 64)
@@ -138,17 +139,9 @@ class FlopsCounter:
         self.other.append(batch.attention_mask.sum(dim=1).numpy().astype(np.float64) - 1)  # the image placeholder
 
     def reductions(self) -> Tuple[float, float]:
-        """(paper, full) FLOPs removed, percent, over every prefill recorded."""
-        n_in, n_out = np.concatenate(self.entering), np.concatenate(self.leaving)
-        other = np.concatenate(self.other)[:, None]
-        dims, v = self.dims, float(self.num_visual)
-        paper = paper_layer_flops(dims, n_in, n_out).sum(axis=1).mean()
-        paper_full = dims.num_layers * paper_layer_flops(dims, v, v)
-        head = 2.0 * dims.vocab_size * dims.hidden_size
-        pruned = full_layer_flops(dims, n_in + other, n_out + other).sum(axis=1) + head * (n_out[:, -1] + other[:, 0])
-        total = v + other[:, 0]
-        unpruned = dims.num_layers * full_layer_flops(dims, total, total) + head * total
-        return float(100 * (1 - paper / paper_full)), float(100 * (1 - pruned.mean() / unpruned.mean()))
+        """(paper, full) FLOPs removed, percent, over every prefill recorded (`traced_reductions`)."""
+        entered, left = np.concatenate(self.entering), np.concatenate(self.leaving)
+        return traced_reductions(self.dims, entered, left, self.num_visual, np.concatenate(self.other))
 
 
 @contextlib.contextmanager
