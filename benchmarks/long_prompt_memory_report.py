@@ -11,7 +11,7 @@ from typing import Dict, List
 SECTION_HEADING = "## Long-prompt memory (benchmarks/long_prompt_memory.py)"
 DRIVER = "llava.eval.model_vqa_loader"
 FILLER_SENTENCE = "The red square is to the left of the blue circle. "
-PEAK_LIMIT = 1.2  # issue 15: peak memory of a pruned run at most 1.2x the unpruned one
+PEAK_LIMIT = 1.2  # the target: peak memory of a pruned run at most 1.2x the unpruned one
 
 
 @dataclass
@@ -83,7 +83,7 @@ def format_section(args: argparse.Namespace, command: str, results: List[RatioRe
         "blocks unmapped: the first prefill with `MALLOC_MMAP_THRESHOLD_=65536`, so that glibc returns every block "
         "of 64 KiB or more to the system when it is freed and the resident set follows the live tensors. "
         "prefill s: the second prefill's wall time.",
-        f"- Requirement (issue 15), driver peak at most {PEAK_LIMIT}x the unpruned run's: " + "; ".join(checks) + ".",
+        f"- Target: driver peak at most {PEAK_LIMIT}x the unpruned run's: " + "; ".join(checks) + ".",
         f"- This process's peak resident set when it started the children: {parent_peak / 2**20:.0f} MiB"
         + (" — at least the drivers' peaks, so their ru_maxrss may be this process's (on Linux a child's starts at "
            "its parent's); run the benchmark on its own." if inherited else
