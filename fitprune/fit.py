@@ -1,6 +1,6 @@
 """Fitting a recipe: per-layer deletion counts that meet a FLOPs budget.
 
-The method (FitPrune, arXiv 2409.10197, section 3; README "How pruning works"):
+The method (FitPrune, arXiv 2409.10197; README "How pruning works"):
 
 1. From the statistics pass, each sample's reference masses W_cross[s, l], W_self[s, l].
 2. A trial for alpha walks the layers in order over all samples, running the real decoder
