@@ -7,6 +7,7 @@ from PIL import Image
 
 from llava.conversation import conv_templates
 from llava.mm_utils import process_images, tokenizer_image_token
+from llava.model.language_model.sequence_layout import SEGMENT_PREFIX, SEGMENT_TEXT
 from fitprune.lab.tiny_checkpoint import TinyLlavaSpec
 
 TINY_RECIPE_RATIO = 50.0
@@ -74,6 +75,34 @@ def greedy_answers(model, tokenizer, ids, mask, images, max_new_tokens=10):
         out = model.generate(ids, attention_mask=mask, images=images, do_sample=False,
                              max_new_tokens=max_new_tokens, use_cache=True)
     return [row.tolist() for row in out[:, ids.shape[1]:]]
+
+
+def assert_pruned_generation_follows(model, ids, mask, images, schedule):
+    """Greedy-generate 3 tokens from a pruned model and check its prefill trace against `schedule`:
+    each layer's live visual counts equal the schedule's, kept indices increase, and the prefill keeps
+    every prefix and text token the spliced prompt had. Returns the trace."""
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=mask, images=images, do_sample=False, max_new_tokens=3,
+                             use_cache=True)
+    assert out.shape[1] > ids.shape[1]
+    trace = model.last_pruning_trace
+    n = torch.full((ids.shape[0],), model.get_model().num_visual_tokens())
+    before = getattr(model.get_model().prefill_hook.policy, "acts_before_layer", False)
+    for layer, live in enumerate(trace.counts()):
+        assert live.tolist() == schedule.keep_counts(layer, n).tolist()
+        entered = trace.entered()[layer].tolist()
+        assert entered == (live.tolist() if before else (n if layer == 0 else trace.counts()[layer - 1]).tolist())
+        for b in range(ids.shape[0]):
+            kept = trace.kept_indices(layer, b)
+            assert torch.equal(kept, kept.sort().values)
+    with torch.no_grad():
+        prefill = model(input_ids=ids, attention_mask=mask, images=images, use_cache=False)
+    spliced = model.splice_images(ids, mask, images).layout
+    after = prefill.sequence_layout
+    for segment in (SEGMENT_PREFIX, SEGMENT_TEXT):
+        assert torch.equal((after.segment == segment).sum(dim=1), (spliced.segment == segment).sum(dim=1))
+    assert after.visual_count().tolist() == live.tolist()
+    return trace
 
 
 def strip_pad(tokens):

@@ -11,12 +11,12 @@ import torch
 from llava.mm_utils import tokenizer_image_token
 from llava.model.builder import load_pretrained_model
 from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
-from llava.model.pruning.policies import FitPrunePolicy
+from llava.model.pruning.policies import POLICIES, FitPrunePolicy
 from llava.model.pruning.pruner import TokenPruner
 from llava.model.pruning.recipe import ModelSignature, RecipeBook
 from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT, RECIPES_DIR, find_recipe_file
 from llava.model.pruning.schedules import RecipeSchedule
-from tests.helpers import QUESTIONS, build_prompt, encode_batch, greedy_answers, sample_images, strip_pad
+from tests.helpers import QUESTIONS, assert_pruned_generation_follows, build_prompt, encode_batch, greedy_answers, sample_images, strip_pad
 
 HR_7B_BOOK = RECIPES_DIR / "llava-hr-7b-sft-1024.json"
 NEXT_7B_BOOK = RECIPES_DIR / "llava-v1.6-vicuna-7b.json"
@@ -244,3 +244,13 @@ def test_web_demo_overlays_the_kept_patches_on_the_hr_grid(hr, tiny_hr_checkpoin
     assert tower_view(Image.open("tests/data/shapes.png"), processor, model.config).shape == (256, 256, 3)
     assert result.flops["paper_reduction_pct"] == pytest.approx(
         RecipeBook.load(tiny_hr_checkpoint / RECIPE_FILE_IN_CHECKPOINT).get(60).achieved_paper)
+
+
+@pytest.mark.parametrize("policy", sorted(set(POLICIES) - {"visionzip"}))  # VisionZip refuses HR: test_traced_flops.py
+def test_every_policy_prunes_a_left_padded_hr_batch_as_its_schedule_says(hr, policy):
+    tokenizer, model, processor = hr
+    ids, mask = encode_batch(tokenizer, [build_prompt(q) for q in QUESTIONS[:2]], "left")
+    images = sample_images(processor, model.config, 2)
+    schedule = model.set_pruning(60, policy=policy).schedule
+    trace = assert_pruned_generation_follows(model, ids, mask, images, schedule)
+    assert all(0 < kept < 64 for kept in trace.counts()[-1].tolist())  # the tiny HR tower's 64 tokens

@@ -8,13 +8,13 @@ import torch
 import torch.nn.functional as F
 
 from llava.model.builder import load_pretrained_model
-from llava.model.language_model.sequence_layout import SEGMENT_PREFIX, SEGMENT_TEXT
 from llava.model.pruning.budget import BudgetError
 from llava.model.pruning.flops import DecoderDims
 from llava.model.pruning.from_config import PruningSettings
 from llava.model.pruning.policies import POLICIES, policy_named
 from llava.mm_utils import process_images
-from tests.helpers import IMAGE_SIZES, QUESTIONS, build_prompt, encode_batch, picture, sample_images
+from tests.helpers import (IMAGE_SIZES, QUESTIONS, assert_pruned_generation_follows, build_prompt, encode_batch, picture,
+                           sample_images)
 
 OWN_SCHEDULE = ("dart", "divprune", "pyramiddrop", "sparsevlm-drop")
 ON_RECIPE = ("recipe+fastv", "recipe+dart", "recipe+divprune", "fitprune-selfmean")
@@ -221,27 +221,7 @@ def test_pruned_generation_follows_the_schedule_in_every_dtype(typed_model, poli
     ids, mask = encode_batch(tokenizer, [build_prompt(q) for q in QUESTIONS], "left")
     images = sample_images(processor, model.config, len(QUESTIONS)).to(dtype)
     schedule = model.set_pruning(RATIO, policy=policy).schedule
-    with torch.no_grad():
-        out = model.generate(ids, attention_mask=mask, images=images, do_sample=False, max_new_tokens=3,
-                             use_cache=True)
-    assert out.shape[1] > ids.shape[1]
-    trace = model.last_pruning_trace
-    n = torch.full((len(QUESTIONS),), model.get_model().num_visual_tokens())
-    before = getattr(model.get_model().prefill_hook.policy, "acts_before_layer", False)
-    for layer, live in enumerate(trace.counts()):
-        assert live.tolist() == schedule.keep_counts(layer, n).tolist()
-        entered = trace.entered()[layer].tolist()
-        assert entered == (live.tolist() if before else (n if layer == 0 else trace.counts()[layer - 1]).tolist())
-        for b in range(len(QUESTIONS)):
-            kept = trace.kept_indices(layer, b)
-            assert torch.equal(kept, kept.sort().values)
-    with torch.no_grad():
-        prefill = model(input_ids=ids, attention_mask=mask, images=images, use_cache=False)
-    spliced = model.splice_images(ids, mask, images).layout
-    after = prefill.sequence_layout
-    for segment in (SEGMENT_PREFIX, SEGMENT_TEXT):
-        assert torch.equal((after.segment == segment).sum(dim=1), (spliced.segment == segment).sum(dim=1))
-    assert after.visual_count().tolist() == live.tolist()
+    assert_pruned_generation_follows(model, ids, mask, images, schedule)
 
 
 def test_budgets_a_schedule_cannot_reach_are_one_line_errors(tiny):
