@@ -1,6 +1,7 @@
 """Images budgeted by decoded bytes, 16-bit images converted in integers, and the web demo's memory
 under parallel hostile uploads (`llava.image_loading`, `llava.serve.demo_limits`,
-`benchmarks/upload_memory.py`). Memory is measured in child processes (VmHWM after resetting it), so
+`benchmarks/upload_memory.py`), and the demo's answer length capped to the context the prompt's text
+and visual tokens leave (anyres images counted from their size). Memory is measured in child processes (VmHWM after resetting it), so
 what other tests allocated does not count."""
 import json
 import os
@@ -12,12 +13,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from fitprune.lab.tiny_checkpoint import VISION_TOWER_DIR
 from llava import image_loading as images
 from llava.image_loading import ImageError, decoded_bytes, load_image, to_rgb
+from llava.mm_utils import process_images
+from llava.model.anyres import image_token_count
 from llava.serve.demo_limits import IMAGE_SLOTS, cap_new_tokens
+from llava.serve.demo_requests import DemoModel, DemoRequest, decoding_arguments
+from tests.helpers import IMAGE_SIZES, NEXT_NAME, build_prompt, encode_batch, picture
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -143,3 +149,36 @@ def test_a_prompt_that_fills_the_context_leaves_no_room():
     with pytest.raises(ValueError, match=r"^prompt is 4096 tokens, which leaves no room for an answer in the "
                                          r"model's context of 4096 tokens \(max_position_embeddings\)$"):
         cap_new_tokens(1, 4096, 4096)
+
+
+ANYRES_SIZES = [*IMAGE_SIZES, (24, 24), (200, 20)]  # besides IMAGE_SIZES: a 1x2 grid of a square, a 3x1 thin strip
+
+
+@pytest.mark.parametrize("merge_type", ["spatial_unpad", "spatial", "flat"])
+def test_anyres_token_count_is_what_the_prefill_splices_for_each_image_size(next_model, merge_type, monkeypatch):
+    tokenizer, model, processor = next_model
+    monkeypatch.setattr(model.config, "mm_patch_merge_type", merge_type)
+    images = [picture(size, seed) for seed, size in enumerate(ANYRES_SIZES)]
+    ids, mask = encode_batch(tokenizer, [build_prompt("What is it?")] * len(images), "left")
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, images=process_images(images, processor, model.config),
+                    image_sizes=[image.size for image in images], use_cache=False)
+    spliced = out.sequence_layout.initial_visual.tolist()
+    assert len(set(spliced)) > 2  # 2, 3 and 4 tiles (and under unpad, different crops) give different counts
+    assert [image_token_count(model, size) for size in ANYRES_SIZES] == spliced
+
+
+@pytest.mark.parametrize("size", [(90, 40), (30, 100)])
+def test_the_demo_caps_an_anyres_answer_to_the_context_minus_text_and_visual_tokens(next_model, tmp_path, size):
+    tokenizer, model, processor = next_model
+    path = tmp_path / "image.png"
+    picture(size).save(path)
+    demo = DemoModel(tokenizer, model, processor, NEXT_NAME)
+    request = DemoRequest(str(path), "What is in the picture?", "llava_v1", (0.0,), max_new_tokens=10 ** 6)
+    prepared = demo.prepare(request)
+    with torch.inference_mode():  # the prefill's rows: the prompt's text tokens and the image's visual ones
+        rows = model(prepared.input_ids, **prepared.image_inputs).logits.shape[1]
+    generation, note = decoding_arguments(request, prepared)
+    assert generation["max_new_tokens"] == model.config.max_position_embeddings - rows
+    assert note.startswith(f"Max new tokens lowered from 1000000 to {generation['max_new_tokens']}: the prompt "
+                           f"takes {rows} of the model's")

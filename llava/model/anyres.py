@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence, Tuple
 import torch
 
 from llava.image_tiling import Resolution, get_anyres_image_grid_shape
-from llava.mm_utils import uses_anyres  # noqa: F401 (uses_anyres: re-exported)
+from llava.mm_utils import uses_anyres
 
 MERGE_TYPES = ("flat", "spatial", "spatial_unpad")
 """The ``mm_patch_merge_type`` values understood here (``flat`` when the config has none)."""
@@ -57,15 +57,59 @@ def unpad_image(features: torch.Tensor, original_size: Resolution) -> torch.Tens
     Returns:
         The ``(C, H', W')`` cropped view (H' = H or W' = W).
     """
-    original_width, original_height = original_size
     _, height, width = features.shape
+    rows, columns = _unpad_crop(height, width, original_size)
+    return features[:, rows, columns]
+
+
+def _unpad_crop(height: int, width: int, original_size: Resolution) -> Tuple[slice, slice]:
+    """The rows and the columns of a padded ``height x width`` grid that `unpad_image` keeps."""
+    original_width, original_height = original_size
     if original_width / original_height > width / height:
-        kept_rows = int(original_height * (width / original_width))
-        margin = (height - kept_rows) // 2
-        return features[:, margin:height - margin, :]
-    kept_columns = int(original_width * (height / original_height))
-    margin = (width - kept_columns) // 2
-    return features[:, :, margin:width - margin]
+        margin = (height - int(original_height * (width / original_width))) // 2
+        return slice(margin, height - margin), slice(0, width)
+    margin = (width - int(original_width * (height / original_height))) // 2
+    return slice(0, height), slice(margin, width - margin)
+
+
+def anyres_token_count(image_size: Resolution, config: Any, tile_pixels: int, view_tokens: int) -> int:
+    """Visual tokens `LlavaMetaForCausalLM.encode_anyres_images` makes of one image preprocessed by
+    `llava.image_tiling.process_anyres_image` (base view plus tiles), computed before any encoding.
+
+    ``flat`` and ``spatial``: every view's ``view_tokens`` (the base view and ``across x down``
+    tiles). ``spatial_unpad``: the base view's, then the tiles' grid of ``down * side`` rows by
+    ``across * side`` columns (``side**2 = view_tokens``) cropped as `unpad_image` crops it, plus
+    one newline token per kept row.
+
+    Args:
+        image_size: ``(width, height)`` of the original image, in pixels.
+        config: The model's config (``mm_patch_merge_type``, ``image_grid_pinpoints``).
+        tile_pixels: Side of one tile in pixels (the vision tower's image size).
+        view_tokens: Features of one view (the tower's ``num_visual_tokens``), a square number.
+
+    Returns:
+        The image's visual token count.
+
+    Raises:
+        ValueError: An unknown merge type, or an image with a zero side.
+    """
+    across, down = get_anyres_image_grid_shape(image_size, config.image_grid_pinpoints, tile_pixels)
+    if merge_type_of(config) != "spatial_unpad":
+        return (1 + across * down) * view_tokens
+    side = math.isqrt(view_tokens)
+    rows, columns = _unpad_crop(down * side, across * side, image_size)
+    kept_rows = len(range(down * side)[rows])
+    return view_tokens + kept_rows * (len(range(across * side)[columns]) + 1)
+
+
+def image_token_count(model: Any, image_size: Resolution) -> int:
+    """Visual tokens one image of ``image_size`` (width, height) px puts in `model`'s prompt before
+    any pruning: the tower's count, or for anyres (LLaVA-NeXT) models `anyres_token_count`."""
+    view_tokens = model.get_model().num_visual_tokens()
+    if not uses_anyres(model.config):
+        return view_tokens
+    tile_pixels = model.get_model().get_vision_tower().config.image_size
+    return anyres_token_count(image_size, model.config, tile_pixels, view_tokens)
 
 
 def _tile_grid(tile_features: torch.Tensor, grid_shape: Tuple[int, int]) -> torch.Tensor:

@@ -39,7 +39,7 @@ from llava.cli_support import BAD_INPUT_ERRORS, UsageError, generation_kwargs, i
 from llava.eval.records.run_summary import flops_summary
 from llava.image_loading import DEFAULT_MAX_DECODED_BYTES, ImageError, bound_image_geometry, load_image
 from llava.mm_utils import KeywordsStoppingCriteria, image_model_inputs, move_images, tokenizer_image_token
-from llava.model.anyres import uses_anyres
+from llava.model.anyres import image_token_count, uses_anyres
 from llava.model.pruning.flops import DecoderDims
 from llava.model.pruning.from_config import PruningSettings
 from llava.model.pruning.policies import POLICIES
@@ -129,6 +129,7 @@ class PreparedInput:
         num_other_tokens: prompt tokens other than the visual ones.
         num_visual: visual tokens of the image, or None for anyres (LLaVA-NeXT) models, whose
             count depends on the image.
+        prompt_visual: visual tokens the prompt holds before pruning (anyres: from the image size).
         context: the model's context, tokens.
         view: (H, W, 3) uint8, the image as the tower sees it, or None for anyres models.
     """
@@ -138,6 +139,7 @@ class PreparedInput:
     stop_str: str
     num_other_tokens: int
     num_visual: Optional[int]
+    prompt_visual: int
     context: int
     view: Optional[np.ndarray]
 
@@ -246,16 +248,16 @@ class DemoModel:
         input_ids = tokenizer_image_token(conv.get_prompt(), self.tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")
         num_other = len(input_ids) - int((input_ids == IMAGE_TOKEN_INDEX).sum())
         num_visual = None if self.anyres else self.model.get_model().num_visual_tokens()
-        if num_visual is not None:
-            try:
-                check_context_length(num_other, num_visual, config.max_position_embeddings)
-            except ContextLengthError as err:
-                raise RequestError(f"Question: too long: {err}") from None
+        prompt_visual = image_token_count(self.model, image.size)
+        try:
+            check_context_length(num_other, prompt_visual, config.max_position_embeddings)
+        except ContextLengthError as err:
+            raise RequestError(f"Question: too long: {err}") from None
         image_inputs = image_model_inputs(image, self.image_processor, config,
                                           aspect_config=None if self.anyres else config)
         image_inputs["images"] = move_images(image_inputs["images"], self.model.device, self.model.dtype)
         return PreparedInput(input_ids[None].to(self.model.device), image_inputs, stop_string(conv),
-                             num_other, num_visual, config.max_position_embeddings, view)
+                             num_other, num_visual, prompt_visual, config.max_position_embeddings, view)
 
     def stream_budget(self, prepared: PreparedInput, ratio: float, policy: str, generation: dict
                       ) -> Generator[str, None, BudgetResult]:
@@ -329,15 +331,14 @@ class DemoModel:
 
 def decoding_arguments(request: DemoRequest, prepared: PreparedInput) -> Tuple[dict, Optional[str]]:
     """`generate` arguments for the request's temperature and token limit, the limit lowered to
-    what the context leaves after the prompt (anyres models: after its text tokens, since the
-    image's visual tokens are counted only in the prefill); and the note saying so, or None.
+    what the context leaves after the prompt (text and visual tokens); and the note saying so, or None.
 
     Raises:
         RequestError: a temperature below 0 or a token limit below 1.
     """
     try:
         generation = generation_kwargs(request.temperature, int(request.max_new_tokens))
-        prompt_tokens = prepared.num_other_tokens + (prepared.num_visual or 0)
+        prompt_tokens = prepared.num_other_tokens + prepared.prompt_visual
         generation["max_new_tokens"], note = cap_new_tokens(generation["max_new_tokens"], prompt_tokens,
                                                             prepared.context)
     except UsageError as err:
