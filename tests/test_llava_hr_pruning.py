@@ -16,7 +16,8 @@ from llava.model.pruning.pruner import TokenPruner
 from llava.model.pruning.recipe import ModelSignature, RecipeBook
 from llava.model.pruning.recipe_lookup import RECIPE_FILE_IN_CHECKPOINT, RECIPES_DIR, find_recipe_file
 from llava.model.pruning.schedules import RecipeSchedule
-from tests.helpers import QUESTIONS, assert_pruned_generation_follows, build_prompt, encode_batch, greedy_answers, sample_images, strip_pad
+from tests.helpers import (QUESTIONS, assert_pruned_generation_follows, build_prompt, encode_batch, greedy_answers,
+                           sample_images, strip_pad)
 
 HR_7B_BOOK = RECIPES_DIR / "llava-hr-7b-sft-1024.json"
 NEXT_7B_BOOK = RECIPES_DIR / "llava-v1.6-vicuna-7b.json"

@@ -13,8 +13,8 @@ from llava.model.pruning.flops import DecoderDims
 from llava.model.pruning.from_config import PruningSettings
 from llava.model.pruning.policies import POLICIES, policy_named
 from llava.mm_utils import process_images
-from tests.helpers import (IMAGE_SIZES, QUESTIONS, assert_pruned_generation_follows, build_prompt, encode_batch, picture,
-                           sample_images)
+from tests.helpers import (IMAGE_SIZES, QUESTIONS, assert_pruned_generation_follows, build_prompt, encode_batch,
+                           picture, sample_images)
 
 OWN_SCHEDULE = ("dart", "divprune", "pyramiddrop", "sparsevlm-drop")
 ON_RECIPE = ("recipe+fastv", "recipe+dart", "recipe+divprune", "fitprune-selfmean")
