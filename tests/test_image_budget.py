@@ -2,8 +2,7 @@
 under parallel hostile uploads (`llava.image_loading`, `llava.serve.demo_limits`,
 `benchmarks/upload_memory.py`), and the demo's answer length capped to the context the prompt's text
 and visual tokens leave (anyres images counted from their size). Memory is measured in child processes
-(VmHWM after resetting it), so
-what other tests allocated does not count."""
+(VmHWM after resetting it), so what other tests allocated does not count."""
 import json
 import os
 import struct
