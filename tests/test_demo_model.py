@@ -1,5 +1,7 @@
 """The shipped demo models: the shapes model answers its fixed test split and pruning quality is measurable
 on it; `python -m fitprune.demo` runs the scenes model by default and the shapes one with --model shapes."""
+import re
+
 import pytest
 
 from fitprune.lab.answers import answer_accuracy, encode_questions, load_answered_questions
@@ -80,6 +82,7 @@ def test_the_demo_runs_the_scenes_model_by_default(capsys):
     assert rows[0].split(" | ")[2:4] == ["FitPrune", "random (same counts)"] and "oracle (same counts)" in rows[0]
     cells = rows[1].split(" | ")
     assert cells[0] == "| 90" and cells[4].startswith("FastV ") and len(cells) == 8
+    assert re.search(r" · \d+% paper$", cells[4])  # the best other method's own FLOPs, beside its accuracy
 
 
 def test_the_demo_flag_picks_the_shapes_model(capsys):

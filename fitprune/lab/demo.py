@@ -132,8 +132,9 @@ def run_demo(args: argparse.Namespace) -> int:
           f"(first-token exact match; --limit 0 for all); recipes {recipes}")
     print(f"question 0: {questions[0].text.splitlines()[0]!r} (reference answer {questions[0].answer!r}); "
           f"unpruned accuracy {_accuracy(unpruned)}, answer {_first_answer(model, tokenizer, batches[0], args.max_new_tokens)!r}")
-    print(f"accuracy % [95% Wilson]; best other = best of {len(others)} other methods on this run, Δ its paired "
-          "difference from FitPrune [bootstrap 95%]")
+    print(f"accuracy % [95% Wilson]; best other = best of {len(others)} other methods on this run, with the "
+          "paper-convention FLOPs it removed (a method acting before a layer may remove more than the budget); "
+          "Δ its paired difference from FitPrune [bootstrap 95%]")
     header = ["ratio %", "FLOPs removed % (paper / full)", "FitPrune", "random (same counts)", "best other",
               "Δ best other − FitPrune"] + (["oracle (same counts)"] if with_oracle else []) + ["answer to question 0"]
     print("| " + " | ".join(header) + " |")
@@ -151,7 +152,7 @@ def run_demo(args: argparse.Namespace) -> int:
         best = max(runs, key=lambda run: run.accuracy)
         paired = paired_bootstrap(best.hits, fitprune.hits)
         cells = [f"{ratio:g}", f"{fitprune.flops_paper:.1f} / {fitprune.flops_full:.1f}", _accuracy(fitprune),
-                 _accuracy(random), f"{label(best.method)} {_accuracy(best)}",
+                 _accuracy(random), f"{label(best.method)} {_accuracy(best)} · {best.flops_paper:.0f}% paper",
                  f"{paired.difference:+.1f} [{paired.low:+.1f}, {paired.high:+.1f}]"]
         if with_oracle:
             cells.append(_accuracy(run_method(model, batches, "oracle", budget, book)))
