@@ -4,7 +4,7 @@ Paths are relative to the working directory, as LLaVA's scripts assume the repos
 root. The default model is the relational scenes model shipped in the repository
 (`playground/models/llava-v1.5-scenes`, data in `playground/scenes/`): a small LLaVA-1.5 trained
 here on questions about objects and their relations, the model on which the choice of pruning
-method matters (an oracle that keeps the referred objects gains about 35 points over random at 90%).
+method matters (an oracle that keeps the referred objects beats random by a wide margin at 90%; BENCHMARKS.md).
 The shapes model (`DEMO_MODEL_PATH`, data in `playground/shapes/`) is the smaller, faster one.
 """
 from __future__ import annotations

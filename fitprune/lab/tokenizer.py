@@ -5,7 +5,7 @@ need something that behaves the same way (BPE with byte fallback, ``<unk>``/``<s
 ``</s>`` at ids 0/1/2, a dummy-prefix space, ``\\n`` as the byte piece ``<0x0A>``) but
 is small and needs no download. :func:`train_tiny_tokenizer` trains one on an
 English corpus generated here, deterministically, and saves it in the layout
-``AutoTokenizer.from_pretrained(path, use_fast=False)`` expects.
+``LlamaTokenizer.from_pretrained(path)`` (the project's one tokenizer class) expects.
 """
 
 import io

@@ -250,7 +250,8 @@ def load_pretrained_model(
         source = model_base or model_path
         tokenizer = load_llama_tokenizer(source)
         with safe_weights_loading():
-            model = AutoModelForCausalLM.from_pretrained(source, low_cpu_mem_usage=True, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(source, low_cpu_mem_usage=True, trust_remote_code=False,
+                                                         **kwargs)
         if model_base is not None:
             from peft import PeftModel
 

@@ -22,7 +22,7 @@ LANGUAGE_SIZE_FIELDS = (
 )
 """LLaMA sizes: positive ints where the config gives them (transformers' LlamaConfig defaults otherwise)."""
 
-LLAMA_DEFAULTS = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+LLAMA_DEFAULTS = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,  # ok: LlamaConfig defaults
                   "num_attention_heads": 32, "vocab_size": 32000}
 """What transformers 4.31's LlamaConfig assumes for a size the config leaves out."""
 

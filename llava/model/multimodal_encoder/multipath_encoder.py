@@ -42,7 +42,8 @@ SLOW_PREFIX = TOWER_PREFIX + "slow_vision_tower."
 
 KNOWN_CLIP_TOWERS = {
     "openai/clip-vit-large-patch14-336": dict(
-        hidden_size=1024, intermediate_size=4096, projection_dim=768, num_hidden_layers=24, num_attention_heads=16,
+        hidden_size=1024, intermediate_size=4096, projection_dim=768,  # ok: the hub tower's published config
+        num_hidden_layers=24, num_attention_heads=16,
         num_channels=3, image_size=336, patch_size=14, hidden_act="quick_gelu", layer_norm_eps=1e-5,
     ),
 }

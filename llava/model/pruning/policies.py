@@ -207,14 +207,14 @@ class SparseVLMDropPolicy:
     visual rows. Scores: head-mean attention from the raters to each visual row, averaged over
     raters (a statistics pass beside fused attention). Acts after the attention of layers 2, 6 and
     15 of 32 (scaled to depth). Own schedule: the repository's released counts (its code sets the
-    matrix-rank term to 0, so counts are fixed per budget: 66/30/17 of 576 for 64 tokens, 303/110/36
-    for 128, 300/200/110 for 192); the shape whose FLOPs are nearest the budget, scaled to it.
+    matrix-rank term to 0, so counts are fixed per budget: ``released_counts`` for 64, 128 and 192 tokens
+    of LLaVA-1.5's ``paper_visual``); the shape whose FLOPs are nearest the budget, scaled to it.
     """
 
     name = "sparsevlm-drop"
     paper_layers = (2, 6, 15)
     released_counts = ((66, 30, 17), (303, 110, 36), (300, 200, 110))
-    paper_visual = 576
+    paper_visual = 576  # ok: the token count the released counts are stated for (LLaVA-1.5), scaled to the model
 
     def __init__(self):
         self._raters: Optional[torch.Tensor] = None

@@ -6,7 +6,7 @@ the model directory; the book shipped for the model name in ``llava/model/prunin
 book fitted for a model of the same signature (`shipped_recipe_for_signature`), so that
 ``llava-hf/llava-1.5-7b-hf`` (the same weights under other names) finds ``llava-v1.5-7b``'s recipes.
 
-Shipped: ``llava-v1.5-7b`` (576 tokens), ``llava-hr-7b-sft-1024`` (LLaVA-HR-7B, 1024 tokens; the
+Shipped: ``llava-v1.5-7b``, ``llava-hr-7b-sft-1024`` (LLaVA-HR-7B, more visual tokens per image; the
 name `favor123/llava-hr-7b-sft-1024` gives) and ``llava-v1.6-vicuna-7b`` (fractional, LLaVA-NeXT),
 all converted from the authors' published schedules by `fitprune.published`.
 """
@@ -109,8 +109,8 @@ def shipped_recipe_for_signature(config) -> Optional[Path]:
     A book matches when its model has the config's decoder dimensions (`DecoderDims`: layers,
     widths, heads, vocabulary), the same kind of images (fractional recipes for anyres
     (LLaVA-NeXT) models, absolute ones otherwise) and, where the config tells it
-    (`config_visual_tokens`), the same visual tokens per image: LLaVA-HR-7B (1024) and LLaVA-1.5-7B
-    (576) share their decoder. Where the config does not tell, the book with the fewest visual
+    (`config_visual_tokens`), the same visual tokens per image: LLaVA-HR-7B and LLaVA-1.5-7B share
+    their decoder but not their visual token count. Where the config does not tell, the book with the fewest visual
     tokens is taken; the count is checked against the model when the recipe is used
     (`RecipeBook.check_model`).
 

@@ -102,7 +102,7 @@ class DivPrunePolicy:
     Scores: the states of the live visual rows entering the layer (before layer 0: the projected
     visual embeddings, as the paper does). Acts before the layer; needs no attention probabilities.
     Own schedule (``schedule_for_budget``): one cut before layer 0 keeping the most tokens the FLOPs
-    budget allows (the paper sets a kept ratio, e.g. 0.098 of 576). A budget needing fewer than 1
+    budget allows (the paper sets a kept ratio, e.g. 0.098 of the visual tokens). A budget needing fewer than 1
     token is an error. Deviations: distances in float32; kept tokens keep their original positions.
     """
 
