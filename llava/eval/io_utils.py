@@ -1,24 +1,15 @@
-"""Reading answer files and writing results without leaving truncated files behind.
+"""Reading answer files; the eval modules' atomic writers (`llava.atomic_files`).
 
     rows = read_jsonl("answers/llava-v1.5-7b.jsonl")      # [{"question_id": ..., "text": ...}, ...]
     texts = read_answer_texts("answers/llava-v1.5-7b.jsonl")  # {question_id: text}
-    write_json_atomic("results/summary.json", {"acc": 0.5}, indent=2)
-    write_text_atomic("eval_tool/answers/x/color.txt", "a.txt\tq\tyes\tyes\n")
-
-Writes go to a temporary file in the destination's folder, which is fsynced and then
-replaces the destination in one `os.replace`, so an interrupted run (killed, or the machine
-going down) leaves either the old file or the new one, never half of one. Parent folders
-are created.
 """
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Type, Union
+from typing import Any, Dict, Iterable, Iterator, List, Tuple, Type, Union
 
+from llava.atomic_files import atomic_output_path, write_json_atomic, write_text_atomic  # noqa: F401 (eval's writers)
 from llava.errors import InputError
 from llava.json_reading import loads_json
 
@@ -105,57 +96,3 @@ def read_answer_texts(path: PathLike) -> Dict[Any, str]:
                 raise JsonlError(f"{path}:{number}: field {field!r} is missing")
         texts[row["question_id"]] = row["text"]
     return texts
-
-
-@contextlib.contextmanager
-def atomic_output_path(path: PathLike) -> Iterator[Path]:
-    """A temporary path to write instead of ``path``; it replaces ``path`` on success.
-
-    For writers that want a file name (e.g. ``DataFrame.to_excel``). The temporary file
-    sits in the destination's folder and keeps its suffix; it is removed if the block
-    raises.
-
-    Args:
-        path: the destination file.
-
-    Yields:
-        The temporary path to write.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(handle)
-    try:
-        yield Path(temp_name)
-        with open(temp_name, "rb") as written:
-            os.fsync(written.fileno())  # the bytes are on disk before the name points at them
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        raise
-
-
-def write_text_atomic(path: PathLike, text: str) -> None:
-    """Writes ``text`` (UTF-8) to ``path`` through a temporary file and `os.replace`.
-
-    Args:
-        path: the destination file; missing parent folders are created.
-        text: the whole content.
-    """
-    with atomic_output_path(path) as temp_path:
-        temp_path.write_text(text, encoding="utf-8")
-
-
-def write_json_atomic(path: PathLike, obj: Any, indent: Optional[int] = None) -> None:
-    """Writes ``obj`` as JSON to ``path`` through a temporary file and `os.replace`.
-
-    Args:
-        path: the destination file; missing parent folders are created.
-        obj: a JSON-serialisable value.
-        indent: as in `json.dumps` (None: one line).
-
-    Raises:
-        TypeError: ``obj`` is not JSON-serialisable (nothing is written).
-    """
-    write_text_atomic(path, json.dumps(obj, indent=indent))

@@ -6,37 +6,24 @@ checks of the recipes are `recipe_fields`'.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
+from llava.atomic_files import atomic_output_path
 from llava.json_reading import read_json_file
 from llava.model.pruning.recipe_fields import SCHEMA_VERSION, RecipeError, check_keys, is_int
 
 
 def write_json_atomically(path: Path, data: Any) -> None:
-    """Writes `data` as JSON (keys sorted, indent 1) to `path`, atomically.
-
-    The JSON goes to a temporary file in the same folder, which then replaces ``path``; a write that
-    is interrupted leaves any previous file untouched and no temporary file behind.
+    """Writes `data` as JSON (keys sorted, indent 1, a final newline) to `path`, atomically
+    (`llava.atomic_files`: an interrupted write leaves any previous file and no temporary file).
 
     Raises:
         OSError: the folder is not writable.
     """
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    # os.open with mode 0o666 lets the umask set the permissions, as for a plain open().
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with open(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, sort_keys=True, allow_nan=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    with atomic_output_path(path) as temp, open(temp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=1, sort_keys=True, allow_nan=False)
+        handle.write("\n")
 
 
 def read_book_json(where: str, book_class: type) -> dict:
