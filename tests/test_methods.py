@@ -286,3 +286,19 @@ def test_sparsevlm_refuses_raters_of_another_prefill(tiny):
     other = type(layout)(layout.segment, layout.position_ids, layout.visual_index, layout.initial_visual.clone())
     with pytest.raises(ValueError, match="chooses its raters before layer 0"):
         used.attention_query(0, other)
+
+
+@pytest.mark.parametrize("policy", ["recipe+dart", "recipe+divprune"])
+def test_recipe_variants_cutting_before_a_layer_never_remove_more_than_the_recipe(tiny, policy):
+    # each layer's attention sees the recipe's count (what FitPrune leaves after the previous layer)
+    tokenizer, model, processor = tiny
+    _, fitprune = _prefill(model, tokenizer, processor, "fitprune")
+    recorder, variant = _prefill(model, tokenizer, processor, policy)
+    start = trace_start(recorder)[None]
+    assert torch.equal(variant.entered(), torch.cat([start, fitprune.counts()[:-1]]))
+    assert torch.equal(variant.counts(), variant.entered())
+    dims = DecoderDims.from_config(model.config)
+    n = int(start[0, 0])
+    recipe_counts = fitprune.counts()[:, 0].tolist()
+    entering = variant.entered()[:, 0].tolist()
+    assert _paper_removed(dims, entering, entering, n) < _paper_removed(dims, [n] + recipe_counts[:-1], recipe_counts, n)

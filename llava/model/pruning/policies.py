@@ -266,7 +266,8 @@ class SparseVLMDropPolicy:
 class RecipeWithScore:
     """This project's variant (not any paper's method): FitPrune's recipe decides when and how many
     visual tokens leave (the recipe file's keep counts), another method's ranking decides which.
-    A policy acting before a layer drops to the recipe's count for layer l before layer l runs."""
+    A policy acting before a layer drops, before layer l runs, to the recipe's count after layer l-1
+    (`llava.model.pruning.schedules.EnteringSchedule`), so it never removes more than the recipe."""
 
     def __init__(self, policy):
         self.policy = policy
