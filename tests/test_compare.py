@@ -40,7 +40,7 @@ def test_a_token_row_without_its_recipe_takes_the_nearest():
     assert nearest_ratio(book, 75.0) == 80.0 and nearest_ratio(book, 99.0) == 90.0
 
 
-def test_compare_writes_schema_2_and_keeps_other_models(tmp_path, shapes_dims):
+def test_compare_writes_schema_2_and_keeps_other_models(tmp_path, shapes_dims, monkeypatch):
     quality = tmp_path / "q.json"
     write_quality_json(quality, "other-model", {"methods": {}})
     output = tmp_path / "B.md"
@@ -73,6 +73,11 @@ def test_compare_writes_schema_2_and_keeps_other_models(tmp_path, shapes_dims):
     assert main(["--model", "shapes", "--render-only", "--json", str(quality), "--output", str(redrawn), "--plot",
                  str(tmp_path / "p.png")]) == 0
     assert redrawn.read_text() == text
+    # an empty --plot draws nothing and links nothing (it once drew the default PNG)
+    monkeypatch.chdir(tmp_path)
+    bare = tmp_path / "bare.md"
+    assert main(["--model", "shapes", "--render-only", "--json", str(quality), "--output", str(bare), "--plot", ""]) == 0
+    assert "![" not in bare.read_text() and not (tmp_path / "benchmarks").exists()
 
 
 def test_the_bench_hands_all_methods_to_the_comparison(capsys):

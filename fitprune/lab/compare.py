@@ -71,16 +71,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--recipe", default=None, help="recipe file (default: the model's fitprune_recipes.json)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="BENCHMARKS.md")
-    parser.add_argument("--plot", default=None, help="default benchmarks/compare_<model>.png")
+    parser.add_argument("--plot", default=None, help="default benchmarks/compare_<model>.png; empty: no plot")
     parser.add_argument("--json", default="benchmarks/pruning_quality.json", help="empty: not written")
     parser.add_argument("--render-only", action="store_true",
                         help="redraw the plot and section from the model's entry in --json, running nothing")
     args = parser.parse_args(argv)
     demo = DEMO_MODELS[args.model]
     model_name = Path(demo.path).name
+    plot = f"benchmarks/compare_{args.model}.png" if args.plot is None else args.plot
     if args.render_only:
         entry = json.loads(Path(args.json).read_text())["models"][model_name]
-        print(render(entry, model_name, args.plot or f"benchmarks/compare_{args.model}.png", Path(args.output)))
+        print(render(entry, model_name, plot, Path(args.output)))
         return 0
 
     from llava.model.builder import load_pretrained_model
@@ -108,7 +109,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     entry = quality_json(results, unpruned, blind, context, skipped)
     if args.json:
         write_quality_json(Path(args.json), model_name, entry)
-    section = render(entry, model_name, args.plot or f"benchmarks/compare_{args.model}.png", Path(args.output))
+    section = render(entry, model_name, plot, Path(args.output))
     print(section)
     return 0
 
