@@ -47,7 +47,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Writes the extra test questions; returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m fitprune.lab.scenes.grown_test", description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="playground/scenes")
-    parser.add_argument("--total-images", type=int, default=320, help="test images in all, shipped ones included")
+    parser.add_argument("--total-images", type=int, default=512, help="test images in all, shipped ones included")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
