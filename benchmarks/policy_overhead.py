@@ -32,7 +32,7 @@ from llava.model.pruning.policies import RandomPolicy
 from llava.model.pruning.recipe import RecipeBook
 
 READS_ATTENTION = {"fitprune": True, "fastv": True, "pyramiddrop": True, "sparsevlm-drop": True,
-                   "recipe+fastv": True, "fitprune-selfmean": True, "dart": False, "divprune": False,
+                   "sparsevlm": True, "recipe+fastv": True, "fitprune-selfmean": True, "dart": False, "divprune": False,
                    "recipe+dart": False, "recipe+divprune": False, "uniform": True}
 """Whether a method's ranking reads attention probabilities (its policy docstring says so)."""
 HEADING = "## Scoring overhead of each policy (python benchmarks/policy_overhead.py)"

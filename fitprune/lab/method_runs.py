@@ -43,11 +43,11 @@ LITERATURE_VISUAL = 576
 LITERATURE_TOKENS = (192, 128, 64)
 RECIPE_METHODS = ("fitprune", "random", "oracle", "recipe+fastv", "recipe+dart", "recipe+divprune",
                   "fitprune-selfmean")
-OWN_SCHEDULE = ("dart", "divprune", "pyramiddrop", "sparsevlm-drop", "visionzip")
+OWN_SCHEDULE = ("dart", "divprune", "pyramiddrop", "sparsevlm-drop", "sparsevlm", "visionzip")
 VARIANTS = ("uniform", "recipe+fastv", "recipe+dart", "recipe+divprune", "fitprune-selfmean")
 """This project's variants and baselines: compared at matched FLOPs only (no paper states a token row for them)."""
-ALL_METHODS = ("fitprune", "fastv", "dart", "divprune", "pyramiddrop", "sparsevlm-drop", "visionzip", "uniform",
-               "recipe+fastv", "recipe+dart", "recipe+divprune", "fitprune-selfmean", "random", "oracle")
+ALL_METHODS = ("fitprune", "fastv", "dart", "divprune", "pyramiddrop", "sparsevlm-drop", "sparsevlm", "visionzip",
+               "uniform", "recipe+fastv", "recipe+dart", "recipe+divprune", "fitprune-selfmean", "random", "oracle")
 
 
 def available_methods(with_oracle: bool) -> List[str]:

@@ -17,15 +17,12 @@ import torch
 from llava.model.language_model.attention_scores import AttentionQuery
 from llava.model.language_model.layer_probe import LayerProbe
 from llava.model.language_model.sequence_layout import SequenceLayout
-from llava.model.pruning.budget import (
-    after_attention_fractions,
-    after_attention_reduction,
-    scaled_layer,
-    staged_fractions,
-)
+from llava.model.pruning.budget import scaled_layer, staged_fractions
 from llava.model.pruning.flops import DecoderDims
 from llava.model.pruning.schedules import FractionSchedule
 from llava.model.pruning.similarity import PAPER_DEPTH, DartPolicy, DivPrunePolicy
+from llava.model.pruning.sparsevlm import SparseVLMDropPolicy, SparseVLMPolicy
+from llava.model.pruning.visual_rows import on_rows as _on_rows, visual_columns as _visual_columns
 from llava.model.pruning.visionzip import VisionZipPolicy
 
 
@@ -57,19 +54,6 @@ def cross_and_self_scores(attention_sums: torch.Tensor, layout: SequenceLayout) 
     """
     cross, self_score = _on_rows(attention_sums, layout).unbind(dim=1)
     return cross, self_score
-
-
-def _visual_columns(layout: SequenceLayout) -> torch.Tensor:
-    """(C,) the rows that are visual in at least one sample: the key columns scores are read on."""
-    return layout.visual_mask.any(dim=0).nonzero().squeeze(1)
-
-
-def _on_rows(attention_sums: torch.Tensor, layout: SequenceLayout) -> torch.Tensor:
-    """(B, W, T) float32: sums on the visual columns (B, W, C) placed on their rows, 0 elsewhere."""
-    batch, width, _ = attention_sums.shape
-    placed = attention_sums.new_zeros(batch, width, layout.segment.shape[1])
-    placed[:, :, _visual_columns(layout)] = attention_sums
-    return placed
 
 
 class FitPrunePolicy:
@@ -198,71 +182,6 @@ class PyramidDropPolicy:
         return FractionSchedule(staged_fractions(dims, layers, ratio, num_visual, "PyramidDrop"))
 
 
-class SparseVLMDropPolicy:
-    """SparseVLM (drop-only) (Zhang et al., "SparseVLM: Visual Token Sparsification for Efficient
-    Vision-Language Model Inference", ICML 2025), without its token recycling.
-
-    Raters: before layer 0, the text rows (after the image) whose relevance to the image is above
-    the mean, relevance = softmax over text rows of visual x text embedding products, averaged over
-    visual rows. Scores: head-mean attention from the raters to each visual row, averaged over
-    raters (a statistics pass beside fused attention). Acts after the attention of layers 2, 6 and
-    15 of 32 (scaled to depth). Own schedule: the repository's released counts (its code sets the
-    matrix-rank term to 0, so counts are fixed per budget: ``released_counts`` for 64, 128 and 192 tokens
-    of LLaVA-1.5's ``paper_visual``); the shape whose FLOPs are nearest the budget, scaled to it.
-    """
-
-    name = "sparsevlm-drop"
-    paper_layers = (2, 6, 15)
-    released_counts = ((66, 30, 17), (303, 110, 36), (300, 200, 110))
-    paper_visual = 576  # ok: the token count the released counts are stated for (LLaVA-1.5), scaled to the model
-
-    def __init__(self):
-        self._raters: Optional[torch.Tensor] = None
-        self._prepared_for: Optional[torch.Tensor] = None
-
-    def prepare(self, probe: LayerProbe) -> None:
-        """Chooses each sample's raters from the embeddings entering layer 0 (kept by position)."""
-        layout = probe.layout
-        hidden = probe.hidden.float()
-        raters = torch.full_like(layout.position_ids, -1)
-        for b in range(hidden.shape[0]):
-            visual, text = layout.visual_mask[b], layout.text_mask[b]
-            if not bool(visual.any()) or not bool(text.any()):
-                continue
-            relevance = (hidden[b, visual] @ hidden[b, text].T).softmax(dim=1).mean(dim=0)
-            above = relevance > relevance.mean()
-            chosen = layout.position_ids[b, text][above if bool(above.any()) else torch.ones_like(above)]
-            raters[b, : len(chosen)] = chosen
-        self._raters = raters
-        self._prepared_for = layout.initial_visual  # shared by every layout of this prefill
-
-    def attention_query(self, layer_idx: int, layout: SequenceLayout) -> AttentionQuery:
-        """Head-mean sums over the rater rows, divided by their count.
-
-        Raises:
-            ValueError: no raters were chosen for this prefill (its hook never called `before_layer`).
-        """
-        if self._raters is None or layout.initial_visual is not self._prepared_for:
-            raise ValueError("SparseVLM (drop-only) chooses its raters before layer 0; this prefill's hook never did")
-        rows = (layout.position_ids[:, :, None] == self._raters[:, None, :]).any(dim=-1) & layout.text_mask
-        weights = rows.float() / rows.sum(dim=1, keepdim=True).clamp(min=1)
-        return AttentionQuery(weights[:, None], _visual_columns(layout), heads="mean")
-
-    def score(self, layer_idx: int, attention_sums: torch.Tensor, layout: SequenceLayout) -> torch.Tensor:
-        """(B, T) the raters' mean head-mean attention on each visual row."""
-        return _on_rows(attention_sums, layout)[:, 0]
-
-    def schedule_for_budget(self, ratio: float, dims: DecoderDims, num_visual: int) -> FractionSchedule:
-        """Cuts after the scaled layers' attention (`budget.after_attention_fractions`)."""
-        layers = [scaled_layer(layer, PAPER_DEPTH, dims.num_layers) for layer in self.paper_layers]
-        if len(set(layers)) < len(layers):
-            raise ValueError(f"SparseVLM needs 3 distinct pruning layers; {dims.num_layers} layers give {layers}")
-        shapes = [[count / self.paper_visual for count in counts] for counts in self.released_counts]
-
-        shape = min(shapes, key=lambda shares: abs(after_attention_reduction(dims, layers, shares, num_visual) - ratio))
-        return FractionSchedule(after_attention_fractions(dims, layers, shape, ratio, num_visual, "SparseVLM (drop-only)"))
-
-
 class RecipeWithScore:
     """This project's variant (not any paper's method): FitPrune's recipe decides when and how many
     visual tokens leave (the recipe file's keep counts), another method's ranking decides which.
@@ -295,6 +214,7 @@ POLICIES = {
     "divprune": lambda seed: DivPrunePolicy(),
     "pyramiddrop": lambda seed: PyramidDropPolicy(),
     "sparsevlm-drop": lambda seed: SparseVLMDropPolicy(),
+    "sparsevlm": lambda seed: SparseVLMPolicy(),
     "recipe+fastv": lambda seed: RecipeWithScore(FastVPolicy()),
     "recipe+dart": lambda seed: RecipeWithScore(DartPolicy()),
     "recipe+divprune": lambda seed: RecipeWithScore(DivPrunePolicy()),
@@ -310,7 +230,8 @@ METHOD_LABELS = {
     "dart": "DART",
     "divprune": "DivPrune",
     "pyramiddrop": "PyramidDrop",
-    "sparsevlm-drop": "SparseVLM (drop-only)",
+    "sparsevlm-drop": SparseVLMDropPolicy.label,
+    "sparsevlm": SparseVLMPolicy.label,
     "recipe+fastv": "FitPrune recipe + FastV score (this project's variant)",
     "recipe+dart": "FitPrune recipe + DART score (this project's variant)",
     "recipe+divprune": "FitPrune recipe + DivPrune score (this project's variant)",

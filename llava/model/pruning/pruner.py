@@ -44,6 +44,18 @@ class BeforeLayerPolicy(Protocol):
         samples keeping `keep` (B,) long visual tokens."""
 
 
+class RecyclingPolicy(Protocol):
+    """A policy that turns some of the rows it would drop into replacement rows (optional
+    ``recycle``; SparseVLM's token recycling): the replacements stay, so the sample still leaves
+    the layer with exactly the schedule's count."""
+
+    def recycle(
+        self, layer_idx: int, hidden: torch.Tensor, layout: SequenceLayout, scores: torch.Tensor, drop: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(hidden', removed): `hidden` (B, T, D) with some rows' states replaced, and the (B, T) bool
+        rows to remove, exactly `drop` (B,) live visual rows per sample (`scores` as `score` gave them)."""
+
+
 class KeepSchedule(Protocol):
     """How many visual tokens each sample keeps after each layer."""
 
@@ -115,12 +127,24 @@ class TokenPruner:
 
         Rows are selected per sample: the `drop` lowest scores among live visual rows
         (ties broken by row order), everything else kept in its original order. Samples
-        that keep fewer rows than the longest are left-padded again.
+        that keep fewer rows than the longest are left-padded again. A policy with
+        ``recycle`` (`RecyclingPolicy`) instead says which rows leave and replaces the states of
+        some that stay.
+
+        Raises:
+            ValueError: `recycle` removed other than exactly `drop` live visual rows of a sample.
         """
         drop = self._drop_counts(layer_idx, layout)
         if not bool(drop.any()):
             return hidden, layout
-        return drop_lowest(hidden, layout, self.policy.score(layer_idx, attention_sums, layout), drop)
+        scores = self.policy.score(layer_idx, attention_sums, layout)
+        recycle = getattr(self.policy, "recycle", None)
+        if recycle is None:
+            return drop_lowest(hidden, layout, scores, drop)
+        hidden, removed = recycle(layer_idx, hidden, layout, scores, drop)
+        if bool((removed & ~layout.visual_mask).any()) or not torch.equal(removed.sum(dim=1), drop):
+            raise ValueError(f"{self.policy.name} recycled rows but did not remove exactly {drop.tolist()} visual rows")
+        return drop_rows(hidden, layout, removed)
 
 
 def drop_lowest(
@@ -128,13 +152,19 @@ def drop_lowest(
 ) -> Tuple[torch.Tensor, SequenceLayout]:
     """Removes, per sample, the `drop` (B,) live visual rows with the lowest `scores` (B, T) (ties
     broken by row order) from `hidden` (B, T, D) and `layout`; see `drop_rows`."""
+    return drop_rows(hidden, layout, lowest_rows(layout, scores, drop))
+
+
+def lowest_rows(layout: SequenceLayout, scores: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """(B, T) bool: per sample, the `count` (B,) live visual rows with the lowest `scores` (B, T),
+    ties broken by row order."""
     visual = layout.visual_mask
     scores = scores.float().masked_fill(~visual, float("inf"))
     order = scores.argsort(dim=1, stable=True)
     rank = torch.empty_like(order).scatter_(
         1, order, torch.arange(order.shape[1], device=order.device).expand_as(order)
     )
-    return drop_rows(hidden, layout, visual & (rank < drop[:, None]))
+    return visual & (rank < count[:, None])
 
 
 def drop_rows(
