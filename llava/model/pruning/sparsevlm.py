@@ -103,8 +103,8 @@ class SparseVLMPolicy(SparseVLMDropPolicy):
       the repository's rule, r the smallest count consistent with it (at most c);
     - DPC-KNN on the recycled rows' hidden states (after the layer's attention): distances
       ||x_i - x_j|| / sqrt(D), density exp(-mean squared distance to the r nearest rows, itself
-      included), parent distance the distance to the nearest denser row (the largest distance for
-      the densest), the r rows of largest density x parent distance are the centres, every row joins
+      included), parent distance the distance to the nearest denser row (the largest pairwise distance
+      for the densest), the r rows of largest density x parent distance are the centres, every row joins
       its nearest centre;
     - each cluster becomes the plain mean of its members' hidden states.
 
@@ -113,12 +113,13 @@ class SparseVLMPolicy(SparseVLMDropPolicy):
     layers all see it there) and the cluster's mean as its state. The repository instead appends the
     merged tokens after the kept visual tokens and renumbers the positions.
 
-    Other deviations from the repository: it prunes after the whole layer, this policy after the
-    layer's attention (before the MLP, like every policy here; the merged states are those of the
-    residual stream there); the repository adds uniform noise below 1e-6 to the densities to break
-    ties and divides each cluster's sum by its size + 1e-6; here ties go to the better-rated recycled
-    row and the mean is exact; clustering runs in float32 in any model dtype; batches of any size
-    (the repository handles one sample).
+    Other deviations from the repository: it keeps its released count by score and adds the merged
+    tokens on top (count + r live rows), here they count among the schedule's count; it prunes after
+    the whole layer, this policy after the layer's attention (before the MLP, like every policy here;
+    the merged states are those of the residual stream there); it adds uniform noise below 1e-6 to
+    the densities to break ties and divides each cluster's sum by its size + 1e-6, here ties go to
+    the better-rated recycled row and the mean is exact; clustering runs in float32 in any model
+    dtype; batches of any size (the repository handles one sample).
     """
 
     name = "sparsevlm"
