@@ -28,8 +28,9 @@ def test_token_rows_follow_each_paper(shapes_dims):
     counts, _, _ = _token_row_counts("dart", shapes_dims, 144, 16)
     assert counts == (144,) + (16,) * 7  # before layer 2 of 32 scaled to 8 layers: layer 1
     # SparseVLM's released 64-token counts 66/30/17 of 576 at layers 2/6/15 of 32 -> layers 1/2/4 of 8
-    counts, text, _ = _token_row_counts("sparsevlm-drop", shapes_dims, 144, 16)
-    assert counts == (144, 16, 8, 8, 4, 4, 4, 4) and text == "16/8/4 after layers 1/2/4"
+    for name in ("sparsevlm-drop", "sparsevlm"):  # with and without recycling: the same released counts
+        counts, text, policy = _token_row_counts(name, shapes_dims, 144, 16)
+        assert counts == (144, 16, 8, 8, 4, 4, 4, 4) and text == "16/8/4 after layers 1/2/4" and policy.name == name
     ratio = equivalent_ratio(shapes_dims, 144, 16)
     assert ratio <= before_layer_reduction(shapes_dims, [16] * 8, 144) < ratio + 0.01
 

@@ -7,11 +7,11 @@ Two kinds of budget (`Budget`):
   FLOPs. FitPrune and the methods that follow its recipe (random, the oracle, ``recipe+*``,
   ``fitprune-selfmean``) use the recipe book's counts at that ratio; FastV (K = 2, else 1) and
   uniform are matched to what that recipe achieves (`fitprune.lab.baselines`); methods with their
-  own schedule (DART, DivPrune, PyramidDrop, SparseVLM (drop-only), VisionZip) solve it themselves,
+  own schedule (DART, DivPrune, PyramidDrop, SparseVLM with and without recycling, VisionZip) solve it themselves,
   installed as a user would (`model.set_pruning(ratio, policy=...)`).
 - *token rows* (``tokens``: the literature's 192 / 128 / 64 of 576, scaled to the model's share):
   each method as its paper states that count. FastV and DART keep the count from their layer K on
-  (K = 2 of 32, scaled), DivPrune and VisionZip from layer 0, SparseVLM (drop-only) its released
+  (K = 2 of 32, scaled), DivPrune and VisionZip from layer 0, SparseVLM (both) its released
   counts for that row (scaled) at its layers; PyramidDrop and the recipe methods take the FLOPs of
   keeping the count in every layer ("equivalent tokens"), from the recipe of the nearest fitted
   ratio. The FLOPs each then removes differ, and are reported. This project's variants (`VARIANTS`)
@@ -34,7 +34,7 @@ from fitprune.lab.baselines import FASTV_K, fastv_keep_counts, matched_fastv, ma
 from fitprune.lab.oracle import OraclePolicy
 from llava.model.pruning.budget import before_layer_reduction, cut_counts, scaled_layer
 from llava.model.pruning.flops import DecoderDims
-from llava.model.pruning.policies import POLICIES, FitPrunePolicy, SparseVLMDropPolicy, policy_named
+from llava.model.pruning.policies import FitPrunePolicy, SparseVLMDropPolicy, policy_named
 from llava.model.pruning.recipe import RecipeBook
 from llava.model.pruning.similarity import PAPER_DEPTH, DartPolicy
 from llava.model.pruning.traced_flops import traced_reductions
@@ -51,9 +51,8 @@ ALL_METHODS = ("fitprune", "fastv", "dart", "divprune", "pyramiddrop", "sparsevl
 
 
 def available_methods(with_oracle: bool) -> List[str]:
-    """`ALL_METHODS` that can run here: VisionZip once a policy of that name exists, the oracle
-    when the questions name their cells."""
-    return [m for m in ALL_METHODS if (m != "visionzip" or m in POLICIES) and (m != "oracle" or with_oracle)]
+    """`ALL_METHODS` that can run here: the oracle only when the questions name their cells."""
+    return [m for m in ALL_METHODS if m != "oracle" or with_oracle]
 
 
 @dataclass(frozen=True)
@@ -164,7 +163,7 @@ def pruning_for(model, method: str, budget: Budget, book: RecipeBook, seed: int)
     v = model.get_model().num_visual_tokens()
     t = budget.scaled_tokens(v) if budget.tokens is not None else None
     ratio = budget.ratio if t is None else equivalent_ratio(dims, v, t)
-    if t is not None and method in ("fastv", "dart", "divprune", "sparsevlm-drop"):
+    if t is not None and method in ("fastv", "dart", "divprune", "sparsevlm-drop", "sparsevlm"):
         counts, setting, policy = _token_row_counts(method, dims, v, t)
         return pruner_installed(model, policy, counts), setting, None
     if method in OWN_SCHEDULE:
@@ -204,7 +203,7 @@ def _token_row_counts(method: str, dims: DecoderDims, v: int, t: int):
     cuts = [(scaled_layer(layer, PAPER_DEPTH, layers), max(1, round(c * v / sparse.paper_visual)))
             for layer, c in zip(sparse.paper_layers, released)]
     text = "/".join(str(c) for _, c in cuts) + " after layers " + "/".join(str(layer) for layer, _ in cuts)
-    return tuple(cut_counts(layers, v, cuts).tolist()), text, policy_named("sparsevlm-drop")
+    return tuple(cut_counts(layers, v, cuts).tolist()), text, policy_named(method)
 
 
 def _answer(model, batches: Sequence[PromptBatch], name: str, setting: str, oracle=None) -> MethodRun:
