@@ -1,4 +1,6 @@
 """Paired statistics of the comparison bench (fitprune.lab.paired) against hand-computed cases."""
+import math
+
 import numpy as np
 import pytest
 
@@ -28,6 +30,18 @@ def test_exact_mcnemar_by_hand():
     assert mcnemar_exact(1, 5) == pytest.approx(14 / 64)
     assert mcnemar_exact(5, 1) == pytest.approx(14 / 64)
     assert mcnemar_exact(0, 0) == 1.0
+
+
+def test_exact_mcnemar_with_more_than_1023_discordant_questions():
+    # the binomial tail summed in log space (lgamma), independent of the integer arithmetic under test
+    def log_tail(low, n):
+        terms = [math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) - n * math.log(2) for k in range(low + 1)]
+        top = max(terms)
+        return top + math.log(sum(math.exp(t - top) for t in terms))
+
+    assert mcnemar_exact(560, 640) == pytest.approx(2 * math.exp(log_tail(560, 1200)), rel=1e-9)
+    assert mcnemar_exact(1000, 1000) == 1.0
+    assert 0.0 <= mcnemar_exact(10, 3000) < 1e-300
     assert mcnemar_exact(3, 3) == 1.0  # 2 * 42/64 capped at 1
     assert mcnemar_exact(0, 10) == pytest.approx(2 / 1024)
 

@@ -81,7 +81,8 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
     discordant = only_a + only_b
     if discordant == 0:
         return 1.0
-    tail = sum(math.comb(discordant, k) for k in range(min(only_a, only_b) + 1)) / 2.0 ** discordant
+    # integer numerator and denominator, divided once: a float 2.0 ** n overflows past n = 1023
+    tail = sum(math.comb(discordant, k) for k in range(min(only_a, only_b) + 1)) / 2 ** discordant
     return min(1.0, 2.0 * tail)
 
 
