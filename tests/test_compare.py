@@ -46,18 +46,22 @@ def test_compare_writes_schema_2_and_keeps_other_models(tmp_path, shapes_dims, m
     write_quality_json(quality, "other-model", {"methods": {}})
     output = tmp_path / "B.md"
     assert main(["--model", "shapes", "--limit", "6", "--reduction-ratio", "90", "--tokens", "64", "--methods",
-                 "fitprune", "fastv", "divprune", "random", "--output", str(output), "--plot",
+                 "fitprune", "fastv", "divprune", "recipe+divprune", "random", "--output", str(output), "--plot",
                  str(tmp_path / "p.png"), "--json", str(quality)]) == 0
     data = json.loads(quality.read_text())
     assert data["schema_version"] == QUALITY_SCHEMA_VERSION == 2 and set(data["models"]) == {"other-model",
                                                                                             "llava-v1.5-shapes"}
     methods = data["models"]["llava-v1.5-shapes"]["methods"]
-    assert set(methods) == {"fitprune", "fastv", "divprune", "random"}
+    assert set(methods) == {"fitprune", "fastv", "divprune", "recipe+divprune", "random"}
     recipe = RecipeBook.load(f"{DEMO_MODEL_PATH}/fitprune_recipes.json").get(90)
     fitprune, randomly = methods["fitprune"]["90%"], methods["random"]["90%"]
     assert fitprune["visual_tokens_leaving"] == list(map(float, recipe.keep_counts))
     assert fitprune["flops_removed_paper"] == round(paper_reduction(shapes_dims, list(recipe.keep_counts), 144), 2)
     assert "difference_vs_fitprune" not in fitprune
+    # a recipe variant cutting before layers enters each layer with what the recipe left after the previous
+    variant = methods["recipe+divprune"]["90%"]
+    assert variant["visual_tokens_entering"] == [144.0] + fitprune["visual_tokens_leaving"][:-1]
+    assert variant["flops_removed_paper"] < fitprune["flops_removed_paper"]
     assert randomly["difference_vs_fitprune"] == pytest.approx(randomly["accuracy"] - fitprune["accuracy"], abs=0.02)
     low, high = randomly["difference_ci95"]
     assert low <= randomly["difference_vs_fitprune"] <= high and randomly["total"] == 6

@@ -20,7 +20,7 @@ from llava.model.pruning.pruner import TokenPruner
 from llava.model.pruning.ratio import ReductionRatioError
 from llava.model.pruning.recipe import ModelSignature, RecipeBook, RecipeError
 from llava.model.pruning.recipe_lookup import find_recipe_file
-from llava.model.pruning.schedules import EnteringSchedule, schedule_for
+from llava.model.pruning.schedules import following_recipe, schedule_for
 
 
 
@@ -104,12 +104,9 @@ def build_pruner(settings: PruningSettings, config: Any, num_visual_tokens: int)
         recipe = book.get(settings.reduction_ratio)
     except RecipeError as err:
         raise RecipeError(f"{path}: {err}") from None
-    schedule = schedule_for(recipe, num_visual_tokens)
-    if getattr(policy, "acts_before_layer", False):
-        schedule = EnteringSchedule(schedule)
     return TokenPruner(
         policy,
-        schedule,
+        following_recipe(policy, schedule_for(recipe, num_visual_tokens)),
         recipe=recipe,
         recipe_file=Path(path),
         settings=settings,

@@ -72,10 +72,18 @@ class EnteringSchedule:
         self.after_layer = after_layer
 
     def keep_counts(self, layer_idx: int, initial_visual: torch.Tensor) -> torch.Tensor:
-        """(B,) visual tokens entering `layer_idx`: all of them before layer 0, else what the recipe leaves after the previous layer."""
+        """(B,) visual tokens entering `layer_idx`: all of them before layer 0, else what the recipe
+        leaves after the previous layer."""
         if layer_idx == 0:
             return initial_visual.clone()
         return self.after_layer.keep_counts(layer_idx - 1, initial_visual)
+
+
+def following_recipe(policy, schedule: KeepSchedule) -> KeepSchedule:
+    """The schedule `policy` keeps when it follows a recipe's `schedule` (counts after each layer's
+    attention): that schedule, or its `EnteringSchedule` for a policy that cuts before layers
+    (``acts_before_layer``)."""
+    return EnteringSchedule(schedule) if getattr(policy, "acts_before_layer", False) else schedule
 
 
 def schedule_for(recipe: Recipe, num_visual_tokens: int) -> KeepSchedule:
