@@ -289,16 +289,20 @@ def test_sparsevlm_refuses_raters_of_another_prefill(tiny):
 
 
 @pytest.mark.parametrize("policy", ["recipe+dart", "recipe+divprune"])
-def test_recipe_variants_cutting_before_a_layer_never_remove_more_than_the_recipe(tiny, policy):
-    # each layer's attention sees the recipe's count (what FitPrune leaves after the previous layer)
+def test_recipe_variants_of_input_ranking_methods_cut_where_and_as_much_as_fitprune(tiny, policy):
+    # they rank a cut layer's input and cut after its attention: every layer entered and left as under FitPrune
     tokenizer, model, processor = tiny
     _, fitprune = _prefill(model, tokenizer, processor, "fitprune")
-    recorder, variant = _prefill(model, tokenizer, processor, policy)
-    start = trace_start(recorder)[None]
-    assert torch.equal(variant.entered(), torch.cat([start, fitprune.counts()[:-1]]))
-    assert torch.equal(variant.counts(), variant.entered())
-    dims = DecoderDims.from_config(model.config)
-    n = int(start[0, 0])
-    recipe_counts = fitprune.counts()[:, 0].tolist()
-    entering = variant.entered()[:, 0].tolist()
-    assert _paper_removed(dims, entering, entering, n) < _paper_removed(dims, [n] + recipe_counts[:-1], recipe_counts, n)
+    _, variant = _prefill(model, tokenizer, processor, policy)
+    assert torch.equal(variant.entered(), fitprune.entered()) and torch.equal(variant.counts(), fitprune.counts())
+    kept = [variant.kept_indices(layer, 0).tolist() for layer in range(len(variant.counts()))]
+    assert kept != [fitprune.kept_indices(layer, 0).tolist() for layer in range(len(fitprune.counts()))]
+
+
+def test_a_recipe_variant_refuses_a_layer_whose_input_it_did_not_rank(tiny):
+    tokenizer, model, processor = tiny
+    recorder, _ = _prefill(model, tokenizer, processor, "recipe+divprune")
+    layout = recorder.inputs[0][1]
+    with pytest.raises(ValueError, match="^recipe\\+divprune ranks a layer's input before its attention; layer 0's hook "
+                                         "never called read_layer_input$"):
+        policy_named("recipe+divprune").score(0, None, layout)

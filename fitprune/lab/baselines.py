@@ -139,15 +139,11 @@ def matched_uniform(dims: DecoderDims, num_visual: int, reduction_ratio: float) 
     return Baseline("uniform", counts, reduction, f"keep {100 * share:.1f}%/layer")
 
 
-def pruner_installed(model, policy, keep_counts: Sequence[int], from_recipe: bool = False) -> ContextManager:
+def pruner_installed(model, policy, keep_counts: Sequence[int]) -> ContextManager:
     """A context in which `model` prunes every prefill with `policy` down to `keep_counts` (visual
-    tokens left after each layer), whatever was set up before; that comes back on leaving it.
-    `from_recipe`: the counts are a recipe's, which a policy cutting before layers follows one layer
-    later, as `model.set_pruning` installs it (`llava.model.pruning.schedules.following_recipe`)."""
+    tokens left after each layer), whatever was set up before; that comes back on leaving it."""
+    from llava.model.pruning.schedules import RecipeSchedule
     from llava.model.pruning.pruner import TokenPruner
-    from llava.model.pruning.schedules import RecipeSchedule, following_recipe
 
-    schedule = RecipeSchedule(keep_counts, model.get_model().num_visual_tokens())
-    if from_recipe:
-        schedule = following_recipe(policy, schedule)
-    return model.prefill_hook_installed(TokenPruner(policy, schedule))
+    num_visual = model.get_model().num_visual_tokens()
+    return model.prefill_hook_installed(TokenPruner(policy, RecipeSchedule(keep_counts, num_visual)))

@@ -173,7 +173,7 @@ def pruning_for(model, method: str, budget: Budget, book: RecipeBook, seed: int)
     recipe = book.get(nearest_ratio(book, ratio))
     if method in RECIPE_METHODS:
         policy = OraclePolicy(seed) if method == "oracle" else policy_named(method, seed)
-        installed = pruner_installed(model, policy, recipe.keep_counts, from_recipe=True)
+        installed = pruner_installed(model, policy, recipe.keep_counts)
         return installed, f"recipe {recipe.reduction_ratio:g}%", policy if method == "oracle" else None
     if method == "fastv":
         for k in (FASTV_K, 1):

@@ -58,17 +58,23 @@ class LayerProbe:
 
     def previous_keys(self) -> Optional[torch.Tensor]:
         """(B, T, Hkv·Dh) the previous layer's rotated keys (what its KV cache holds) of the input
-        rows, heads concatenated; None before layer 0.
+        rows, heads concatenated; None before layer 0. A row's key depends on that row alone, so when
+        rows left after the previous layer's attention the rest are matched by position id.
 
         Raises:
-            ValueError: rows left between the two layers (their keys no longer align with `layout`).
+            ValueError: a real input row was not among the previous layer's input rows.
         """
         if self.previous is None:
             return None
         layer, hidden, layout = self.previous
-        if hidden.shape != self.hidden.shape or not torch.equal(layout.position_ids, self.layout.position_ids):
-            raise ValueError("rows left the sequence after the previous layer's input: its keys do not align")
-        return _concat_heads(_rotated_query_key(layer, hidden, layout)[1])
+        keys = _concat_heads(_rotated_query_key(layer, hidden, layout)[1])
+        if hidden.shape == self.hidden.shape and torch.equal(layout.position_ids, self.layout.position_ids):
+            return keys
+        same = (self.layout.position_ids[:, :, None] == layout.position_ids[:, None, :]) & layout.key_mask[:, None, :]
+        if bool((self.layout.key_mask & ~same.any(dim=2)).any()):
+            raise ValueError("a row entering this layer was not in the previous layer's input: no key to align")
+        rows = same.to(torch.int8).argmax(dim=2)  # padding rows (no match) take row 0's key, never read
+        return keys.gather(1, rows[..., None].expand(-1, -1, keys.shape[-1]))
 
     def statistics(self, query: AttentionQuery) -> torch.Tensor:
         """(B, W, C) float32 sums of `query` over this layer's causal softmax attention of the input rows

@@ -20,7 +20,7 @@ from llava.model.pruning.pruner import TokenPruner
 from llava.model.pruning.ratio import ReductionRatioError
 from llava.model.pruning.recipe import ModelSignature, RecipeBook, RecipeError
 from llava.model.pruning.recipe_lookup import find_recipe_file
-from llava.model.pruning.schedules import following_recipe, schedule_for
+from llava.model.pruning.schedules import schedule_for
 
 
 
@@ -106,7 +106,7 @@ def build_pruner(settings: PruningSettings, config: Any, num_visual_tokens: int)
         raise RecipeError(f"{path}: {err}") from None
     return TokenPruner(
         policy,
-        following_recipe(policy, schedule_for(recipe, num_visual_tokens)),
+        schedule_for(recipe, num_visual_tokens),
         recipe=recipe,
         recipe_file=Path(path),
         settings=settings,

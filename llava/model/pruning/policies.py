@@ -184,26 +184,40 @@ class PyramidDropPolicy:
 
 class RecipeWithScore:
     """This project's variant (not any paper's method): FitPrune's recipe decides when and how many
-    visual tokens leave (the recipe file's keep counts), another method's ranking decides which.
-    A policy acting before a layer drops, before layer l runs, to the recipe's count after layer l-1
-    (`llava.model.pruning.schedules.EnteringSchedule`), so it never removes more than the recipe."""
+    visual tokens leave (the recipe file's keep counts, after the layer's attention, as FitPrune),
+    another method's ranking decides which. A method that ranks from a layer's input (DART,
+    DivPrune: ``acts_before_layer``) ranks the rows entering a cut layer (`read_layer_input`) and
+    its choice leaves after that layer's attention, so the same number of rows enters and leaves
+    every layer as under FitPrune (the same FLOPs)."""
 
     def __init__(self, policy):
         self.policy = policy
         self.name = f"recipe+{policy.name}"
-        self.acts_before_layer = getattr(policy, "acts_before_layer", False)
+        self._ranks_input = getattr(policy, "acts_before_layer", False)
+        self._input_ranking: Optional[Tuple[int, SequenceLayout, torch.Tensor]] = None
+
+    def read_layer_input(self, layer_idx: int, probe: LayerProbe, keep: torch.Tensor) -> None:
+        """Ranks the rows entering a cut layer when the wrapped method ranks from a layer's input."""
+        if self._ranks_input:
+            self._input_ranking = (layer_idx, probe.layout, self.policy.rank(layer_idx, probe, keep))
 
     def attention_query(self, layer_idx: int, layout: SequenceLayout) -> Optional[AttentionQuery]:
-        """The wrapped policy's statistics."""
-        return self.policy.attention_query(layer_idx, layout)
+        """The wrapped policy's statistics (none for one that ranks from the layer's input)."""
+        return None if self._ranks_input else self.policy.attention_query(layer_idx, layout)
 
     def score(self, layer_idx: int, attention_sums: Optional[torch.Tensor], layout: SequenceLayout) -> torch.Tensor:
-        """The wrapped policy's scores after attention."""
-        return self.policy.score(layer_idx, attention_sums, layout)
+        """(B, T) the wrapped policy's scores after attention, or its ranking of this layer's input.
 
-    def rank(self, layer_idx: int, probe: LayerProbe, keep: torch.Tensor) -> torch.Tensor:
-        """The wrapped policy's ranking before a layer."""
-        return self.policy.rank(layer_idx, probe, keep)
+        Raises:
+            ValueError: the layer's input was not ranked (its hook never called `read_layer_input`).
+        """
+        if not self._ranks_input:
+            return self.policy.score(layer_idx, attention_sums, layout)
+        ranking = self._input_ranking
+        if ranking is None or ranking[0] != layer_idx or ranking[1] is not layout:
+            raise ValueError(f"{self.name} ranks a layer's input before its attention; layer {layer_idx}'s "
+                             "hook never called read_layer_input")
+        return ranking[2]
 
 
 POLICIES = {

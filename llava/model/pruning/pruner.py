@@ -96,12 +96,20 @@ class TokenPruner:
     def before_layer(
         self, layer_idx: int, hidden: torch.Tensor, layout: SequenceLayout, probe: LayerProbe
     ) -> Tuple[torch.Tensor, SequenceLayout]:
-        """Before layer 0 a policy with ``prepare(probe)`` reads the prompt's embeddings; a policy with
-        ``acts_before_layer`` then drops its lowest-ranked rows down to the schedule's counts for
-        this layer (the layer and its attention run on what is left). Others keep every row here."""
+        """Before layer 0 a policy with ``prepare(probe)`` reads the prompt's embeddings. At a layer
+        where samples drop rows after attention, a policy with ``read_layer_input(layer_idx, probe,
+        keep)`` ranks from the layer's input (`keep` (B,) the counts after the cut; its `score`
+        returns that ranking). A policy with ``acts_before_layer`` drops its lowest-ranked rows down
+        to the schedule's counts for this layer (the layer and its attention run on what is left).
+        Others keep every row here."""
         prepare = getattr(self.policy, "prepare", None)
         if layer_idx == 0 and prepare is not None:
             prepare(probe)
+        read_layer_input = getattr(self.policy, "read_layer_input", None)
+        if read_layer_input is not None:
+            drop = self._drop_counts(layer_idx, layout)
+            if bool(drop.any()):
+                read_layer_input(layer_idx, probe, layout.visual_count() - drop)
         if not getattr(self.policy, "acts_before_layer", False):
             return hidden, layout
         drop = self._drop_counts(layer_idx, layout)

@@ -2,9 +2,7 @@
 
 A schedule turns a recipe into per-sample keep counts for the pruner (see
 `llava.model.pruning.pruner.KeepSchedule`): `RecipeSchedule` for a recipe of absolute counts,
-`FractionSchedule` for a fractional one (LLaVA-NeXT, where samples differ in visual tokens);
-`EnteringSchedule` shifts either for a policy that drops rows before a layer instead of after its
-attention.
+`FractionSchedule` for a fractional one (LLaVA-NeXT, where samples differ in visual tokens).
 """
 from __future__ import annotations
 
@@ -56,34 +54,6 @@ class FractionSchedule:
         """(B,) visual tokens left after `layer_idx` for samples that started with `initial_visual` (B,)."""
         counts = keep_counts_for_fractions([self.keep_fractions[layer_idx]], initial_visual.cpu().numpy())
         return torch.from_numpy(counts[:, 0]).to(initial_visual.device)
-
-
-class EnteringSchedule:
-    """A recipe's counts for a policy that drops rows before a layer runs (``acts_before_layer``).
-
-    A recipe states the visual tokens left after each layer's attention; a before-layer policy can
-    only cut between layers, so it drops to the count after layer l-1 before layer l runs. Every
-    layer's attention then sees the recipe's token count, and a layer where the recipe cuts runs
-    its MLP on the rows the recipe had already dropped: slightly fewer FLOPs removed than the
-    recipe's ratio, never more (the traced count says how many).
-    """
-
-    def __init__(self, after_layer: KeepSchedule):
-        self.after_layer = after_layer
-
-    def keep_counts(self, layer_idx: int, initial_visual: torch.Tensor) -> torch.Tensor:
-        """(B,) visual tokens entering `layer_idx`: all of them before layer 0, else what the recipe
-        leaves after the previous layer."""
-        if layer_idx == 0:
-            return initial_visual.clone()
-        return self.after_layer.keep_counts(layer_idx - 1, initial_visual)
-
-
-def following_recipe(policy, schedule: KeepSchedule) -> KeepSchedule:
-    """The schedule `policy` keeps when it follows a recipe's `schedule` (counts after each layer's
-    attention): that schedule, or its `EnteringSchedule` for a policy that cuts before layers
-    (``acts_before_layer``)."""
-    return EnteringSchedule(schedule) if getattr(policy, "acts_before_layer", False) else schedule
 
 
 def schedule_for(recipe: Recipe, num_visual_tokens: int) -> KeepSchedule:
