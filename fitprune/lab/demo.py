@@ -133,7 +133,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"question 0: {questions[0].text.splitlines()[0]!r} (reference answer {questions[0].answer!r}); "
           f"unpruned accuracy {_accuracy(unpruned)}, answer {_first_answer(model, tokenizer, batches[0], args.max_new_tokens)!r}")
     print(f"accuracy % [95% Wilson]; best other = best of {len(others)} other methods on this run, with the "
-          "paper-convention FLOPs it removed (a method acting before a layer may remove more than the budget); "
+          "paper-convention FLOPs it removed (at least the budget; a method with its own schedule may remove a little more); "
           "Δ its paired difference from FitPrune [bootstrap 95%]")
     header = ["ratio %", "FLOPs removed % (paper / full)", "FitPrune", "random (same counts)", "best other",
               "Δ best other − FitPrune"] + (["oracle (same counts)"] if with_oracle else []) + ["answer to question 0"]
