@@ -1,6 +1,6 @@
 """A fit's mean deletions per layer rounded to a recipe that meets its FLOPs budget within one point.
 
-    keep = round_keep_counts(dims, 576, mean_deleted, 60.0)          # L integer keep counts
+    keep = round_keep_counts(dims, num_visual, mean_deleted, 60.0)   # L integer keep counts
     fractions = round_keep_fractions(dims, counts, mean_fraction, 60.0)  # L keep fractions
 
 The cumulative keep levels are rounded, then one more level is deleted at the last deleting

@@ -29,6 +29,7 @@ from fitprune.lab.compare_report import format_section, plot_comparison, quality
 from fitprune.lab.demo_models import DEMO_MODELS
 from fitprune.lab.method_runs import (
     LITERATURE_TOKENS,
+    LITERATURE_VISUAL,
     Budget,
     available_methods,
     blind_run,
@@ -65,7 +66,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--reduction-ratio", dest="ratios", metavar="R", type=parse_reduction_ratio, nargs="*",
                         default=list(COMPARE_RATIOS), help="matched FLOPs budgets, percent or fraction")
     parser.add_argument("--tokens", type=int, nargs="*", default=list(LITERATURE_TOKENS),
-                        help="the literature's token rows (of 576, scaled to the model)")
+                        help=f"the literature's token rows (of {LITERATURE_VISUAL}, scaled to the model)")
     parser.add_argument("--methods", nargs="+", default=None, help="subset of methods (default: all)")
     parser.add_argument("--limit", type=int, default=None, help="first N questions of each file only")
     parser.add_argument("--recipe", default=None, help="recipe file (default: the model's fitprune_recipes.json)")

@@ -9,7 +9,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from fitprune.lab.answers import wilson_interval
-from fitprune.lab.method_runs import Budget, MethodRun
+from fitprune.lab.method_runs import LITERATURE_VISUAL, Budget, MethodRun
 from fitprune.lab.paired import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, minimal_detectable_difference, paired_bootstrap
 from llava.model.pruning.policies import METHOD_LABELS
 
@@ -171,7 +171,8 @@ def format_section(heading: str, entry: dict, plot: Optional[str]) -> str:
              f"{entry['no_visual_after_layer_0']['accuracy']:.1f}%. Matched rows: every method removes at least the "
              "budget's paper-convention FLOPs (FitPrune, random, the oracle and the recipe+ variants follow the "
              "model's FitPrune recipe; FastV and uniform are matched to what it removes; DART, DivPrune, PyramidDrop, "
-             "SparseVLM (with and without recycling) and VisionZip solve their own schedule). Token rows: 192/128/64 of 576 scaled to "
+             "SparseVLM (with and without recycling) and VisionZip solve their own schedule). Token rows: "
+             f"192/128/64 of {LITERATURE_VISUAL} scaled to "
              f"this model's {entry['num_visual']} tokens, each method as its paper states the count (FitPrune, random "
              "and the oracle: the recipe nearest the FLOPs of keeping that count in every layer; module docstring of "
              "`fitprune.lab.method_runs`); this project's variants and uniform run at matched FLOPs only. FLOPs "

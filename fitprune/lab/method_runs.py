@@ -9,7 +9,7 @@ Two kinds of budget (`Budget`):
   uniform are matched to what that recipe achieves (`fitprune.lab.baselines`); methods with their
   own schedule (DART, DivPrune, PyramidDrop, SparseVLM with and without recycling, VisionZip) solve it themselves,
   installed as a user would (`model.set_pruning(ratio, policy=...)`).
-- *token rows* (``tokens``: the literature's 192 / 128 / 64 of 576, scaled to the model's share):
+- *token rows* (``tokens``: the literature's 192 / 128 / 64 of ``LITERATURE_VISUAL``, scaled to the model's share):
   each method as its paper states that count. FastV and DART keep the count from their layer K on
   (K = 2 of 32, scaled), DivPrune and VisionZip from layer 0, SparseVLM (both) its released
   counts for that row (scaled) at its layers; PyramidDrop and the recipe methods take the FLOPs of
@@ -39,7 +39,7 @@ from llava.model.pruning.recipe import RecipeBook
 from llava.model.pruning.similarity import PAPER_DEPTH, DartPolicy
 from llava.model.pruning.traced_flops import traced_reductions
 
-LITERATURE_VISUAL = 576
+LITERATURE_VISUAL = 576  # ok: LLaVA-1.5's visual tokens, the count the literature's token rows are stated for
 LITERATURE_TOKENS = (192, 128, 64)
 RECIPE_METHODS = ("fitprune", "random", "oracle", "recipe+fastv", "recipe+dart", "recipe+divprune",
                   "fitprune-selfmean")
